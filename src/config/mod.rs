@@ -1,0 +1,63 @@
+//! Configuration: the YAML schema, its validation, and loading from disk.
+//!
+//! Owns turning a file into a [`Config`] that is known to be valid, or into a
+//! list of every mistake with file, line and column. It must not touch
+//! runtime state: applying a config is the controller's job.
+
+pub mod schema;
+pub mod validate;
+
+pub use schema::*;
+pub use validate::{Diagnostic, StatusRanges};
+
+use std::path::{Path, PathBuf};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    /// Every diagnostic, one per mistake (a read error yields one without a position).
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        match self {
+            ConfigError::Invalid(d) => d.clone(),
+            ConfigError::Read { path, source } => vec![Diagnostic {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read file: {source}"),
+            }],
+        }
+    }
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Read, parse and validate the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parse and validate YAML text; `file` names it in diagnostics.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    validate::parse_and_validate(text, file).map_err(ConfigError::Invalid)
+}

@@ -1,0 +1,21 @@
+//! switchyard: a Layer-7 reverse proxy that moves traffic between two copies
+//! of an application, blue and green, safely.
+//!
+//! # Layout
+//!
+//! - [`config`]: the YAML schema, validation with line and column, loading.
+//! - [`routing`]: the immutable [`routing::RoutingTable`], pool and endpoint choice.
+//! - [`upstream`]: endpoints with their health atomics, pooled upstream connections.
+//! - [`proxy`]: listeners, the per-request handler, header rewriting, error responses.
+//! - [`control`]: the controller task, the only writer of deployment state.
+//! - [`telemetry`]: Prometheus metrics, per-pool statistics windows, logging.
+//! - [`admin`]: the admin API.
+//! - [`demo`]: sample upstreams and the embedded config of `switchyard demo`.
+//!
+//! The data plane never waits on a lock: a request loads the routing table
+//! once from an `ArcSwap` and records its outcome into atomics. Every change of
+//! deployment state goes through the controller, one task with one inbox.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod telemetry;

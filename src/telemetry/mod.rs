@@ -1,0 +1,5 @@
+//! Telemetry: Prometheus metrics with handles resolved once, per-pool
+//! statistics windows recorded on the hot path, and logging set-up.
+
+pub mod metrics;
+pub mod stats;

@@ -1,0 +1,1 @@
+//! Per-pool statistics windows. Filled in by the telemetry work.
