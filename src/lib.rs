@@ -17,5 +17,14 @@
 //! deployment state goes through the controller, one task with one inbox.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod control;
+pub mod demo;
+pub mod proxy;
+pub mod routing;
+pub mod server;
 pub mod telemetry;
+pub mod upstream;

@@ -4,6 +4,7 @@
 //! list of every mistake with file, line and column. It must not touch
 //! runtime state: applying a config is the controller's job.
 
+pub mod check;
 pub mod schema;
 pub mod validate;
 

@@ -15,7 +15,11 @@ pub struct Diagnostic {
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -34,7 +38,9 @@ impl StatusRanges {
             let lo: u16 = lo.parse().map_err(|_| format!("bad status {part:?}"))?;
             let hi: u16 = hi.parse().map_err(|_| format!("bad status {part:?}"))?;
             if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
-                return Err(format!("bad status range {part:?}: expected 100-599, low to high"));
+                return Err(format!(
+                    "bad status range {part:?}: expected 100-599, low to high"
+                ));
             }
             out.push((lo, hi));
         }
@@ -61,4 +67,23 @@ pub fn parse_and_validate(text: &str, file: &str) -> Result<Config, Vec<Diagnost
             message: e.to_string(),
         }]
     })
+}
+
+/// Weights as an admin request or the file gives them: each 0..=100, summing
+/// to 100, with at most 0.01 resolution.
+pub fn validate_weights(blue: f64, green: f64) -> Result<(), String> {
+    for (name, w) in [("blue", blue), ("green", green)] {
+        if !w.is_finite() || !(0.0..=100.0).contains(&w) {
+            return Err(format!("{name} weight {w} is not between 0 and 100"));
+        }
+        if ((w * 100.0).round() - w * 100.0).abs() > 1e-6 {
+            return Err(format!(
+                "{name} weight {w} has a finer resolution than 0.01"
+            ));
+        }
+    }
+    if (blue + green - 100.0).abs() > 1e-6 {
+        return Err(format!("weights must sum to 100, not {}", blue + green));
+    }
+    Ok(())
 }

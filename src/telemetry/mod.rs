@@ -1,5 +1,6 @@
 //! Telemetry: Prometheus metrics with handles resolved once, per-pool
 //! statistics windows recorded on the hot path, and logging set-up.
 
+pub mod logging;
 pub mod metrics;
 pub mod stats;

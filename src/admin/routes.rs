@@ -1,0 +1,139 @@
+//! Admin API routes and their middleware (auth, body limit, JSON errors).
+
+use crate::admin::auth;
+use crate::admin::error::ApiError;
+use crate::admin::status;
+use crate::control::controller::{Actor, Command, ControllerHandle};
+use crate::control::Shared;
+use crate::routing::Weights;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Largest admin request body accepted (413 beyond).
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub controller: ControllerHandle,
+    pub token: Option<Arc<str>>,
+    pub metrics_public: bool,
+}
+
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/status", get(get_status))
+        .route("/api/v1/weights", put(put_weights))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .with_state(state)
+}
+
+async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let public = st.metrics_public && req.uri().path() == "/metrics";
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !public && !auth::authorized(given, token) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<AdminState>) -> Response {
+    match status::ready(&st.shared) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_status(State(st): State<AdminState>) -> Json<status::Status> {
+    Json(status::status(&st.shared))
+}
+
+/// Parse a JSON body whatever its `Content-Type` (operators type `curl -d`):
+/// 413 when too large, 400 when malformed, 422 when well-formed but wrong.
+/// An empty body reads as `{}`, so bodies whose fields are all optional may be left out.
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body larger than {MAX_BODY} bytes"),
+            ))
+        }
+        Err(e) => return Err(ApiError::bad_request(e.body_text())),
+    };
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::unprocessable(e.to_string()),
+        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsBody {
+    blue: f64,
+    green: f64,
+    #[serde(default)]
+    if_generation: Option<u64>,
+}
+
+async fn put_weights(
+    State(st): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: WeightsBody = json_body(body)?;
+    crate::config::validate::validate_weights(b.blue, b.green).map_err(ApiError::unprocessable)?;
+    let weights = Weights::from_config(&crate::config::WeightsConfig {
+        blue: b.blue,
+        green: b.green,
+    });
+    let view = st
+        .controller
+        .request(|reply| Command::SetWeights {
+            weights,
+            if_generation: b.if_generation,
+            actor: Actor::Admin,
+            reply,
+        })
+        .await?;
+    Ok(Json(serde_json::to_value(view).unwrap_or_default()))
+}

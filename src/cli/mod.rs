@@ -1,0 +1,153 @@
+//! The command line (SPEC.md section 1): `run`, `check`, `demo`, and `ctl`,
+//! a client of the admin API.
+//!
+//! Owns argument parsing and process concerns (runtime, signals, exit codes).
+//! Everything it runs lives in the library.
+
+pub mod ctl;
+
+use crate::config;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A blue/green reverse proxy that moves traffic safely"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the proxy.
+    Run {
+        /// Config file (default: $SWITCHYARD_CONFIG, then ./switchyard.yaml).
+        #[arg(
+            short,
+            long,
+            env = "SWITCHYARD_CONFIG",
+            default_value = "./switchyard.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 with a summary, or 1 with every error.
+    Check {
+        #[arg(
+            short,
+            long,
+            env = "SWITCHYARD_CONFIG",
+            default_value = "./switchyard.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Everything on one machine: sample upstreams, the proxy, the admin API.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+    /// Talk to a running proxy's admin API.
+    Ctl(ctl::CtlArgs),
+}
+
+/// Worker threads: `$SWITCHYARD_WORKERS`, else one per core.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("SWITCHYARD_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops");
+                let _ctrl_c = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ctrl_c = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Cmd::Check { config } => {
+            let (ok, report) = config::check::run(&config);
+            if ok {
+                println!("{report}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{report}");
+                ExitCode::FAILURE
+            }
+        }
+        Cmd::Run { config: path } => {
+            let cfg = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            crate::telemetry::logging::init(cfg.log.format, &cfg.log.level);
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::server::run(cfg, Some(path), shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "switchyard failed to start");
+                    eprintln!("switchyard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Demo { listen, admin } => {
+            crate::telemetry::logging::init(config::LogFormat::Text, "info");
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::demo::run(listen, admin, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Ctl(args) => ctl::main(args),
+    }
+}

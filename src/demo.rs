@@ -1,0 +1,237 @@
+//! `switchyard demo`: everything on one machine with no set-up. Two blue and
+//! two green sample upstreams on loopback, the proxy on 127.0.0.1:8080, the
+//! admin API on 127.0.0.1:9901, and a printed guide of what to try.
+//!
+//! The sample upstreams are also what the end-to-end tests of the demo talk
+//! to; they answer with their colour and instance name and serve `/health`.
+
+use crate::config::{self, PoolName};
+use crate::server;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A sample application instance: answers with its name and colour.
+pub struct SampleApp {
+    pub name: String,
+    pub pool: PoolName,
+    pub addr: SocketAddr,
+    /// Share of requests (in 1/10000) answered with 500, for trying rollback.
+    pub failure_bp: Arc<AtomicU32>,
+    stop: CancellationToken,
+}
+
+impl SampleApp {
+    /// Start an instance on `bind` (use port 0 for any free port).
+    pub async fn start(name: &str, pool: PoolName, bind: SocketAddr) -> std::io::Result<SampleApp> {
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let failure_bp = Arc::new(AtomicU32::new(0));
+        let app = Arc::new(AppInfo {
+            greeting: Bytes::from(format!("Hello from {name} ({pool})\n")),
+            name: http::HeaderValue::from_str(name)
+                .unwrap_or(http::HeaderValue::from_static("app")),
+            pool,
+            failure_bp: failure_bp.clone(),
+        });
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = token.cancelled() => break,
+                };
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(app.answer(req)) }
+                    });
+                    let _closed = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(SampleApp {
+            name: name.to_string(),
+            pool,
+            addr,
+            failure_bp,
+            stop,
+        })
+    }
+
+    /// Answer 500 to `rate` (0.0..=1.0) of requests from now on.
+    pub fn set_failure_rate(&self, rate: f64) {
+        let bp = (rate.clamp(0.0, 1.0) * 10_000.0).round() as u32;
+        self.failure_bp.store(bp, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SampleApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+struct AppInfo {
+    greeting: Bytes,
+    name: http::HeaderValue,
+    pool: PoolName,
+    failure_bp: Arc<AtomicU32>,
+}
+
+impl AppInfo {
+    fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (status, body) = if req.uri().path() == "/health" {
+            (StatusCode::OK, Bytes::from_static(b"ok\n"))
+        } else if fastrand::u32(0..10_000) < self.failure_bp.load(Ordering::Relaxed) {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from_static(b"injected failure\n"),
+            )
+        } else {
+            (StatusCode::OK, self.greeting.clone())
+        };
+        let mut resp = Response::new(Full::new(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert("x-upstream", self.name.clone());
+        h.insert(
+            "x-upstream-pool",
+            http::HeaderValue::from_static(self.pool.as_str()),
+        );
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        resp
+    }
+}
+
+/// The demo's configuration; `{BLUE}` and `{GREEN}` become endpoint lists.
+pub const DEMO_CONFIG: &str = r#"# switchyard demo configuration (generated; upstreams on loopback)
+listeners:
+  - bind: "{LISTEN}"
+admin:
+  bind: "{ADMIN}"
+pools:
+  blue:
+    endpoints: {BLUE}
+  green:
+    endpoints: {GREEN}
+health_check:
+  interval: 1s
+  timeout: 500ms
+traffic:
+  initial: { blue: 100, green: 0 }
+  expose_pool_header: true
+rollout:
+  steps: [10, 25, 50, 75, 100]
+  step_interval: 15s
+  bake_time: 30s
+rollback:
+  interval: 250ms
+  window: 10s
+  min_requests: 20
+  max_error_rate: 0.05
+  consecutive_breaches: 2
+  grace: 2s
+state_file: null
+"#;
+
+/// The running demo: its upstreams and the proxy.
+pub struct Demo {
+    pub apps: Vec<SampleApp>,
+    pub server: server::Server,
+}
+
+fn endpoint_list(apps: &[SampleApp], pool: PoolName) -> String {
+    let list: Vec<String> = apps
+        .iter()
+        .filter(|a| a.pool == pool)
+        .map(|a| format!("\"{}\"", a.addr))
+        .collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// Start the four sample upstreams and the proxy.
+pub async fn start(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<Demo> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut apps = Vec::new();
+    for (name, pool) in [
+        ("blue-1", PoolName::Blue),
+        ("blue-2", PoolName::Blue),
+        ("green-1", PoolName::Green),
+        ("green-2", PoolName::Green),
+    ] {
+        apps.push(SampleApp::start(name, pool, any).await?);
+    }
+    let text = DEMO_CONFIG
+        .replace("{LISTEN}", &listen.to_string())
+        .replace("{ADMIN}", &admin.to_string())
+        .replace("{BLUE}", &endpoint_list(&apps, PoolName::Blue))
+        .replace("{GREEN}", &endpoint_list(&apps, PoolName::Green));
+    let cfg = config::parse(&text, "<demo>")?;
+    let server = server::start(cfg, None).await?;
+    Ok(Demo { apps, server })
+}
+
+fn guide(demo: &Demo) -> String {
+    let proxy = demo.server.proxy_addrs[0];
+    let admin = demo.server.admin_addr;
+    let mut s = String::new();
+    s.push_str("switchyard demo is running.\n\n");
+    for a in &demo.apps {
+        s.push_str(&format!(
+            "  upstream {:<8} ({:<5}) on {}\n",
+            a.name,
+            a.pool.as_str(),
+            a.addr
+        ));
+    }
+    s.push_str(&format!("  proxy              on http://{proxy}\n"));
+    s.push_str(&format!("  admin API          on http://{admin}\n\n"));
+    s.push_str("Try, in another terminal:\n");
+    s.push_str(&format!(
+        "  curl -i http://{proxy}/                      # answered by blue\n"
+    ));
+    s.push_str(&format!(
+        "  curl -s http://{admin}/api/v1/status         # phase, weights, health\n"
+    ));
+    s.push_str("  switchyard ctl status\n");
+    s.push_str("  switchyard ctl weights 90 10                  # 10 % to green\n");
+    s.push_str(&format!(
+        "  for i in $(seq 20); do curl -s http://{proxy}/; done\n"
+    ));
+    s.push_str("  switchyard ctl weights 100 0                  # back to blue\n\n");
+    s.push_str("Ctrl-C stops everything.\n");
+    s
+}
+
+/// `switchyard demo`: run until `shutdown`.
+pub async fn run(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let demo = start(listen, admin).await?;
+    println!("{}", guide(&demo));
+    shutdown.await;
+    demo.server.shutdown().await;
+    drop(demo.apps);
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The response body the proxy sends: a short fixed text, or the upstream's
+//! body streamed frame by frame (never buffered whole).
+//!
+//! When an upstream body has been read to its end, its connection goes back
+//! to the endpoint's idle queue; when it is dropped early, the connection is
+//! closed. Either way the in-flight counts are released exactly once.
+
+use crate::routing::PoolRuntime;
+use crate::upstream::{Endpoint, UpstreamConn};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Releases a request's in-flight slot, and returns its connection for reuse
+/// when the exchange completed cleanly.
+pub struct InflightGuard {
+    pub endpoint: Arc<Endpoint>,
+    pub runtime: Arc<PoolRuntime>,
+    pub write: bool,
+    pub conn: Option<UpstreamConn>,
+}
+
+impl InflightGuard {
+    pub fn new(endpoint: Arc<Endpoint>, runtime: Arc<PoolRuntime>, write: bool) -> Self {
+        endpoint.inflight_inc();
+        runtime.begin(write);
+        InflightGuard {
+            endpoint,
+            runtime,
+            write,
+            conn: None,
+        }
+    }
+
+    /// The exchange is over and the connection may carry another request.
+    fn release_conn(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.endpoint.put_idle(conn, crate::clock::now_ms());
+        }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.endpoint.inflight_dec();
+        self.runtime.end(self.write);
+    }
+}
+
+pub struct UpstreamBody {
+    inner: Incoming,
+    guard: Option<InflightGuard>,
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.release_conn();
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.finish();
+        }
+        // Otherwise the guard drops with its connection: closed, not reused.
+    }
+}
+
+pub enum ProxyBody {
+    Text(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+impl ProxyBody {
+    pub fn text(s: &'static str) -> Self {
+        ProxyBody::Text(Some(Bytes::from_static(s.as_bytes())))
+    }
+
+    pub fn empty() -> Self {
+        ProxyBody::Text(None)
+    }
+
+    pub fn upstream(inner: Incoming, guard: InflightGuard) -> Self {
+        ProxyBody::Upstream(UpstreamBody {
+            inner,
+            guard: Some(guard),
+        })
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Text(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream(u) => {
+                let res = Pin::new(&mut u.inner).poll_frame(cx);
+                match &res {
+                    Poll::Ready(None) => u.finish(),
+                    Poll::Ready(Some(Ok(_))) if u.inner.is_end_stream() => u.finish(),
+                    Poll::Ready(Some(Err(_))) => drop(u.guard.take()),
+                    _ => {}
+                }
+                res
+            }
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Text(b) => b.is_none(),
+            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Text(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Text(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream(u) => u.inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Every error the proxy answers itself, and the one function that maps them
+//! to HTTP (SPEC.md section 8).
+//!
+//! Clients get a short generic plain-text body that never names an internal
+//! address; the log gets the detail.
+
+use crate::proxy::body::ProxyBody;
+use crate::upstream::connector::ConnectError;
+use http::{header, HeaderValue, Response, StatusCode};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no healthy endpoint in any usable pool")]
+    NoHealthyEndpoint,
+    #[error("the write-hold queue is full")]
+    HoldQueueFull,
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream connection failed: {0}")]
+    UpstreamReset(#[source] hyper::Error),
+    #[error("upstream sent an invalid response: {0}")]
+    UpstreamProtocol(#[source] hyper::Error),
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+}
+
+/// The `kind` label of `switchyard_upstream_errors_total`, when the error is
+/// the upstream's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Reset,
+        UpstreamErrorKind::Protocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Reset => "reset",
+            UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+impl ProxyError {
+    /// Sort an error from sending a request on an upstream connection.
+    pub fn from_send(err: hyper::Error) -> Self {
+        if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() || err.is_user() {
+            ProxyError::UpstreamProtocol(err)
+        } else {
+            ProxyError::UpstreamReset(err)
+        }
+    }
+
+    pub fn upstream_kind(&self) -> Option<UpstreamErrorKind> {
+        match self {
+            ProxyError::Connect(_) => Some(UpstreamErrorKind::Connect),
+            ProxyError::Timeout(_) => Some(UpstreamErrorKind::Timeout),
+            ProxyError::UpstreamReset(_) => Some(UpstreamErrorKind::Reset),
+            ProxyError::UpstreamProtocol(_) => Some(UpstreamErrorKind::Protocol),
+            _ => None,
+        }
+    }
+}
+
+/// Status, body and whether to add `Retry-After`: the whole mapping.
+pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
+    match err {
+        ProxyError::NoHealthyEndpoint => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 service unavailable: no healthy upstream\n",
+            false,
+        ),
+        ProxyError::HoldQueueFull => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 service unavailable: switch in progress, retry shortly\n",
+            true,
+        ),
+        ProxyError::Connect(_) | ProxyError::UpstreamReset(_) | ProxyError::UpstreamProtocol(_) => {
+            (StatusCode::BAD_GATEWAY, "502 bad gateway\n", false)
+        }
+        ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "504 gateway timeout\n", false),
+        ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "400 bad request\n", false),
+    }
+}
+
+/// The response the client sees for `err`.
+pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
+    let (status, body, retry_after) = status_of(err);
+    plain_response(status, body, retry_after)
+}
+
+pub fn plain_response(
+    status: StatusCode,
+    body: &'static str,
+    retry_after: bool,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins SPEC.md section 8: changing a status here must be deliberate.
+    #[test]
+    fn every_error_maps_to_its_status() {
+        let connect = ProxyError::Connect(ConnectError::Timeout {
+            address: "127.0.0.1:9".into(),
+            timeout: Duration::from_secs(1),
+        });
+        let cases = [
+            (ProxyError::NoHealthyEndpoint, 503, false),
+            (ProxyError::HoldQueueFull, 503, true),
+            (connect, 502, false),
+            (ProxyError::Timeout(Duration::from_secs(1)), 504, false),
+            (ProxyError::BadRequest("x"), 400, false),
+        ];
+        for (err, status, retry) in cases {
+            let (s, body, r) = status_of(&err);
+            assert_eq!(s.as_u16(), status, "{err}");
+            assert_eq!(r, retry, "{err}");
+            assert!(!body.contains("127.0.0.1"), "body leaks an address: {body}");
+            let resp = error_response(&err);
+            assert_eq!(resp.headers().contains_key(header::RETRY_AFTER), retry);
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The per-request path: load the routing table once, choose a pool and an
+//! endpoint, forward through a pooled connection, stream the answer back.
+//!
+//! No lock and one `ArcSwap` load per request. Retries happen only for
+//! idempotent methods and only when the request never reached an upstream
+//! (connect failure), plus the one case hyper proves unsent: a pooled
+//! connection that closed just as it was reused.
+
+use crate::config::{PoolName, PoolSelector};
+use crate::proxy::body::{InflightGuard, ProxyBody};
+use crate::proxy::error::{error_response, ProxyError};
+use crate::proxy::headers;
+use crate::proxy::ListenerCtx;
+use crate::routing::{Pool, RoutingTable};
+use crate::upstream::connector::ConnectError;
+use crate::upstream::{Endpoint, UpstreamConn};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::IpAddr;
+use std::time::Instant;
+
+pub const X_SWITCHYARD_POOL: HeaderName = HeaderName::from_static("x-switchyard-pool");
+
+/// Safe methods (RFC 9110 section 9.2.1): everything else is a write.
+#[inline]
+pub fn is_safe(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Idempotent methods (RFC 9110 section 9.2.2): the only ones ever retried.
+#[inline]
+pub fn is_idempotent(m: &Method) -> bool {
+    is_safe(m) || matches!(*m, Method::PUT | Method::DELETE)
+}
+
+/// Serve one request; never fails (errors become responses).
+pub async fn handle(
+    req: Request<Incoming>,
+    l: &ListenerCtx,
+    client_ip: IpAddr,
+) -> Response<ProxyBody> {
+    let table = l.table.load_full();
+    match forward(req, l, client_ip, &table).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            match &e {
+                ProxyError::NoHealthyEndpoint | ProxyError::HoldQueueFull => {
+                    tracing::debug!(error = %e, "request refused")
+                }
+                _ => tracing::warn!(error = %e, "request failed"),
+            }
+            error_response(&e)
+        }
+    }
+}
+
+/// The pool a request goes to, and whether it was pinned (no failover then).
+fn choose_pool(req: &Request<Incoming>, l: &ListenerCtx, table: &RoutingTable) -> (PoolName, bool) {
+    if let Some(sel) = l.preview {
+        let pool = match sel {
+            PoolSelector::Blue => PoolName::Blue,
+            PoolSelector::Green => PoolName::Green,
+            PoolSelector::Candidate => table.candidate(),
+        };
+        return (pool, true);
+    }
+    if let Some(name) = &table.settings.override_header {
+        if let Some(v) = req.headers().get(name) {
+            match v.as_bytes() {
+                b"blue" => return (PoolName::Blue, true),
+                b"green" => return (PoolName::Green, true),
+                _ => {}
+            }
+        }
+    }
+    (table.choose_pool(), false)
+}
+
+async fn acquire(pool: &Pool, ep: &Endpoint, idle_ms: u64) -> Result<UpstreamConn, ConnectError> {
+    let now = crate::clock::now_ms();
+    while let Some(mut c) = ep.take_idle(now, idle_ms) {
+        if c.ready().await.is_ok() {
+            return Ok(c);
+        }
+    }
+    pool.connector.connect(ep).await
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    l: &ListenerCtx,
+    client_ip: IpAddr,
+    table: &RoutingTable,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let settings = &*table.settings;
+    let now = crate::clock::now_ms();
+    let (chosen, pinned) = choose_pool(&req, l, table);
+    let mut pool = table.pool(chosen);
+    let mut idx = match pool.pick_endpoint(now, 0) {
+        Some(i) => i,
+        None if !pinned && settings.failover => {
+            let other = table.pool(chosen.other());
+            let i = other
+                .pick_endpoint(now, 0)
+                .ok_or(ProxyError::NoHealthyEndpoint)?;
+            pool.runtime.note_failover();
+            pool = other;
+            i
+        }
+        None => return Err(ProxyError::NoHealthyEndpoint),
+    };
+
+    let (mut parts, body) = req.into_parts();
+    let write = !is_safe(&parts.method);
+    let idempotent = is_idempotent(&parts.method);
+    let is_upgrade = headers::prepare_request(&mut parts, client_ip, l.tls);
+    let mut req = Request::from_parts(parts, body);
+    let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let started = Instant::now();
+    let mut tried = 0u64;
+    let mut retries_left = settings.retry_attempts;
+    let mut stale_left = 2u32;
+    loop {
+        let ep = &pool.endpoints[idx];
+        if idx < 64 {
+            tried |= 1 << idx;
+        }
+        let mut conn = match acquire(pool, ep, settings.upstream_idle_ms).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(pool = %pool.name, error = %e, "upstream connect failed");
+                ep.record_failure(
+                    crate::clock::now_ms(),
+                    settings.outlier_threshold,
+                    settings.ejection_ms,
+                );
+                pool.runtime
+                    .record_error(crate::proxy::error::UpstreamErrorKind::Connect);
+                if idempotent && retries_left > 0 {
+                    if let Some(next) = pool.pick_endpoint(crate::clock::now_ms(), tried) {
+                        retries_left -= 1;
+                        idx = next;
+                        continue;
+                    }
+                }
+                pool.runtime.record_response(None, started.elapsed());
+                return Err(e.into());
+            }
+        };
+
+        let mut guard = InflightGuard::new(ep.clone(), pool.runtime.clone(), write);
+        let sent = conn.sender().try_send_request(req);
+        guard.conn = Some(conn);
+        let result = tokio::time::timeout(settings.request_timeout, sent).await;
+        let mut resp = match result {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(mut e)) => {
+                guard.conn = None;
+                if let Some(unsent) = e.take_message() {
+                    if stale_left > 0 {
+                        // The pooled connection closed before the request was written.
+                        stale_left -= 1;
+                        req = unsent;
+                        continue;
+                    }
+                }
+                let err = ProxyError::from_send(e.into_error());
+                ep.record_failure(
+                    crate::clock::now_ms(),
+                    settings.outlier_threshold,
+                    settings.ejection_ms,
+                );
+                if let Some(kind) = err.upstream_kind() {
+                    pool.runtime.record_error(kind);
+                }
+                pool.runtime.record_response(None, started.elapsed());
+                return Err(err);
+            }
+            Err(_elapsed) => {
+                // Dropping the connection cancels the exchange and closes it.
+                guard.conn = None;
+                ep.record_failure(
+                    crate::clock::now_ms(),
+                    settings.outlier_threshold,
+                    settings.ejection_ms,
+                );
+                pool.runtime
+                    .record_error(crate::proxy::error::UpstreamErrorKind::Timeout);
+                pool.runtime.record_response(None, started.elapsed());
+                return Err(ProxyError::Timeout(settings.request_timeout));
+            }
+        };
+
+        let status = resp.status();
+        pool.runtime
+            .record_response(Some(status.as_u16()), started.elapsed());
+        if status.is_server_error() {
+            ep.record_failure(
+                crate::clock::now_ms(),
+                settings.outlier_threshold,
+                settings.ejection_ms,
+            );
+        } else {
+            ep.record_success();
+        }
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
+        let (mut rparts, rbody) = resp.into_parts();
+        headers::prepare_response(&mut rparts.headers, switching);
+        if settings.expose_pool_header {
+            rparts.headers.insert(
+                X_SWITCHYARD_POOL,
+                HeaderValue::from_static(pool.name.as_str()),
+            );
+        }
+        let body = match (client_upgrade, upstream_upgrade) {
+            (Some(client), Some(upstream)) => {
+                guard.conn = None;
+                l.tunnels
+                    .spawn(tunnel(client, upstream, guard, l.tunnels_cancel.clone()));
+                ProxyBody::empty()
+            }
+            _ => ProxyBody::upstream(rbody, guard),
+        };
+        return Ok(Response::from_parts(rparts, body));
+    }
+}
+
+/// Copy bytes both ways between an upgraded client and upstream connection.
+/// The request stays counted in flight on its pool until the tunnel closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InflightGuard,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let (c, u) = tokio::join!(client, upstream);
+    let (c, u) = match (c, u) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut c = TokioIo::new(c);
+    let mut u = TokioIo::new(u);
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        _ = cancel.cancelled() => {
+            tracing::debug!("upgraded connection closed by drain");
+        }
+    }
+    drop(guard);
+}

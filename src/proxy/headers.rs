@@ -1,0 +1,262 @@
+//! Header rewriting between client and upstream (RFC 9110 section 7.6).
+//!
+//! Hop-by-hop headers, and every header named in `Connection`, never cross
+//! the proxy. Requests gain `X-Forwarded-For` (appended), `-Proto` and
+//! `-Host`; `Host` is kept. An upgrade (WebSocket) keeps `Connection:
+//! upgrade` and its `Upgrade` header so the upstream can accept it.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Uri, Version};
+use std::net::IpAddr;
+
+/// Hop-by-hop headers of RFC 9110 section 7.6.1 and common non-standard ones.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Names in `Connection` kept on the stack; more (unusual) spill to the heap.
+const MAX_CONNECTION_TOKENS: usize = 8;
+
+/// Strip hop-by-hop headers from `headers`. Returns whether `Connection`
+/// asked for an upgrade.
+fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let mut upgrade = false;
+    if headers.contains_key(header::CONNECTION) {
+        let mut named: [Option<HeaderName>; MAX_CONNECTION_TOKENS] = Default::default();
+        let mut n = 0;
+        let mut spill: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(s) = value.to_str() else { continue };
+            for token in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if token.eq_ignore_ascii_case("upgrade") {
+                    upgrade = true;
+                } else if token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("keep-alive")
+                {
+                    // Connection options, not header names (keep-alive is stripped below).
+                } else if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    if n < MAX_CONNECTION_TOKENS {
+                        named[n] = Some(name);
+                        n += 1;
+                    } else {
+                        spill.push(name);
+                    }
+                }
+            }
+        }
+        for name in named.into_iter().flatten().chain(spill) {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        if name == header::TE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    upgrade
+}
+
+/// Rewrite a client request's head for an HTTP/1.1 upstream.
+pub fn prepare_request(parts: &mut Parts, client_ip: IpAddr, tls: bool) -> bool {
+    let h = &mut parts.headers;
+    let upgrade_value = h.get(header::UPGRADE).cloned();
+    let wants_upgrade = strip_hop_by_hop(h);
+    // `TE: trailers` is the one TE value an intermediary may forward (gRPC needs it).
+    let te_trailers = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    h.remove(header::TE);
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    h.remove(header::UPGRADE);
+    let is_upgrade = wants_upgrade && upgrade_value.is_some() && parts.version == Version::HTTP_11;
+    if let (true, Some(v)) = (is_upgrade, upgrade_value) {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, v);
+    }
+
+    // Host: kept; an HTTP/2 client sends :authority instead.
+    if !h.contains_key(header::HOST) {
+        if let Some(auth) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+                h.insert(header::HOST, v);
+            }
+        }
+    }
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert(X_FORWARDED_HOST, host);
+    }
+    h.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    append_forwarded_for(h, client_ip);
+
+    // Origin form for the upstream; HTTP/2 and absolute-form requests carry more.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
+    }
+    parts.version = Version::HTTP_11;
+    is_upgrade
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, client_ip: IpAddr) {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(48);
+    let mut first = true;
+    for v in h.get_all(&X_FORWARDED_FOR) {
+        if let Ok(v) = v.to_str() {
+            if !first {
+                s.push_str(", ");
+            }
+            s.push_str(v);
+            first = false;
+        }
+    }
+    if !first {
+        s.push_str(", ");
+    }
+    let _ = write!(s, "{client_ip}");
+    if let Ok(v) = HeaderValue::from_str(&s) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// Rewrite an upstream response's headers for the client.
+pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    let upgrade_value = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(headers);
+    headers.remove(header::TE);
+    headers.remove(header::UPGRADE);
+    if switching_protocols {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(v) = upgrade_value {
+            headers.insert(header::UPGRADE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(req: Request<()>) -> Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut p = parts(
+            Request::get("/a?b=1")
+                .header("host", "app.example")
+                .header("connection", "keep-alive, x-secret, X-Other")
+                .header("keep-alive", "timeout=5")
+                .header("x-secret", "1")
+                .header("x-other", "2")
+                .header("proxy-authorization", "Basic x")
+                .header("transfer-encoding", "chunked")
+                .header("te", "gzip")
+                .header("trailer", "x-t")
+                .header("upgrade", "h2c")
+                .header("x-kept", "yes")
+                .body(())
+                .unwrap(),
+        );
+        let upgrade = prepare_request(&mut p, "127.0.0.9".parse().unwrap(), false);
+        assert!(!upgrade);
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "x-other",
+            "proxy-authorization",
+            "transfer-encoding",
+            "te",
+            "trailer",
+            "upgrade",
+        ] {
+            assert!(!p.headers.contains_key(gone), "{gone} crossed the proxy");
+        }
+        assert_eq!(p.headers["x-kept"], "yes");
+        assert_eq!(p.headers["host"], "app.example");
+        assert_eq!(p.headers["x-forwarded-host"], "app.example");
+        assert_eq!(p.headers["x-forwarded-proto"], "http");
+        assert_eq!(p.headers["x-forwarded-for"], "127.0.0.9");
+        assert_eq!(p.uri, "/a?b=1");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_te_trailers_kept() {
+        let mut p = parts(
+            Request::post("http://app.example:8080/x")
+                .header("x-forwarded-for", "127.0.0.1")
+                .header("x-forwarded-for", "127.0.0.2")
+                .header("te", "trailers")
+                .body(())
+                .unwrap(),
+        );
+        prepare_request(&mut p, "127.0.0.3".parse().unwrap(), true);
+        assert_eq!(
+            p.headers["x-forwarded-for"],
+            "127.0.0.1, 127.0.0.2, 127.0.0.3"
+        );
+        assert_eq!(p.headers["x-forwarded-proto"], "https");
+        assert_eq!(p.headers["host"], "app.example:8080");
+        assert_eq!(p.headers["te"], "trailers");
+        assert_eq!(p.uri, "/x");
+    }
+
+    #[test]
+    fn websocket_upgrade_survives() {
+        let mut p = parts(
+            Request::get("/ws")
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-key", "k")
+                .body(())
+                .unwrap(),
+        );
+        assert!(prepare_request(&mut p, "127.0.0.1".parse().unwrap(), false));
+        assert_eq!(p.headers["connection"], "upgrade");
+        assert_eq!(p.headers["upgrade"], "websocket");
+        assert_eq!(p.headers["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn response_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-internal"));
+        h.insert("x-internal", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        prepare_response(&mut h, false);
+        assert!(!h.contains_key("connection"));
+        assert!(!h.contains_key("x-internal"));
+        assert!(!h.contains_key("keep-alive"));
+        assert_eq!(h["content-type"], "text/plain");
+    }
+}

@@ -1,0 +1,94 @@
+//! Accepting client connections and serving HTTP/1.1 and cleartext HTTP/2
+//! on them (hyper-util `auto`), with graceful shutdown.
+//!
+//! On shutdown the listener stops accepting (new connections are refused),
+//! HTTP/1 connections close after their current response, HTTP/2 ones get
+//! GOAWAY, and in-flight work gets up to the drain timeout.
+
+use crate::config::PoolSelector;
+use crate::proxy::handler::handle;
+use crate::routing::RoutingTable;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every connection of one listener shares.
+pub struct ListenerCtx {
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    pub tls: bool,
+    /// A preview listener's pinned pool.
+    pub preview: Option<PoolSelector>,
+    /// Upgraded (WebSocket) tunnels, which outlive their HTTP connection.
+    pub tunnels: TaskTracker,
+    pub tunnels_cancel: CancellationToken,
+}
+
+/// The HTTP server settings shared by all listeners.
+pub fn http_builder(client_header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_header_timeout)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    b
+}
+
+/// Accept and serve until `shutdown`, then drain for at most `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ListenerCtx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let ctx = ctx.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let ip = peer.ip();
+            let svc = service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(req, &ctx, ip).await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?drain, "drain timeout reached with connections still open");
+    }
+}

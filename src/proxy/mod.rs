@@ -1,0 +1,13 @@
+//! The data plane: listeners, the per-request handler, header rewriting,
+//! response bodies and the errors the proxy answers itself.
+//!
+//! Owns client connections and forwarding. It reads the routing table and
+//! never writes deployment state; it never waits on a lock.
+
+pub mod body;
+pub mod error;
+pub mod handler;
+pub mod headers;
+pub mod listener;
+
+pub use listener::{serve, ListenerCtx};

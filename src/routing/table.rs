@@ -1,0 +1,246 @@
+//! The routing table: one immutable value holding everything a request needs.
+//!
+//! It is replaced whole by the controller and never mutated, so a request
+//! sees the old split or the new one, never half. Health and in-flight counts
+//! that change every moment live in atomics on the shared [`Endpoint`]s and
+//! [`PoolRuntime`]s, so they do not force a rebuild.
+
+use crate::config::{Config, PoolName, UpstreamProtocol};
+use crate::proxy::error::UpstreamErrorKind;
+use crate::routing::Weights;
+use crate::upstream::{Connector, Endpoint};
+use http::HeaderName;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per-pool figures that outlive every table generation and every reload:
+/// requests in flight, and (with telemetry) statistics and metric handles.
+#[derive(Debug)]
+pub struct PoolRuntime {
+    pub name: PoolName,
+    inflight: AtomicI64,
+    inflight_writes: AtomicI64,
+    failovers: AtomicU64,
+}
+
+impl PoolRuntime {
+    pub fn new(name: PoolName) -> Self {
+        PoolRuntime {
+            name,
+            inflight: AtomicI64::new(0),
+            inflight_writes: AtomicI64::new(0),
+            failovers: AtomicU64::new(0),
+        }
+    }
+
+    /// A request meant for this pool went to the other (no healthy endpoint here).
+    pub fn note_failover(&self) {
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// One request's outcome: its status (None for a transport failure) and
+    /// the time to response headers.
+    #[inline]
+    pub fn record_response(&self, _status: Option<u16>, _latency: Duration) {}
+
+    /// An upstream failure of `kind`, for `switchyard_upstream_errors_total`.
+    #[inline]
+    pub fn record_error(&self, _kind: UpstreamErrorKind) {}
+
+    pub fn inflight(&self) -> i64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Requests with unsafe methods in flight (what a write hold waits for).
+    pub fn inflight_writes(&self) -> i64 {
+        self.inflight_writes.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn begin(&self, write: bool) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        if write {
+            self.inflight_writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    pub fn end(&self, write: bool) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+        if write {
+            self.inflight_writes.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Settings a request needs, derived from the config once per table build.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub upstream_idle_ms: u64,
+    pub retry_attempts: u32,
+    pub failover: bool,
+    pub expose_pool_header: bool,
+    pub override_header: Option<HeaderName>,
+    pub outlier_threshold: u32,
+    pub ejection_ms: u64,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Self {
+        Settings {
+            connect_timeout: cfg.timeouts.connect,
+            request_timeout: cfg.timeouts.request,
+            upstream_idle_ms: cfg.timeouts.upstream_idle.as_millis() as u64,
+            retry_attempts: cfg.retries.attempts,
+            failover: cfg.traffic.failover,
+            expose_pool_header: cfg.traffic.expose_pool_header,
+            override_header: cfg
+                .traffic
+                .override_header
+                .as_deref()
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            outlier_threshold: cfg.outlier_detection.consecutive_failures,
+            ejection_ms: cfg.outlier_detection.ejection_time.as_millis() as u64,
+        }
+    }
+}
+
+/// One pool as this table generation sees it.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: PoolName,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub protocol: UpstreamProtocol,
+    pub connector: Connector,
+    pub runtime: Arc<PoolRuntime>,
+}
+
+impl Pool {
+    /// Any endpoint that may take a request now?
+    pub fn has_available(&self, now_ms: u64) -> bool {
+        self.endpoints.iter().any(|e| e.is_available(now_ms))
+    }
+
+    pub fn healthy_count(&self, now_ms: u64) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.is_available(now_ms))
+            .count()
+    }
+
+    /// Power of two choices: of two random available endpoints not yet
+    /// `tried` (bit i = endpoint i), the one with fewer requests in flight.
+    #[inline]
+    pub fn pick_endpoint(&self, now_ms: u64, tried: u64) -> Option<usize> {
+        let n = self.endpoints.len();
+        let ok = |i: usize| {
+            (i >= 64 || tried & (1u64 << i) == 0) && self.endpoints[i].is_available(now_ms)
+        };
+        match n {
+            0 => None,
+            1 => ok(0).then_some(0),
+            _ => {
+                let a = fastrand::usize(0..n);
+                let mut b = fastrand::usize(0..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                match (ok(a), ok(b)) {
+                    (true, true) => {
+                        if self.endpoints[b].inflight() < self.endpoints[a].inflight() {
+                            Some(b)
+                        } else {
+                            Some(a)
+                        }
+                    }
+                    (true, false) => Some(a),
+                    (false, true) => Some(b),
+                    (false, false) => (0..n).map(|k| (a + k) % n).find(|&i| ok(i)),
+                }
+            }
+        }
+    }
+}
+
+/// Everything a request needs, as one immutable snapshot.
+#[derive(Debug)]
+pub struct RoutingTable {
+    /// Bumped by the controller on every published change.
+    pub generation: u64,
+    pub weights: Weights,
+    /// The pool at 100 % before the current change.
+    pub live: PoolName,
+    pub pools: [Arc<Pool>; 2],
+    pub settings: Arc<Settings>,
+}
+
+impl RoutingTable {
+    #[inline]
+    pub fn pool(&self, name: PoolName) -> &Arc<Pool> {
+        &self.pools[name.index()]
+    }
+
+    pub fn candidate(&self) -> PoolName {
+        self.live.other()
+    }
+
+    /// The pool for a new request by weighted random choice.
+    #[inline]
+    pub fn choose_pool(&self) -> PoolName {
+        self.weights
+            .pick(fastrand::u32(0..crate::routing::weights::TOTAL_BP))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> Pool {
+        Pool {
+            name: PoolName::Blue,
+            endpoints: (0..n)
+                .map(|i| {
+                    Arc::new(
+                        Endpoint::new(PoolName::Blue, &format!("127.0.0.1:{}", 1000 + i)).unwrap(),
+                    )
+                })
+                .collect(),
+            protocol: UpstreamProtocol::Http1,
+            connector: Connector::new(Duration::from_secs(1)),
+            runtime: Arc::new(PoolRuntime::new(PoolName::Blue)),
+        }
+    }
+
+    #[test]
+    fn picks_skip_unavailable_and_tried_endpoints() {
+        let p = pool(3);
+        p.endpoints[0].set_healthy(false);
+        for _ in 0..200 {
+            let i = p.pick_endpoint(0, 0).unwrap();
+            assert_ne!(i, 0);
+            let j = p.pick_endpoint(0, 1 << 1).unwrap();
+            assert_eq!(j, 2);
+        }
+        assert_eq!(p.pick_endpoint(0, (1 << 1) | (1 << 2)), None);
+        assert_eq!(p.healthy_count(0), 2);
+    }
+
+    #[test]
+    fn two_choices_prefer_fewer_in_flight() {
+        let p = pool(2);
+        for _ in 0..5 {
+            p.endpoints[0].inflight_inc();
+        }
+        for _ in 0..100 {
+            assert_eq!(p.pick_endpoint(0, 0), Some(1));
+        }
+    }
+}

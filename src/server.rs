@@ -1,0 +1,179 @@
+//! Assembling a running switchyard: the controller, the proxy listeners and
+//! the admin API, started together and stopped together.
+//!
+//! `main` and the end-to-end tests call the same [`start`] and [`run`]; tests
+//! bind `127.0.0.1:0` and read the real addresses back.
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, PoolName};
+use crate::control::{CommandError, Controller, Shared};
+use crate::proxy::listener::{http_builder, serve, ListenerCtx};
+use crate::routing::PoolRuntime;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Auth(#[from] admin::auth::AuthError),
+    #[error("cannot build the routing table: {0}")]
+    Controller(#[from] CommandError),
+}
+
+/// A running proxy. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    pub proxy_addrs: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop_accepting: CancellationToken,
+    stop_admin: CancellationToken,
+    tunnels: TaskTracker,
+    tunnels_cancel: CancellationToken,
+    listeners: JoinSet<()>,
+    admin_task: tokio::task::JoinHandle<()>,
+    drain: Duration,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Start everything for `cfg`; `config_path` is what reloads read.
+pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
+    let token = admin::auth::load_token(cfg.admin.token_file.as_deref())?;
+    if token.is_none() && !cfg.admin.bind.ip().is_loopback() {
+        return Err(admin::auth::AuthError::TokenRequired(cfg.admin.bind).into());
+    }
+    let runtimes = PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p)));
+    let drain = cfg.drain.timeout;
+    let client_header = cfg.timeouts.client_header;
+    let listener_cfgs = cfg.listeners.clone();
+    let admin_bind = cfg.admin.bind;
+    let metrics_public = cfg.admin.metrics_public;
+
+    // Bind everything before starting anything, so a busy port fails cleanly.
+    let mut bound = Vec::new();
+    for l in &listener_cfgs {
+        bound.push((bind(l.bind).await?, l.clone()));
+    }
+    let admin_listener = bind(admin_bind).await?;
+
+    let (controller, handle, shared) = Controller::new(cfg, config_path, runtimes)?;
+    tokio::spawn(controller.run());
+
+    let stop_accepting = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+    let tunnels = TaskTracker::new();
+    let tunnels_cancel = CancellationToken::new();
+    let builder = Arc::new(http_builder(client_header));
+    let mut listeners = JoinSet::new();
+    let mut proxy_addrs = Vec::new();
+    for (listener, lc) in bound {
+        proxy_addrs.push(listener.local_addr().map_err(|source| StartError::Bind {
+            addr: lc.bind,
+            source,
+        })?);
+        let ctx = Arc::new(ListenerCtx {
+            table: shared.table.clone(),
+            tls: lc.tls.is_some(),
+            preview: lc.pool,
+            tunnels: tunnels.clone(),
+            tunnels_cancel: tunnels_cancel.clone(),
+        });
+        listeners.spawn(serve(
+            listener,
+            ctx,
+            builder.clone(),
+            stop_accepting.clone(),
+            drain,
+        ));
+    }
+
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: admin_bind,
+            source,
+        })?;
+    let router = admin::router(AdminState {
+        shared: shared.clone(),
+        controller: handle,
+        token: token.map(Arc::from),
+        metrics_public,
+    });
+    let admin_stop = stop_admin.clone();
+    let admin_task = tokio::spawn(async move {
+        let served = axum::serve(admin_listener, router)
+            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin API stopped with an error");
+        }
+    });
+    tracing::info!(?proxy_addrs, %admin_addr, "switchyard is serving");
+    Ok(Server {
+        proxy_addrs,
+        admin_addr,
+        shared,
+        stop_accepting,
+        stop_admin,
+        tunnels,
+        tunnels_cancel,
+        listeners,
+        admin_task,
+        drain,
+    })
+}
+
+impl Server {
+    /// SPEC.md section 6: readiness off, stop accepting, let in-flight work
+    /// finish (up to the drain timeout), close upgraded connections, stop.
+    pub async fn shutdown(mut self) {
+        self.shared.set_shutting_down();
+        let deadline = tokio::time::Instant::now() + self.drain;
+        self.stop_accepting.cancel();
+        while self.listeners.join_next().await.is_some() {}
+        self.tunnels.close();
+        if tokio::time::timeout_at(deadline, self.tunnels.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout: closing upgraded connections");
+            self.tunnels_cancel.cancel();
+            self.tunnels.wait().await;
+        }
+        self.stop_admin.cancel();
+        if let Err(e) = self.admin_task.await {
+            tracing::error!(error = %e, "admin task failed");
+        }
+        tracing::info!("switchyard stopped");
+    }
+}
+
+/// Run until `shutdown` resolves, then drain and stop (mini-redis style).
+pub async fn run(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let server = start(cfg, config_path).await?;
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    server.shutdown().await;
+    Ok(())
+}

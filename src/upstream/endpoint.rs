@@ -1,0 +1,270 @@
+//! One upstream endpoint: its address, health state, requests in flight, and
+//! its idle keep-alive connections.
+//!
+//! Everything that changes while traffic flows is an atomic, so a health flip
+//! or an in-flight count never rebuilds the routing table and never takes a
+//! lock. An `Endpoint` is shared by `Arc` between table generations.
+
+use crate::config::PoolName;
+use crate::upstream::connector::UpstreamConn;
+use crossbeam_queue::ArrayQueue;
+use http::uri::Authority;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// How many idle keep-alive connections one endpoint keeps at most.
+const IDLE_CAPACITY: usize = 256;
+
+/// The state an endpoint shows in status and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    /// Not checked yet; serves until proven unhealthy.
+    Unknown,
+    Healthy,
+    Unhealthy,
+    /// Ejected by passive outlier detection until its ejection time passes.
+    Ejected,
+    /// Removed by a reload (or its pool lost its traffic): finishing what is in flight.
+    Draining,
+}
+
+impl EndpointState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Unknown => "unknown",
+            EndpointState::Healthy => "healthy",
+            EndpointState::Unhealthy => "unhealthy",
+            EndpointState::Ejected => "ejected",
+            EndpointState::Draining => "draining",
+        }
+    }
+}
+
+const HEALTH_UNKNOWN: u8 = 0;
+const HEALTH_UP: u8 = 1;
+const HEALTH_DOWN: u8 = 2;
+
+/// An idle pooled connection and when it went idle.
+struct Idle {
+    conn: UpstreamConn,
+    since_ms: u64,
+}
+
+pub struct Endpoint {
+    pub pool: PoolName,
+    /// The address as configured, e.g. `127.0.0.1:8001`.
+    pub address: String,
+    pub authority: Authority,
+    /// Result of active health checks: unknown, up or down.
+    health: AtomicU8,
+    /// Passive outlier detection: failures in a row, and ejection deadline (0 = none).
+    consecutive_failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+    draining: AtomicBool,
+    inflight: AtomicI64,
+    /// Unix milliseconds of the last active check (0 = never).
+    last_check_unix_ms: AtomicU64,
+    last_check_ok: AtomicBool,
+    idle: ArrayQueue<Idle>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("pool", &self.pool)
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// `address` must already be validated as `host:port`.
+    pub fn new(pool: PoolName, address: &str) -> Result<Self, http::uri::InvalidUri> {
+        Ok(Endpoint {
+            pool,
+            address: address.to_string(),
+            authority: address.parse()?,
+            health: AtomicU8::new(HEALTH_UNKNOWN),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            inflight: AtomicI64::new(0),
+            last_check_unix_ms: AtomicU64::new(0),
+            last_check_ok: AtomicBool::new(false),
+            idle: ArrayQueue::new(IDLE_CAPACITY),
+        })
+    }
+
+    /// May a new request be sent here at `now_ms` (monotonic clock)?
+    #[inline]
+    pub fn is_available(&self, now_ms: u64) -> bool {
+        self.health.load(Ordering::Relaxed) != HEALTH_DOWN
+            && !self.draining.load(Ordering::Relaxed)
+            && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    pub fn state(&self, now_ms: u64) -> EndpointState {
+        if self.draining.load(Ordering::Relaxed) {
+            EndpointState::Draining
+        } else if self.ejected_until_ms.load(Ordering::Relaxed) > now_ms {
+            EndpointState::Ejected
+        } else {
+            match self.health.load(Ordering::Relaxed) {
+                HEALTH_UP => EndpointState::Healthy,
+                HEALTH_DOWN => EndpointState::Unhealthy,
+                _ => EndpointState::Unknown,
+            }
+        }
+    }
+
+    #[inline]
+    pub fn inflight(&self) -> i64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn inflight_inc(&self) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inflight_dec(&self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Set the active health verdict; returns true when it changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        let new = if healthy { HEALTH_UP } else { HEALTH_DOWN };
+        self.health.swap(new, Ordering::Relaxed) != new
+    }
+
+    pub fn record_check(&self, unix_ms: u64, ok: bool) {
+        self.last_check_unix_ms.store(unix_ms, Ordering::Relaxed);
+        self.last_check_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// `(unix ms, passed)` of the last active check, if any.
+    pub fn last_check(&self) -> Option<(u64, bool)> {
+        match self.last_check_unix_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some((ms, self.last_check_ok.load(Ordering::Relaxed))),
+        }
+    }
+
+    /// A request succeeded: the failure run is over.
+    #[inline]
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A 5xx or transport failure. Ejects the endpoint for `ejection_ms` when
+    /// `threshold` failures came in a row; returns true when this call ejected it.
+    pub fn record_failure(&self, now_ms: u64, threshold: u32, ejection_ms: u64) -> bool {
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold == 0 || n < threshold {
+            return false;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let until = now_ms + ejection_ms;
+        let prev = self.ejected_until_ms.swap(until, Ordering::Relaxed);
+        prev <= now_ms
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+        if draining {
+            self.close_idle();
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// An idle connection that is still open and not older than `max_idle_ms`.
+    #[inline]
+    pub fn take_idle(&self, now_ms: u64, max_idle_ms: u64) -> Option<UpstreamConn> {
+        while let Some(idle) = self.idle.pop() {
+            if idle.conn.is_reusable() && now_ms.saturating_sub(idle.since_ms) < max_idle_ms {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// Give a connection back for reuse (dropped, and so closed, when full or draining).
+    #[inline]
+    pub fn put_idle(&self, conn: UpstreamConn, now_ms: u64) {
+        if !self.draining.load(Ordering::Relaxed) && conn.is_reusable() {
+            let _full = self.idle.push(Idle {
+                conn,
+                since_ms: now_ms,
+            });
+        }
+    }
+
+    /// Close every idle connection (drain, or upstream_idle sweep).
+    pub fn close_idle(&self) {
+        while self.idle.pop().is_some() {}
+    }
+
+    /// Close idle connections older than `max_idle_ms`; keeps the young ones.
+    pub fn sweep_idle(&self, now_ms: u64, max_idle_ms: u64) {
+        for _ in 0..self.idle.len() {
+            match self.idle.pop() {
+                Some(idle)
+                    if idle.conn.is_reusable()
+                        && now_ms.saturating_sub(idle.since_ms) < max_idle_ms =>
+                {
+                    let _full = self.idle.push(idle);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_in_a_row_eject_and_success_resets() {
+        let ep = Endpoint::new(PoolName::Blue, "127.0.0.1:1").unwrap();
+        assert!(!ep.record_failure(1000, 3, 500));
+        assert!(!ep.record_failure(1000, 3, 500));
+        ep.record_success();
+        assert!(!ep.record_failure(1000, 3, 500));
+        assert!(!ep.record_failure(1000, 3, 500));
+        assert!(ep.is_available(1000));
+        assert!(ep.record_failure(1000, 3, 500));
+        assert_eq!(ep.state(1000), EndpointState::Ejected);
+        assert!(!ep.is_available(1499));
+        // Back on probation once the ejection time has passed.
+        assert!(ep.is_available(1500));
+        assert_eq!(ep.state(1500), EndpointState::Unknown);
+    }
+
+    #[test]
+    fn health_and_drain_decide_availability() {
+        let ep = Endpoint::new(PoolName::Green, "127.0.0.1:1").unwrap();
+        assert_eq!(ep.state(0), EndpointState::Unknown);
+        assert!(ep.is_available(0));
+        assert!(ep.set_healthy(false));
+        assert!(!ep.set_healthy(false));
+        assert!(!ep.is_available(0));
+        assert_eq!(ep.state(0), EndpointState::Unhealthy);
+        assert!(ep.set_healthy(true));
+        assert_eq!(ep.state(0), EndpointState::Healthy);
+        ep.set_draining(true);
+        assert!(!ep.is_available(0));
+        assert_eq!(ep.state(0), EndpointState::Draining);
+    }
+}
