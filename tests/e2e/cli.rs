@@ -1,0 +1,81 @@
+//! The command line as an operator uses it: `check`, `demo`, `ctl`.
+
+use crate::support::process::BIN;
+use crate::support::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn check_reports_every_mistake_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "pools:\n  blue:\n    endpoints: [\"127.0.0.1:8001\"]\n  green:\n    endpoints: [\"not an address\"]\ntraffic:\n  initial: { blue: 90, green: 9 }\nhealth_check:\n  intervall: 2s\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = path.display().to_string();
+    // Three mistakes: a bad endpoint (line 5), weights summing to 99 (line 7),
+    // an unknown key (line 9).
+    for line in [5, 7, 9] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{file}:{line}:"))),
+            "no error reported on line {line}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_examples() {
+    for f in ["config/switchyard.example.yaml", "config/minimal.yaml"] {
+        let out = Command::new(BIN).args(["check", "-c", f]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{f} rejected:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn demo_serves_blue_on_8080_and_stops_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = client();
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let a = loop {
+        tick.tick().await;
+        if let Ok(r) = c.get("http://127.0.0.1:8080/".parse().unwrap()).await {
+            break read(r).await;
+        }
+        assert!(tokio::time::Instant::now() < end, "the demo never answered on 8080");
+    };
+    assert_eq!(a.status, 200);
+    assert!(a.text().starts_with("Hello from blue-"), "{}", a.text());
+    assert_eq!(a.headers["x-switchyard-pool"], "blue");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        tick.tick().await;
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(tokio::time::Instant::now() < end, "demo did not stop on SIGTERM");
+    };
+    assert!(status.success(), "demo exited with {status}");
+}

@@ -1,0 +1,198 @@
+//! A test upstream with behaviours chosen by path, on 127.0.0.1:0. It stops
+//! when dropped.
+//!
+//! - `/health`: 200 (or the status set with `set_health`)
+//! - `/headers`: the request's headers as JSON
+//! - `/delay/MS`: answers after MS milliseconds
+//! - `/bytes/N`: streams N bytes in 64 KiB chunks (never buffered whole)
+//! - `/upload`: reads the body as it streams in, answers its length
+//! - `/status/CODE`: answers CODE
+//! - anything else: 200 with the instance name
+//!
+//! Every answer carries `x-upstream: NAME`. Every request's
+//! `x-request-id` header is recorded, so tests can count deliveries.
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub type TestBody = BoxBody<Bytes, Infallible>;
+
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub requests: AtomicU64,
+    pub health_status: AtomicU16,
+    /// Status answered on every non-health path when non-zero.
+    pub force_status: AtomicU16,
+    pub request_ids: Mutex<Vec<String>>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("bind test upstream");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        state.health_status.store(200, Ordering::Relaxed);
+        let stop = CancellationToken::new();
+        let (st, token, nm) = (state.clone(), stop.clone(), name.to_string());
+        tokio::spawn(async move {
+            let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = token.cancelled() => break,
+                };
+                let (st, nm) = (st.clone(), nm.clone());
+                let conn_token = token.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let (st, nm) = (st.clone(), nm.clone());
+                        async move { Ok::<_, Infallible>(answer(req, &st, &nm).await) }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = conn_token.cancelled() => {}
+                    }
+                });
+            }
+            drop(graceful);
+        });
+        Upstream {
+            name: name.to_string(),
+            addr,
+            state,
+            stop,
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.state.health_status.store(status, Ordering::Relaxed);
+    }
+
+    pub fn force_status(&self, status: u16) {
+        self.state.force_status.store(status, Ordering::Relaxed);
+    }
+
+    pub fn request_ids(&self) -> Vec<String> {
+        self.state.request_ids.lock().unwrap().clone()
+    }
+
+    /// Stop listening and close every connection.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn full(status: StatusCode, name: &str, body: impl Into<Bytes>) -> Response<TestBody> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert("x-upstream", name.parse().unwrap());
+    r
+}
+
+async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<TestBody> {
+    let path = req.uri().path().to_string();
+    if path == "/health" {
+        let code = st.health_status.load(Ordering::Relaxed);
+        return full(StatusCode::from_u16(code).unwrap(), name, "health\n");
+    }
+    st.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(id) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+        st.request_ids.lock().unwrap().push(id.to_string());
+    }
+    let forced = st.force_status.load(Ordering::Relaxed);
+    if forced != 0 {
+        return full(StatusCode::from_u16(forced).unwrap(), name, "forced\n");
+    }
+    let mut segs = path.trim_start_matches('/').splitn(2, '/');
+    match (segs.next().unwrap_or(""), segs.next()) {
+        ("headers", _) => {
+            let map: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (k.as_str().to_string(), serde_json::Value::String(v.to_str().unwrap_or("").into()))
+                })
+                .collect();
+            let mut r = full(StatusCode::OK, name, serde_json::to_vec(&map).unwrap());
+            r.headers_mut().insert("connection", "x-hop-secret".parse().unwrap());
+            r.headers_mut().insert("x-hop-secret", "1".parse().unwrap());
+            r
+        }
+        ("delay", Some(ms)) => {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            full(StatusCode::OK, name, format!("{name} after {ms}ms\n"))
+        }
+        ("bytes", Some(n)) => {
+            let total: usize = n.parse().unwrap_or(0);
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let chunks = stream::iter((0..total.div_ceil(chunk.len())).map(move |i| {
+                let len = chunk.len().min(total - i * chunk.len());
+                Ok::<_, Infallible>(Frame::data(chunk.slice(0..len)))
+            }));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+            r.headers_mut().insert("x-upstream", name.parse().unwrap());
+            r
+        }
+        ("upload", _) => {
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map(|d| d.len()).unwrap_or(0),
+                    Err(_) => return full(StatusCode::BAD_REQUEST, name, "broken body\n"),
+                }
+            }
+            full(StatusCode::OK, name, n.to_string())
+        }
+        ("status", Some(code)) => {
+            let code = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            full(code.unwrap_or(StatusCode::BAD_REQUEST), name, "status\n")
+        }
+        _ => full(StatusCode::OK, name, format!("{name}\n")),
+    }
+}
+
+/// An address where nothing listens: connections are refused.
+pub async fn refusing_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
