@@ -9,6 +9,7 @@ use crate::config::{Config, PoolName};
 use crate::control::{CommandError, Controller, Shared};
 use crate::proxy::listener::{http_builder, serve, ListenerCtx};
 use crate::routing::PoolRuntime;
+use crate::telemetry::metrics::Metrics;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,7 +60,10 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     if token.is_none() && !cfg.admin.bind.ip().is_loopback() {
         return Err(admin::auth::AuthError::TokenRequired(cfg.admin.bind).into());
     }
-    let runtimes = PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p)));
+    let metrics = Arc::new(Metrics::new());
+    let window = cfg.rollback.window;
+    let runtimes =
+        PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p, window, metrics.pool(p).clone())));
     let drain = cfg.drain.timeout;
     let client_header = cfg.timeouts.client_header;
     let listener_cfgs = cfg.listeners.clone();
@@ -73,7 +77,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     }
     let admin_listener = bind(admin_bind).await?;
 
-    let (controller, handle, shared) = Controller::new(cfg, config_path, runtimes)?;
+    let (controller, handle, shared) = Controller::new(cfg, config_path, runtimes, metrics)?;
     tokio::spawn(controller.run());
 
     let stop_accepting = CancellationToken::new();

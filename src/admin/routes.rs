@@ -32,6 +32,7 @@ pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/weights", put(put_weights))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
@@ -73,6 +74,17 @@ async fn readyz(State(st): State<AdminState>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn metrics(State(st): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.shared.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn get_status(State(st): State<AdminState>) -> Json<status::Status> {

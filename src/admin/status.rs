@@ -4,7 +4,9 @@
 use crate::config::PoolName;
 use crate::control::{ControlView, Shared};
 use crate::routing::Pool;
+use crate::telemetry::stats::WindowStats;
 use serde::Serialize;
+use std::time::Duration;
 
 #[derive(Debug, Serialize)]
 pub struct EndpointStatus {
@@ -15,21 +17,12 @@ pub struct EndpointStatus {
     pub last_check_ok: Option<bool>,
 }
 
-#[derive(Debug, Serialize, Default)]
-pub struct StatsView {
-    pub requests: u64,
-    pub rps: f64,
-    pub error_rate: f64,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
-
 #[derive(Debug, Serialize)]
 pub struct PoolStatus {
     pub healthy: usize,
     pub inflight: i64,
     pub failovers: u64,
-    pub stats: StatsView,
+    pub stats: WindowStats,
     pub endpoints: Vec<EndpointStatus>,
 }
 
@@ -47,12 +40,12 @@ pub struct PoolsStatus {
     pub green: PoolStatus,
 }
 
-fn pool_status(pool: &Pool, now_ms: u64) -> PoolStatus {
+fn pool_status(pool: &Pool, now_ms: u64, window: Duration) -> PoolStatus {
     PoolStatus {
         healthy: pool.healthy_count(now_ms),
         inflight: pool.runtime.inflight(),
         failovers: pool.runtime.failovers(),
-        stats: StatsView::default(),
+        stats: pool.runtime.stats.window(now_ms, window),
         endpoints: pool
             .endpoints
             .iter()
@@ -74,11 +67,12 @@ pub fn status(shared: &Shared) -> Status {
     let view = (**shared.view.load()).clone();
     let table = shared.table.load_full();
     let now = crate::clock::now_ms();
+    let window = shared.config.load().rollback.window;
     Status {
         view,
         pools: PoolsStatus {
-            blue: pool_status(table.pool(PoolName::Blue), now),
-            green: pool_status(table.pool(PoolName::Green), now),
+            blue: pool_status(table.pool(PoolName::Blue), now, window),
+            green: pool_status(table.pool(PoolName::Green), now, window),
         },
         shutting_down: shared.is_shutting_down(),
     }

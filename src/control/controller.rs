@@ -7,6 +7,7 @@
 use crate::config::{Config, PoolName};
 use crate::control::build::{build_table, BuildError};
 use crate::routing::{PoolRuntime, RoutingTable, Weights};
+use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -59,6 +60,7 @@ pub struct Shared {
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub view: ArcSwap<ControlView>,
     pub runtimes: [Arc<PoolRuntime>; 2],
+    pub metrics: Arc<Metrics>,
     pub config: ArcSwap<Config>,
     shutting_down: AtomicBool,
 }
@@ -146,6 +148,7 @@ impl Controller {
         cfg: Config,
         config_path: Option<PathBuf>,
         runtimes: [Arc<PoolRuntime>; 2],
+        metrics: Arc<Metrics>,
     ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
         let weights = Weights::from_config(&cfg.traffic.initial);
         let live = if weights.bp(PoolName::Green) > weights.bp(PoolName::Blue) {
@@ -179,6 +182,7 @@ impl Controller {
             table: Arc::new(ArcSwap::from_pointee(table)),
             view: ArcSwap::from_pointee(view),
             runtimes,
+            metrics,
             config: ArcSwap::from_pointee(cfg),
             shutting_down: AtomicBool::new(false),
         });

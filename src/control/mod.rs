@@ -7,5 +7,6 @@
 
 pub mod build;
 pub mod controller;
+pub mod rules;
 
 pub use controller::{Command, CommandError, ControlView, Controller, Phase, Shared};

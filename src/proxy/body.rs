@@ -6,6 +6,7 @@
 //! closed. Either way the in-flight counts are released exactly once.
 
 use crate::routing::PoolRuntime;
+use crate::telemetry::metrics::InflightGuard as InflightGauge;
 use crate::upstream::{Endpoint, UpstreamConn};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -21,17 +22,19 @@ pub struct InflightGuard {
     pub runtime: Arc<PoolRuntime>,
     pub write: bool,
     pub conn: Option<UpstreamConn>,
+    _gauge: InflightGauge,
 }
 
 impl InflightGuard {
     pub fn new(endpoint: Arc<Endpoint>, runtime: Arc<PoolRuntime>, write: bool) -> Self {
         endpoint.inflight_inc();
-        runtime.begin(write);
+        let gauge = runtime.begin(write);
         InflightGuard {
             endpoint,
             runtime,
             write,
             conn: None,
+            _gauge: gauge,
         }
     }
 
@@ -46,7 +49,9 @@ impl InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.endpoint.inflight_dec();
-        self.runtime.end(self.write);
+        if self.write {
+            self.runtime.end_write();
+        }
     }
 }
 

@@ -27,33 +27,7 @@ pub enum ProxyError {
     BadRequest(&'static str),
 }
 
-/// The `kind` label of `switchyard_upstream_errors_total`, when the error is
-/// the upstream's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
-    Connect,
-    Timeout,
-    Reset,
-    Protocol,
-}
-
-impl UpstreamErrorKind {
-    pub const ALL: [UpstreamErrorKind; 4] = [
-        UpstreamErrorKind::Connect,
-        UpstreamErrorKind::Timeout,
-        UpstreamErrorKind::Reset,
-        UpstreamErrorKind::Protocol,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamErrorKind::Connect => "connect",
-            UpstreamErrorKind::Timeout => "timeout",
-            UpstreamErrorKind::Reset => "reset",
-            UpstreamErrorKind::Protocol => "protocol",
-        }
-    }
-}
+pub use crate::telemetry::metrics::UpstreamErrorKind;
 
 impl ProxyError {
     /// Sort an error from sending a request on an upstream connection.

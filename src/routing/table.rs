@@ -6,8 +6,9 @@
 //! [`PoolRuntime`]s, so they do not force a rebuild.
 
 use crate::config::{Config, PoolName, UpstreamProtocol};
-use crate::proxy::error::UpstreamErrorKind;
 use crate::routing::Weights;
+use crate::telemetry::metrics::{InflightGuard as InflightGauge, PoolMetrics, UpstreamErrorKind};
+use crate::telemetry::stats::{Outcome, PoolStats};
 use crate::upstream::{Connector, Endpoint};
 use http::HeaderName;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -15,23 +16,58 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Per-pool figures that outlive every table generation and every reload:
-/// requests in flight, and (with telemetry) statistics and metric handles.
-#[derive(Debug)]
+/// the statistics window automatic rollback reads, the metric handles, and
+/// requests (and writes) in flight.
 pub struct PoolRuntime {
     pub name: PoolName,
-    inflight: AtomicI64,
+    pub stats: PoolStats,
+    pub metrics: PoolMetrics,
     inflight_writes: AtomicI64,
     failovers: AtomicU64,
 }
 
+impl std::fmt::Debug for PoolRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolRuntime")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
 impl PoolRuntime {
-    pub fn new(name: PoolName) -> Self {
+    pub fn new(name: PoolName, window: Duration, metrics: PoolMetrics) -> Self {
         PoolRuntime {
             name,
-            inflight: AtomicI64::new(0),
+            stats: PoolStats::new(window),
+            metrics,
             inflight_writes: AtomicI64::new(0),
             failovers: AtomicU64::new(0),
         }
+    }
+
+    /// Requests in flight on this pool (upgraded connections included).
+    pub fn inflight(&self) -> i64 {
+        self.metrics.inflight_now()
+    }
+
+    /// Requests with unsafe methods in flight (what a write hold waits for).
+    pub fn inflight_writes(&self) -> i64 {
+        self.inflight_writes.load(Ordering::Relaxed)
+    }
+
+    /// A request starts; in flight until the returned guard drops and
+    /// [`PoolRuntime::end_write`] is called for writes.
+    #[inline]
+    pub fn begin(&self, write: bool) -> InflightGauge {
+        if write {
+            self.inflight_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.inflight()
+    }
+
+    #[inline]
+    pub fn end_write(&self) {
+        self.inflight_writes.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A request meant for this pool went to the other (no healthy endpoint here).
@@ -46,35 +82,19 @@ impl PoolRuntime {
     /// One request's outcome: its status (None for a transport failure) and
     /// the time to response headers.
     #[inline]
-    pub fn record_response(&self, _status: Option<u16>, _latency: Duration) {}
+    pub fn record_response(&self, status: Option<u16>, latency: Duration) {
+        let outcome = match status {
+            Some(s) => Outcome::Status(s),
+            None => Outcome::TransportError,
+        };
+        self.stats.record(crate::clock::now_ms(), outcome, latency);
+        self.metrics.record(outcome, latency);
+    }
 
     /// An upstream failure of `kind`, for `switchyard_upstream_errors_total`.
     #[inline]
-    pub fn record_error(&self, _kind: UpstreamErrorKind) {}
-
-    pub fn inflight(&self) -> i64 {
-        self.inflight.load(Ordering::Relaxed)
-    }
-
-    /// Requests with unsafe methods in flight (what a write hold waits for).
-    pub fn inflight_writes(&self) -> i64 {
-        self.inflight_writes.load(Ordering::Relaxed)
-    }
-
-    #[inline]
-    pub fn begin(&self, write: bool) {
-        self.inflight.fetch_add(1, Ordering::Relaxed);
-        if write {
-            self.inflight_writes.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    #[inline]
-    pub fn end(&self, write: bool) {
-        self.inflight.fetch_sub(1, Ordering::Relaxed);
-        if write {
-            self.inflight_writes.fetch_sub(1, Ordering::Relaxed);
-        }
+    pub fn record_error(&self, kind: UpstreamErrorKind) {
+        self.metrics.upstream_error(kind);
     }
 }
 
@@ -215,7 +235,13 @@ mod tests {
                 .collect(),
             protocol: UpstreamProtocol::Http1,
             connector: Connector::new(Duration::from_secs(1)),
-            runtime: Arc::new(PoolRuntime::new(PoolName::Blue)),
+            runtime: Arc::new(PoolRuntime::new(
+                PoolName::Blue,
+                Duration::from_secs(10),
+                crate::telemetry::metrics::Metrics::new()
+                    .pool(PoolName::Blue)
+                    .clone(),
+            )),
         }
     }
 

@@ -1,1 +1,430 @@
-//! Prometheus metrics (SPEC.md section 7). Filled in by the telemetry work.
+//! Prometheus metrics: every series of SPEC.md section 7, with exactly its
+//! name, labels and type.
+//!
+//! [`Metrics`] owns its own [`Registry`] (never the process-global default,
+//! so every test builds its own) and renders it in the text format for
+//! `GET /metrics`. Request-path handles are resolved once into a
+//! [`PoolMetrics`] per pool: recording a request is a few atomic adds with
+//! no label lookup, lock or allocation. Label lookups remain only where rare
+//! events happen (health transitions, switches, rollbacks, reloads).
+//!
+//! Every label combination known up front is created at 0 so that it shows
+//! in the first scrape; `rate()` and absent-series alerts then behave. This
+//! module only counts: it does not decide anything from the figures.
+
+use super::stats::Outcome;
+use crate::config::PoolName;
+use prometheus::core::Collector;
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::time::Duration;
+
+/// Values of the `code` label of `switchyard_requests_total`, indexed by [`code_index`].
+pub const CODE_LABELS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// Upper bounds (seconds) of `switchyard_request_duration_seconds`: up to the
+/// default request timeout.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Upper bounds (seconds) of `switchyard_hold_duration_seconds`: around `cutover.max_hold`.
+const HOLD_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Why an upstream attempt failed: the `kind` label of `switchyard_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Reset,
+        UpstreamErrorKind::Protocol,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Reset => "reset",
+            UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+/// How a switch ended: the `result` label of `switchyard_switches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchResult {
+    /// The table was flipped to the target pool.
+    Completed,
+    /// Started, then given up (e.g. `max_hold` exceeded); traffic stayed on the old pool.
+    Aborted,
+    /// Not started: a guardrail refused it (409).
+    Refused,
+}
+
+impl SwitchResult {
+    pub const ALL: [SwitchResult; 3] = [
+        SwitchResult::Completed,
+        SwitchResult::Aborted,
+        SwitchResult::Refused,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SwitchResult::Completed => "completed",
+            SwitchResult::Aborted => "aborted",
+            SwitchResult::Refused => "refused",
+        }
+    }
+}
+
+/// Why traffic went back to the live pool: the `reason` label of `switchyard_rollbacks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackReason {
+    ErrorRate,
+    ErrorRateIncrease,
+    Latency,
+    /// `POST /api/v1/rollback` or `rollout abort`.
+    Manual,
+}
+
+impl RollbackReason {
+    pub const ALL: [RollbackReason; 4] = [
+        RollbackReason::ErrorRate,
+        RollbackReason::ErrorRateIncrease,
+        RollbackReason::Latency,
+        RollbackReason::Manual,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RollbackReason::ErrorRate => "error_rate",
+            RollbackReason::ErrorRateIncrease => "error_rate_increase",
+            RollbackReason::Latency => "latency",
+            RollbackReason::Manual => "manual",
+        }
+    }
+}
+
+/// Index into [`CODE_LABELS`]: the status class, or `error` without a response.
+pub const fn code_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Status(code) if code < 200 => 0,
+        Outcome::Status(code) if code < 300 => 1,
+        Outcome::Status(code) if code < 400 => 2,
+        Outcome::Status(code) if code < 500 => 3,
+        Outcome::Status(_) => 4,
+        Outcome::TransportError => 5,
+    }
+}
+
+/// The request-path handles of one pool, resolved once. Cheap to clone (each
+/// handle is an `Arc`), so a routing table can hold its own copy.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    requests: [IntCounter; 6],
+    duration: Histogram,
+    upstream_errors: [IntCounter; 4],
+    inflight: IntGauge,
+    weight: Gauge,
+}
+
+impl PoolMetrics {
+    /// Count one finished request: its status class and its duration.
+    pub fn record(&self, outcome: Outcome, latency: Duration) {
+        self.requests[code_index(outcome)].inc();
+        self.duration.observe(latency.as_secs_f64());
+    }
+
+    /// Count one failed upstream attempt. A request retried on another
+    /// endpoint may count several; its final outcome goes to [`record`](Self::record).
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].inc();
+    }
+
+    /// Count a request in flight until the guard is dropped (also when the
+    /// request's future is cancelled).
+    pub fn inflight(&self) -> InflightGuard {
+        self.inflight.inc();
+        InflightGuard(self.inflight.clone())
+    }
+
+    /// Requests of this pool in flight now.
+    pub fn inflight_now(&self) -> i64 {
+        self.inflight.get()
+    }
+
+    /// The pool's share of traffic, in percent.
+    pub fn set_weight(&self, percent: f64) {
+        self.weight.set(percent);
+    }
+}
+
+/// Decrements `switchyard_inflight_requests` when dropped.
+pub struct InflightGuard(IntGauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Every metric of the process, in a registry of its own.
+pub struct Metrics {
+    registry: Registry,
+    pools: [PoolMetrics; 2],
+    endpoint_healthy: IntGaugeVec,
+    switches: IntCounterVec,
+    rollbacks: IntCounterVec,
+    held_requests: IntCounter,
+    hold_duration: Histogram,
+    config_reloads: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let requests = register(
+            r,
+            IntCounterVec::new(
+                opts(
+                    "switchyard_requests_total",
+                    "Requests proxied, by pool and response status class; code=\"error\" when the upstream gave no response.",
+                ),
+                &["pool", "code"],
+            ),
+        );
+        let duration = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_request_duration_seconds",
+                    "Time from receiving a request to the upstream's response headers (or the failure), by pool.",
+                )
+                .buckets(REQUEST_BUCKETS.to_vec()),
+                &["pool"],
+            ),
+        );
+        let upstream_errors = register(
+            r,
+            IntCounterVec::new(
+                opts(
+                    "switchyard_upstream_errors_total",
+                    "Failed upstream attempts, by pool and kind (connect, timeout, reset, protocol).",
+                ),
+                &["pool", "kind"],
+            ),
+        );
+        let inflight = register(
+            r,
+            IntGaugeVec::new(
+                opts(
+                    "switchyard_inflight_requests",
+                    "Requests being proxied to the pool right now.",
+                ),
+                &["pool"],
+            ),
+        );
+        let weight = register(
+            r,
+            GaugeVec::new(
+                opts(
+                    "switchyard_pool_weight",
+                    "Share of new traffic routed to the pool, in percent (0-100).",
+                ),
+                &["pool"],
+            ),
+        );
+        let pools = PoolName::ALL.map(|pool| {
+            let name = pool.as_str();
+            PoolMetrics {
+                requests: CODE_LABELS.map(|code| requests.with_label_values(&[name, code])),
+                duration: duration.with_label_values(&[name]),
+                upstream_errors: UpstreamErrorKind::ALL
+                    .map(|kind| upstream_errors.with_label_values(&[name, kind.as_str()])),
+                inflight: inflight.with_label_values(&[name]),
+                weight: weight.with_label_values(&[name]),
+            }
+        });
+
+        let endpoint_healthy = register(
+            r,
+            IntGaugeVec::new(
+                opts(
+                    "switchyard_endpoint_healthy",
+                    "1 when the endpoint receives traffic (healthy, not ejected), else 0.",
+                ),
+                &["pool", "endpoint"],
+            ),
+        );
+        let switches = register(
+            r,
+            IntCounterVec::new(
+                opts(
+                    "switchyard_switches_total",
+                    "Instant switches, by target pool and result (completed, aborted, refused).",
+                ),
+                &["to", "result"],
+            ),
+        );
+        for pool in PoolName::ALL {
+            for result in SwitchResult::ALL {
+                switches.with_label_values(&[pool.as_str(), result.as_str()]);
+            }
+        }
+        let rollbacks = register(
+            r,
+            IntCounterVec::new(
+                opts(
+                    "switchyard_rollbacks_total",
+                    "Rollbacks to the live pool, by reason: a rollback rule, or manual.",
+                ),
+                &["reason"],
+            ),
+        );
+        for reason in RollbackReason::ALL {
+            rollbacks.with_label_values(&[reason.as_str()]);
+        }
+        let held_requests = register(
+            r,
+            IntCounter::with_opts(opts(
+                "switchyard_held_requests_total",
+                "Write requests held at the proxy during a switch.",
+            )),
+        );
+        let hold_duration = register(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchyard_hold_duration_seconds",
+                    "How long writes were held during a switch, from the start of the hold to their release.",
+                )
+                .buckets(HOLD_BUCKETS.to_vec()),
+            ),
+        );
+        let config_reloads = register(
+            r,
+            IntCounterVec::new(
+                opts(
+                    "switchyard_config_reloads_total",
+                    "Configuration reloads, by result (success, failure: the old config stays).",
+                ),
+                &["result"],
+            ),
+        );
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+
+        Metrics {
+            registry,
+            pools,
+            endpoint_healthy,
+            switches,
+            rollbacks,
+            held_requests,
+            hold_duration,
+            config_reloads,
+        }
+    }
+
+    /// The registry, e.g. to add process metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The request-path handles of a pool.
+    pub fn pool(&self, pool: PoolName) -> &PoolMetrics {
+        &self.pools[pool.index()]
+    }
+
+    /// Every series in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        // Only fails on a family without metrics or name; gather() prunes the
+        // former and every family here is named.
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot encode metrics");
+                String::new()
+            })
+    }
+
+    /// Health transition of an endpoint (also call it once when the endpoint appears).
+    pub fn set_endpoint_healthy(&self, pool: PoolName, endpoint: &str, healthy: bool) {
+        self.endpoint_healthy
+            .with_label_values(&[pool.as_str(), endpoint])
+            .set(i64::from(healthy));
+    }
+
+    /// Drop an endpoint's series (removed by a reload). False if it had none.
+    pub fn remove_endpoint(&self, pool: PoolName, endpoint: &str) -> bool {
+        self.endpoint_healthy
+            .remove_label_values(&[pool.as_str(), endpoint])
+            .is_ok()
+    }
+
+    pub fn switch(&self, to: PoolName, result: SwitchResult) {
+        self.switches
+            .with_label_values(&[to.as_str(), result.as_str()])
+            .inc();
+    }
+
+    pub fn rollback(&self, reason: RollbackReason) {
+        self.rollbacks.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// One switch's hold: how many writes waited and for how long.
+    pub fn hold(&self, held_requests: u64, duration: Duration) {
+        self.held_requests.inc_by(held_requests);
+        self.hold_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn config_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+/// Add a collector to the registry. The definitions above are constants, so
+/// a failure is a programming error caught by the tests.
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: prometheus::Result<C>,
+) -> C {
+    let collector = collector.expect("metric definition is valid");
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+    collector
+}
+
+#[cfg(test)]
+mod tests;

@@ -14,7 +14,11 @@ fn check_reports_every_mistake_with_line_and_column() {
         "pools:\n  blue:\n    endpoints: [\"127.0.0.1:8001\"]\n  green:\n    endpoints: [\"not an address\"]\ntraffic:\n  initial: { blue: 90, green: 9 }\nhealth_check:\n  intervall: 2s\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = format!(
         "{}{}",
@@ -26,7 +30,8 @@ fn check_reports_every_mistake_with_line_and_column() {
     // an unknown key (line 9).
     for line in [5, 7, 9] {
         assert!(
-            text.lines().any(|l| l.starts_with(&format!("{file}:{line}:"))),
+            text.lines()
+                .any(|l| l.starts_with(&format!("{file}:{line}:"))),
             "no error reported on line {line}:\n{text}"
         );
     }
@@ -62,12 +67,18 @@ async fn demo_serves_blue_on_8080_and_stops_on_sigterm() {
         if let Ok(r) = c.get("http://127.0.0.1:8080/".parse().unwrap()).await {
             break read(r).await;
         }
-        assert!(tokio::time::Instant::now() < end, "the demo never answered on 8080");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the demo never answered on 8080"
+        );
     };
     assert_eq!(a.status, 200);
     assert!(a.text().starts_with("Hello from blue-"), "{}", a.text());
     assert_eq!(a.headers["x-switchyard-pool"], "blue");
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -75,7 +86,10 @@ async fn demo_serves_blue_on_8080_and_stops_on_sigterm() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(tokio::time::Instant::now() < end, "demo did not stop on SIGTERM");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "demo did not stop on SIGTERM"
+        );
     };
     assert!(status.success(), "demo exited with {status}");
 }

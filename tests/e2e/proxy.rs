@@ -35,7 +35,10 @@ async fn weights_split_traffic_and_zero_weight_gets_nothing() {
     assert!(answers.iter().all(|a| a.status == 200));
     let to_green = answers.iter().filter(|a| a.upstream() == "green-1").count();
     let share = to_green as f64 / 10_000.0;
-    assert!((0.08..=0.12).contains(&share), "green got {share:.4} of traffic, expected 0.10 ± 0.02");
+    assert!(
+        (0.08..=0.12).contains(&share),
+        "green got {share:.4} of traffic, expected 0.10 ± 0.02"
+    );
     assert_eq!(green.requests() as usize, to_green);
 
     // 100/0: not one request reaches green.
@@ -45,7 +48,9 @@ async fn weights_split_traffic_and_zero_weight_gets_nothing() {
     assert_eq!(read(c.request(put).await.unwrap()).await.status, 200);
     let before = green.requests();
     let answers = send_many(&c, proxy_url(&s, "/"), 2_000, 32).await;
-    assert!(answers.iter().all(|a| a.status == 200 && a.upstream() == "blue-1"));
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 && a.upstream() == "blue-1"));
     assert_eq!(green.requests(), before);
     s.shutdown().await;
 }
@@ -70,7 +75,10 @@ async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_set() {
     assert_eq!(a.status, 200);
     let seen: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
     for gone in ["x-custom-hop", "keep-alive", "proxy-authorization", "te"] {
-        assert!(seen.get(gone).is_none(), "{gone} reached the upstream: {seen}");
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the upstream: {seen}"
+        );
     }
     assert_ne!(seen["connection"], "x-custom-hop");
     assert_eq!(seen["host"], "app.example");
@@ -90,7 +98,11 @@ async fn refused_upstream_gives_502_without_leaking_its_address() {
     let s = start_proxy(&yaml).await;
     let a = get(&client(), proxy_url(&s, "/")).await;
     assert_eq!(a.status, 502);
-    assert!(!a.text().contains("127.0.0.1"), "body leaks an address: {}", a.text());
+    assert!(
+        !a.text().contains("127.0.0.1"),
+        "body leaks an address: {}",
+        a.text()
+    );
     s.shutdown().await;
 }
 
@@ -102,7 +114,10 @@ async fn slow_upstream_gives_504() {
     let started = std::time::Instant::now();
     let a = get(&client(), proxy_url(&s, "/delay/3000")).await;
     assert_eq!(a.status, 504);
-    assert!(started.elapsed() < Duration::from_millis(2500), "504 came too late");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "504 came too late"
+    );
     s.shutdown().await;
 }
 
@@ -110,7 +125,9 @@ async fn slow_upstream_gives_504() {
 async fn malformed_request_gives_400() {
     let blue = Upstream::start("blue-1").await;
     let s = start_proxy(&config_yaml(&[blue.addr], &[blue.addr], "")).await;
-    let mut conn = tokio::net::TcpStream::connect(s.proxy_addrs[0]).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(s.proxy_addrs[0])
+        .await
+        .unwrap();
     conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
         .await
         .unwrap();
@@ -152,7 +169,10 @@ async fn idempotent_requests_retry_on_another_endpoint_and_posts_do_not() {
             other => panic!("unexpected status {other}"),
         }
     }
-    assert!(refused > 0, "a POST was retried: none of 40 met the dead endpoint");
+    assert!(
+        refused > 0,
+        "a POST was retried: none of 40 met the dead endpoint"
+    );
     assert_eq!(good.requests(), 40 + (40 - refused));
     s.shutdown().await;
 }

@@ -38,7 +38,11 @@ async fn ten_megabyte_bodies_stream_without_buffering() {
         .unwrap();
     let a = read(upload_client.request(req).await.unwrap()).await;
     assert_eq!(a.status, 200);
-    assert_eq!(a.text(), SIZE.to_string(), "the upstream did not get every byte");
+    assert_eq!(
+        a.text(),
+        SIZE.to_string(),
+        "the upstream did not get every byte"
+    );
 
     // Download, counted frame by frame.
     let resp = c

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by many tests; each uses a part
 //! Shared pieces of the end-to-end tests: test upstreams, a proxy started
 //! in-process on 127.0.0.1:0, an HTTP client, and waiting with a deadline.
 
@@ -101,7 +102,10 @@ where
         if check().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
     }
 }
 

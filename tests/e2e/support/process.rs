@@ -110,7 +110,10 @@ impl ProxyProcess {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(tokio::time::Instant::now() < end, "switchyard did not exit in time");
+            assert!(
+                tokio::time::Instant::now() < end,
+                "switchyard did not exit in time"
+            );
         }
     }
 }

@@ -132,7 +132,11 @@ async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<Test
         return full(StatusCode::from_u16(code).unwrap(), name, "health\n");
     }
     st.requests.fetch_add(1, Ordering::Relaxed);
-    if let Some(id) = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+    if let Some(id) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
         st.request_ids.lock().unwrap().push(id.to_string());
     }
     let forced = st.force_status.load(Ordering::Relaxed);
@@ -146,11 +150,15 @@ async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<Test
                 .headers()
                 .iter()
                 .map(|(k, v)| {
-                    (k.as_str().to_string(), serde_json::Value::String(v.to_str().unwrap_or("").into()))
+                    (
+                        k.as_str().to_string(),
+                        serde_json::Value::String(v.to_str().unwrap_or("").into()),
+                    )
                 })
                 .collect();
             let mut r = full(StatusCode::OK, name, serde_json::to_vec(&map).unwrap());
-            r.headers_mut().insert("connection", "x-hop-secret".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "x-hop-secret".parse().unwrap());
             r.headers_mut().insert("x-hop-secret", "1".parse().unwrap());
             r
         }
