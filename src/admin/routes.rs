@@ -33,6 +33,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/weights", put(put_weights))
         .route("/metrics", get(metrics))
+        .route("/api/v1/events", get(get_events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
@@ -85,6 +86,25 @@ async fn metrics(State(st): State<AdminState>) -> Response {
         st.shared.metrics.encode(),
     )
         .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    limit: Option<usize>,
+}
+
+async fn get_events(
+    State(st): State<AdminState>,
+    q: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q
+        .limit
+        .unwrap_or(100)
+        .min(crate::control::events::RING_CAPACITY);
+    let events = st.shared.events.recent(limit);
+    Ok(Json(serde_json::json!({ "events": events })))
 }
 
 async fn get_status(State(st): State<AdminState>) -> Json<status::Status> {

@@ -6,8 +6,10 @@
 
 use crate::config::{Config, PoolName};
 use crate::control::build::{build_table, BuildError};
+use crate::control::events::{Event, EventKind, EventLog};
 use crate::routing::{PoolRuntime, RoutingTable, Weights};
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::EndpointState;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -62,6 +64,7 @@ pub struct Shared {
     pub runtimes: [Arc<PoolRuntime>; 2],
     pub metrics: Arc<Metrics>,
     pub config: ArcSwap<Config>,
+    pub events: EventLog,
     shutting_down: AtomicBool,
 }
 
@@ -76,7 +79,7 @@ impl Shared {
 }
 
 /// Who asked for a change (SPEC.md section 3, events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Actor {
     Admin,
@@ -103,6 +106,14 @@ pub enum CommandError {
 pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 
 pub enum Command {
+    /// An endpoint changed health (active checks) or was ejected (passive).
+    /// Recorded as `endpoint_down` / `endpoint_up`; no reply.
+    EndpointHealth {
+        pool: PoolName,
+        address: String,
+        state: EndpointState,
+        reason: String,
+    },
     SetWeights {
         weights: Weights,
         if_generation: Option<u64>,
@@ -118,6 +129,14 @@ pub struct ControllerHandle {
 }
 
 impl ControllerHandle {
+    /// Send a command that takes no reply; dropped (and logged) when the
+    /// controller's inbox is full, so a caller on a timer never blocks.
+    pub fn notify(&self, cmd: Command) {
+        if let Err(e) = self.tx.try_send(cmd) {
+            tracing::warn!(error = %e, "controller inbox full; notification dropped");
+        }
+    }
+
     pub async fn request<T>(
         &self,
         make: impl FnOnce(Reply<T>) -> Command,
@@ -150,6 +169,8 @@ impl Controller {
         runtimes: [Arc<PoolRuntime>; 2],
         metrics: Arc<Metrics>,
     ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
+        let events = EventLog::new(cfg.audit_log.as_deref())
+            .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let weights = Weights::from_config(&cfg.traffic.initial);
         let live = if weights.bp(PoolName::Green) > weights.bp(PoolName::Blue) {
             PoolName::Green
@@ -184,6 +205,7 @@ impl Controller {
             runtimes,
             metrics,
             config: ArcSwap::from_pointee(cfg),
+            events,
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(64);
@@ -209,6 +231,25 @@ impl Controller {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
+            Command::EndpointHealth {
+                pool,
+                address,
+                state,
+                reason,
+            } => {
+                let up = matches!(state, EndpointState::Healthy | EndpointState::Unknown);
+                self.shared.metrics.set_endpoint_healthy(pool, &address, up);
+                let kind = match state {
+                    EndpointState::Healthy | EndpointState::Unknown => EventKind::EndpointUp,
+                    EndpointState::Ejected => EventKind::EndpointEjected,
+                    _ => EventKind::EndpointDown,
+                };
+                self.shared.events.record(
+                    Event::new(kind, Actor::Auto)
+                        .to(serde_json::json!({"pool": pool, "endpoint": address, "state": state}))
+                        .reason(reason),
+                );
+            }
             Command::SetWeights {
                 weights,
                 if_generation,
@@ -234,12 +275,7 @@ impl Controller {
     }
 
     fn set_weights(&mut self, weights: Weights, actor: Actor) -> Result<ControlView, CommandError> {
-        tracing::info!(
-            ?actor,
-            blue = weights.percent(PoolName::Blue),
-            green = weights.percent(PoolName::Green),
-            "weights changed"
-        );
+        let from = self.weights;
         self.weights = weights;
         if let Some(sole) = weights.sole_pool() {
             self.live = sole;
@@ -247,7 +283,14 @@ impl Controller {
         } else {
             self.phase = Phase::Paused;
         }
-        self.publish()
+        let view = self.publish()?;
+        self.shared.events.record(
+            Event::new(EventKind::WeightsChanged, actor)
+                .from(from)
+                .to(weights)
+                .weights(weights),
+        );
+        Ok(view)
     }
 
     /// Build and swap in a table for the current state; publish the view.

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod controller;
+pub mod events;
 pub mod rules;
 
 pub use controller::{Command, CommandError, ControlView, Controller, Phase, Shared};

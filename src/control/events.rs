@@ -1,0 +1,216 @@
+//! The audit log: every change of deployment state as an [`Event`], kept in
+//! a bounded ring for `GET /api/v1/events` and appended as JSON lines to
+//! `audit_log` when one is configured.
+//!
+//! Only the controller appends; the admin API reads.
+
+use crate::control::controller::Actor;
+use crate::routing::Weights;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Events kept in memory.
+pub const RING_CAPACITY: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Started,
+    WeightsChanged,
+    SwitchStarted,
+    SwitchCompleted,
+    SwitchAborted,
+    RolloutStarted,
+    RolloutStep,
+    RolloutPaused,
+    RolloutResumed,
+    RolloutCompleted,
+    Rollback,
+    BakeCompleted,
+    ConfigReloaded,
+    ConfigRejected,
+    EndpointDown,
+    EndpointUp,
+    EndpointEjected,
+    Failover,
+    Rearmed,
+    StateFileError,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: u64,
+    pub time: String,
+    pub kind: EventKind,
+    pub actor: Actor,
+    pub from: Option<serde_json::Value>,
+    pub to: Option<serde_json::Value>,
+    pub weights: Option<Weights>,
+    pub reason: Option<String>,
+    pub stats: Option<serde_json::Value>,
+}
+
+impl Event {
+    /// An event of `kind` by `actor`; fill the optional fields with the setters.
+    pub fn new(kind: EventKind, actor: Actor) -> Self {
+        Event {
+            id: 0,
+            time: String::new(),
+            kind,
+            actor,
+            from: None,
+            to: None,
+            weights: None,
+            reason: None,
+            stats: None,
+        }
+    }
+
+    pub fn from(mut self, v: impl Serialize) -> Self {
+        self.from = serde_json::to_value(v).ok();
+        self
+    }
+
+    pub fn to(mut self, v: impl Serialize) -> Self {
+        self.to = serde_json::to_value(v).ok();
+        self
+    }
+
+    pub fn weights(mut self, w: Weights) -> Self {
+        self.weights = Some(w);
+        self
+    }
+
+    pub fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+
+    pub fn stats(mut self, v: impl Serialize) -> Self {
+        self.stats = serde_json::to_value(v).ok();
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot open audit log {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Inner {
+    ring: VecDeque<Event>,
+    next_id: u64,
+    audit: Option<(PathBuf, std::fs::File)>,
+}
+
+pub struct EventLog {
+    inner: Mutex<Inner>,
+}
+
+impl EventLog {
+    /// A log that also appends to `audit_log` when given. Ids continue after
+    /// the last id found in an existing audit log, so they stay unique
+    /// across restarts.
+    pub fn new(audit_log: Option<&Path>) -> Result<Self, AuditError> {
+        let mut ring = VecDeque::with_capacity(RING_CAPACITY);
+        let mut next_id = 1;
+        let audit = match audit_log {
+            Some(path) => {
+                if let Ok(text) = std::fs::read_to_string(path) {
+                    for line in text.lines() {
+                        if let Ok(e) = serde_json::from_str::<Event>(line) {
+                            next_id = next_id.max(e.id + 1);
+                            if ring.len() == RING_CAPACITY {
+                                ring.pop_front();
+                            }
+                            ring.push_back(e);
+                        }
+                    }
+                }
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| AuditError::Open {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                Some((path.to_path_buf(), file))
+            }
+            None => None,
+        };
+        Ok(EventLog {
+            inner: Mutex::new(Inner {
+                ring,
+                next_id,
+                audit,
+            }),
+        })
+    }
+
+    /// Stamp `event` with an id and the time, keep it, append it to the
+    /// audit log; returns the stamped event.
+    pub fn record(&self, mut event: Event) -> Event {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        event.id = inner.next_id;
+        inner.next_id += 1;
+        event.time = crate::clock::rfc3339(crate::clock::unix_ms());
+        tracing::info!(
+            id = event.id,
+            kind = ?event.kind,
+            actor = ?event.actor,
+            reason = event.reason.as_deref().unwrap_or(""),
+            "event"
+        );
+        if let Some((path, file)) = &mut inner.audit {
+            let line = serde_json::to_string(&event).unwrap_or_default();
+            if let Err(e) = writeln!(file, "{line}").and_then(|()| file.flush()) {
+                tracing::error!(path = %path.display(), error = %e, "cannot append to the audit log");
+            }
+        }
+        if inner.ring.len() == RING_CAPACITY {
+            inner.ring.pop_front();
+        }
+        inner.ring.push_back(event.clone());
+        event
+    }
+
+    /// The newest `limit` events, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Event> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.ring.iter().rev().take(limit).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_numbered_bounded_and_survive_in_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = EventLog::new(Some(&path)).unwrap();
+        for _ in 0..3 {
+            log.record(Event::new(EventKind::WeightsChanged, Actor::Admin));
+        }
+        let recent = log.recent(2);
+        assert_eq!(recent.iter().map(|e| e.id).collect::<Vec<_>>(), vec![3, 2]);
+        drop(log);
+        // A restart reads the audit log back and continues the numbering.
+        let log = EventLog::new(Some(&path)).unwrap();
+        assert_eq!(log.recent(10).len(), 3);
+        let e = log.record(Event::new(EventKind::Rearmed, Actor::Admin));
+        assert_eq!(e.id, 4);
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines.lines().count(), 4);
+    }
+}
