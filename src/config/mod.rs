@@ -4,11 +4,15 @@
 //! list of every mistake with file, line and column. It must not touch
 //! runtime state: applying a config is the controller's job.
 
+mod position;
+pub mod rules;
 pub mod schema;
+mod semantic;
+mod typed;
 pub mod validate;
 
 pub use schema::*;
-pub use validate::{Diagnostic, StatusRanges};
+pub use validate::{validate_steps, validate_weights, Diagnostic, Environment, StatusRanges};
 
 use std::path::{Path, PathBuf};
 
