@@ -4,6 +4,7 @@
 //! list of every mistake with file, line and column. It must not touch
 //! runtime state: applying a config is the controller's job.
 
+pub mod check;
 mod position;
 pub mod rules;
 pub mod schema;
