@@ -66,3 +66,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     validate::parse_and_validate(text, file).map_err(ConfigError::Invalid)
 }
+
+#[cfg(test)]
+mod tests;
