@@ -286,6 +286,12 @@ struct Builder {
 impl Builder {
     fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), Issue> {
         let pos = Pos::of(span);
+        if matches!(
+            event,
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) {
+            self.grow(1, pos)?;
+        }
         match event {
             Event::Scalar(value, style, anchor, tag) => {
                 let plain = style == ScalarStyle::Plain && self.scalar_tag(tag, pos);
@@ -293,7 +299,7 @@ impl Builder {
                     value: value.into_owned(),
                     plain,
                 });
-                self.complete(Node { id: 0, pos, kind }, anchor)?;
+                self.complete(Node { id: 0, pos, kind }, anchor);
             }
             Event::SequenceStart(anchor, tag) => {
                 self.collection_tag(tag, pos);
@@ -337,7 +343,7 @@ impl Builder {
                     ),
                     None => return Err(Issue::new(pos, "unbalanced YAML collection")),
                 };
-                self.complete(node, anchor)?;
+                self.complete(node, anchor);
             }
             Event::Alias(anchor) => {
                 let mut node = self
@@ -346,7 +352,8 @@ impl Builder {
                     .cloned()
                     .ok_or_else(|| Issue::new(pos, "alias to an unknown anchor"))?;
                 node.pos = pos;
-                self.complete(node, 0)?;
+                self.grow(count(&node), pos)?;
+                self.complete(node, 0);
             }
             Event::DocumentStart(_) if self.root.is_some() => {
                 return Err(Issue::new(
@@ -388,14 +395,19 @@ impl Builder {
         }
     }
 
-    fn complete(&mut self, node: Node, anchor: usize) -> Result<(), Issue> {
-        self.nodes += count(&node);
+    /// Count `n` more nodes; aliases copy whole subtrees, hence a bound.
+    fn grow(&mut self, n: usize, pos: Pos) -> Result<(), Issue> {
+        self.nodes += n;
         if self.nodes > MAX_NODES {
             return Err(Issue::new(
-                node.pos,
+                pos,
                 "document too large (aliases expand to too many nodes)",
             ));
         }
+        Ok(())
+    }
+
+    fn complete(&mut self, node: Node, anchor: usize) {
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
         }
@@ -433,7 +445,6 @@ impl Builder {
                 Some(PendingKey::Invalid) => {}
             },
         }
-        Ok(())
     }
 }
 
@@ -515,6 +526,17 @@ mod tests {
             }
         }
         assert_eq!(d.value_pos("b"), Pos { line: 2, column: 4 });
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = Document::parse(&text).err().map(|i| i.message);
+        assert!(err.is_some_and(|m| m.contains("too many nodes")));
     }
 
     #[test]
