@@ -4,6 +4,7 @@
 //! [`super::load`]. The CLI prints the text and exits 0 or 1.
 
 use super::schema::{Config, PoolName, PoolSelector, UpstreamProtocol};
+use super::validate::Environment;
 use humantime::format_duration;
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use std::path::Path;
 /// `(false, every diagnostic one per line, then "N error(s)")`.
 pub fn run(path: &Path) -> (bool, String) {
     match super::load(path) {
-        Ok(cfg) => (true, summary(path, &cfg)),
+        Ok(cfg) => (true, summary(path, &cfg, &Environment::from_process())),
         Err(e) => {
             let diags = e.diagnostics();
             let mut out = String::new();
@@ -27,7 +28,7 @@ pub fn run(path: &Path) -> (bool, String) {
 }
 
 /// A few lines an operator can check at a glance.
-pub fn summary(path: &Path, cfg: &Config) -> String {
+pub fn summary(path: &Path, cfg: &Config, env: &Environment) -> String {
     let mut s = format!("{}: configuration is valid\n", path.display());
     let mut line = |args: std::fmt::Arguments<'_>| {
         s.push_str(&std::fmt::format(args));
@@ -53,10 +54,10 @@ pub fn summary(path: &Path, cfg: &Config) -> String {
         })
         .collect();
     line(format_args!("listeners: {}", listeners.join(", ")));
-    let token = match (&cfg.admin.token_file, cfg.admin.bind.ip().is_loopback()) {
+    let token = match (&cfg.admin.token_file, env.admin_token_in_env) {
         (Some(f), _) => format!("token from {}", f.display()),
-        (None, false) => "token from $SWITCHYARD_ADMIN_TOKEN".into(),
-        (None, true) => "no token (loopback only)".into(),
+        (None, true) => "token from $SWITCHYARD_ADMIN_TOKEN".into(),
+        (None, false) => "no token (loopback only)".into(),
     };
     line(format_args!("admin: {}, {token}", cfg.admin.bind));
     for name in PoolName::ALL {
@@ -146,6 +147,25 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("state file: none"), "{out}");
+    }
+
+    #[test]
+    fn summary_names_where_the_admin_token_comes_from() {
+        let cfg = crate::config::parse(
+            "pools: {blue: {endpoints: [\"127.0.0.1:1\"]}, green: {endpoints: [\"127.0.0.1:2\"]}}",
+            "t.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p = Path::new("t.yaml");
+        let with_env = Environment {
+            admin_token_in_env: true,
+        };
+        assert!(summary(p, &cfg, &with_env)
+            .contains("admin: 127.0.0.1:9901, token from $SWITCHYARD_ADMIN_TOKEN"));
+        let without = Environment::default();
+        assert!(
+            summary(p, &cfg, &without).contains("admin: 127.0.0.1:9901, no token (loopback only)")
+        );
     }
 
     #[test]
