@@ -3,13 +3,26 @@
 //! Owns turning a file into a [`Config`] that is known to be valid, or into a
 //! list of every mistake with file, line and column. It must not touch
 //! runtime state: applying a config is the controller's job.
+//!
+//! - `schema`: the serde types and defaults of SPEC.md section 2.
+//! - `validate`: the entry point; runs the stages below in order.
+//! - `position`: the YAML tree with line and column of every node.
+//! - `typed`: reads that tree into [`Config`], finding every unknown key,
+//!   missing key and wrong type.
+//! - `semantic`: ranges, cross-field rules, addresses, files on disk.
+//! - `rules`: single-value rules, shared with the admin API.
+//! - `check`: the text of `switchyard check`.
 
 pub mod check;
+mod position;
+pub mod rules;
 pub mod schema;
+mod semantic;
+mod typed;
 pub mod validate;
 
 pub use schema::*;
-pub use validate::{Diagnostic, StatusRanges};
+pub use validate::{validate_steps, validate_weights, Diagnostic, Environment, StatusRanges};
 
 use std::path::{Path, PathBuf};
 
@@ -62,3 +75,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     validate::parse_and_validate(text, file).map_err(ConfigError::Invalid)
 }
+
+#[cfg(test)]
+mod tests;

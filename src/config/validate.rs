@@ -1,7 +1,16 @@
-//! Semantic validation of a parsed [`Config`], reporting every mistake with
-//! file, line and column.
+//! Validation of a configuration file: every mistake, each with file, line
+//! and column, in one run.
+//!
+//! The stages, each in its own module: YAML syntax (yaml_serde; a syntax error
+//! stops everything), the positioned tree (`position.rs`), reading it into the
+//! typed [`Config`] with every unknown key and wrong type (`typed.rs`), then
+//! the semantic rules (`semantic.rs`, built on the single-value rules of
+//! `rules.rs`). This module only runs them in order and owns the public names.
 
+use super::position::{Document, Issue, Pos};
+use super::rules;
 use super::schema::Config;
+use super::{semantic, typed};
 
 /// One mistake in a configuration file. `line` and `column` are 1-based; 0
 /// when the mistake has no position (e.g. the file could not be read).
@@ -52,38 +61,96 @@ impl StatusRanges {
     }
 }
 
-/// Parse `text` and check it; on failure, every mistake found.
-pub fn parse_and_validate(text: &str, file: &str) -> Result<Config, Vec<Diagnostic>> {
-    // Placeholder: serde only. Replaced by the full validator.
-    serde_yaml::from_str::<Config>(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        vec![Diagnostic {
-            file: file.to_string(),
-            line,
-            column,
-            message: e.to_string(),
-        }]
-    })
+/// What validation needs from outside the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// `$SWITCHYARD_ADMIN_TOKEN` is set and not empty: a non-loopback admin
+    /// bind is then allowed without `token_file`.
+    pub admin_token_in_env: bool,
 }
 
-/// Weights as an admin request or the file gives them: each 0..=100, summing
-/// to 100, with at most 0.01 resolution.
+impl Environment {
+    /// Read from this process's environment.
+    pub fn from_process() -> Self {
+        Environment {
+            admin_token_in_env: std::env::var_os("SWITCHYARD_ADMIN_TOKEN")
+                .is_some_and(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// Parse `text` and check it; on failure, every mistake found, in file order.
+pub fn parse_and_validate(text: &str, file: &str) -> Result<Config, Vec<Diagnostic>> {
+    parse_and_validate_in(text, file, &Environment::from_process())
+}
+
+/// [`parse_and_validate`] with an explicit environment (tests, callers that
+/// already know it).
+pub fn parse_and_validate_in(
+    text: &str,
+    file: &str,
+    env: &Environment,
+) -> Result<Config, Vec<Diagnostic>> {
+    let diagnostics = |issues: Vec<Issue>| -> Vec<Diagnostic> {
+        issues
+            .into_iter()
+            .map(|i| Diagnostic {
+                file: file.to_string(),
+                line: i.pos.line,
+                column: i.pos.column,
+                message: i.message,
+            })
+            .collect()
+    };
+    if let Err(e) = serde_yaml::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(diagnostics(vec![syntax_issue(&e)]));
+    }
+    let (doc, mut issues) = Document::parse(text).map_err(|i| diagnostics(vec![i]))?;
+    let typed = typed::read(&doc);
+    issues.extend(typed.issues);
+    if let Some(cfg) = &typed.config {
+        issues.extend(semantic::check(cfg, &doc, env, &typed.dirty));
+    }
+    match typed.config {
+        Some(cfg) if issues.is_empty() => Ok(cfg),
+        _ => {
+            issues.sort_by_key(|i| i.pos);
+            Err(diagnostics(issues))
+        }
+    }
+}
+
+/// A yaml_serde error as an issue, without the position repeated in the text.
+fn syntax_issue(e: &serde_yaml::Error) -> Issue {
+    let mut message = e.to_string();
+    let pos = match e.location() {
+        Some(l) => {
+            let suffix = format!(" at line {} column {}", l.line(), l.column());
+            message = message.replacen(&suffix, "", 1);
+            Pos {
+                line: l.line(),
+                column: l.column(),
+            }
+        }
+        None => Pos::START,
+    };
+    Issue::new(pos, format!("YAML syntax error: {message}"))
+}
+
+/// Whether a blue/green split is valid: each weight in `0..=100` with at most
+/// two decimals, summing to 100. The message names the first problem.
 pub fn validate_weights(blue: f64, green: f64) -> Result<(), String> {
-    for (name, w) in [("blue", blue), ("green", green)] {
-        if !w.is_finite() || !(0.0..=100.0).contains(&w) {
-            return Err(format!("{name} weight {w} is not between 0 and 100"));
-        }
-        if ((w * 100.0).round() - w * 100.0).abs() > 1e-6 {
-            return Err(format!(
-                "{name} weight {w} has a finer resolution than 0.01"
-            ));
-        }
+    match rules::weight_problems(blue, green).into_iter().next() {
+        Some((_, msg)) => Err(msg),
+        None => Ok(()),
     }
-    if (blue + green - 100.0).abs() > 1e-6 {
-        return Err(format!("weights must sum to 100, not {}", blue + green));
+}
+
+/// Whether rollout steps are valid: not empty, each in `(0, 100]` with at
+/// most two decimals, strictly increasing, ending at 100.
+pub fn validate_steps(steps: &[f64]) -> Result<(), String> {
+    match rules::step_problems(steps).into_iter().next() {
+        Some((_, msg)) => Err(msg),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -1,0 +1,375 @@
+//! Checks that need the whole typed [`Config`]: ranges, cross-field rules,
+//! files on disk, conflicts between addresses.
+//!
+//! Each mistake is reported at the value that causes it, or when that value
+//! was left to its default, at its nearest written parent. A section in which
+//! a value could not be read (see `typed.rs`) is skipped, so its defaults
+//! never produce a confusing second error.
+
+use super::position::{display_path, Document, Issue, Pos};
+use super::rules;
+use super::schema::{Config, PoolName};
+use super::validate::{Environment, StatusRanges};
+use std::collections::BTreeSet;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The most extra tries on another endpoint a request may make.
+const MAX_RETRIES: u32 = 10;
+
+pub(super) fn check(
+    cfg: &Config,
+    doc: &Document,
+    env: &Environment,
+    dirty: &BTreeSet<String>,
+) -> Vec<Issue> {
+    let mut c = Checker {
+        doc,
+        dirty,
+        issues: Vec::new(),
+    };
+    type Section<'c> = fn(&mut Checker<'c>, &Config, &Environment);
+    let sections: [(&[&str], Section<'_>); 11] = [
+        (&["listeners", "admin"], Checker::binds),
+        (&["admin"], Checker::admin),
+        (&["pools"], Checker::pools),
+        (&["health_check"], Checker::health_check),
+        (
+            &["outlier_detection", "retries", "drain", "timeouts"],
+            Checker::upstream,
+        ),
+        (&["traffic"], Checker::traffic),
+        (&["rollout"], Checker::rollout),
+        (&["rollback"], Checker::rollback),
+        (&["cutover", "pools"], Checker::cutover),
+        (&["state_file", "audit_log"], Checker::files),
+        (&["log"], Checker::log),
+    ];
+    for (needs, run) in sections {
+        if needs.iter().all(|s| !c.dirty.contains(*s)) {
+            run(&mut c, cfg, env);
+        }
+    }
+    c.issues
+}
+
+struct Checker<'a> {
+    doc: &'a Document,
+    dirty: &'a BTreeSet<String>,
+    issues: Vec<Issue>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, pos: Pos, path: &str, msg: impl Display) {
+        self.issues
+            .push(Issue::new(pos, format!("{}: {msg}", display_path(path))));
+    }
+
+    /// A mistake in the value at `path`.
+    fn err(&mut self, path: &str, msg: impl Display) {
+        let pos = self.doc.value_pos(path);
+        self.at(pos, path, msg);
+    }
+
+    /// Of several related paths, the first one written in the file, so that
+    /// a rule between two values points at the one the operator wrote.
+    fn written<'p>(&self, paths: &[&'p str]) -> &'p str {
+        paths
+            .iter()
+            .find(|p| self.doc.node(p).is_some())
+            .or(paths.first())
+            .copied()
+            .unwrap_or("")
+    }
+
+    fn result(&mut self, path: &str, r: Result<(), String>) {
+        if let Err(e) = r {
+            self.err(path, e);
+        }
+    }
+
+    fn positive(&mut self, path: &str, n: u64) {
+        if n == 0 {
+            self.err(path, "must be at least 1");
+        }
+    }
+
+    fn nonzero(&mut self, path: &str, d: Duration) {
+        if d.is_zero() {
+            self.err(path, "must be longer than 0");
+        }
+    }
+
+    fn file(&mut self, path: &str, p: &Path) {
+        self.result(path, rules::readable_file(p));
+    }
+
+    fn binds(&mut self, cfg: &Config, _: &Environment) {
+        if cfg.listeners.is_empty() {
+            self.err("listeners", "at least one listener is needed");
+        }
+        let admin = cfg.admin.bind;
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            let path = format!("listeners.{i}.bind");
+            let earlier = cfg.listeners[..i]
+                .iter()
+                .position(|o| binds_clash(o.bind, l.bind));
+            if let Some(j) = earlier {
+                let other = cfg.listeners[j].bind;
+                let how = if other == l.bind {
+                    "is the same as"
+                } else {
+                    "overlaps"
+                };
+                self.err(&path, format!("{} {how} listeners[{j}] ({other})", l.bind));
+            }
+            if binds_clash(admin, l.bind) {
+                let how = if admin == l.bind {
+                    "is the same as"
+                } else {
+                    "overlaps"
+                };
+                self.err(&path, format!("{} {how} the admin bind ({admin})", l.bind));
+            }
+            if let Some(tls) = &l.tls {
+                self.file(&format!("listeners.{i}.tls.cert"), &tls.cert);
+                self.file(&format!("listeners.{i}.tls.key"), &tls.key);
+            }
+        }
+    }
+
+    fn admin(&mut self, cfg: &Config, env: &Environment) {
+        let a = &cfg.admin;
+        match &a.token_file {
+            Some(p) => match rules::readable_file(p) {
+                Err(e) => self.err("admin.token_file", e),
+                Ok(()) => match std::fs::read_to_string(p) {
+                    Ok(t) if t.trim().is_empty() => {
+                        self.err("admin.token_file", format!("`{}` is empty", p.display()))
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.err("admin.token_file", format!("cannot read `{}`: {e}", p.display())),
+                },
+            },
+            None if !a.bind.ip().is_loopback() && !env.admin_token_in_env => self.err(
+                "admin.bind",
+                format!(
+                    "{} is reachable from other hosts: set admin.token_file or $SWITCHYARD_ADMIN_TOKEN",
+                    a.bind
+                ),
+            ),
+            None => {}
+        }
+    }
+
+    fn pools(&mut self, cfg: &Config, _: &Environment) {
+        for name in PoolName::ALL {
+            let pool = cfg.pools.get(name);
+            let base = format!("pools.{name}");
+            if pool.endpoints.is_empty() {
+                self.err(
+                    &format!("{base}.endpoints"),
+                    "a pool needs at least one endpoint",
+                );
+            }
+            for (i, ep) in pool.endpoints.iter().enumerate() {
+                let path = format!("{base}.endpoints.{i}");
+                if let Err(e) = rules::endpoint(ep) {
+                    self.err(&path, e);
+                } else if let Some(j) = pool.endpoints[..i]
+                    .iter()
+                    .position(|o| o.eq_ignore_ascii_case(ep))
+                {
+                    self.err(&path, format!("`{ep}` is listed twice (also at index {j})"));
+                }
+            }
+            if let Some(tls) = &pool.tls {
+                if let Some(ca) = &tls.ca {
+                    self.file(&format!("{base}.tls.ca"), ca);
+                }
+                if let Some(sn) = &tls.server_name {
+                    if rustls::pki_types::ServerName::try_from(sn.as_str()).is_err() {
+                        self.err(
+                            &format!("{base}.tls.server_name"),
+                            format!("`{sn}` is not a valid DNS name or IP address"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn health_check(&mut self, cfg: &Config, _: &Environment) {
+        let h = &cfg.health_check;
+        if !h.path.starts_with('/') {
+            self.err(
+                "health_check.path",
+                format!("`{}` must start with /", h.path),
+            );
+        } else if h.path.parse::<http::uri::PathAndQuery>().is_err() {
+            self.err(
+                "health_check.path",
+                format!("`{}` is not a valid request path", h.path),
+            );
+        }
+        self.nonzero("health_check.interval", h.interval);
+        self.nonzero("health_check.timeout", h.timeout);
+        if h.timeout > h.interval && !h.interval.is_zero() {
+            let path = self.written(&["health_check.timeout", "health_check.interval"]);
+            self.err(
+                path,
+                format!(
+                    "timeout ({}) is longer than interval ({})",
+                    humantime::format_duration(h.timeout),
+                    humantime::format_duration(h.interval)
+                ),
+            );
+        }
+        self.positive("health_check.healthy_threshold", h.healthy_threshold.into());
+        self.positive(
+            "health_check.unhealthy_threshold",
+            h.unhealthy_threshold.into(),
+        );
+        if let Err(e) = StatusRanges::parse(&h.expected_status) {
+            self.err("health_check.expected_status", e);
+        }
+    }
+
+    fn upstream(&mut self, cfg: &Config, _: &Environment) {
+        self.positive(
+            "outlier_detection.consecutive_failures",
+            cfg.outlier_detection.consecutive_failures.into(),
+        );
+        if cfg.retries.attempts > MAX_RETRIES {
+            self.err(
+                "retries.attempts",
+                format!("{} is more than {MAX_RETRIES}", cfg.retries.attempts),
+            );
+        }
+        self.nonzero("drain.timeout", cfg.drain.timeout);
+        let t = &cfg.timeouts;
+        self.nonzero("timeouts.connect", t.connect);
+        self.nonzero("timeouts.request", t.request);
+        self.nonzero("timeouts.client_header", t.client_header);
+        self.nonzero("timeouts.upstream_idle", t.upstream_idle);
+    }
+
+    fn traffic(&mut self, cfg: &Config, _: &Environment) {
+        let t = &cfg.traffic;
+        for (pool, msg) in rules::weight_problems(t.initial.blue, t.initial.green) {
+            match pool {
+                Some(p) => self.err(&format!("traffic.initial.{p}"), msg),
+                None => self.err("traffic.initial", msg),
+            }
+        }
+        if let Some(sticky) = &t.sticky {
+            self.result("traffic.sticky.cookie", rules::cookie_name(&sticky.cookie));
+            self.nonzero("traffic.sticky.max_age", sticky.max_age);
+        }
+        if let Some(h) = &t.override_header {
+            self.result("traffic.override_header", rules::header_name(h));
+        }
+    }
+
+    fn rollout(&mut self, cfg: &Config, _: &Environment) {
+        let r = &cfg.rollout;
+        for (i, msg) in rules::step_problems(&r.steps) {
+            match i {
+                Some(i) => self.err(&format!("rollout.steps.{i}"), msg),
+                None => self.err("rollout.steps", msg),
+            }
+        }
+        self.nonzero("rollout.step_interval", r.step_interval);
+    }
+
+    fn rollback(&mut self, cfg: &Config, _: &Environment) {
+        let r = &cfg.rollback;
+        self.nonzero("rollback.interval", r.interval);
+        if r.window < Duration::from_secs(1) {
+            self.err("rollback.window", "must be at least 1s");
+        } else if r.window < r.interval {
+            let path = self.written(&["rollback.window", "rollback.interval"]);
+            self.err(
+                path,
+                format!(
+                    "window ({}) is shorter than interval ({})",
+                    humantime::format_duration(r.window),
+                    humantime::format_duration(r.interval)
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&r.max_error_rate) {
+            self.err(
+                "rollback.max_error_rate",
+                "must be between 0 and 1 (0.01 is 1%)",
+            );
+        }
+        if let Some(x) = r.max_error_rate_increase {
+            if !(0.0..=1.0).contains(&x) {
+                self.err(
+                    "rollback.max_error_rate_increase",
+                    "must be between 0 and 1 (0.005 is 0.5%)",
+                );
+            }
+        }
+        if let Some(d) = r.max_p99_latency {
+            self.nonzero("rollback.max_p99_latency", d);
+        }
+        self.positive(
+            "rollback.consecutive_breaches",
+            r.consecutive_breaches.into(),
+        );
+    }
+
+    fn cutover(&mut self, cfg: &Config, _: &Environment) {
+        let c = &cfg.cutover;
+        self.nonzero("cutover.max_hold", c.max_hold);
+        self.positive("cutover.max_held_requests", c.max_held_requests as u64);
+        if let Some(gate) = &c.gate {
+            self.result("cutover.gate.url", rules::gate_url(&gate.url));
+            self.nonzero("cutover.gate.timeout", gate.timeout);
+            self.nonzero("cutover.gate.poll_interval", gate.poll_interval);
+        }
+        for name in PoolName::ALL {
+            let n = cfg.pools.get(name).endpoints.len();
+            if n > 0 && c.min_healthy as usize > n {
+                self.err(
+                    "cutover.min_healthy",
+                    format!(
+                        "{} is more than the {n} endpoint(s) of pool {name}: every switch to it would be refused",
+                        c.min_healthy
+                    ),
+                );
+                break;
+            }
+        }
+    }
+
+    fn files(&mut self, cfg: &Config, _: &Environment) {
+        if let Some(p) = &cfg.state_file {
+            self.result("state_file", rules::writable_location(p));
+        }
+        if let Some(p) = &cfg.audit_log {
+            if cfg.state_file.as_ref() == Some(p) {
+                self.err("audit_log", "must not be the same file as state_file");
+            } else {
+                self.result("audit_log", rules::writable_location(p));
+            }
+        }
+    }
+
+    fn log(&mut self, cfg: &Config, _: &Environment) {
+        self.result("log.level", rules::log_level(&cfg.log.level));
+    }
+}
+
+/// Whether two sockets cannot both be bound: same port (not 0, which picks a
+/// free one), same family, and the same address or one of them the wildcard.
+fn binds_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}

@@ -1,0 +1,345 @@
+//! Turning the positioned tree into the typed [`Config`], reporting every
+//! unknown key, missing key and wrong type, each at its line and column.
+//!
+//! The schema stays in one place, `schema.rs`: `node_de.rs` is a serde
+//! `Deserializer` over [`Node`]s, so serde's derived code decides what each
+//! key must hold, and the field lists serde hands to `deserialize_struct`
+//! tell us which keys are unknown. Serde stops at its first error, so the
+//! file is read again after each one, with the failing value set aside: a
+//! stand-in ([`hole::Hole`]) takes its place, or the place of a missing
+//! required key, so that reading goes on past it. This module does no
+//! semantic checks.
+
+mod hole;
+mod node_de;
+
+use super::position::{display_path, Document, Entry, Issue, Node, Pos};
+use super::schema::Config;
+use serde::de::{self, Expected, Unexpected};
+use serde::Deserialize;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Display;
+
+/// The outcome of reading the tree as a [`Config`].
+pub(super) struct Typed {
+    /// `None` only when nothing usable could be read (e.g. the file is a list).
+    pub config: Option<Config>,
+    pub issues: Vec<Issue>,
+    /// Top-level sections holding a stand-in: their semantic checks would
+    /// run on made-up values and shifted indices, so they are skipped.
+    pub dirty: BTreeSet<String>,
+}
+
+/// How a value that could not be read is set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aside {
+    /// Read as a stand-in, so its parent can still be read.
+    Placeholder,
+    /// Left out, as if not written (when no stand-in fits its type).
+    Skip,
+}
+
+/// Every error costs one pass; this bounds pathological files.
+const MAX_PASSES: usize = 500;
+
+pub(super) fn read(doc: &Document) -> Typed {
+    let root = doc.root.id;
+    let mut aside: HashMap<usize, Aside> = HashMap::new();
+    let mut missing: BTreeSet<(usize, &'static str)> = BTreeSet::new();
+    let mut issues: BTreeMap<(Pos, usize), String> = BTreeMap::new();
+    let mut unknown = BTreeMap::new();
+    let mut config = None;
+    for _ in 0..MAX_PASSES {
+        let ctx = Ctx {
+            doc,
+            aside: &aside,
+            missing: &missing,
+            unknown: RefCell::new(BTreeMap::new()),
+        };
+        let result = Config::deserialize(node_de::De {
+            node: &doc.root,
+            ctx: &ctx,
+        });
+        unknown.append(&mut ctx.unknown.into_inner());
+        let err = match result {
+            Ok(c) => {
+                config = Some(c);
+                break;
+            }
+            Err(err) => err,
+        };
+        let id = err.node.unwrap_or(root);
+        if err.hole {
+            // No stand-in fits there: leave the node out; its parent decides.
+            if id == root || aside.insert(id, Aside::Skip) == Some(Aside::Skip) {
+                break;
+            }
+        } else if let Some(field) = err.missing {
+            let set_aside = aside.keys().any(|&s| doc.is_entry_of(s, id, field));
+            if !set_aside {
+                let place = display_path(doc.path(id));
+                let msg = if place.is_empty() {
+                    format!("missing required key `{field}`")
+                } else {
+                    format!("missing required key `{field}` in `{place}`")
+                };
+                issues.insert((doc.anchor(id), id), msg);
+            }
+            if !missing.insert((id, field)) {
+                break;
+            }
+        } else {
+            let place = display_path(doc.path(id));
+            let place = if place.is_empty() {
+                "top level"
+            } else {
+                &place
+            };
+            issues.insert((doc.node_pos(id), id), format!("{place}: {}", err.message));
+            if id == root || aside.insert(id, Aside::Placeholder).is_some() {
+                break;
+            }
+        }
+    }
+    let section = |path: &str| path.split('.').next().unwrap_or("").to_string();
+    let mut dirty: BTreeSet<String> = aside.keys().map(|&id| section(doc.path(id))).collect();
+    dirty.extend(missing.iter().map(|&(id, field)| {
+        let owner = doc.path(id);
+        section(if owner.is_empty() { field } else { owner })
+    }));
+    let mut all: Vec<Issue> = unknown
+        .into_iter()
+        .map(|(pos, message)| Issue { pos, message })
+        .collect();
+    all.extend(
+        issues
+            .into_iter()
+            .map(|((pos, _), message)| Issue { pos, message }),
+    );
+    Typed {
+        config,
+        issues: all,
+        dirty,
+    }
+}
+
+/// What one reading pass knows about the earlier ones.
+struct Ctx<'a> {
+    doc: &'a Document,
+    aside: &'a HashMap<usize, Aside>,
+    /// Required keys found missing: (mapping node, key), read as stand-ins.
+    missing: &'a BTreeSet<(usize, &'static str)>,
+    /// Unknown keys by position, gathered while reading (they never stop it).
+    unknown: RefCell<BTreeMap<Pos, String>>,
+}
+
+impl Ctx<'_> {
+    fn unknown_key(&self, entry: &Entry, parent: &Node, fields: &[&str]) {
+        let place = display_path(self.doc.path(parent.id));
+        let mut msg = if place.is_empty() {
+            format!("unknown key `{}`", entry.key)
+        } else {
+            format!("unknown key `{}` in `{place}`", entry.key)
+        };
+        match suggest(&entry.key, fields) {
+            Some(s) => msg.push_str(&format!(" (did you mean `{s}`?)")),
+            None => msg.push_str(&format!("; known keys: {}", fields.join(", "))),
+        }
+        self.unknown.borrow_mut().insert(entry.key_pos, msg);
+    }
+}
+
+/// A serde error that remembers which node it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(super) struct DeError {
+    message: String,
+    missing: Option<&'static str>,
+    node: Option<usize>,
+    /// The error came from a stand-in owned by `node`, not from the file.
+    hole: bool,
+}
+
+impl DeError {
+    /// Attach the innermost node: the first one to see the error wins.
+    fn at(mut self, id: usize) -> Self {
+        self.node.get_or_insert(id);
+        self
+    }
+
+    fn hole_at(mut self, owner: usize) -> Self {
+        self.node = Some(owner);
+        self.hole = true;
+        self
+    }
+}
+
+impl de::Error for DeError {
+    fn custom<T: Display>(msg: T) -> Self {
+        DeError {
+            message: msg.to_string(),
+            missing: None,
+            node: None,
+            hole: false,
+        }
+    }
+
+    fn invalid_type(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
+        Self::custom(format!(
+            "expected {}, found {}",
+            describe_expected(exp),
+            describe_unexpected(&unexp)
+        ))
+    }
+
+    fn invalid_value(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
+        Self::custom(format!(
+            "invalid value {}, expected {}",
+            describe_unexpected(&unexp),
+            describe_expected(exp)
+        ))
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        let list = expected
+            .iter()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hint = suggest(variant, expected)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        Self::custom(format!(
+            "unknown value `{variant}`, expected one of {list}{hint}"
+        ))
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        DeError {
+            message: format!("missing required key `{field}`"),
+            missing: Some(field),
+            node: None,
+            hole: false,
+        }
+    }
+}
+
+/// A string that its type refused (a duration, a socket address), said with
+/// the reason the parser gives, once.
+fn explain_str_error(e: DeError, what: &str, value: &str) -> DeError {
+    if e.missing.is_some() || e.node.is_some() {
+        return e;
+    }
+    let message = if what == "a duration" {
+        let why = humantime::parse_duration(value)
+            .err()
+            .map_or_else(|| e.message.clone(), |h| h.to_string());
+        format!("invalid duration {value:?}: {why} (durations look like 250ms, 2s or 1m)")
+    } else if e.message.starts_with("invalid value") {
+        e.message
+    } else {
+        let what = what.trim_start_matches("a ").trim_start_matches("an ");
+        format!("invalid {what} {value:?}: {}", e.message)
+    };
+    de::Error::custom(message)
+}
+
+fn describe_expected(exp: &dyn Expected) -> String {
+    let exp = exp.to_string();
+    match exp.as_str() {
+        "u8" => format!("a whole number from 0 to {}", u8::MAX),
+        "u16" => format!("a whole number from 0 to {}", u16::MAX),
+        "u32" => format!("a whole number from 0 to {}", u32::MAX),
+        "u64" | "usize" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a duration" => "a duration such as 250ms, 2s or 1m".into(),
+        s if s.starts_with("struct ") => "a mapping of keys".into(),
+        s if s.starts_with("a sequence") => "a list".into(),
+        _ => exp,
+    }
+}
+
+fn describe_unexpected(unexp: &Unexpected<'_>) -> String {
+    match unexp {
+        Unexpected::Str(s) => format!("string {s:?}"),
+        Unexpected::Unit => "nothing (null)".into(),
+        Unexpected::Seq => "a list".into(),
+        Unexpected::Map => "a mapping".into(),
+        Unexpected::Unsigned(n) => n.to_string(),
+        Unexpected::Signed(n) => n.to_string(),
+        Unexpected::Float(f) => f.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The closest of `known` to a mistyped `word`, if it is close enough.
+pub(super) fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let word = norm(word);
+    let limit = if word.chars().count() <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        .map(|k| (edit_distance(&word, &norm(k)), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Edit distance counting a swap of two neighbours as one edit
+/// (optimal string alignment), so `inof` is one step from `info`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_close_and_only_close() {
+        let known = ["endpoints", "tls", "protocol"];
+        assert_eq!(suggest("endpoint", &known), Some("endpoints"));
+        assert_eq!(suggest("protocl", &known), Some("protocol"));
+        assert_eq!(suggest("tsl", &known), Some("tls"));
+        assert_eq!(suggest("cert", &known), None);
+        assert_eq!(suggest("TLS", &known), Some("tls"));
+        assert_eq!(suggest("weights", &known), None);
+        assert_eq!(suggest("token-file", &["token_file"]), Some("token_file"));
+    }
+
+    #[test]
+    fn plain_scalars_resolve_like_yaml_core_schema() {
+        use node_de::{resolve, Resolved};
+        assert!(matches!(resolve("8080"), Resolved::Unsigned(8080)));
+        assert!(matches!(resolve("-1"), Resolved::Signed(-1)));
+        assert!(matches!(resolve("0.5"), Resolved::Float(f) if f == 0.5));
+        assert!(matches!(resolve("0x10"), Resolved::Unsigned(16)));
+        assert!(matches!(resolve("true"), Resolved::Bool(true)));
+        assert!(matches!(resolve("007"), Resolved::Str));
+        assert!(matches!(resolve("2s"), Resolved::Str));
+        assert!(matches!(resolve("infinity"), Resolved::Str));
+    }
+}
