@@ -6,7 +6,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, PoolName};
-use crate::control::{CommandError, Controller, Shared};
+use crate::control::{Actor, Command, CommandError, Controller, ControllerHandle, Shared};
 use crate::proxy::listener::{http_builder, serve, ListenerCtx};
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::Metrics;
@@ -39,6 +39,8 @@ pub struct Server {
     pub proxy_addrs: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    pub controller: ControllerHandle,
+    stop_watch: CancellationToken,
     stop_accepting: CancellationToken,
     stop_admin: CancellationToken,
     tunnels: TaskTracker,
@@ -77,8 +79,15 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     }
     let admin_listener = bind(admin_bind).await?;
 
-    let (controller, handle, shared) = Controller::new(cfg, config_path, runtimes, metrics)?;
+    let (controller, handle, shared) =
+        Controller::new(cfg, config_path.clone(), runtimes, metrics)?;
     tokio::spawn(controller.run());
+    let stop_watch = CancellationToken::new();
+    if let Some(path) = config_path {
+        if let Err(e) = crate::control::watch::spawn(path, handle.clone(), stop_watch.clone()) {
+            tracing::error!(error = %e, "config file is not watched; reload with SIGHUP or the API");
+        }
+    }
 
     let stop_accepting = CancellationToken::new();
     let stop_admin = CancellationToken::new();
@@ -116,7 +125,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         })?;
     let router = admin::router(AdminState {
         shared: shared.clone(),
-        controller: handle,
+        controller: handle.clone(),
         token: token.map(Arc::from),
         metrics_public,
     });
@@ -134,6 +143,8 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         proxy_addrs,
         admin_addr,
         shared,
+        controller: handle,
+        stop_watch,
         stop_accepting,
         stop_admin,
         tunnels,
@@ -149,6 +160,7 @@ impl Server {
     /// finish (up to the drain timeout), close upgraded connections, stop.
     pub async fn shutdown(mut self) {
         self.shared.set_shutting_down();
+        self.stop_watch.cancel();
         let deadline = tokio::time::Instant::now() + self.drain;
         self.stop_accepting.cancel();
         while self.listeners.join_next().await.is_some() {}
@@ -176,8 +188,36 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let server = start(cfg, config_path).await?;
+    let hup = reload_on_sighup(server.controller.clone());
     shutdown.await;
+    hup.abort();
     tracing::info!("shutting down: draining in-flight requests");
     server.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP reloads the config file (SPEC.md section 1).
+fn reload_on_sighup(controller: ControllerHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hup = match signal(SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP");
+                    return;
+                }
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                controller.notify(Command::Reload {
+                    actor: Actor::Signal,
+                    reply: None,
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        drop(controller);
+    })
 }

@@ -11,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Extra detail, e.g. every diagnostic of a rejected config.
+    pub errors: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -19,6 +21,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            errors: None,
         }
     }
 
@@ -52,6 +55,12 @@ impl From<CommandError> for ApiError {
             }
             CommandError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             CommandError::Invalid(_) => ApiError::unprocessable(message),
+            CommandError::ConfigInvalid(diags) => {
+                let mut err =
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", message);
+                err.errors = serde_json::to_value(diags).ok();
+                err
+            }
             CommandError::Stopped => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
@@ -64,7 +73,10 @@ impl From<CommandError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(errors) = self.errors {
+            body["error"]["errors"] = errors;
+        }
         (self.status, Json(body)).into_response()
     }
 }

@@ -3,19 +3,23 @@
 use crate::admin::auth;
 use crate::admin::error::ApiError;
 use crate::admin::status;
-use crate::control::controller::{Actor, Command, ControllerHandle};
+use crate::config::PoolName;
+use crate::control::controller::{Actor, ControllerHandle};
 use crate::control::Shared;
+use crate::control::{Command, RolloutAction};
 use crate::routing::Weights;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::Path;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Largest admin request body accepted (413 beyond).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -32,9 +36,16 @@ pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/api/v1/status", get(get_status))
         .route("/api/v1/weights", put(put_weights))
+        .route("/api/v1/switch", post(post_switch))
+        .route("/api/v1/rollout", post(post_rollout))
+        .route("/api/v1/rollout/{action}", post(post_rollout_action))
+        .route("/api/v1/rollback", post(post_rollback))
+        .route("/api/v1/rearm", post(post_rearm))
+        .route("/api/v1/reload", post(post_reload))
         .route("/metrics", get(metrics))
         .route("/api/v1/events", get(get_events))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
     Router::new()
@@ -60,6 +71,14 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
 
 async fn not_found() -> ApiError {
     ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this path",
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -167,5 +186,154 @@ async fn put_weights(
             reply,
         })
         .await?;
-    Ok(Json(serde_json::to_value(view).unwrap_or_default()))
+    Ok(to_json(view))
+}
+
+fn to_json<T: serde::Serialize>(v: T) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(v).unwrap_or_default())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchBody {
+    to: PoolName,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    if_generation: Option<u64>,
+}
+
+async fn post_switch(
+    State(st): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: SwitchBody = json_body(body)?;
+    let report = st
+        .controller
+        .request(|reply| Command::Switch {
+            to: b.to,
+            force: b.force,
+            if_generation: b.if_generation,
+            actor: Actor::Admin,
+            reply,
+        })
+        .await?;
+    Ok(to_json(report))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    to: PoolName,
+    #[serde(default)]
+    steps: Option<Vec<f64>>,
+    #[serde(default, with = "humantime_serde")]
+    step_interval: Option<Duration>,
+    #[serde(default)]
+    if_generation: Option<u64>,
+}
+
+async fn post_rollout(
+    State(st): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: RolloutBody = json_body(body)?;
+    let view = st
+        .controller
+        .request(|reply| Command::RolloutStart {
+            to: b.to,
+            steps: b.steps,
+            step_interval: b.step_interval,
+            if_generation: b.if_generation,
+            reply,
+        })
+        .await?;
+    Ok(to_json(view))
+}
+
+/// Bodies that carry nothing but the optional generation check.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerationBody {
+    #[serde(default)]
+    if_generation: Option<u64>,
+}
+
+async fn post_rollout_action(
+    State(st): State<AdminState>,
+    Path(action): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let action = match action.as_str() {
+        "pause" => RolloutAction::Pause,
+        "resume" => RolloutAction::Resume,
+        "promote" => RolloutAction::Promote,
+        "abort" => RolloutAction::Abort,
+        _ => return Err(ApiError::not_found()),
+    };
+    let b: GenerationBody = json_body(body)?;
+    let view = st
+        .controller
+        .request(|reply| Command::Rollout {
+            action,
+            if_generation: b.if_generation,
+            reply,
+        })
+        .await?;
+    Ok(to_json(view))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    if_generation: Option<u64>,
+}
+
+async fn post_rollback(
+    State(st): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: RollbackBody = json_body(body)?;
+    let view = st
+        .controller
+        .request(|reply| Command::Rollback {
+            reason: b.reason,
+            if_generation: b.if_generation,
+            reply,
+        })
+        .await?;
+    Ok(to_json(view))
+}
+
+async fn post_rearm(
+    State(st): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: GenerationBody = json_body(body)?;
+    let view = st
+        .controller
+        .request(|reply| Command::Rearm {
+            if_generation: b.if_generation,
+            reply,
+        })
+        .await?;
+    Ok(to_json(view))
+}
+
+async fn post_reload(
+    State(st): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let _: GenerationBody = json_body(body)?;
+    let report = st
+        .controller
+        .request(|reply| Command::Reload {
+            actor: Actor::Admin,
+            reply: Some(reply),
+        })
+        .await?;
+    Ok(to_json(report))
 }

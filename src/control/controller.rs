@@ -1,12 +1,17 @@
 //! The controller task: the single writer of deployment state.
 //!
 //! It receives [`Command`]s with a oneshot reply, validates each against the
-//! current state, builds the new [`RoutingTable`], swaps it in, and publishes
-//! a [`ControlView`] for status. Nothing else stores into the table.
+//! current phase, builds the new [`RoutingTable`], swaps it in, records an
+//! event, persists the state file and publishes a [`ControlView`] for status.
+//! Its timers drive rollout steps, the end of a bake, and the automatic
+//! rollback evaluation. Nothing else stores into the table.
 
-use crate::config::{Config, PoolName};
+use crate::config::{Config, Diagnostic, PoolName};
 use crate::control::build::{build_table, BuildError};
 use crate::control::events::{Event, EventKind, EventLog};
+use crate::control::rollout::Rollout;
+use crate::control::rules::RollbackJudge;
+use crate::control::state::{self, Bake, PersistedState, RollbackLock};
 use crate::routing::{PoolRuntime, RoutingTable, Weights};
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::EndpointState;
@@ -15,7 +20,10 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+pub use crate::control::commands::{Command, RolloutAction, SwitchReport};
 
 /// The deployment phase (SPEC.md section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -41,6 +49,14 @@ pub struct ConfigView {
     pub path: Option<PathBuf>,
     pub loaded_at: String,
     pub last_error: Option<ConfigErrorView>,
+    /// Set when a reload changed something only a restart applies (listeners, admin).
+    pub restart_needed: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateFileView {
+    pub path: Option<PathBuf>,
+    pub last_error: Option<String>,
 }
 
 /// What the controller publishes after every change, for status.
@@ -52,12 +68,15 @@ pub struct ControlView {
     pub candidate: PoolName,
     pub weights: Weights,
     pub rollout: Option<serde_json::Value>,
-    pub rollback_lock: Option<serde_json::Value>,
+    pub bake: Option<serde_json::Value>,
+    pub rollback_lock: Option<RollbackLock>,
+    pub rollback_armed: bool,
     pub config: ConfigView,
+    pub state_file: StateFileView,
 }
 
 /// State shared between the controller, the data plane and the admin API.
-/// Only the controller stores into `table` and `view`.
+/// Only the controller stores into `table`, `view` and `config`.
 pub struct Shared {
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub view: ArcSwap<ControlView>,
@@ -95,6 +114,8 @@ pub enum CommandError {
     StaleGeneration { expected: u64, current: u64 },
     #[error("{0}")]
     Invalid(String),
+    #[error("{}", render_diagnostics(.0))]
+    ConfigInvalid(Vec<Diagnostic>),
     #[error("refused: {0}")]
     Conflict(String),
     #[error("the controller has stopped")]
@@ -103,24 +124,14 @@ pub enum CommandError {
     Build(#[from] BuildError),
 }
 
-pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
-
-pub enum Command {
-    /// An endpoint changed health (active checks) or was ejected (passive).
-    /// Recorded as `endpoint_down` / `endpoint_up`; no reply.
-    EndpointHealth {
-        pool: PoolName,
-        address: String,
-        state: EndpointState,
-        reason: String,
-    },
-    SetWeights {
-        weights: Weights,
-        if_generation: Option<u64>,
-        actor: Actor,
-        reply: Reply<ControlView>,
-    },
+fn render_diagnostics(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
+
+pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 
 /// A cheap handle for sending commands to the controller.
 #[derive(Clone)]
@@ -129,14 +140,6 @@ pub struct ControllerHandle {
 }
 
 impl ControllerHandle {
-    /// Send a command that takes no reply; dropped (and logged) when the
-    /// controller's inbox is full, so a caller on a timer never blocks.
-    pub fn notify(&self, cmd: Command) {
-        if let Err(e) = self.tx.try_send(cmd) {
-            tracing::warn!(error = %e, "controller inbox full; notification dropped");
-        }
-    }
-
     pub async fn request<T>(
         &self,
         make: impl FnOnce(Reply<T>) -> Command,
@@ -148,21 +151,40 @@ impl ControllerHandle {
             .map_err(|_| CommandError::Stopped)?;
         rx.await.map_err(|_| CommandError::Stopped)?
     }
+
+    /// Send a command that takes no reply; dropped (and logged) when the
+    /// controller's inbox is full, so a caller on a timer never blocks.
+    pub fn notify(&self, cmd: Command) {
+        if let Err(e) = self.tx.try_send(cmd) {
+            tracing::warn!(error = %e, "controller inbox full; notification dropped");
+        }
+    }
 }
 
 pub struct Controller {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
-    generation: u64,
-    weights: Weights,
-    live: PoolName,
-    phase: Phase,
-    config_path: Option<PathBuf>,
-    loaded_at: String,
+    pub(crate) generation: u64,
+    pub(crate) live: PoolName,
+    pub(crate) weights: Weights,
+    pub(crate) rollout: Option<Rollout>,
+    pub(crate) bake: Option<Bake>,
+    pub(crate) lock: Option<RollbackLock>,
+    pub(crate) switching: bool,
+    pub(crate) judge: RollbackJudge,
+    /// Monotonic ms of the last weight change: statistics before it do not count.
+    pub(crate) changed_at_ms: u64,
+    pub(crate) config_path: Option<PathBuf>,
+    pub(crate) loaded_at: String,
+    pub(crate) config_error: Option<ConfigErrorView>,
+    pub(crate) restart_needed: Option<String>,
+    state_file: Option<PathBuf>,
+    state_error: Option<String>,
 }
 
 impl Controller {
-    /// Build the first table from `cfg` and publish it.
+    /// Restore the state file (or start from `cfg`), build the first table
+    /// and publish it.
     pub fn new(
         cfg: Config,
         config_path: Option<PathBuf>,
@@ -171,100 +193,179 @@ impl Controller {
     ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
         let events = EventLog::new(cfg.audit_log.as_deref())
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
-        let weights = Weights::from_config(&cfg.traffic.initial);
-        let live = if weights.bp(PoolName::Green) > weights.bp(PoolName::Blue) {
-            PoolName::Green
-        } else {
-            PoolName::Blue
+        let mut notes = Vec::new();
+        let restored = match cfg.state_file.as_deref().map(state::load) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "state file unusable; starting from the config");
+                notes
+                    .push(Event::new(EventKind::StateFileError, Actor::Auto).reason(e.to_string()));
+                None
+            }
+            None => None,
         };
-        let generation = 1;
+        let (generation, live, weights, mut rollout, bake, lock) = match restored {
+            Some(s) => (
+                s.generation,
+                s.live,
+                s.weights,
+                s.rollout,
+                s.bake,
+                s.rollback_lock,
+            ),
+            None => {
+                let weights = Weights::from_config(&cfg.traffic.initial);
+                let live = if weights.bp(PoolName::Green) > weights.bp(PoolName::Blue) {
+                    PoolName::Green
+                } else {
+                    PoolName::Blue
+                };
+                (0, live, weights, None, None, None)
+            }
+        };
+        if let Some(r) = rollout.as_mut().filter(|r| !r.paused) {
+            r.pause();
+            notes.push(
+                Event::new(EventKind::RolloutPaused, Actor::Auto)
+                    .to(r.view())
+                    .weights(weights)
+                    .reason("restarted during a rollout: it resumes paused"),
+            );
+        }
         let table = build_table(&cfg, None, &runtimes, generation, weights, live)?;
-        let loaded_at = crate::clock::rfc3339(crate::clock::unix_ms());
-        let phase = if weights.sole_pool().is_some() {
-            Phase::Stable
-        } else {
-            Phase::Paused
-        };
-        let view = ControlView {
+        let judge = RollbackJudge::new(&cfg.rollback);
+        let state_file = cfg.state_file.clone();
+        let placeholder = ControlView {
             generation,
-            phase,
+            phase: Phase::Stable,
             live,
             candidate: live.other(),
             weights,
             rollout: None,
+            bake: None,
             rollback_lock: None,
+            rollback_armed: false,
             config: ConfigView {
-                path: config_path.clone(),
-                loaded_at: loaded_at.clone(),
+                path: None,
+                loaded_at: String::new(),
+                last_error: None,
+                restart_needed: None,
+            },
+            state_file: StateFileView {
+                path: None,
                 last_error: None,
             },
         };
         let shared = Arc::new(Shared {
             table: Arc::new(ArcSwap::from_pointee(table)),
-            view: ArcSwap::from_pointee(view),
+            view: ArcSwap::from_pointee(placeholder),
             runtimes,
             metrics,
             config: ArcSwap::from_pointee(cfg),
             events,
             shutting_down: AtomicBool::new(false),
         });
-        let (tx, rx) = mpsc::channel(64);
-        let ctl = Controller {
+        let (tx, rx) = mpsc::channel(256);
+        let mut ctl = Controller {
             shared: shared.clone(),
             rx,
             generation,
-            weights,
             live,
-            phase,
+            weights,
+            rollout,
+            bake,
+            lock,
+            switching: false,
+            judge,
+            changed_at_ms: crate::clock::now_ms(),
             config_path,
-            loaded_at,
+            loaded_at: crate::clock::rfc3339(crate::clock::unix_ms()),
+            config_error: None,
+            restart_needed: None,
+            state_file,
+            state_error: None,
         };
+        ctl.judge.reset(tokio::time::Instant::now());
+        ctl.publish(None);
+        for e in notes {
+            ctl.shared.events.record(e);
+        }
         Ok((ctl, ControllerHandle { tx }, shared))
     }
 
-    /// Serve commands until every handle is dropped.
+    /// The current phase, derived from the state.
+    pub fn phase(&self) -> Phase {
+        if self.switching {
+            Phase::Switching
+        } else if let Some(r) = &self.rollout {
+            if r.paused {
+                Phase::Paused
+            } else {
+                Phase::Rolling
+            }
+        } else if self.bake.is_some() {
+            Phase::Baking
+        } else if self.weights.sole_pool() == Some(self.live) {
+            Phase::Stable
+        } else {
+            // A manual split outside a rollout.
+            Phase::Paused
+        }
+    }
+
+    pub fn candidate(&self) -> PoolName {
+        self.live.other()
+    }
+
+    /// Automatic rollback watches whenever the candidate takes traffic.
+    pub fn armed(&self) -> bool {
+        !self.switching && self.weights.bp(self.candidate()) > 0
+    }
+
+    /// Serve commands and timers until every handle is dropped.
     pub async fn run(mut self) {
-        while let Some(cmd) = self.rx.recv().await {
-            self.handle(cmd);
-        }
-    }
-
-    fn handle(&mut self, cmd: Command) {
-        match cmd {
-            Command::EndpointHealth {
-                pool,
-                address,
-                state,
-                reason,
-            } => {
-                let up = matches!(state, EndpointState::Healthy | EndpointState::Unknown);
-                self.shared.metrics.set_endpoint_healthy(pool, &address, up);
-                let kind = match state {
-                    EndpointState::Healthy | EndpointState::Unknown => EventKind::EndpointUp,
-                    EndpointState::Ejected => EventKind::EndpointEjected,
-                    _ => EventKind::EndpointDown,
-                };
-                self.shared.events.record(
-                    Event::new(kind, Actor::Auto)
-                        .to(serde_json::json!({"pool": pool, "endpoint": address, "state": state}))
-                        .reason(reason),
-                );
+        let mut interval = self.shared.config.load().rollback.interval;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.evaluate(),
+                _ = sleep_until_opt(deadline) => self.on_timer(),
             }
-            Command::SetWeights {
-                weights,
-                if_generation,
-                actor,
-                reply,
-            } => {
-                let r = self
-                    .check_generation(if_generation)
-                    .and_then(|()| self.set_weights(weights, actor));
-                let _ignored = reply.send(r);
+            let configured = self.shared.config.load().rollback.interval;
+            if configured != interval {
+                interval = configured;
+                tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             }
         }
     }
 
-    fn check_generation(&self, expected: Option<u64>) -> Result<(), CommandError> {
+    /// The next rollout step or end of bake, as a tokio instant.
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        let at = [
+            self.rollout.as_ref().and_then(|r| r.next_step_at_unix_ms),
+            self.bake.as_ref().map(|b| b.until_unix_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        let wait = at.saturating_sub(crate::clock::unix_ms());
+        Some(tokio::time::Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// A weight change: restart grace, forget statistics from before.
+    pub(crate) fn weights_changed(&mut self) {
+        self.changed_at_ms = crate::clock::now_ms();
+        self.judge.reset(tokio::time::Instant::now());
+    }
+
+    pub(crate) fn check_generation(&self, expected: Option<u64>) -> Result<(), CommandError> {
         match expected {
             Some(e) if e != self.generation => Err(CommandError::StaleGeneration {
                 expected: e,
@@ -274,57 +375,115 @@ impl Controller {
         }
     }
 
-    fn set_weights(&mut self, weights: Weights, actor: Actor) -> Result<ControlView, CommandError> {
-        let from = self.weights;
-        self.weights = weights;
-        if let Some(sole) = weights.sole_pool() {
-            self.live = sole;
-            self.phase = Phase::Stable;
-        } else {
-            self.phase = Phase::Paused;
-        }
-        let view = self.publish()?;
-        self.shared.events.record(
-            Event::new(EventKind::WeightsChanged, actor)
-                .from(from)
-                .to(weights)
-                .weights(weights),
-        );
-        Ok(view)
-    }
-
-    /// Build and swap in a table for the current state; publish the view.
-    fn publish(&mut self) -> Result<ControlView, CommandError> {
-        let prev = self.shared.table.load_full();
+    /// Publish the current state: a new table (`next` when the pools or
+    /// settings changed, else the current ones with new weights), the view,
+    /// the weight gauges and the state file.
+    pub(crate) fn publish(&mut self, next: Option<RoutingTable>) -> ControlView {
         self.generation += 1;
-        let table = RoutingTable {
-            generation: self.generation,
+        let prev = self.shared.table.load_full();
+        let mut table = next.unwrap_or_else(|| RoutingTable {
+            generation: 0,
             weights: self.weights,
             live: self.live,
             pools: prev.pools.clone(),
             settings: prev.settings.clone(),
-        };
+        });
+        table.generation = self.generation;
+        table.weights = self.weights;
+        table.live = self.live;
         self.shared.table.store(Arc::new(table));
+        for p in PoolName::ALL {
+            self.shared
+                .metrics
+                .pool(p)
+                .set_weight(self.weights.percent(p));
+        }
+        self.persist();
+        self.publish_view()
+    }
+
+    /// Publish the view alone (e.g. a rejected reload changes no state).
+    pub(crate) fn publish_view(&mut self) -> ControlView {
         let view = self.view();
         self.shared.view.store(Arc::new(view.clone()));
-        Ok(view)
+        view
+    }
+
+    fn persist(&mut self) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        let snapshot = PersistedState {
+            version: state::STATE_VERSION,
+            generation: self.generation,
+            live: self.live,
+            weights: self.weights,
+            rollout: self.rollout.clone(),
+            bake: self.bake.clone(),
+            rollback_lock: self.lock.clone(),
+            saved_at: crate::clock::rfc3339(crate::clock::unix_ms()),
+        };
+        match state::save(&path, &snapshot) {
+            Ok(()) => self.state_error = None,
+            Err(e) => {
+                tracing::error!(error = %e, "state not persisted; the change is kept in memory");
+                self.state_error = Some(e.to_string());
+            }
+        }
     }
 
     fn view(&self) -> ControlView {
-        let prev = self.shared.view.load();
         ControlView {
             generation: self.generation,
-            phase: self.phase,
+            phase: self.phase(),
             live: self.live,
-            candidate: self.live.other(),
+            candidate: self.candidate(),
             weights: self.weights,
-            rollout: None,
-            rollback_lock: None,
+            rollout: self.rollout.as_ref().map(Rollout::view),
+            bake: self.bake.as_ref().map(|b| {
+                serde_json::json!({"pool": b.pool, "until": crate::clock::rfc3339(b.until_unix_ms)})
+            }),
+            rollback_lock: self.lock.clone(),
+            rollback_armed: self.armed() && self.shared.config.load().rollback.enabled,
             config: ConfigView {
                 path: self.config_path.clone(),
                 loaded_at: self.loaded_at.clone(),
-                last_error: prev.config.last_error.clone(),
+                last_error: self.config_error.clone(),
+                restart_needed: self.restart_needed.clone(),
+            },
+            state_file: StateFileView {
+                path: self.state_file.clone(),
+                last_error: self.state_error.clone(),
             },
         }
+    }
+
+    pub(crate) fn record_endpoint_health(
+        &mut self,
+        pool: PoolName,
+        address: String,
+        state: EndpointState,
+        reason: String,
+    ) {
+        let up = matches!(state, EndpointState::Healthy | EndpointState::Unknown);
+        self.shared.metrics.set_endpoint_healthy(pool, &address, up);
+        let kind = match state {
+            EndpointState::Healthy | EndpointState::Unknown => EventKind::EndpointUp,
+            EndpointState::Ejected => EventKind::EndpointEjected,
+            _ => EventKind::EndpointDown,
+        };
+        self.shared.events.record(
+            Event::new(kind, Actor::Auto)
+                .to(serde_json::json!({"pool": pool, "endpoint": address, "state": state}))
+                .reason(reason),
+        );
+        self.publish_view();
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

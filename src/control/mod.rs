@@ -6,8 +6,16 @@
 //! and recorded in one place.
 
 pub mod build;
+pub mod commands;
 pub mod controller;
 pub mod events;
+pub mod reload;
+pub mod rollout;
 pub mod rules;
+pub mod state;
+pub mod watch;
 
-pub use controller::{Command, CommandError, ControlView, Controller, Phase, Shared};
+pub use commands::{Command, ReloadReport, RolloutAction, SwitchReport};
+pub use controller::{
+    Actor, CommandError, ControlView, Controller, ControllerHandle, Phase, Shared,
+};

@@ -1,0 +1,134 @@
+//! Applying a new config file: parse, validate, build, swap. Any failure
+//! keeps the old table and config; listeners are never rebound by a reload.
+
+use crate::config::{self, PoolName};
+use crate::control::build::{build_table, removed_endpoints};
+use crate::control::commands::ReloadReport;
+use crate::control::controller::{Actor, CommandError, ConfigErrorView, Controller};
+use crate::control::events::{Event, EventKind};
+use crate::routing::Weights;
+use std::sync::Arc;
+
+impl Controller {
+    pub(crate) fn reload(&mut self, actor: Actor) -> Result<ReloadReport, CommandError> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(CommandError::Conflict(
+                "started from an embedded config: there is no file to reload".into(),
+            ));
+        };
+        let new = match config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                let diags = e.diagnostics();
+                for d in &diags {
+                    tracing::error!(file = %d.file, line = d.line, column = d.column, "config rejected: {}", d.message);
+                }
+                self.config_error = diags.first().map(|d| ConfigErrorView {
+                    message: d.message.clone(),
+                    line: d.line,
+                    column: d.column,
+                });
+                self.shared.metrics.config_reload(false);
+                self.shared.events.record(
+                    Event::new(EventKind::ConfigRejected, actor).reason(
+                        diags
+                            .iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                );
+                self.publish_view();
+                return Err(CommandError::ConfigInvalid(diags));
+            }
+        };
+        let old = self.shared.config.load_full();
+        let prev = self.shared.table.load_full();
+        let next = build_table(
+            &new,
+            Some(&prev),
+            &self.shared.runtimes,
+            0,
+            self.weights,
+            self.live,
+        )?;
+        let removed = removed_endpoints(&prev, &next);
+        let added: Vec<String> = PoolName::ALL
+            .iter()
+            .flat_map(|&p| next.pool(p).endpoints.iter())
+            .filter(|e| {
+                !prev
+                    .pool(e.pool)
+                    .endpoints
+                    .iter()
+                    .any(|old| Arc::ptr_eq(old, e))
+            })
+            .map(|e| format!("{}/{}", e.pool, e.address))
+            .collect();
+        let mut restart = Vec::new();
+        if new.listeners != old.listeners {
+            restart.push("listeners");
+        }
+        if new.admin != old.admin {
+            restart.push("admin");
+        }
+        if new.rollback.window > self.shared.runtimes[0].stats.capacity() {
+            restart.push("rollback.window (longer than the statistics kept)");
+        }
+        if new.audit_log != old.audit_log || new.state_file != old.state_file {
+            restart.push("audit_log/state_file");
+        }
+        self.restart_needed = (!restart.is_empty()).then(|| {
+            format!(
+                "changed but applied only at restart: {}",
+                restart.join(", ")
+            )
+        });
+        if let Some(note) = &self.restart_needed {
+            tracing::warn!("{note}");
+        }
+        let initial_changed = new.traffic.initial != old.traffic.initial;
+        let changed = *old != new;
+        self.judge.set_config(&new.rollback);
+        self.shared.config.store(Arc::new(new));
+        self.config_error = None;
+        self.loaded_at = crate::clock::rfc3339(crate::clock::unix_ms());
+        self.publish(Some(next));
+        for ep in &removed {
+            ep.set_draining(true);
+            self.shared.metrics.remove_endpoint(ep.pool, &ep.address);
+        }
+        self.shared.metrics.config_reload(true);
+        let removed_names: Vec<String> = removed
+            .iter()
+            .map(|e| format!("{}/{}", e.pool, e.address))
+            .collect();
+        self.shared.events.record(
+            Event::new(EventKind::ConfigReloaded, actor)
+                .to(serde_json::json!({
+                    "path": path,
+                    "changed": changed,
+                    "endpoints_added": added,
+                    "endpoints_removed": removed_names,
+                }))
+                .reason(
+                    self.restart_needed
+                        .clone()
+                        .unwrap_or_else(|| "applied".into()),
+                ),
+        );
+        if initial_changed {
+            let w = Weights::from_config(&self.shared.config.load().traffic.initial);
+            if let Err(e) = self.set_weights(w, Actor::Config) {
+                tracing::warn!(error = %e, "traffic.initial changed but could not be applied now");
+            }
+        }
+        Ok(ReloadReport {
+            generation: self.generation,
+            changed,
+            endpoints_added: added,
+            endpoints_removed: removed_names,
+            restart_needed: self.restart_needed.clone(),
+        })
+    }
+}

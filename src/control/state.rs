@@ -1,0 +1,194 @@
+//! The state file: deployment state that survives restarts, written
+//! atomically after every change (temporary file, fsync, rename, fsync of
+//! the directory), so a crash at any point leaves the old or the new state.
+//!
+//! A corrupt or unreadable file is kept aside (renamed) and reported; the
+//! proxy then starts from the config. A failed write never loses the change
+//! in memory: the controller reports it in the log and in status.
+
+use crate::config::PoolName;
+use crate::control::rollout::Rollout;
+use crate::routing::Weights;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const STATE_VERSION: u32 = 1;
+
+/// Why automatic (or manual) rollback locked a pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackLock {
+    pub pool: PoolName,
+    pub since: String,
+    pub reason: String,
+}
+
+/// A completed move kept under watch until `until_unix_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bake {
+    pub pool: PoolName,
+    pub until_unix_ms: u64,
+}
+
+/// Everything the controller must remember across a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedState {
+    pub version: u32,
+    pub generation: u64,
+    pub live: PoolName,
+    pub weights: Weights,
+    pub rollout: Option<Rollout>,
+    pub bake: Option<Bake>,
+    pub rollback_lock: Option<RollbackLock>,
+    pub saved_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state file {} is corrupt ({reason}); kept aside as {}", path.display(), kept.display())]
+    Corrupt {
+        path: PathBuf,
+        kept: PathBuf,
+        reason: String,
+    },
+    #[error("cannot write state file {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Read the state file. `Ok(None)` when there is none; a corrupt file is
+/// renamed to `<name>.corrupt-<unix ms>` and reported as `Corrupt`.
+pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let reason = match serde_json::from_slice::<PersistedState>(&bytes) {
+        Ok(s) if s.version == STATE_VERSION => return Ok(Some(s)),
+        Ok(s) => format!("unknown version {}", s.version),
+        Err(e) => e.to_string(),
+    };
+    let mut kept = path.as_os_str().to_owned();
+    kept.push(format!(".corrupt-{}", crate::clock::unix_ms()));
+    let kept = PathBuf::from(kept);
+    if let Err(e) = std::fs::rename(path, &kept) {
+        tracing::error!(error = %e, "cannot move the corrupt state file aside");
+    }
+    Err(StateError::Corrupt {
+        path: path.to_path_buf(),
+        kept,
+        reason,
+    })
+}
+
+/// Write `state` atomically: a temporary file beside `path`, fsync, rename
+/// over `path`, fsync of the directory.
+pub fn save(path: &Path, state: &PersistedState) -> Result<(), StateError> {
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let body = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        if let Err(rm) = std::fs::remove_file(&tmp) {
+            tracing::debug!(error = %rm, "no temporary state file to remove");
+        }
+        err(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PersistedState {
+        PersistedState {
+            version: STATE_VERSION,
+            generation: 7,
+            live: PoolName::Blue,
+            weights: Weights::with_percent(PoolName::Green, 25.0),
+            rollout: None,
+            bake: None,
+            rollback_lock: Some(RollbackLock {
+                pool: PoolName::Green,
+                since: "2026-11-20T10:00:00Z".into(),
+                reason: "error_rate".into(),
+            }),
+            saved_at: "2026-11-20T10:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(load(&path).unwrap(), None);
+        save(&path, &sample()).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(sample()));
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_file_is_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{\"version\": 1, \"gener").unwrap();
+        match load(&path) {
+            Err(StateError::Corrupt { kept, .. }) => {
+                assert!(kept.exists());
+                assert!(!path.exists());
+                assert_eq!(std::fs::read(&kept).unwrap(), b"{\"version\": 1, \"gener");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failed_write_keeps_the_previous_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save(&path, &sample()).unwrap();
+        // A directory where the temporary file should go makes the write fail.
+        let blocker = dir
+            .path()
+            .join(format!("state.json.tmp-{}", std::process::id()));
+        std::fs::create_dir(&blocker).unwrap();
+        let mut next = sample();
+        next.generation = 8;
+        assert!(save(&path, &next).is_err());
+        assert_eq!(load(&path).unwrap().unwrap().generation, 7);
+    }
+}

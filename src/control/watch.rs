@@ -1,0 +1,89 @@
+//! Watching the config file and asking the controller to reload it.
+//!
+//! The watch is on the file's directory (and, when the path is a symlink,
+//! on the directory of what it points to), not on the file itself: editors
+//! replace a file by rename and Kubernetes swaps a `..data` symlink, and
+//! both leave a watch on the old inode blind. Events are debounced, and a
+//! reload is asked for only when the content really changed.
+
+use crate::control::{Actor, Command, ControllerHandle};
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Quiet time after the last file event before the file is read.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot watch {}: {source}", dir.display())]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+fn dirs_to_watch(path: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let parent = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    dirs.push(parent(path));
+    if let Ok(real) = std::fs::canonicalize(path) {
+        let d = parent(&real);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs
+}
+
+/// Watch `path` until `stop`; each real change sends `Command::Reload`.
+pub fn spawn(
+    path: PathBuf,
+    controller: ControllerHandle,
+    stop: CancellationToken,
+) -> Result<(), WatchError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            // The receiver only goes away at shutdown.
+            let _closed = tx.send(());
+        }
+    })
+    .map_err(|source| WatchError::Watch {
+        dir: path.clone(),
+        source,
+    })?;
+    for dir in dirs_to_watch(&path) {
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|source| WatchError::Watch { dir, source })?;
+    }
+    let mut last = std::fs::read(&path).ok();
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                ev = rx.recv() => if ev.is_none() { break },
+                _ = stop.cancelled() => break,
+            }
+            // Debounce: wait for a quiet moment.
+            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            let now = std::fs::read(&path).ok();
+            if now.is_some() && now != last {
+                tracing::info!(path = %path.display(), "config file changed: reloading");
+                last = now;
+                controller.notify(Command::Reload {
+                    actor: Actor::Config,
+                    reply: None,
+                });
+            }
+        }
+    });
+    Ok(())
+}
