@@ -116,3 +116,88 @@ pub fn proxy_url(s: &Server, path: &str) -> String {
 pub fn admin_url(s: &Server, path: &str) -> String {
     format!("http://{}{}", s.admin_addr, path)
 }
+
+/// Call the admin API: `(status, JSON body)`; `token` adds a bearer token.
+pub async fn api(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let bytes = body.map(|v| v.to_string()).unwrap_or_default();
+    let req = b.body(Full::new(Bytes::from(bytes))).unwrap();
+    let a = read(client().request(req).await.expect("admin API answers")).await;
+    let v = serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::Null);
+    (a.status, v)
+}
+
+pub async fn status(s: &Server) -> serde_json::Value {
+    let (code, v) = api(s.admin_addr, Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(code, 200, "status failed: {v}");
+    v
+}
+
+/// A steady load: `workers` clients each sending GETs back to back until
+/// stopped, recording every answer with the time it came back.
+pub struct Load {
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub started: tokio::time::Instant,
+    pub done: tokio::time::Instant,
+    /// 0 when the request failed without an answer.
+    pub status: u16,
+    pub upstream: String,
+}
+
+impl Load {
+    pub fn start(url: String, workers: usize) -> Load {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let tasks = (0..workers)
+            .map(|_| {
+                let (url, stop, c) = (url.clone(), stop.clone(), client());
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    while !stop.is_cancelled() {
+                        let started = tokio::time::Instant::now();
+                        let (status, upstream) = match c.get(url.parse().unwrap()).await {
+                            Ok(r) => {
+                                let a = read(r).await;
+                                (a.status, a.upstream().to_string())
+                            }
+                            Err(_) => (0, String::new()),
+                        };
+                        out.push(Sample {
+                            started,
+                            done: tokio::time::Instant::now(),
+                            status,
+                            upstream,
+                        });
+                    }
+                    out
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    pub async fn finish(self) -> Vec<Sample> {
+        self.stop.cancel();
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_by_key(|s| s.started);
+        all
+    }
+}

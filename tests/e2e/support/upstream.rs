@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -43,6 +43,10 @@ pub struct State {
     pub health_status: AtomicU16,
     /// Status answered on every non-health path when non-zero.
     pub force_status: AtomicU16,
+    /// Share (in 1/10000) of default-path requests answered with 500.
+    pub failure_bp: AtomicU32,
+    /// Delay added to every default-path answer, in milliseconds.
+    pub delay_ms: AtomicU64,
     pub request_ids: Mutex<Vec<String>>,
 }
 
@@ -100,6 +104,17 @@ impl Upstream {
 
     pub fn force_status(&self, status: u16) {
         self.state.force_status.store(status, Ordering::Relaxed);
+    }
+
+    /// Answer 500 to `rate` (0.0..=1.0) of default-path requests.
+    pub fn set_failure_rate(&self, rate: f64) {
+        let bp = (rate.clamp(0.0, 1.0) * 10_000.0).round() as u32;
+        self.state.failure_bp.store(bp, Ordering::Relaxed);
+    }
+
+    /// Delay every default-path answer by `ms`.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn request_ids(&self) -> Vec<String> {
@@ -193,7 +208,20 @@ async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<Test
             let code = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
             full(code.unwrap_or(StatusCode::BAD_REQUEST), name, "status\n")
         }
-        _ => full(StatusCode::OK, name, format!("{name}\n")),
+        _ => {
+            let delay = st.delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if fastrand::u32(0..10_000) < st.failure_bp.load(Ordering::Relaxed) {
+                return full(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    name,
+                    "injected failure\n",
+                );
+            }
+            full(StatusCode::OK, name, format!("{name}\n"))
+        }
     }
 }
 
