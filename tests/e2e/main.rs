@@ -6,4 +6,5 @@ mod support;
 mod admin;
 mod cli;
 mod proxy;
+mod rollout;
 mod streaming;
