@@ -146,20 +146,96 @@ rollout:
 rollback:
   interval: 250ms
   window: 10s
-  min_requests: 20
+  min_requests: 10
   max_error_rate: 0.05
   consecutive_breaches: 2
   grace: 2s
 state_file: null
 "#;
 
-/// The running demo: its upstreams and the proxy.
+/// The running demo: its upstreams, the proxy, and the demo's own helpers
+/// (background traffic and the failure switch).
 pub struct Demo {
-    pub apps: Vec<SampleApp>,
+    pub apps: Vec<Arc<SampleApp>>,
     pub server: server::Server,
+    pub control_addr: SocketAddr,
+    stop: CancellationToken,
 }
 
-fn endpoint_list(apps: &[SampleApp], pool: PoolName) -> String {
+impl Demo {
+    /// Set the failure rate of every sample upstream of `pool`.
+    pub fn set_failure_rate(&self, pool: PoolName, rate: f64) {
+        for a in self.apps.iter().filter(|a| a.pool == pool) {
+            a.set_failure_rate(rate);
+        }
+    }
+}
+
+/// The demo control endpoint: `POST /fail/{blue|green}?rate=0.2` sets the
+/// share of that pool's requests the sample upstreams answer with 500.
+async fn control(req: Request<Incoming>, apps: Arc<Vec<Arc<SampleApp>>>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let pool = path
+        .strip_prefix("/fail/")
+        .and_then(|p| p.parse::<PoolName>().ok());
+    let rate = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("rate=")))
+        .and_then(|r| r.parse::<f64>().ok())
+        .filter(|r| (0.0..=1.0).contains(r));
+    let (status, body) = match (req.method() == http::Method::POST, pool, rate) {
+        (true, Some(pool), Some(rate)) => {
+            for a in apps.iter().filter(|a| a.pool == pool) {
+                a.set_failure_rate(rate);
+            }
+            (
+                StatusCode::OK,
+                format!(
+                    "{pool} upstreams now fail {:.0}% of requests\n",
+                    rate * 100.0
+                ),
+            )
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "use: POST /fail/blue|green?rate=0.0..1.0\n".to_string(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Steady background requests so status and `ctl watch` show live figures
+/// and automatic rollback has a request stream to judge.
+async fn traffic(proxy: SocketAddr, per_second: u32, stop: CancellationToken) {
+    if per_second == 0 {
+        return;
+    }
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let uri: http::Uri = match format!("http://{proxy}/").parse() {
+        Ok(u) => u,
+        Err(_) => return,
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1) / per_second);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let (c, u) = (client.clone(), uri.clone());
+        tokio::spawn(async move {
+            if let Ok(resp) = c.get(u).await {
+                let _drained = http_body_util::BodyExt::collect(resp.into_body()).await;
+            }
+        });
+    }
+}
+
+fn endpoint_list(apps: &[Arc<SampleApp>], pool: PoolName) -> String {
     let list: Vec<String> = apps
         .iter()
         .filter(|a| a.pool == pool)
@@ -168,8 +244,20 @@ fn endpoint_list(apps: &[SampleApp], pool: PoolName) -> String {
     format!("[{}]", list.join(", "))
 }
 
-/// Start the four sample upstreams and the proxy.
-pub async fn start(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<Demo> {
+/// Where the demo listens and how much traffic it makes.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub control: SocketAddr,
+    /// Background requests per second through the proxy (0: none).
+    pub traffic: u32,
+}
+
+/// Start the four sample upstreams, the proxy, the failure switch and the
+/// background traffic.
+pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
+    let (listen, admin) = (opts.listen, opts.admin);
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut apps = Vec::new();
     for (name, pool) in [
@@ -178,7 +266,7 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<Demo
         ("green-1", PoolName::Green),
         ("green-2", PoolName::Green),
     ] {
-        apps.push(SampleApp::start(name, pool, any).await?);
+        apps.push(Arc::new(SampleApp::start(name, pool, any).await?));
     }
     let text = DEMO_CONFIG
         .replace("{LISTEN}", &listen.to_string())
@@ -187,7 +275,36 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<Demo
         .replace("{GREEN}", &endpoint_list(&apps, PoolName::Green));
     let cfg = config::parse(&text, "<demo>")?;
     let server = server::start(cfg, None).await?;
-    Ok(Demo { apps, server })
+    let stop = CancellationToken::new();
+    let control_listener = TcpListener::bind(opts.control).await?;
+    let control_addr = control_listener.local_addr()?;
+    let shared_apps = Arc::new(apps.clone());
+    let token = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = control_listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                _ = token.cancelled() => break,
+            };
+            let apps = shared_apps.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let apps = apps.clone();
+                    async move { Ok::<_, Infallible>(control(req, apps).await) }
+                });
+                let _closed = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    tokio::spawn(traffic(server.proxy_addrs[0], opts.traffic, stop.clone()));
+    Ok(Demo {
+        apps,
+        server,
+        control_addr,
+        stop,
+    })
 }
 
 fn guide(demo: &Demo) -> String {
@@ -218,19 +335,32 @@ fn guide(demo: &Demo) -> String {
         "  for i in $(seq 20); do curl -s http://{proxy}/; done\n"
     ));
     s.push_str("  switchyard ctl weights 100 0                  # back to blue\n\n");
+    s.push_str("Watch an automatic rollback (the demo sends ~50 requests/s itself):\n");
+    s.push_str("  switchyard ctl watch                          # live view; Ctrl-C ends it\n");
+    s.push_str(
+        "  switchyard ctl rollout start green            # 10, 25, 50, 75, 100 % every 15 s\n",
+    );
+    s.push_str(&format!(
+        "  curl -X POST 'http://{}/fail/green?rate=0.2'   # green now fails 20 %\n",
+        demo.control_addr
+    ));
+    s.push_str("  # within about a second: weights back at 100/0, a rollback lock on green\n");
+    s.push_str("  switchyard ctl events\n");
+    s.push_str(&format!(
+        "  curl -X POST 'http://{}/fail/green?rate=0'     # heal green\n",
+        demo.control_addr
+    ));
+    s.push_str("  switchyard ctl rearm                          # allow green again\n\n");
     s.push_str("Ctrl-C stops everything.\n");
     s
 }
 
 /// `switchyard demo`: run until `shutdown`.
-pub async fn run(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let demo = start(listen, admin).await?;
+pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let demo = start(opts).await?;
     println!("{}", guide(&demo));
     shutdown.await;
+    demo.stop.cancel();
     demo.server.shutdown().await;
     drop(demo.apps);
     Ok(())

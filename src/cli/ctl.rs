@@ -289,14 +289,32 @@ pub fn render_status(s: &Value) -> String {
         pct(&w["green"])
     ));
     if let Some(r) = s["rollout"].as_object() {
+        let steps: Vec<String> = r
+            .get("steps")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().map(|x| format!("{}", pct(x))).collect())
+            .unwrap_or_default();
+        let paused = r.get("paused").and_then(|v| v.as_bool()).unwrap_or(false);
+        let next = match r.get("next_step_at").and_then(|v| v.as_str()) {
+            _ if paused => "paused".to_string(),
+            Some(t) => format!("next step at {t}"),
+            None => "waiting for promote".to_string(),
+        };
         out.push_str(&format!(
-            "rollout  to {} step {} of {:?}, next at {}\n",
+            "rollout  to {} step {}/{} ({}%) of {}; {}\n",
             r.get("to").and_then(|v| v.as_str()).unwrap_or("?"),
             r.get("step").cloned().unwrap_or(Value::Null),
-            r.get("steps").cloned().unwrap_or(Value::Null).to_string(),
-            r.get("next_step_at")
-                .and_then(|v| v.as_str())
-                .unwrap_or("-"),
+            steps.len(),
+            r.get("percent").map(pct).unwrap_or(0.0),
+            steps.join(","),
+            next
+        ));
+    }
+    if let Some(b) = s["bake"].as_object() {
+        out.push_str(&format!(
+            "baking   {} until {} (rollback still armed)\n",
+            b.get("pool").and_then(|v| v.as_str()).unwrap_or("?"),
+            b.get("until").and_then(|v| v.as_str()).unwrap_or("?"),
         ));
     }
     if let Some(l) = s["rollback_lock"].as_object() {

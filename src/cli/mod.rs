@@ -52,6 +52,12 @@ pub enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// The demo's failure switch: POST /fail/blue|green?rate=0.2
+        #[arg(long, default_value = "127.0.0.1:9902")]
+        control: SocketAddr,
+        /// Background requests per second through the proxy (0: none).
+        #[arg(long, default_value_t = 50)]
+        traffic: u32,
     },
     /// Talk to a running proxy's admin API.
     Ctl(ctl::CtlArgs),
@@ -131,7 +137,12 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Cmd::Demo { listen, admin } => {
+        Cmd::Demo {
+            listen,
+            admin,
+            control,
+            traffic,
+        } => {
             crate::telemetry::logging::init(config::LogFormat::Text, "info");
             let rt = match runtime() {
                 Ok(rt) => rt,
@@ -140,7 +151,15 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(crate::demo::run(listen, admin, shutdown_signal())) {
+            match rt.block_on(crate::demo::run(
+                crate::demo::DemoOptions {
+                    listen,
+                    admin,
+                    control,
+                    traffic,
+                },
+                shutdown_signal(),
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard demo: {e}");
