@@ -287,6 +287,7 @@ impl Controller {
         };
         ctl.judge.reset(tokio::time::Instant::now());
         ctl.publish(None);
+        ctl.sync_endpoint_gauges();
         for e in notes {
             ctl.shared.events.record(e);
         }
@@ -455,6 +456,20 @@ impl Controller {
                 path: self.state_file.clone(),
                 last_error: self.state_error.clone(),
             },
+        }
+    }
+
+    /// `switchyard_endpoint_healthy` for every endpoint of the current table
+    /// (1 while it may serve), so each has a series from the start.
+    pub(crate) fn sync_endpoint_gauges(&self) {
+        let table = self.shared.table.load();
+        let now = crate::clock::now_ms();
+        for p in PoolName::ALL {
+            for e in &table.pool(p).endpoints {
+                self.shared
+                    .metrics
+                    .set_endpoint_healthy(p, &e.address, e.is_available(now));
+            }
         }
     }
 

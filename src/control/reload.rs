@@ -98,6 +98,7 @@ impl Controller {
             ep.set_draining(true);
             self.shared.metrics.remove_endpoint(ep.pool, &ep.address);
         }
+        self.sync_endpoint_gauges();
         self.shared.metrics.config_reload(true);
         let removed_names: Vec<String> = removed
             .iter()
