@@ -103,6 +103,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         })?);
         let ctx = Arc::new(ListenerCtx {
             table: shared.table.clone(),
+            writes: shared.writes.clone(),
             tls: lc.tls.is_some(),
             preview: lc.pool,
             tunnels: tunnels.clone(),

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra detail, e.g. every diagnostic of a rejected config.
     pub errors: Option<serde_json::Value>,
+    /// The switch report of an aborted switch.
+    pub report: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             code,
             message: message.into(),
             errors: None,
+            report: None,
         }
     }
 
@@ -54,6 +57,11 @@ impl From<CommandError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "stale_generation", message)
             }
             CommandError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            CommandError::SwitchAborted(report) => {
+                let mut err = ApiError::new(StatusCode::CONFLICT, "switch_aborted", message);
+                err.report = serde_json::to_value(report).ok();
+                err
+            }
             CommandError::Invalid(_) => ApiError::unprocessable(message),
             CommandError::ConfigInvalid(diags) => {
                 let mut err =
@@ -76,6 +84,9 @@ impl IntoResponse for ApiError {
         let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         if let Some(errors) = self.errors {
             body["error"]["errors"] = errors;
+        }
+        if let Some(report) = self.report {
+            body["error"]["report"] = report;
         }
         (self.status, Json(body)).into_response()
     }

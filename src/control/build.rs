@@ -87,5 +87,6 @@ pub fn build_table(
         live,
         pools: build_pools(cfg, prev, runtimes)?,
         settings: Arc::new(Settings::from_config(cfg)),
+        hold: None,
     })
 }

@@ -34,6 +34,7 @@ pub struct SwitchReport {
     pub hold_ms: u64,
     pub drain_ms: u64,
     pub gate_ms: u64,
+    pub gate_answer: Option<String>,
     pub reason: Option<String>,
     pub generation: u64,
     pub phase: Phase,
@@ -155,9 +156,19 @@ impl Controller {
                 if_generation,
                 reply,
             } => {
-                let r = self
-                    .check_generation(if_generation)
-                    .and_then(|()| self.rollout_action(action));
+                let r = match self.check_generation(if_generation) {
+                    Ok(()) if action == RolloutAction::Abort => {
+                        if self.rollout.is_none() && self.bake.is_none() {
+                            Err(CommandError::Conflict("no rollout to abort".into()))
+                        } else {
+                            let text = "rollout aborted".to_string();
+                            self.rollback_held(Actor::Admin, RollbackReason::Manual, text, None)
+                                .await
+                        }
+                    }
+                    Ok(()) => self.rollout_action(action),
+                    Err(e) => Err(e),
+                };
                 send(reply, r);
             }
             Command::Rollback {
@@ -165,10 +176,14 @@ impl Controller {
                 if_generation,
                 reply,
             } => {
-                let r = self.check_generation(if_generation).and_then(|()| {
-                    let text = reason.unwrap_or_else(|| "manual rollback".into());
-                    self.rollback(Actor::Admin, RollbackReason::Manual, text, None)
-                });
+                let text = reason.unwrap_or_else(|| "manual rollback".into());
+                let r = match self.check_generation(if_generation) {
+                    Ok(()) => {
+                        self.rollback_held(Actor::Admin, RollbackReason::Manual, text, None)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 send(reply, r);
             }
             Command::Rearm {
@@ -239,7 +254,7 @@ impl Controller {
 
     /// Keep the candidate (now at 100 %) under watch for `bake_time`; with
     /// no bake time the move completes at once.
-    fn start_bake(&mut self) {
+    pub(crate) fn start_bake(&mut self) {
         let cfg = self.shared.config.load();
         let pool = self.candidate();
         if cfg.rollout.bake_time.is_zero() {
@@ -306,21 +321,23 @@ impl Controller {
                 return Err(e);
             }
         }
+        let hold_writes = self.shared.config.load().cutover.hold_writes;
         self.shared.events.record(
             Event::new(EventKind::SwitchStarted, actor)
                 .from(from)
                 .to(to)
                 .weights(self.weights)
-                .reason(if force { "forced" } else { "switch" }),
+                .reason(match (force, hold_writes) {
+                    (true, true) => "forced, holding writes",
+                    (true, false) => "forced",
+                    (false, true) => "holding writes",
+                    (false, false) => "switch",
+                }),
         );
-        self.weights = Weights::all_on(to);
-        self.rollout = None;
-        if to == self.live {
-            self.bake = None;
-        } else {
-            self.start_bake();
+        if hold_writes {
+            return self.switch_with_hold(from, to, actor).await;
         }
-        self.weights_changed();
+        self.apply_switch(to);
         self.publish(None);
         self.shared.metrics.switch(to, SwitchResult::Completed);
         self.shared.events.record(
@@ -347,6 +364,7 @@ impl Controller {
             hold_ms: 0,
             drain_ms: 0,
             gate_ms: 0,
+            gate_answer: None,
             reason,
             generation: self.generation,
             phase: self.phase(),
@@ -509,6 +527,29 @@ impl Controller {
         }
     }
 
+    /// A rollback, behind a write hold when `cutover.hold_writes` is on.
+    pub(crate) async fn rollback_held(
+        &mut self,
+        actor: Actor,
+        reason: RollbackReason,
+        text: String,
+        figures: Option<rules::Figures>,
+    ) -> Result<ControlView, CommandError> {
+        let hold = self.shared.config.load().cutover.hold_writes;
+        if !hold || self.weights.bp(self.candidate()) == 0 {
+            return self.rollback(actor, reason, text, figures);
+        }
+        let (r, f) = self
+            .with_write_hold(|c| c.rollback(actor, reason, text, figures))
+            .await;
+        tracing::info!(
+            held = f.held_requests,
+            hold_ms = f.hold_ms,
+            "rollback held writes"
+        );
+        r
+    }
+
     /// Everything back to live, the candidate rollback-locked.
     pub(crate) fn rollback(
         &mut self,
@@ -573,7 +614,7 @@ impl Controller {
     }
 
     /// One automatic-rollback evaluation over the window since the last change.
-    pub(crate) fn evaluate(&mut self) {
+    pub(crate) async fn evaluate(&mut self) {
         let cfg = self.shared.config.load_full();
         if !cfg.rollback.enabled || !self.armed() {
             return;
@@ -596,7 +637,8 @@ impl Controller {
             let reason: RollbackReason = decision.reason.into();
             let text = describe(decision.reason, &decision.figures);
             tracing::warn!(%candidate, reason = reason.as_str(), %text, "automatic rollback");
-            if let Err(e) = self.rollback(Actor::Auto, reason, text, Some(decision.figures)) {
+            let decided = self.rollback_held(Actor::Auto, reason, text, Some(decision.figures));
+            if let Err(e) = decided.await {
                 tracing::error!(error = %e, "automatic rollback refused");
             }
         }

@@ -12,7 +12,7 @@ use crate::control::events::{Event, EventKind, EventLog};
 use crate::control::rollout::Rollout;
 use crate::control::rules::RollbackJudge;
 use crate::control::state::{self, Bake, PersistedState, RollbackLock};
-use crate::routing::{PoolRuntime, RoutingTable, Weights};
+use crate::routing::{Hold, PoolRuntime, RoutingTable, Weights, WritesInFlight};
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::EndpointState;
 use arc_swap::ArcSwap;
@@ -84,6 +84,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub config: ArcSwap<Config>,
     pub events: EventLog,
+    /// Writes being routed or in flight (what a write hold waits for).
+    pub writes: Arc<WritesInFlight>,
     shutting_down: AtomicBool,
 }
 
@@ -118,6 +120,9 @@ pub enum CommandError {
     ConfigInvalid(Vec<Diagnostic>),
     #[error("refused: {0}")]
     Conflict(String),
+    /// A switch with a write hold gave up; nothing changed.
+    #[error("switch aborted: {}", .0.reason.as_deref().unwrap_or("max_hold exceeded"))]
+    SwitchAborted(Box<crate::control::commands::SwitchReport>),
     #[error("the controller has stopped")]
     Stopped,
     #[error(transparent)]
@@ -171,6 +176,8 @@ pub struct Controller {
     pub(crate) bake: Option<Bake>,
     pub(crate) lock: Option<RollbackLock>,
     pub(crate) switching: bool,
+    /// The hold of a switch in progress, published in the table.
+    pub(crate) hold: Option<Arc<Hold>>,
     pub(crate) judge: RollbackJudge,
     /// Monotonic ms of the last weight change: statistics before it do not count.
     pub(crate) changed_at_ms: u64,
@@ -263,6 +270,7 @@ impl Controller {
             metrics,
             config: ArcSwap::from_pointee(cfg),
             events,
+            writes: Arc::new(WritesInFlight::default()),
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(256);
@@ -276,6 +284,7 @@ impl Controller {
             bake,
             lock,
             switching: false,
+            hold: None,
             judge,
             changed_at_ms: crate::clock::now_ms(),
             config_path,
@@ -335,7 +344,7 @@ impl Controller {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
                 },
-                _ = tick.tick() => self.evaluate(),
+                _ = tick.tick() => self.evaluate().await,
                 _ = sleep_until_opt(deadline) => self.on_timer(),
             }
             let configured = self.shared.config.load().rollback.interval;
@@ -388,7 +397,9 @@ impl Controller {
             live: self.live,
             pools: prev.pools.clone(),
             settings: prev.settings.clone(),
+            hold: None,
         });
+        table.hold = self.hold.clone();
         table.generation = self.generation;
         table.weights = self.weights;
         table.live = self.live;

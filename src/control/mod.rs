@@ -8,6 +8,7 @@
 pub mod build;
 pub mod commands;
 pub mod controller;
+pub mod cutover;
 pub mod events;
 pub mod reload;
 pub mod rollout;

@@ -5,6 +5,7 @@
 //! to the endpoint's idle queue; when it is dropped early, the connection is
 //! closed. Either way the in-flight counts are released exactly once.
 
+use crate::routing::hold::WriteToken;
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::InflightGuard as InflightGauge;
 use crate::upstream::{Endpoint, UpstreamConn};
@@ -22,6 +23,8 @@ pub struct InflightGuard {
     pub runtime: Arc<PoolRuntime>,
     pub write: bool,
     pub conn: Option<UpstreamConn>,
+    /// For writes: counted in flight until the response ends.
+    pub write_token: Option<WriteToken>,
     _gauge: InflightGauge,
 }
 
@@ -34,6 +37,7 @@ impl InflightGuard {
             runtime,
             write,
             conn: None,
+            write_token: None,
             _gauge: gauge,
         }
     }

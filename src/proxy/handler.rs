@@ -11,6 +11,7 @@ use crate::proxy::body::{InflightGuard, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::headers;
 use crate::proxy::ListenerCtx;
+use crate::routing::hold::WriteToken;
 use crate::routing::{Pool, RoutingTable};
 use crate::upstream::connector::ConnectError;
 use crate::upstream::{Endpoint, UpstreamConn};
@@ -43,8 +44,36 @@ pub async fn handle(
     l: &ListenerCtx,
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
-    let table = l.table.load_full();
-    match forward(req, l, client_ip, &table).await {
+    let mut table = l.table.load_full();
+    let mut write_token = None;
+    if !is_safe(req.method()) {
+        // Count the write, then look again: a hold published meanwhile is seen.
+        let mut waited = false;
+        loop {
+            if let (Some(hold), false) = (table.hold.clone(), waited) {
+                let Some(ticket) = hold.enter() else {
+                    return error_response(&ProxyError::HoldQueueFull);
+                };
+                ticket.wait().await;
+                waited = true;
+                table = l.table.load_full();
+                continue;
+            }
+            let token = l.writes.enter();
+            let again = l.table.load_full();
+            if !waited && again.hold.is_some() {
+                drop(token);
+                table = again;
+                continue;
+            }
+            if again.generation != table.generation {
+                table = again;
+            }
+            write_token = Some(token);
+            break;
+        }
+    }
+    match forward(req, l, client_ip, &table, write_token).await {
         Ok(resp) => resp,
         Err(e) => {
             match &e {
@@ -95,6 +124,7 @@ async fn forward(
     l: &ListenerCtx,
     client_ip: IpAddr,
     table: &RoutingTable,
+    mut write_token: Option<WriteToken>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &*table.settings;
     let now = crate::clock::now_ms();
@@ -154,6 +184,7 @@ async fn forward(
         };
 
         let mut guard = InflightGuard::new(ep.clone(), pool.runtime.clone(), write);
+        guard.write_token = write_token.take();
         let sent = conn.sender().try_send_request(req);
         guard.conn = Some(conn);
         let result = tokio::time::timeout(settings.request_timeout, sent).await;
@@ -166,6 +197,7 @@ async fn forward(
                         // The pooled connection closed before the request was written.
                         stale_left -= 1;
                         req = unsent;
+                        write_token = guard.write_token.take();
                         continue;
                     }
                 }

@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 /// What every connection of one listener shares.
 pub struct ListenerCtx {
     pub table: Arc<ArcSwap<RoutingTable>>,
+    /// Writes being routed or in flight, shared with the controller.
+    pub writes: Arc<crate::routing::WritesInFlight>,
     pub tls: bool,
     /// A preview listener's pinned pool.
     pub preview: Option<PoolSelector>,

@@ -199,6 +199,8 @@ pub struct RoutingTable {
     pub live: PoolName,
     pub pools: [Arc<Pool>; 2],
     pub settings: Arc<Settings>,
+    /// Set while a switch holds writes: unsafe requests wait on it.
+    pub hold: Option<Arc<crate::routing::Hold>>,
 }
 
 impl RoutingTable {

@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod cutover;
 mod proxy;
 mod rollout;
 mod streaming;

@@ -48,6 +48,11 @@ pub struct State {
     /// Delay added to every default-path answer, in milliseconds.
     pub delay_ms: AtomicU64,
     pub request_ids: Mutex<Vec<String>>,
+    /// Every `x-request-id` with its method and arrival time.
+    pub arrivals: Mutex<Vec<(String, http::Method, tokio::time::Instant)>>,
+    /// `/gate` answers 503 until this many ms after its first request (0: always 200).
+    pub gate_open_after_ms: AtomicU64,
+    pub gate_first_hit: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Upstream {
@@ -117,6 +122,15 @@ impl Upstream {
         self.state.delay_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// `/gate` opens `ms` after its first poll; `u64::MAX`: never.
+    pub fn set_gate_open_after(&self, ms: u64) {
+        self.state.gate_open_after_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn arrivals(&self) -> Vec<(String, http::Method, tokio::time::Instant)> {
+        self.state.arrivals.lock().unwrap().clone()
+    }
+
     pub fn request_ids(&self) -> Vec<String> {
         self.state.request_ids.lock().unwrap().clone()
     }
@@ -142,6 +156,21 @@ fn full(status: StatusCode, name: &str, body: impl Into<Bytes>) -> Response<Test
 
 async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<TestBody> {
     let path = req.uri().path().to_string();
+    if path == "/gate" {
+        let after = st.gate_open_after_ms.load(Ordering::Relaxed);
+        let first = *st
+            .gate_first_hit
+            .lock()
+            .unwrap()
+            .get_or_insert_with(tokio::time::Instant::now);
+        let open = after != u64::MAX && first.elapsed() >= Duration::from_millis(after);
+        let code = if open {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return full(code, name, "gate\n");
+    }
     if path == "/health" {
         let code = st.health_status.load(Ordering::Relaxed);
         return full(StatusCode::from_u16(code).unwrap(), name, "health\n");
@@ -153,6 +182,11 @@ async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<Test
         .and_then(|v| v.to_str().ok())
     {
         st.request_ids.lock().unwrap().push(id.to_string());
+        st.arrivals.lock().unwrap().push((
+            id.to_string(),
+            req.method().clone(),
+            tokio::time::Instant::now(),
+        ));
     }
     let forced = st.force_status.load(Ordering::Relaxed);
     if forced != 0 {

@@ -1,0 +1,172 @@
+//! The write hold of a cutover (SPEC.md section 5).
+//!
+//! While a switch with `hold_writes` runs, the routing table carries a
+//! [`Hold`]: requests with unsafe methods that see it wait on it instead of
+//! being forwarded, and are released in arrival order (a fair semaphore)
+//! when the controller flips the table or gives up. At most `max_held`
+//! wait at once; the rest are refused with 503 and `Retry-After`.
+//!
+//! Writes being routed are counted in [`WritesInFlight`] from the moment
+//! they load the table until their response ends. A write registers, then
+//! looks at the table again; the controller publishes the hold, then reads
+//! the count. Both sides use sequentially consistent operations, so either
+//! the write sees the hold or the controller sees the write: none slips past.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// More permits than there can ever be waiters: the release lets all go.
+const RELEASE_PERMITS: usize = 1 << 24;
+
+#[derive(Debug)]
+pub struct Hold {
+    max_held: usize,
+    /// Requests waiting now.
+    held_now: AtomicUsize,
+    /// Requests that waited on this hold in all.
+    held_total: AtomicU64,
+    /// No permits until release; tokio's semaphore serves waiters in order.
+    gate: Semaphore,
+    /// A held request gives up waiting after this long (the controller
+    /// always releases within `max_hold`; this only guards against a bug).
+    pub safety_timeout: Duration,
+}
+
+impl Hold {
+    pub fn new(max_held: usize, max_hold: Duration) -> Self {
+        Hold {
+            max_held,
+            held_now: AtomicUsize::new(0),
+            held_total: AtomicU64::new(0),
+            gate: Semaphore::new(0),
+            safety_timeout: max_hold + Duration::from_secs(5),
+        }
+    }
+
+    /// Take a place in the queue, or None when it is full.
+    pub fn enter(self: &Arc<Self>) -> Option<HeldTicket> {
+        if self.held_now.fetch_add(1, Ordering::SeqCst) >= self.max_held {
+            self.held_now.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        self.held_total.fetch_add(1, Ordering::Relaxed);
+        Some(HeldTicket { hold: self.clone() })
+    }
+
+    /// Let every held request go (in arrival order), and any that comes later.
+    pub fn release(&self) {
+        self.gate.add_permits(RELEASE_PERMITS);
+    }
+
+    pub fn held_total(&self) -> u64 {
+        self.held_total.load(Ordering::Relaxed)
+    }
+
+    pub fn held_now(&self) -> usize {
+        self.held_now.load(Ordering::SeqCst)
+    }
+}
+
+/// A request's place in the hold; leaving (release or client gone) frees it.
+pub struct HeldTicket {
+    hold: Arc<Hold>,
+}
+
+impl HeldTicket {
+    /// Wait for the release. Dropping the future (the client went away)
+    /// simply forgets the request.
+    pub async fn wait(self) {
+        let waited = tokio::time::timeout(self.hold.safety_timeout, self.hold.gate.acquire()).await;
+        if waited.is_err() {
+            tracing::error!("a held request waited past max_hold; releasing it");
+        }
+    }
+}
+
+impl Drop for HeldTicket {
+    fn drop(&mut self) {
+        self.hold.held_now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Writes being routed or in flight, across all pools.
+#[derive(Debug, Default)]
+pub struct WritesInFlight(AtomicI64);
+
+impl WritesInFlight {
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub fn enter(self: &Arc<Self>) -> WriteToken {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        WriteToken(self.clone())
+    }
+}
+
+/// One write counted in flight until dropped.
+pub struct WriteToken(Arc<WritesInFlight>);
+
+impl Drop for WriteToken {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn held_requests_wait_for_release_in_order_and_the_queue_is_bounded() {
+        let hold = Arc::new(Hold::new(2, Duration::from_secs(2)));
+        let a = hold.enter().unwrap();
+        let b = hold.enter().unwrap();
+        assert!(hold.enter().is_none(), "a third request exceeds max_held");
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, ticket) in [("a", a), ("b", b)] {
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                ticket.wait().await;
+                order.lock().unwrap().push(name);
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "released before the release"
+        );
+        hold.release();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec!["a", "b"]);
+        assert_eq!(hold.held_now(), 0);
+        assert_eq!(hold.held_total(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forgotten_release_times_out_instead_of_hanging() {
+        let hold = Arc::new(Hold::new(1, Duration::from_secs(1)));
+        let t = hold.enter().unwrap();
+        let waited = tokio::spawn(t.wait());
+        tokio::time::advance(Duration::from_secs(7)).await;
+        waited.await.unwrap();
+        assert_eq!(hold.held_now(), 0);
+    }
+
+    #[test]
+    fn write_tokens_count_in_flight_writes() {
+        let w = Arc::new(WritesInFlight::default());
+        let a = w.enter();
+        let b = w.enter();
+        assert_eq!(w.get(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(w.get(), 0);
+    }
+}

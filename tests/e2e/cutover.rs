@@ -1,0 +1,388 @@
+//! The instant switch with a write hold and a gate: a database cutover that
+//! loses nothing.
+
+use crate::support::*;
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+struct Outcome {
+    id: String,
+    method: Method,
+    status: u16,
+    retry_after: bool,
+    started: Instant,
+    took: Duration,
+}
+
+/// `workers` clients sending GET or (1 in `post_every`) POST with unique ids.
+fn mixed_load(
+    url: String,
+    workers: usize,
+    post_every: u64,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Vec<Outcome>>> {
+    let seq = Arc::new(AtomicU64::new(0));
+    (0..workers)
+        .map(|_| {
+            let (url, stop, seq, c) = (url.clone(), stop.clone(), seq.clone(), client());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                while !stop.is_cancelled() {
+                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                    let method = if n % post_every == 0 {
+                        Method::POST
+                    } else {
+                        Method::GET
+                    };
+                    let id = format!("req-{n}");
+                    let req = Request::builder()
+                        .method(method.clone())
+                        .uri(&url)
+                        .header("x-request-id", &id)
+                        .body(Full::new(Bytes::from_static(b"payload")))
+                        .unwrap();
+                    let started = Instant::now();
+                    let (status, retry_after) = match c.request(req).await {
+                        Ok(r) => {
+                            let a = read(r).await;
+                            (a.status, a.headers.contains_key("retry-after"))
+                        }
+                        Err(_) => (0, false),
+                    };
+                    out.push(Outcome {
+                        id,
+                        method,
+                        status,
+                        retry_after,
+                        started,
+                        took: started.elapsed(),
+                    });
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Outcome>>>) -> Vec<Outcome> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// How many times each POST id reached `up`.
+fn post_ids(up: &Upstream) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for (id, method, _) in up.arrivals() {
+        if method == Method::POST {
+            *m.entry(id).or_default() += 1;
+        }
+    }
+    m
+}
+
+fn cutover_yaml(
+    blue: &Upstream,
+    green: &Upstream,
+    gate: &Upstream,
+    max_hold: &str,
+    max_held: usize,
+) -> String {
+    config_yaml(
+        &[blue.addr],
+        &[green.addr],
+        &format!(
+            "cutover:\n  hold_writes: true\n  max_hold: {max_hold}\n  max_held_requests: {max_held}\n  gate:\n    url: \"http://{}/gate\"\n    poll_interval: 20ms\n    timeout: 200ms\nrollout:\n  bake_time: 0s\n",
+            gate.addr
+        ),
+    )
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_with_gate_holds_writes_and_loses_none() {
+    let (blue, green, gate) = (
+        Upstream::start("blue-1").await,
+        Upstream::start("green-1").await,
+        Upstream::start("gate").await,
+    );
+    gate.set_gate_open_after(300);
+    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "2s", 10_000)).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = mixed_load(proxy_url(&s, "/"), 12, 5, stop.clone());
+    wait_for(Duration::from_secs(10), "traffic on blue", || async {
+        blue.requests() > 300
+    })
+    .await;
+
+    let switch_sent = Instant::now();
+    let (code, report) = api(
+        s.admin_addr,
+        Method::POST,
+        "/api/v1/switch",
+        Some(json!({"to": "green"})),
+        None,
+    )
+    .await;
+    let switch_done = Instant::now();
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["outcome"], "completed");
+    assert!(report["gate_ms"].as_u64().unwrap() >= 250, "{report}");
+    assert!(report["held_requests"].as_u64().unwrap() > 0, "{report}");
+    wait_for(Duration::from_secs(10), "traffic on green", || async {
+        green.requests() > 300
+    })
+    .await;
+    stop.cancel();
+    let out = collect(load).await;
+
+    assert!(out.iter().all(|o| o.status == 200), "a client saw an error");
+    let (b, g) = (post_ids(&blue), post_ids(&green));
+    let posts: Vec<&Outcome> = out.iter().filter(|o| o.method == Method::POST).collect();
+    for o in &posts {
+        let n = b.get(&o.id).copied().unwrap_or(0) + g.get(&o.id).copied().unwrap_or(0);
+        assert_eq!(n, 1, "POST {} reached the pools {n} times", o.id);
+    }
+    // No write reached blue after the first write reached green: no interleaving.
+    let last_blue = blue
+        .arrivals()
+        .iter()
+        .filter(|a| a.1 == Method::POST)
+        .map(|a| a.2)
+        .max()
+        .unwrap();
+    let first_green = green
+        .arrivals()
+        .iter()
+        .filter(|a| a.1 == Method::POST)
+        .map(|a| a.2)
+        .min()
+        .unwrap();
+    assert!(
+        last_blue < first_green,
+        "a write reached blue after the flip"
+    );
+    // GETs never waited for the hold; held POSTs did.
+    let during = |o: &Outcome| o.started >= switch_sent && o.started < switch_done;
+    let get_max = out
+        .iter()
+        .filter(|o| o.method == Method::GET && during(o))
+        .map(|o| o.took)
+        .max()
+        .unwrap();
+    let held: Vec<Duration> = posts.iter().filter(|o| during(o)).map(|o| o.took).collect();
+    let held_p99 = p99(held.clone());
+    eprintln!(
+        "cutover: {} held, hold {} ms, gate {} ms; held POST delay p99 {:?} (n={}), slowest GET during the switch {:?}",
+        report["held_requests"], report["hold_ms"], report["gate_ms"], held_p99, held.len(), get_max
+    );
+    assert!(
+        get_max < Duration::from_millis(200),
+        "a GET waited {get_max:?} during the hold"
+    );
+    assert!(
+        held_p99 >= Duration::from_millis(200),
+        "POSTs were not held: p99 {held_p99:?}"
+    );
+    let metrics = read(
+        client()
+            .get(admin_url(&s, "/metrics").parse().unwrap())
+            .await
+            .unwrap(),
+    )
+    .await
+    .text();
+    assert!(
+        metrics.contains("switchyard_switches_total{result=\"completed\",to=\"green\"} 1"),
+        "{metrics}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_never_opens_aborts_and_held_writes_land_on_blue() {
+    let (blue, green, gate) = (
+        Upstream::start("blue-1").await,
+        Upstream::start("green-1").await,
+        Upstream::start("gate").await,
+    );
+    gate.set_gate_open_after(u64::MAX);
+    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "500ms", 10_000)).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = mixed_load(proxy_url(&s, "/"), 8, 5, stop.clone());
+    wait_for(Duration::from_secs(10), "traffic on blue", || async {
+        blue.requests() > 200
+    })
+    .await;
+    let (code, v) = api(
+        s.admin_addr,
+        Method::POST,
+        "/api/v1/switch",
+        Some(json!({"to": "green"})),
+        None,
+    )
+    .await;
+    assert_eq!(code, 409, "{v}");
+    assert_eq!(v["error"]["code"], "switch_aborted");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("gate"),
+        "{v}"
+    );
+    assert_eq!(v["error"]["report"]["gate_answer"], "503");
+    let held = v["error"]["report"]["held_requests"].as_u64().unwrap();
+    let before = blue.requests();
+    wait_for(
+        Duration::from_secs(10),
+        "traffic after the abort",
+        || async { blue.requests() > before + 200 },
+    )
+    .await;
+    stop.cancel();
+    let out = collect(load).await;
+    assert!(out.iter().all(|o| o.status == 200), "a client saw an error");
+    assert_eq!(
+        green.requests(),
+        0,
+        "a request reached green although the switch aborted"
+    );
+    let b = post_ids(&blue);
+    for o in out.iter().filter(|o| o.method == Method::POST) {
+        assert_eq!(
+            b.get(&o.id),
+            Some(&1),
+            "POST {} not on blue exactly once",
+            o.id
+        );
+    }
+    assert!(held > 0, "nothing was held");
+    let st = status(&s).await;
+    assert_eq!(st["phase"], "stable");
+    assert_eq!(st["weights"]["blue"], 100.0);
+    let (_, ev) = api(s.admin_addr, Method::GET, "/api/v1/events", None, None).await;
+    assert!(ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "switch_aborted"));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_write_in_flight_delays_the_flip_until_it_completes() {
+    let (blue, green, gate) = (
+        Upstream::start("blue-1").await,
+        Upstream::start("green-1").await,
+        Upstream::start("gate").await,
+    );
+    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "5s", 10_000)).await;
+    let c = client();
+    let slow_url = proxy_url(&s, "/delay/2000");
+    let slow = tokio::spawn(async move { send(&c, Method::POST, slow_url, "long write").await });
+    wait_for(Duration::from_secs(5), "the long write on blue", || async {
+        blue.requests() == 1
+    })
+    .await;
+    let admin = s.admin_addr;
+    let switch = tokio::spawn(async move {
+        api(
+            admin,
+            Method::POST,
+            "/api/v1/switch",
+            Some(json!({"to": "green"})),
+            None,
+        )
+        .await
+    });
+    wait_for(Duration::from_secs(5), "the switch to hold", || async {
+        status(&s).await["phase"] == "switching"
+    })
+    .await;
+    // A write arriving now is held, then goes to green.
+    let c = client();
+    let held = send(&c, Method::POST, proxy_url(&s, "/"), "held write").await;
+    let long = slow.await.unwrap();
+    let (code, report) = switch.await.unwrap();
+    assert_eq!(long.status, 200);
+    assert_eq!(long.upstream(), "blue-1");
+    assert_eq!(code, 200, "{report}");
+    assert!(
+        report["drain_ms"].as_u64().unwrap() >= 1000,
+        "the flip did not wait: {report}"
+    );
+    assert_eq!(held.status, 200);
+    assert_eq!(
+        held.upstream(),
+        "green-1",
+        "the held write went to the old pool"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beyond_max_held_get_503_with_retry_after_and_nothing_else_is_lost() {
+    let (blue, green, gate) = (
+        Upstream::start("blue-1").await,
+        Upstream::start("green-1").await,
+        Upstream::start("gate").await,
+    );
+    gate.set_gate_open_after(800);
+    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "3s", 5)).await;
+    let admin = s.admin_addr;
+    let switch = tokio::spawn(async move {
+        api(
+            admin,
+            Method::POST,
+            "/api/v1/switch",
+            Some(json!({"to": "green"})),
+            None,
+        )
+        .await
+    });
+    wait_for(Duration::from_secs(5), "the switch to hold", || async {
+        status(&s).await["phase"] == "switching"
+    })
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = mixed_load(proxy_url(&s, "/"), 20, 1, stop.clone());
+    let (code, report) = switch.await.unwrap();
+    assert_eq!(code, 200, "{report}");
+    stop.cancel();
+    let out = collect(load).await;
+    let refused: Vec<&Outcome> = out.iter().filter(|o| o.status == 503).collect();
+    assert!(
+        !refused.is_empty(),
+        "no write was refused beyond max_held_requests"
+    );
+    assert!(
+        refused.iter().all(|o| o.retry_after),
+        "a 503 without Retry-After"
+    );
+    assert!(out.iter().all(|o| o.status == 200 || o.status == 503));
+    let (b, g) = (post_ids(&blue), post_ids(&green));
+    for o in &out {
+        let n = b.get(&o.id).copied().unwrap_or(0) + g.get(&o.id).copied().unwrap_or(0);
+        let want = usize::from(o.status == 200);
+        assert_eq!(
+            n, want,
+            "POST {} (status {}) reached the pools {n} times",
+            o.id, o.status
+        );
+    }
+    assert!(report["held_requests"].as_u64().unwrap() <= 5 * 20);
+    s.shutdown().await;
+}
