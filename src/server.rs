@@ -10,6 +10,7 @@ use crate::control::{CommandError, Controller, Shared};
 use crate::proxy::listener::{http_builder, serve, ListenerCtx};
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::health::{CheckSettings, HealthChecks, HealthConfigError, HealthStop};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub enum StartError {
     Auth(#[from] admin::auth::AuthError),
     #[error("cannot build the routing table: {0}")]
     Controller(#[from] CommandError),
+    #[error(transparent)]
+    Health(#[from] HealthConfigError),
 }
 
 /// A running proxy. Dropping it does not stop it; call [`Server::shutdown`].
@@ -45,6 +48,7 @@ pub struct Server {
     tunnels_cancel: CancellationToken,
     listeners: JoinSet<()>,
     admin_task: tokio::task::JoinHandle<()>,
+    health: HealthStop,
     drain: Duration,
 }
 
@@ -77,7 +81,16 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     }
     let admin_listener = bind(admin_bind).await?;
 
-    let (controller, handle, shared) = Controller::new(cfg, config_path, runtimes, metrics)?;
+    let checks = CheckSettings::from_config(&cfg.health_check)?;
+    let (mut controller, handle, shared) = Controller::new(cfg, config_path, runtimes, metrics)?;
+    let mut health = HealthChecks::new(
+        checks.clone(),
+        Arc::new(handle.clone()),
+        shared.metrics.clone(),
+    );
+    health.reconcile(shared.table.load().endpoints(), &checks);
+    let health_stop = health.stopper();
+    controller.set_health_checks(health);
     tokio::spawn(controller.run());
 
     let stop_accepting = CancellationToken::new();
@@ -140,6 +153,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         tunnels_cancel,
         listeners,
         admin_task,
+        health: health_stop,
         drain,
     })
 }
@@ -161,6 +175,7 @@ impl Server {
             self.tunnels_cancel.cancel();
             self.tunnels.wait().await;
         }
+        self.health.stop().await;
         self.stop_admin.cancel();
         if let Err(e) = self.admin_task.await {
             tracing::error!(error = %e, "admin task failed");

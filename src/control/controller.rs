@@ -9,6 +9,7 @@ use crate::control::build::{build_table, BuildError};
 use crate::control::events::{Event, EventKind, EventLog};
 use crate::routing::{PoolRuntime, RoutingTable, Weights};
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::health::HealthChecks;
 use crate::upstream::EndpointState;
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -128,6 +129,18 @@ pub struct ControllerHandle {
     tx: mpsc::Sender<Command>,
 }
 
+/// Health checkers report every endpoint transition to the controller.
+impl crate::upstream::health::HealthSink for ControllerHandle {
+    fn transition(&self, ep: &crate::upstream::Endpoint, state: EndpointState, reason: String) {
+        self.notify(Command::EndpointHealth {
+            pool: ep.pool,
+            address: ep.address.clone(),
+            state,
+            reason,
+        });
+    }
+}
+
 impl ControllerHandle {
     /// Send a command that takes no reply; dropped (and logged) when the
     /// controller's inbox is full, so a caller on a timer never blocks.
@@ -159,6 +172,8 @@ pub struct Controller {
     phase: Phase,
     config_path: Option<PathBuf>,
     loaded_at: String,
+    /// One checker per endpoint; a reload reconciles it with the new table.
+    health: Option<HealthChecks>,
 }
 
 impl Controller {
@@ -218,8 +233,15 @@ impl Controller {
             phase,
             config_path,
             loaded_at,
+            health: None,
         };
         Ok((ctl, ControllerHandle { tx }, shared))
+    }
+
+    /// Hand over the health checkers, already reconciled with the first
+    /// table; the controller keeps them in step with later tables.
+    pub fn set_health_checks(&mut self, health: HealthChecks) {
+        self.health = Some(health);
     }
 
     /// Serve commands until every handle is dropped.
@@ -304,7 +326,10 @@ impl Controller {
             pools: prev.pools.clone(),
             settings: prev.settings.clone(),
         };
-        self.shared.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.shared.table.store(table.clone());
+        let drain = self.shared.config.load().drain.timeout;
+        crate::routing::drain::weights_changed(&prev, &table, drain);
         let view = self.view();
         self.shared.view.store(Arc::new(view.clone()));
         Ok(view)
