@@ -4,5 +4,8 @@
 mod support;
 
 mod cli;
+mod drain;
+mod health;
 mod proxy;
+mod shutdown;
 mod streaming;
