@@ -172,7 +172,9 @@ pub struct Controller {
     phase: Phase,
     config_path: Option<PathBuf>,
     loaded_at: String,
-    /// One checker per endpoint; a reload reconciles it with the new table.
+    /// One checker per endpoint. A reload, once it stored the new table,
+    /// calls `health.reconcile(table.endpoints(), &CheckSettings::from_config(..)?)`
+    /// and `routing::drain::drain_removed(build::removed_endpoints(&prev, &table), ..)`.
     health: Option<HealthChecks>,
 }
 
