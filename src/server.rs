@@ -10,6 +10,7 @@ use crate::control::{Actor, Command, CommandError, Controller, ControllerHandle,
 use crate::proxy::listener::{http_builder, serve, ListenerCtx};
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::health::{CheckSettings, HealthChecks, HealthConfigError, HealthStop};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ pub enum StartError {
     Auth(#[from] admin::auth::AuthError),
     #[error("cannot build the routing table: {0}")]
     Controller(#[from] CommandError),
+    #[error(transparent)]
+    Health(#[from] HealthConfigError),
 }
 
 /// A running proxy. Dropping it does not stop it; call [`Server::shutdown`].
@@ -47,6 +50,7 @@ pub struct Server {
     tunnels_cancel: CancellationToken,
     listeners: JoinSet<()>,
     admin_task: tokio::task::JoinHandle<()>,
+    health: HealthStop,
     drain: Duration,
 }
 
@@ -79,8 +83,17 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     }
     let admin_listener = bind(admin_bind).await?;
 
-    let (controller, handle, shared) =
+    let checks = CheckSettings::from_config(&cfg.health_check)?;
+    let (mut controller, handle, shared) =
         Controller::new(cfg, config_path.clone(), runtimes, metrics)?;
+    let mut health = HealthChecks::new(
+        checks.clone(),
+        Arc::new(handle.clone()),
+        shared.metrics.clone(),
+    );
+    health.reconcile(shared.table.load().endpoints(), &checks);
+    let health_stop = health.stopper();
+    controller.set_health_checks(health);
     tokio::spawn(controller.run());
     let stop_watch = CancellationToken::new();
     if let Some(path) = config_path {
@@ -152,6 +165,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         tunnels_cancel,
         listeners,
         admin_task,
+        health: health_stop,
         drain,
     })
 }
@@ -174,6 +188,7 @@ impl Server {
             self.tunnels_cancel.cancel();
             self.tunnels.wait().await;
         }
+        self.health.stop().await;
         self.stop_admin.cancel();
         if let Err(e) = self.admin_task.await {
             tracing::error!(error = %e, "admin task failed");

@@ -1,8 +1,11 @@
 //! The `GET /api/v1/status` document (SPEC.md section 3): the controller's
-//! published view plus live figures read from the pools' atomics.
+//! published view plus live figures read from the pools' atomics: each
+//! endpoint's state and last check, requests in flight, failover, and what
+//! is left of a drain.
 
 use crate::config::PoolName;
 use crate::control::{ControlView, Shared};
+use crate::routing::drain::DrainStatus;
 use crate::routing::Pool;
 use crate::telemetry::stats::WindowStats;
 use serde::Serialize;
@@ -15,13 +18,25 @@ pub struct EndpointStatus {
     pub inflight: i64,
     pub last_check: Option<String>,
     pub last_check_ok: Option<bool>,
+    /// e.g. `status 200`, `connect failed`, `timed out`.
+    pub last_check_result: Option<String>,
+    /// Back from an ejection, not yet proven by a success.
+    pub probation: bool,
+    /// Idle pooled connections to it.
+    pub idle: usize,
 }
 
 #[derive(Debug, Serialize)]
 pub struct PoolStatus {
     pub healthy: usize,
     pub inflight: i64,
+    /// Upgraded connections (WebSocket) open, part of `inflight`.
+    pub upgraded: i64,
     pub failovers: u64,
+    /// Requests meant for this pool go to the other: it has no available endpoint.
+    pub failing_over: bool,
+    /// Null unless the pool lost its traffic less than `drain.timeout` ago.
+    pub draining: Option<DrainStatus>,
     pub stats: WindowStats,
     pub endpoints: Vec<EndpointStatus>,
 }
@@ -41,10 +56,15 @@ pub struct PoolsStatus {
 }
 
 fn pool_status(pool: &Pool, now_ms: u64, window: Duration) -> PoolStatus {
+    let inflight = pool.runtime.inflight();
+    let has_available = pool.has_available(now_ms);
     PoolStatus {
         healthy: pool.healthy_count(now_ms),
-        inflight: pool.runtime.inflight(),
+        inflight,
+        upgraded: pool.runtime.drain.upgraded(),
         failovers: pool.runtime.failovers(),
+        failing_over: pool.runtime.is_failing_over() && !has_available,
+        draining: pool.runtime.drain.status(crate::clock::unix_ms(), inflight),
         stats: pool.runtime.stats.window(now_ms, window),
         endpoints: pool
             .endpoints
@@ -57,6 +77,9 @@ fn pool_status(pool: &Pool, now_ms: u64, window: Duration) -> PoolStatus {
                     inflight: e.inflight(),
                     last_check: last.map(|(ms, _)| crate::clock::rfc3339(ms)),
                     last_check_ok: last.map(|(_, ok)| ok),
+                    last_check_result: e.last_check_result().map(|r| r.to_string()),
+                    probation: e.on_probation(now_ms),
+                    idle: e.idle_count(),
                 }
             })
             .collect(),

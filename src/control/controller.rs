@@ -14,6 +14,7 @@ use crate::control::rules::RollbackJudge;
 use crate::control::state::{self, Bake, PersistedState, RollbackLock};
 use crate::routing::{Hold, PoolRuntime, RoutingTable, Weights, WritesInFlight};
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::health::HealthChecks;
 use crate::upstream::EndpointState;
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -144,6 +145,18 @@ pub struct ControllerHandle {
     tx: mpsc::Sender<Command>,
 }
 
+/// Health checkers report every endpoint transition to the controller.
+impl crate::upstream::health::HealthSink for ControllerHandle {
+    fn transition(&self, ep: &crate::upstream::Endpoint, state: EndpointState, reason: String) {
+        self.notify(Command::EndpointHealth {
+            pool: ep.pool,
+            address: ep.address.clone(),
+            state,
+            reason,
+        });
+    }
+}
+
 impl ControllerHandle {
     pub async fn request<T>(
         &self,
@@ -187,6 +200,8 @@ pub struct Controller {
     pub(crate) restart_needed: Option<String>,
     state_file: Option<PathBuf>,
     state_error: Option<String>,
+    /// One checker per endpoint, kept in step with every table.
+    pub(crate) health: Option<HealthChecks>,
 }
 
 impl Controller {
@@ -293,6 +308,7 @@ impl Controller {
             restart_needed: None,
             state_file,
             state_error: None,
+            health: None,
         };
         ctl.judge.reset(tokio::time::Instant::now());
         ctl.publish(None);
@@ -301,6 +317,12 @@ impl Controller {
             ctl.shared.events.record(e);
         }
         Ok((ctl, ControllerHandle { tx }, shared))
+    }
+
+    /// Hand over the health checkers, already reconciled with the first
+    /// table; the controller keeps them in step with later tables.
+    pub fn set_health_checks(&mut self, health: HealthChecks) {
+        self.health = Some(health);
     }
 
     /// The current phase, derived from the state.
@@ -403,7 +425,10 @@ impl Controller {
         table.generation = self.generation;
         table.weights = self.weights;
         table.live = self.live;
-        self.shared.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.shared.table.store(table.clone());
+        let drain = self.shared.config.load().drain.timeout;
+        crate::routing::drain::weights_changed(&prev, &table, drain);
         for p in PoolName::ALL {
             self.shared
                 .metrics

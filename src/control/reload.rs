@@ -7,6 +7,7 @@ use crate::control::commands::ReloadReport;
 use crate::control::controller::{Actor, CommandError, ConfigErrorView, Controller};
 use crate::control::events::{Event, EventKind};
 use crate::routing::Weights;
+use crate::upstream::health::CheckSettings;
 use std::sync::Arc;
 
 impl Controller {
@@ -94,10 +95,20 @@ impl Controller {
         self.config_error = None;
         self.loaded_at = crate::clock::rfc3339(crate::clock::unix_ms());
         self.publish(Some(next));
+        let cfg = self.shared.config.load_full();
+        if let Some(health) = self.health.as_mut() {
+            match CheckSettings::from_config(&cfg.health_check) {
+                Ok(settings) => {
+                    let r = health.reconcile(self.shared.table.load().endpoints(), &settings);
+                    tracing::debug!(?r, "health checks follow the new table");
+                }
+                Err(e) => tracing::error!(error = %e, "health checks keep their old settings"),
+            }
+        }
         for ep in &removed {
-            ep.set_draining(true);
             self.shared.metrics.remove_endpoint(ep.pool, &ep.address);
         }
+        crate::routing::drain::drain_removed(removed.clone(), cfg.drain.timeout);
         self.sync_endpoint_gauges();
         self.shared.metrics.config_reload(true);
         let removed_names: Vec<String> = removed

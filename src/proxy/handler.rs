@@ -11,6 +11,7 @@ use crate::proxy::body::{InflightGuard, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::headers;
 use crate::proxy::ListenerCtx;
+use crate::routing::drain::TunnelDrain;
 use crate::routing::hold::WriteToken;
 use crate::routing::{Pool, RoutingTable};
 use crate::upstream::connector::ConnectError;
@@ -131,7 +132,10 @@ async fn forward(
     let (chosen, pinned) = choose_pool(&req, l, table);
     let mut pool = table.pool(chosen);
     let mut idx = match pool.pick_endpoint(now, 0) {
-        Some(i) => i,
+        Some(i) => {
+            pool.runtime.note_served();
+            i
+        }
         None if !pinned && settings.failover => {
             let other = table.pool(chosen.other());
             let i = other
@@ -253,8 +257,14 @@ async fn forward(
         let body = match (client_upgrade, upstream_upgrade) {
             (Some(client), Some(upstream)) => {
                 guard.conn = None;
-                l.tunnels
-                    .spawn(tunnel(client, upstream, guard, l.tunnels_cancel.clone()));
+                let drain = TunnelDrain::open(&pool.runtime, ep);
+                l.tunnels.spawn(tunnel(
+                    client,
+                    upstream,
+                    guard,
+                    drain,
+                    l.tunnels_cancel.clone(),
+                ));
                 ProxyBody::empty()
             }
             _ => ProxyBody::upstream(rbody, guard),
@@ -264,11 +274,13 @@ async fn forward(
 }
 
 /// Copy bytes both ways between an upgraded client and upstream connection.
-/// The request stays counted in flight on its pool until the tunnel closes.
+/// The request stays counted in flight on its pool until the tunnel closes:
+/// at either end, at its pool's or endpoint's drain deadline, or at shutdown.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     guard: InflightGuard,
+    drain: TunnelDrain,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let (c, u) = tokio::join!(client, upstream);
@@ -288,8 +300,12 @@ async fn tunnel(
             }
         }
         _ = cancel.cancelled() => {
+            tracing::debug!("upgraded connection closed by shutdown");
+        }
+        _ = drain.closed() => {
             tracing::debug!("upgraded connection closed by drain");
         }
     }
+    drop(drain);
     drop(guard);
 }

@@ -1,9 +1,10 @@
-//! Routing: the immutable [`RoutingTable`] every request loads once, and the
-//! choice of pool and endpoint.
+//! Routing: the immutable [`RoutingTable`] every request loads once, the
+//! choice of pool and endpoint, and the drain of a pool that lost its traffic.
 //!
 //! Owns the per-request decision. It must not mutate anything but the
 //! endpoint atomics it reads; tables are built by the controller only.
 
+pub mod drain;
 pub mod hold;
 pub mod table;
 pub mod weights;

@@ -6,24 +6,28 @@
 //! [`PoolRuntime`]s, so they do not force a rebuild.
 
 use crate::config::{Config, PoolName, UpstreamProtocol};
+use crate::routing::drain::PoolDrain;
 use crate::routing::Weights;
 use crate::telemetry::metrics::{InflightGuard as InflightGauge, PoolMetrics, UpstreamErrorKind};
 use crate::telemetry::stats::{Outcome, PoolStats};
 use crate::upstream::{Connector, Endpoint};
 use http::HeaderName;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Per-pool figures that outlive every table generation and every reload:
-/// the statistics window automatic rollback reads, the metric handles, and
-/// requests (and writes) in flight.
+/// the statistics window automatic rollback reads, the metric handles,
+/// requests (and writes) in flight, failover and drain state.
 pub struct PoolRuntime {
     pub name: PoolName,
     pub stats: PoolStats,
     pub metrics: PoolMetrics,
+    pub drain: PoolDrain,
     inflight_writes: AtomicI64,
     failovers: AtomicU64,
+    /// The last request meant for this pool went to the other one.
+    failing_over: AtomicBool,
 }
 
 impl std::fmt::Debug for PoolRuntime {
@@ -40,8 +44,10 @@ impl PoolRuntime {
             name,
             stats: PoolStats::new(window),
             metrics,
+            drain: PoolDrain::default(),
             inflight_writes: AtomicI64::new(0),
             failovers: AtomicU64::new(0),
+            failing_over: AtomicBool::new(false),
         }
     }
 
@@ -70,13 +76,39 @@ impl PoolRuntime {
         self.inflight_writes.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A request meant for this pool went to the other (no healthy endpoint here).
+    /// A request meant for this pool went to the other (no healthy endpoint
+    /// here). Counted every time, logged once per transition.
     pub fn note_failover(&self) {
         self.failovers.fetch_add(1, Ordering::Relaxed);
+        if !self.failing_over.load(Ordering::Relaxed)
+            && !self.failing_over.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                pool = %self.name,
+                to = %self.name.other(),
+                "no available endpoint: failing over to the other pool"
+            );
+        }
+    }
+
+    /// A request meant for this pool found an endpoint here: any failover is
+    /// over (logged once). One relaxed load when there was none.
+    #[inline]
+    pub fn note_served(&self) {
+        if self.failing_over.load(Ordering::Relaxed)
+            && self.failing_over.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(pool = %self.name, "endpoint available again: failover over");
+        }
     }
 
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// Did the last request meant for this pool fail over?
+    pub fn is_failing_over(&self) -> bool {
+        self.failing_over.load(Ordering::Relaxed)
     }
 
     /// One request's outcome: its status (None for a transport failure) and
@@ -213,6 +245,11 @@ impl RoutingTable {
         self.live.other()
     }
 
+    /// Every endpoint of both pools (what health checks reconcile against).
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.pools.iter().flat_map(|p| p.endpoints.iter())
+    }
+
     /// The pool for a new request by weighted random choice.
     #[inline]
     pub fn choose_pool(&self) -> PoolName {
@@ -259,6 +296,19 @@ mod tests {
         }
         assert_eq!(p.pick_endpoint(0, (1 << 1) | (1 << 2)), None);
         assert_eq!(p.healthy_count(0), 2);
+    }
+
+    #[test]
+    fn failover_is_counted_every_time_and_flagged_until_served() {
+        let p = pool(1);
+        assert!(!p.runtime.is_failing_over());
+        p.runtime.note_failover();
+        p.runtime.note_failover();
+        assert_eq!(p.runtime.failovers(), 2);
+        assert!(p.runtime.is_failing_over());
+        p.runtime.note_served();
+        assert!(!p.runtime.is_failing_over());
+        assert_eq!(p.runtime.failovers(), 2);
     }
 
     #[test]

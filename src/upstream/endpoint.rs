@@ -4,12 +4,22 @@
 //! Everything that changes while traffic flows is an atomic, so a health flip
 //! or an in-flight count never rebuilds the routing table and never takes a
 //! lock. An `Endpoint` is shared by `Arc` between table generations.
+//!
+//! Passive outlier detection lives here too: `consecutive_failures` 5xx or
+//! transport errors in a row eject the endpoint for `ejection_time`; it then
+//! returns **on probation**: its first failure ejects it again at once, its
+//! first success ends the probation. An ejection wakes the endpoint's health
+//! checker ([`Endpoint::ejected`]), which reports it and its end.
 
 use crate::config::PoolName;
 use crate::upstream::connector::UpstreamConn;
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// How many idle keep-alive connections one endpoint keeps at most.
 const IDLE_CAPACITY: usize = 256;
@@ -24,7 +34,7 @@ pub enum EndpointState {
     Unhealthy,
     /// Ejected by passive outlier detection until its ejection time passes.
     Ejected,
-    /// Removed by a reload (or its pool lost its traffic): finishing what is in flight.
+    /// Removed by a reload: finishing what is in flight, taking nothing new.
     Draining,
 }
 
@@ -44,6 +54,51 @@ const HEALTH_UNKNOWN: u8 = 0;
 const HEALTH_UP: u8 = 1;
 const HEALTH_DOWN: u8 = 2;
 
+/// What the last active health check saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    /// The upstream answered with this status.
+    Status(u16),
+    /// No TCP connection (refused, unreachable).
+    ConnectFailed,
+    /// No response headers within `health_check.timeout`.
+    TimedOut,
+    /// The connection broke or the answer was not HTTP.
+    ProtocolError,
+}
+
+impl CheckResult {
+    // Statuses are 100..=599; the other results use codes below 100.
+    fn encode(self) -> u16 {
+        match self {
+            CheckResult::Status(s) => s,
+            CheckResult::ConnectFailed => 1,
+            CheckResult::TimedOut => 2,
+            CheckResult::ProtocolError => 3,
+        }
+    }
+
+    fn decode(code: u16) -> Self {
+        match code {
+            1 => CheckResult::ConnectFailed,
+            2 => CheckResult::TimedOut,
+            3 => CheckResult::ProtocolError,
+            s => CheckResult::Status(s),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckResult::Status(s) => write!(f, "status {s}"),
+            CheckResult::ConnectFailed => f.write_str("connect failed"),
+            CheckResult::TimedOut => f.write_str("timed out"),
+            CheckResult::ProtocolError => f.write_str("protocol error"),
+        }
+    }
+}
+
 /// An idle pooled connection and when it went idle.
 struct Idle {
     conn: UpstreamConn,
@@ -60,11 +115,19 @@ pub struct Endpoint {
     /// Passive outlier detection: failures in a row, and ejection deadline (0 = none).
     consecutive_failures: AtomicU32,
     ejected_until_ms: AtomicU64,
+    /// Set by an ejection, cleared by the next success.
+    probation: AtomicBool,
+    /// Woken when passive detection ejects the endpoint.
+    ejection: Notify,
     draining: AtomicBool,
+    /// Cancelled when a removed endpoint's drain time is over: closes its
+    /// upgraded connections.
+    drain_deadline: CancellationToken,
     inflight: AtomicI64,
     /// Unix milliseconds of the last active check (0 = never).
     last_check_unix_ms: AtomicU64,
     last_check_ok: AtomicBool,
+    last_check_result: AtomicU16,
     idle: ArrayQueue<Idle>,
 }
 
@@ -87,10 +150,14 @@ impl Endpoint {
             health: AtomicU8::new(HEALTH_UNKNOWN),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            probation: AtomicBool::new(false),
+            ejection: Notify::new(),
             draining: AtomicBool::new(false),
+            drain_deadline: CancellationToken::new(),
             inflight: AtomicI64::new(0),
             last_check_unix_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
+            last_check_result: AtomicU16::new(0),
             idle: ArrayQueue::new(IDLE_CAPACITY),
         })
     }
@@ -106,15 +173,39 @@ impl Endpoint {
     pub fn state(&self, now_ms: u64) -> EndpointState {
         if self.draining.load(Ordering::Relaxed) {
             EndpointState::Draining
-        } else if self.ejected_until_ms.load(Ordering::Relaxed) > now_ms {
+        } else {
+            self.health_state(now_ms)
+        }
+    }
+
+    /// The state from health alone (active verdict and ejection), whether
+    /// or not the endpoint drains: what events and the gauge report.
+    pub fn health_state(&self, now_ms: u64) -> EndpointState {
+        if self.ejected_until_ms.load(Ordering::Relaxed) > now_ms {
             EndpointState::Ejected
         } else {
-            match self.health.load(Ordering::Relaxed) {
-                HEALTH_UP => EndpointState::Healthy,
-                HEALTH_DOWN => EndpointState::Unhealthy,
-                _ => EndpointState::Unknown,
-            }
+            self.active_state()
         }
+    }
+
+    /// The verdict of active checks alone: unknown, healthy or unhealthy.
+    pub fn active_state(&self) -> EndpointState {
+        match self.health.load(Ordering::Relaxed) {
+            HEALTH_UP => EndpointState::Healthy,
+            HEALTH_DOWN => EndpointState::Unhealthy,
+            _ => EndpointState::Unknown,
+        }
+    }
+
+    /// Monotonic ms until which passive detection ejects it (0 = never ejected).
+    pub fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Resolves after passive detection ejected the endpoint (a permit is
+    /// kept when nobody waits, so an ejection is never missed).
+    pub async fn ejected(&self) {
+        self.ejection.notified().await
     }
 
     #[inline]
@@ -138,9 +229,11 @@ impl Endpoint {
         self.health.swap(new, Ordering::Relaxed) != new
     }
 
-    pub fn record_check(&self, unix_ms: u64, ok: bool) {
-        self.last_check_unix_ms.store(unix_ms, Ordering::Relaxed);
+    pub fn record_check(&self, unix_ms: u64, ok: bool, result: CheckResult) {
+        self.last_check_result
+            .store(result.encode(), Ordering::Relaxed);
         self.last_check_ok.store(ok, Ordering::Relaxed);
+        self.last_check_unix_ms.store(unix_ms, Ordering::Relaxed);
     }
 
     /// `(unix ms, passed)` of the last active check, if any.
@@ -151,25 +244,51 @@ impl Endpoint {
         }
     }
 
-    /// A request succeeded: the failure run is over.
+    /// What the last active check saw, if there was one.
+    pub fn last_check_result(&self) -> Option<CheckResult> {
+        self.last_check()
+            .map(|_| CheckResult::decode(self.last_check_result.load(Ordering::Relaxed)))
+    }
+
+    /// A request succeeded: the failure run, and any probation, is over.
     #[inline]
     pub fn record_success(&self) {
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
+        if self.probation.load(Ordering::Relaxed) {
+            self.probation.store(false, Ordering::Relaxed);
+        }
     }
 
     /// A 5xx or transport failure. Ejects the endpoint for `ejection_ms` when
-    /// `threshold` failures came in a row; returns true when this call ejected it.
+    /// `threshold` failures came in a row, or at once when it is back on
+    /// probation after an ejection; returns true when this call ejected it.
     pub fn record_failure(&self, now_ms: u64, threshold: u32, ejection_ms: u64) -> bool {
+        if threshold == 0 {
+            return false;
+        }
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if threshold == 0 || n < threshold {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        let on_probation = self.probation.load(Ordering::Relaxed) && until <= now_ms;
+        if n < threshold && !on_probation {
             return false;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
-        let until = now_ms + ejection_ms;
-        let prev = self.ejected_until_ms.swap(until, Ordering::Relaxed);
-        prev <= now_ms
+        self.probation.store(true, Ordering::Relaxed);
+        let prev = self
+            .ejected_until_ms
+            .swap(now_ms + ejection_ms, Ordering::Relaxed);
+        let ejected_now = prev <= now_ms;
+        if ejected_now {
+            self.ejection.notify_one();
+        }
+        ejected_now
+    }
+
+    /// Back from an ejection and not yet proven by a success.
+    pub fn on_probation(&self, now_ms: u64) -> bool {
+        self.probation.load(Ordering::Relaxed) && self.ejected_until_ms() <= now_ms
     }
 
     pub fn set_draining(&self, draining: bool) {
@@ -181,6 +300,12 @@ impl Endpoint {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Cancelled when this (removed) endpoint's drain time is over; its
+    /// upgraded connections close then.
+    pub fn drain_deadline(&self) -> &CancellationToken {
+        &self.drain_deadline
     }
 
     /// An idle connection that is still open and not older than `max_idle_ms`.
@@ -250,6 +375,52 @@ mod tests {
         // Back on probation once the ejection time has passed.
         assert!(ep.is_available(1500));
         assert_eq!(ep.state(1500), EndpointState::Unknown);
+        assert!(ep.on_probation(1500));
+    }
+
+    #[test]
+    fn on_probation_one_failure_ejects_again_and_a_success_ends_it() {
+        let ep = Endpoint::new(PoolName::Blue, "127.0.0.1:1").unwrap();
+        for _ in 0..3 {
+            ep.record_failure(0, 3, 100);
+        }
+        assert_eq!(ep.state(50), EndpointState::Ejected);
+        // A straggler failing during the ejection does not extend it.
+        assert!(!ep.record_failure(50, 3, 100));
+        assert_eq!(ep.ejected_until_ms(), 100);
+        // Back: the first failure ejects again at once.
+        assert!(ep.record_failure(100, 3, 100));
+        assert_eq!(ep.state(150), EndpointState::Ejected);
+        // Back again, and a success ends the probation: the threshold rules again.
+        ep.record_success();
+        assert!(!ep.on_probation(200));
+        assert!(!ep.record_failure(200, 3, 100));
+        assert!(ep.is_available(200));
+    }
+
+    #[tokio::test]
+    async fn an_ejection_wakes_the_watcher_even_when_nobody_waited_yet() {
+        let ep = Endpoint::new(PoolName::Blue, "127.0.0.1:1").unwrap();
+        assert!(ep.record_failure(0, 1, 100));
+        tokio::time::timeout(std::time::Duration::from_secs(1), ep.ejected())
+            .await
+            .expect("the ejection was signalled");
+    }
+
+    #[test]
+    fn check_results_round_trip_through_the_atomic() {
+        let ep = Endpoint::new(PoolName::Blue, "127.0.0.1:1").unwrap();
+        assert_eq!(ep.last_check_result(), None);
+        for r in [
+            CheckResult::Status(503),
+            CheckResult::ConnectFailed,
+            CheckResult::TimedOut,
+            CheckResult::ProtocolError,
+        ] {
+            ep.record_check(7, false, r);
+            assert_eq!(ep.last_check_result(), Some(r));
+        }
+        assert_eq!(CheckResult::Status(200).to_string(), "status 200");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Shared pieces of the end-to-end tests: test upstreams, a proxy started
 //! in-process on 127.0.0.1:0, an HTTP client, and waiting with a deadline.
 
+pub mod admin;
 pub mod process;
 pub mod upstream;
 

@@ -7,6 +7,7 @@
 //! - `/bytes/N`: streams N bytes in 64 KiB chunks (never buffered whole)
 //! - `/upload`: reads the body as it streams in, answers its length
 //! - `/status/CODE`: answers CODE
+//! - `/ws`: a WebSocket echo session (closed when the upstream stops)
 //! - anything else: 200 with the instance name
 //!
 //! Every answer carries `x-upstream: NAME`. Every request's
@@ -14,6 +15,7 @@
 
 use bytes::Bytes;
 use futures_util::stream;
+use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -22,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -53,6 +55,10 @@ pub struct State {
     /// `/gate` answers 503 until this many ms after its first request (0: always 200).
     pub gate_open_after_ms: AtomicU64,
     pub gate_first_hit: Mutex<Option<tokio::time::Instant>>,
+    /// WebSocket sessions open now.
+    pub ws_open: AtomicI64,
+    /// Cancelled by `stop`: ends the accept loop and every connection.
+    pub stopped: CancellationToken,
 }
 
 impl Upstream {
@@ -62,10 +68,31 @@ impl Upstream {
 
     pub async fn start_on(name: &str, addr: SocketAddr) -> Upstream {
         let listener = TcpListener::bind(addr).await.expect("bind test upstream");
+        Self::serve(name, listener)
+    }
+
+    /// Start again on the address of one that was stopped, once the old
+    /// listener has let go of it (at most 5 s).
+    pub async fn restart_on(name: &str, addr: SocketAddr) -> Upstream {
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            match TcpListener::bind(addr).await {
+                Ok(l) => return Self::serve(name, l),
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < end,
+                    "cannot bind {addr} again: {e}"
+                ),
+            }
+        }
+    }
+
+    fn serve(name: &str, listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         state.health_status.store(200, Ordering::Relaxed);
-        let stop = CancellationToken::new();
+        let stop = state.stopped.clone();
         let (st, token, nm) = (state.clone(), stop.clone(), name.to_string());
         tokio::spawn(async move {
             let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -131,6 +158,10 @@ impl Upstream {
         self.state.arrivals.lock().unwrap().clone()
     }
 
+    pub fn ws_open(&self) -> i64 {
+        self.state.ws_open.load(Ordering::Relaxed)
+    }
+
     pub fn request_ids(&self) -> Vec<String> {
         self.state.request_ids.lock().unwrap().clone()
     }
@@ -154,7 +185,7 @@ fn full(status: StatusCode, name: &str, body: impl Into<Bytes>) -> Response<Test
     r
 }
 
-async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<TestBody> {
+async fn answer(req: Request<Incoming>, st: &Arc<State>, name: &str) -> Response<TestBody> {
     let path = req.uri().path().to_string();
     if path == "/gate" {
         let after = st.gate_open_after_ms.load(Ordering::Relaxed);
@@ -174,6 +205,9 @@ async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<Test
     if path == "/health" {
         let code = st.health_status.load(Ordering::Relaxed);
         return full(StatusCode::from_u16(code).unwrap(), name, "health\n");
+    }
+    if path == "/ws" {
+        return websocket(req, st.clone(), name);
     }
     st.requests.fetch_add(1, Ordering::Relaxed);
     if let Some(id) = req
@@ -257,6 +291,52 @@ async fn answer(req: Request<Incoming>, st: &State, name: &str) -> Response<Test
             full(StatusCode::OK, name, format!("{name}\n"))
         }
     }
+}
+
+/// Accept a WebSocket handshake and echo every text and binary message.
+fn websocket(mut req: Request<Incoming>, st: Arc<State>, name: &str) -> Response<TestBody> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        return full(StatusCode::BAD_REQUEST, name, "not a websocket handshake\n");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        st.ws_open.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let msg = tokio::select! {
+                m = ws.next() => m,
+                _ = st.stopped.cancelled() => None,
+            };
+            match msg {
+                Some(Ok(m)) if m.is_text() || m.is_binary() => {
+                    if ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(m)) if m.is_close() => break,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+        st.ws_open.fetch_sub(1, Ordering::Relaxed);
+    });
+    let mut r = full(StatusCode::SWITCHING_PROTOCOLS, name, "");
+    let h = r.headers_mut();
+    h.insert("connection", "upgrade".parse().unwrap());
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert("sec-websocket-accept", accept.parse().unwrap());
+    r
 }
 
 /// An address where nothing listens: connections are refused.

@@ -1,0 +1,140 @@
+//! Draining: after a flip, what is in flight on the old pool completes, new
+//! requests go to the new pool, and upgraded connections on the old pool
+//! close at `drain.timeout`.
+
+use crate::support::admin::*;
+use crate::support::*;
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn a_slow_request_on_blue_completes_after_the_flip_while_new_requests_go_to_green() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let s = start_proxy(&config_yaml(
+        &[blue.addr],
+        &[green.addr],
+        "drain:\n  timeout: 1s",
+    ))
+    .await;
+    let c = client();
+    // A pooled connection to blue sits idle before the flip.
+    assert_eq!(get(&c, proxy_url(&s, "/")).await.upstream(), "blue-1");
+    let st = admin_status(&c, &s).await;
+    assert_eq!(endpoint(&st, "blue", blue.addr)["idle"], 1);
+
+    let started = Instant::now();
+    let slow = tokio::spawn({
+        let c = c.clone();
+        let url = proxy_url(&s, "/delay/3000");
+        async move { get(&c, url).await }
+    });
+    wait_for(Duration::from_secs(2), "the slow request in flight", || {
+        let c = c.clone();
+        let s = &s;
+        async move { admin_status(&c, s).await["pools"]["blue"]["inflight"] == 1 }
+    })
+    .await;
+
+    set_weights(&c, &s, 0.0, 100.0).await;
+    let st = admin_status(&c, &s).await;
+    let drain = &st["pools"]["blue"]["draining"];
+    assert_eq!(drain["inflight"], 1, "{st}");
+    assert!(drain["remaining_ms"].as_u64().unwrap() <= 1000);
+    assert_eq!(
+        endpoint(&st, "blue", blue.addr)["idle"],
+        0,
+        "idle not closed"
+    );
+    assert!(st["pools"]["green"]["draining"].is_null());
+
+    for _ in 0..20 {
+        let a = get(&c, proxy_url(&s, "/")).await;
+        assert_eq!((a.status, a.upstream()), (200, "green-1"));
+    }
+    assert!(!slow.is_finished(), "the slow request ended early");
+    let a = slow.await.unwrap();
+    assert_eq!((a.status, a.upstream()), (200, "blue-1"));
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let st = admin_status(&c, &s).await;
+    assert_eq!(st["pools"]["blue"]["inflight"], 0);
+    s.shutdown().await;
+}
+
+async fn echo(
+    ws: &mut (impl SinkExt<Message> + StreamExt<Item = Result<Message, impl std::fmt::Debug>> + Unpin),
+    text: &str,
+) {
+    assert!(ws.send(Message::text(text)).await.is_ok(), "send {text:?}");
+    let got = tokio::time::timeout(Duration::from_secs(2), ws.next())
+        .await
+        .expect("an echo in time")
+        .expect("the session is open")
+        .expect("a message");
+    assert_eq!(got, Message::text(text));
+}
+
+#[tokio::test]
+async fn a_websocket_on_blue_outlives_the_flip_until_the_drain_timeout() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let drain = Duration::from_millis(1000);
+    let s = start_proxy(&config_yaml(
+        &[blue.addr],
+        &[green.addr],
+        "drain:\n  timeout: 1s",
+    ))
+    .await;
+    let c = client();
+    let url = format!("ws://{}/ws", s.proxy_addrs[0]);
+    let (mut on_blue, resp) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    echo(&mut on_blue, "hello").await;
+    assert_eq!(blue.ws_open(), 1);
+    let st = admin_status(&c, &s).await;
+    assert_eq!(st["pools"]["blue"]["upgraded"], 1);
+    assert_eq!(st["pools"]["blue"]["inflight"], 1);
+
+    let flipped = Instant::now();
+    set_weights(&c, &s, 0.0, 100.0).await;
+    echo(&mut on_blue, "still there after the flip").await;
+    let (mut on_green, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    echo(&mut on_green, "new sessions go to green").await;
+    assert_eq!(green.ws_open(), 1);
+
+    // The proxy closes the blue session at the drain deadline.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match on_blue.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the blue session was never closed");
+    let took = flipped.elapsed();
+    eprintln!("blue WebSocket closed {took:?} after the flip");
+    assert!(took >= drain, "closed before the drain timeout: {took:?}");
+    wait_for(
+        Duration::from_secs(2),
+        "blue to see the session end",
+        || {
+            let n = blue.ws_open();
+            async move { n == 0 }
+        },
+    )
+    .await;
+    let st = admin_status(&c, &s).await;
+    assert_eq!(st["pools"]["blue"]["upgraded"], 0);
+    assert_eq!(st["pools"]["blue"]["inflight"], 0);
+    // Green's session is not part of blue's drain.
+    echo(&mut on_green, "green stays").await;
+    s.shutdown().await;
+}
