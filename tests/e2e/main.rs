@@ -8,6 +8,7 @@ mod cli;
 mod cutover;
 mod drain;
 mod health;
+mod openapi;
 mod proxy;
 mod rollout;
 mod shutdown;
