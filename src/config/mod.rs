@@ -5,9 +5,11 @@
 //! runtime state: applying a config is the controller's job.
 
 pub mod check;
+pub mod cidr;
 pub mod schema;
 pub mod validate;
 
+pub use cidr::Cidr;
 pub use schema::*;
 pub use validate::{Diagnostic, StatusRanges};
 

@@ -1,9 +1,10 @@
 //! Routing: the immutable [`RoutingTable`] every request loads once, and the
-//! choice of pool and endpoint.
+//! choice of pool (weights, sticky buckets) and endpoint.
 //!
 //! Owns the per-request decision. It must not mutate anything but the
 //! endpoint atomics it reads; tables are built by the controller only.
 
+pub mod sticky;
 pub mod table;
 pub mod weights;
 
