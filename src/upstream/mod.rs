@@ -1,11 +1,12 @@
 //! Upstreams: endpoints with their health and in-flight atomics, and the
-//! pooled keep-alive connections to them.
+//! pooled keep-alive connections to them (HTTP/1.1 or HTTP/2, plain or TLS).
 //!
 //! Owns everything about talking to one upstream endpoint. It must not decide
 //! which pool a request goes to (that is `routing`) nor change deployment state.
 
 pub mod connector;
 pub mod endpoint;
+pub mod tls;
 
 pub use connector::{Connector, UpstreamConn};
 pub use endpoint::{Endpoint, EndpointState};
