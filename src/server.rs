@@ -8,6 +8,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, PoolName};
 use crate::control::{CommandError, Controller, Shared};
 use crate::proxy::listener::{http_builder, serve, ListenerCtx};
+use crate::proxy::tls::{self, CertStore, TlsListener};
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::Metrics;
 use std::future::Future;
@@ -32,6 +33,12 @@ pub enum StartError {
     Auth(#[from] admin::auth::AuthError),
     #[error("cannot build the routing table: {0}")]
     Controller(#[from] CommandError),
+    #[error("TLS listener {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: tls::TlsError,
+    },
 }
 
 /// A running proxy. Dropping it does not stop it; call [`Server::shutdown`].
@@ -39,6 +46,8 @@ pub struct Server {
     pub proxy_addrs: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    /// The certificate of each TLS listener, in listener order.
+    pub certs: Vec<Arc<CertStore>>,
     stop_accepting: CancellationToken,
     stop_admin: CancellationToken,
     tunnels: TaskTracker,
@@ -71,9 +80,22 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let metrics_public = cfg.admin.metrics_public;
 
     // Bind everything before starting anything, so a busy port fails cleanly.
+    // Certificates too: a TLS listener without a usable one does not start.
     let mut bound = Vec::new();
     for l in &listener_cfgs {
-        bound.push((bind(l.bind).await?, l.clone()));
+        let listener = bind(l.bind).await?;
+        let cert = match &l.tls {
+            Some(files) => {
+                Some(
+                    CertStore::load(l.bind, files).map_err(|source| StartError::Tls {
+                        addr: l.bind,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        bound.push((listener, l.clone(), cert));
     }
     let admin_listener = bind(admin_bind).await?;
 
@@ -87,11 +109,24 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let builder = Arc::new(http_builder(client_header));
     let mut listeners = JoinSet::new();
     let mut proxy_addrs = Vec::new();
-    for (listener, lc) in bound {
-        proxy_addrs.push(listener.local_addr().map_err(|source| StartError::Bind {
+    let mut certs = Vec::new();
+    for (listener, lc, cert) in bound {
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: lc.bind,
             source,
-        })?);
+        })?;
+        proxy_addrs.push(addr);
+        // The TLS handshake is bounded like the request head (nginx does the same).
+        let tls = match cert {
+            Some(store) => {
+                let tls = TlsListener::new(&store, client_header)
+                    .map_err(|source| StartError::Tls { addr, source })?;
+                tls::watch::spawn(store.clone(), stop_accepting.clone());
+                certs.push(store);
+                Some(tls)
+            }
+            None => None,
+        };
         let ctx = Arc::new(ListenerCtx {
             table: shared.table.clone(),
             tls: lc.tls.is_some(),
@@ -103,6 +138,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
             listener,
             ctx,
             builder.clone(),
+            tls,
             stop_accepting.clone(),
             drain,
         ));
@@ -119,6 +155,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         controller: handle,
         token: token.map(Arc::from),
         metrics_public,
+        certs: certs.clone().into(),
     });
     let admin_stop = stop_admin.clone();
     let admin_task = tokio::spawn(async move {
@@ -134,6 +171,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         proxy_addrs,
         admin_addr,
         shared,
+        certs,
         stop_accepting,
         stop_admin,
         tunnels,
