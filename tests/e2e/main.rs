@@ -4,5 +4,8 @@
 mod support;
 
 mod cli;
+mod grpc;
 mod proxy;
+mod sticky;
 mod streaming;
+mod tls;

@@ -2,7 +2,9 @@
 //! Shared pieces of the end-to-end tests: test upstreams, a proxy started
 //! in-process on 127.0.0.1:0, an HTTP client, and waiting with a deadline.
 
+pub mod logs;
 pub mod process;
+pub mod tls;
 pub mod upstream;
 
 use bytes::Bytes;
