@@ -1,11 +1,14 @@
 //! `switchyard demo`: everything on one machine with no set-up. Two blue and
-//! two green sample upstreams on loopback, the proxy on 127.0.0.1:8080, the
-//! admin API on 127.0.0.1:9901, and a printed guide of what to try.
+//! two green sample upstreams on loopback, the proxy on 127.0.0.1:8080 (and
+//! HTTPS on 127.0.0.1:8443, with a throwaway CA and certificate made at
+//! start-up in a temporary directory, removed on exit), the admin API on
+//! 127.0.0.1:9901, and a printed guide of what to try.
 //!
 //! The sample upstreams are also what the end-to-end tests of the demo talk
 //! to; they answer with their colour and instance name and serve `/health`.
 
 use crate::config::{self, PoolName};
+use crate::proxy::tls::selfsigned::Ca;
 use crate::server;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -17,6 +20,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -126,6 +130,8 @@ impl AppInfo {
 pub const DEMO_CONFIG: &str = r#"# switchyard demo configuration (generated; upstreams on loopback)
 listeners:
   - bind: "{LISTEN}"
+  - bind: "{TLS_LISTEN}"
+    tls: { cert: "{CERT}", key: "{KEY}" }
 admin:
   bind: "{ADMIN}"
 pools:
@@ -157,6 +163,58 @@ state_file: null
 pub struct Demo {
     pub apps: Vec<SampleApp>,
     pub server: server::Server,
+    pub certs: DemoCerts,
+}
+
+/// The demo's CA and certificate files, removed when dropped.
+pub struct DemoCerts {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl DemoCerts {
+    /// A new CA and a certificate for `localhost` and 127.0.0.1, written to
+    /// a fresh directory only this user can read.
+    fn create() -> anyhow::Result<DemoCerts> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let ca = Ca::new("switchyard demo CA")?;
+        let issued = ca.issue(&["localhost", "127.0.0.1"])?;
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-demo-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let certs = DemoCerts {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            dir,
+        };
+        for (path, text) in [
+            (&certs.ca, &ca.cert_pem),
+            (&certs.cert, &issued.cert_pem),
+            (&certs.key, &issued.key_pem),
+        ] {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+        }
+        Ok(certs)
+    }
+}
+
+impl Drop for DemoCerts {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the demo certificates");
+        }
+    }
 }
 
 fn endpoint_list(apps: &[SampleApp], pool: PoolName) -> String {
@@ -169,7 +227,12 @@ fn endpoint_list(apps: &[SampleApp], pool: PoolName) -> String {
 }
 
 /// Start the four sample upstreams and the proxy.
-pub async fn start(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<Demo> {
+pub async fn start(
+    listen: SocketAddr,
+    tls_listen: SocketAddr,
+    admin: SocketAddr,
+) -> anyhow::Result<Demo> {
+    let certs = DemoCerts::create()?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut apps = Vec::new();
     for (name, pool) in [
@@ -182,12 +245,19 @@ pub async fn start(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<Demo
     }
     let text = DEMO_CONFIG
         .replace("{LISTEN}", &listen.to_string())
+        .replace("{TLS_LISTEN}", &tls_listen.to_string())
+        .replace("{CERT}", &certs.cert.display().to_string())
+        .replace("{KEY}", &certs.key.display().to_string())
         .replace("{ADMIN}", &admin.to_string())
         .replace("{BLUE}", &endpoint_list(&apps, PoolName::Blue))
         .replace("{GREEN}", &endpoint_list(&apps, PoolName::Green));
     let cfg = config::parse(&text, "<demo>")?;
     let server = server::start(cfg, None).await?;
-    Ok(Demo { apps, server })
+    Ok(Demo {
+        apps,
+        server,
+        certs,
+    })
 }
 
 fn guide(demo: &Demo) -> String {
@@ -204,11 +274,25 @@ fn guide(demo: &Demo) -> String {
         ));
     }
     s.push_str(&format!("  proxy              on http://{proxy}\n"));
+    if let Some(tls) = demo.server.proxy_addrs.get(1) {
+        s.push_str(&format!(
+            "  proxy (HTTPS)      on https://localhost:{}  (CA: {})\n",
+            tls.port(),
+            demo.certs.ca.display()
+        ));
+    }
     s.push_str(&format!("  admin API          on http://{admin}\n\n"));
     s.push_str("Try, in another terminal:\n");
     s.push_str(&format!(
         "  curl -i http://{proxy}/                      # answered by blue\n"
     ));
+    if let Some(tls) = demo.server.proxy_addrs.get(1) {
+        s.push_str(&format!(
+            "  curl --cacert {} --http2 https://localhost:{}/\n",
+            demo.certs.ca.display(),
+            tls.port()
+        ));
+    }
     s.push_str(&format!(
         "  curl -s http://{admin}/api/v1/status         # phase, weights, health\n"
     ));
@@ -225,13 +309,15 @@ fn guide(demo: &Demo) -> String {
 /// `switchyard demo`: run until `shutdown`.
 pub async fn run(
     listen: SocketAddr,
+    tls_listen: SocketAddr,
     admin: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let demo = start(listen, admin).await?;
+    let demo = start(listen, tls_listen, admin).await?;
     println!("{}", guide(&demo));
     shutdown.await;
     demo.server.shutdown().await;
     drop(demo.apps);
+    drop(demo.certs);
     Ok(())
 }

@@ -50,6 +50,9 @@ pub enum Cmd {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The HTTPS listener, with a certificate made at start-up.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
@@ -131,7 +134,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Cmd::Demo { listen, admin } => {
+        Cmd::Demo {
+            listen,
+            tls_listen,
+            admin,
+        } => {
             crate::telemetry::logging::init(config::LogFormat::Text, "info");
             let rt = match runtime() {
                 Ok(rt) => rt,
@@ -140,7 +147,12 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(crate::demo::run(listen, admin, shutdown_signal())) {
+            match rt.block_on(crate::demo::run(
+                listen,
+                tls_listen,
+                admin,
+                shutdown_signal(),
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchyard demo: {e}");
