@@ -1,10 +1,11 @@
 //! The per-request path: load the routing table once, choose a pool and an
 //! endpoint, forward through a pooled connection, stream the answer back.
 //!
-//! No lock and one `ArcSwap` load per request. Retries happen only for
-//! idempotent methods and only when the request never reached an upstream
-//! (connect failure), plus the one case hyper proves unsent: a pooled
-//! connection that closed just as it was reused.
+//! No lock and one `ArcSwap` load per request (two for an HTTP/2 pool: its
+//! endpoint's shared connection). Retries happen only for idempotent
+//! methods and only when the request never reached an upstream (connect
+//! failure), plus the one case hyper proves unsent: a pooled connection that
+//! closed just as it was reused.
 
 use crate::config::{PoolName, PoolSelector, UpstreamProtocol};
 use crate::proxy::body::{InflightGuard, ProxyBody};

@@ -22,6 +22,12 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// A shared HTTP/2 connection is pinged this often; one whose peer stops
+/// answering (a host gone without a FIN) is closed and replaced instead of
+/// taking every request down with it until the request timeout.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a connection to an endpoint could not be opened. The request never
 /// reached the upstream, so it may be retried elsewhere.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +240,9 @@ where
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .adaptive_window(true)
+                .keep_alive_interval(H2_PING_INTERVAL)
+                .keep_alive_timeout(H2_PING_TIMEOUT)
+                .keep_alive_while_idle(true)
                 .handshake(io)
                 .await?;
             tokio::spawn(async move {
