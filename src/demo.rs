@@ -1,11 +1,14 @@
 //! `switchyard demo`: everything on one machine with no set-up. Two blue and
-//! two green sample upstreams on loopback, the proxy on 127.0.0.1:8080, the
-//! admin API on 127.0.0.1:9901, and a printed guide of what to try.
+//! two green sample upstreams on loopback, the proxy on 127.0.0.1:8080 (and
+//! HTTPS on 127.0.0.1:8443, with a throwaway CA and certificate made at
+//! start-up in a temporary directory, removed on exit), the admin API on
+//! 127.0.0.1:9901, and a printed guide of what to try.
 //!
 //! The sample upstreams are also what the end-to-end tests of the demo talk
 //! to; they answer with their colour and instance name and serve `/health`.
 
 use crate::config::{self, PoolName};
+use crate::proxy::tls::selfsigned::Ca;
 use crate::server;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -17,6 +20,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -126,6 +130,8 @@ impl AppInfo {
 pub const DEMO_CONFIG: &str = r#"# switchyard demo configuration (generated; upstreams on loopback)
 listeners:
   - bind: "{LISTEN}"
+  - bind: "{TLS_LISTEN}"
+    tls: { cert: "{CERT}", key: "{KEY}" }
 admin:
   bind: "{ADMIN}"
 pools:
@@ -160,6 +166,58 @@ pub struct Demo {
     pub server: server::Server,
     pub control_addr: SocketAddr,
     stop: CancellationToken,
+    pub certs: DemoCerts,
+}
+
+/// The demo's CA and certificate files, removed when dropped.
+pub struct DemoCerts {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl DemoCerts {
+    /// A new CA and a certificate for `localhost` and 127.0.0.1, written to
+    /// a fresh directory only this user can read.
+    fn create() -> anyhow::Result<DemoCerts> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let ca = Ca::new("switchyard demo CA")?;
+        let issued = ca.issue(&["localhost", "127.0.0.1"])?;
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-demo-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let certs = DemoCerts {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            dir,
+        };
+        for (path, text) in [
+            (&certs.ca, &ca.cert_pem),
+            (&certs.cert, &issued.cert_pem),
+            (&certs.key, &issued.key_pem),
+        ] {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+        }
+        Ok(certs)
+    }
+}
+
+impl Drop for DemoCerts {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the demo certificates");
+        }
+    }
 }
 
 impl Demo {
@@ -248,16 +306,18 @@ fn endpoint_list(apps: &[Arc<SampleApp>], pool: PoolName) -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct DemoOptions {
     pub listen: SocketAddr,
+    pub tls_listen: SocketAddr,
     pub admin: SocketAddr,
     pub control: SocketAddr,
     /// Background requests per second through the proxy (0: none).
     pub traffic: u32,
 }
 
-/// Start the four sample upstreams, the proxy, the failure switch and the
-/// background traffic.
+/// Start the four sample upstreams, the proxy (plain and HTTPS), the
+/// failure switch and the background traffic.
 pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
-    let (listen, admin) = (opts.listen, opts.admin);
+    let (listen, tls_listen, admin) = (opts.listen, opts.tls_listen, opts.admin);
+    let certs = DemoCerts::create()?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut apps = Vec::new();
     for (name, pool) in [
@@ -270,6 +330,9 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
     }
     let text = DEMO_CONFIG
         .replace("{LISTEN}", &listen.to_string())
+        .replace("{TLS_LISTEN}", &tls_listen.to_string())
+        .replace("{CERT}", &certs.cert.display().to_string())
+        .replace("{KEY}", &certs.key.display().to_string())
         .replace("{ADMIN}", &admin.to_string())
         .replace("{BLUE}", &endpoint_list(&apps, PoolName::Blue))
         .replace("{GREEN}", &endpoint_list(&apps, PoolName::Green));
@@ -304,6 +367,7 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         server,
         control_addr,
         stop,
+        certs,
     })
 }
 
@@ -321,11 +385,25 @@ fn guide(demo: &Demo) -> String {
         ));
     }
     s.push_str(&format!("  proxy              on http://{proxy}\n"));
+    if let Some(tls) = demo.server.proxy_addrs.get(1) {
+        s.push_str(&format!(
+            "  proxy (HTTPS)      on https://localhost:{}  (CA: {})\n",
+            tls.port(),
+            demo.certs.ca.display()
+        ));
+    }
     s.push_str(&format!("  admin API          on http://{admin}\n\n"));
     s.push_str("Try, in another terminal:\n");
     s.push_str(&format!(
         "  curl -i http://{proxy}/                      # answered by blue\n"
     ));
+    if let Some(tls) = demo.server.proxy_addrs.get(1) {
+        s.push_str(&format!(
+            "  curl --cacert {} --http2 https://localhost:{}/\n",
+            demo.certs.ca.display(),
+            tls.port()
+        ));
+    }
     s.push_str(&format!(
         "  curl -s http://{admin}/api/v1/status         # phase, weights, health\n"
     ));
@@ -363,5 +441,6 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     demo.stop.cancel();
     demo.server.shutdown().await;
     drop(demo.apps);
+    drop(demo.certs);
     Ok(())
 }

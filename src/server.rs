@@ -8,6 +8,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, PoolName};
 use crate::control::{Actor, Command, CommandError, Controller, ControllerHandle, Shared};
 use crate::proxy::listener::{http_builder, serve, ListenerCtx};
+use crate::proxy::tls::{self, CertStore, TlsListener};
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::health::{CheckSettings, HealthChecks, HealthConfigError, HealthStop};
@@ -35,6 +36,12 @@ pub enum StartError {
     Controller(#[from] CommandError),
     #[error(transparent)]
     Health(#[from] HealthConfigError),
+    #[error("TLS listener {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: tls::TlsError,
+    },
 }
 
 /// A running proxy. Dropping it does not stop it; call [`Server::shutdown`].
@@ -44,6 +51,8 @@ pub struct Server {
     pub shared: Arc<Shared>,
     pub controller: ControllerHandle,
     stop_watch: CancellationToken,
+    /// The certificate of each TLS listener, in listener order.
+    pub certs: Vec<Arc<CertStore>>,
     stop_accepting: CancellationToken,
     stop_admin: CancellationToken,
     tunnels: TaskTracker,
@@ -77,9 +86,22 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let metrics_public = cfg.admin.metrics_public;
 
     // Bind everything before starting anything, so a busy port fails cleanly.
+    // Certificates too: a TLS listener without a usable one does not start.
     let mut bound = Vec::new();
     for l in &listener_cfgs {
-        bound.push((bind(l.bind).await?, l.clone()));
+        let listener = bind(l.bind).await?;
+        let cert = match &l.tls {
+            Some(files) => {
+                Some(
+                    CertStore::load(l.bind, files).map_err(|source| StartError::Tls {
+                        addr: l.bind,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        bound.push((listener, l.clone(), cert));
     }
     let admin_listener = bind(admin_bind).await?;
 
@@ -109,11 +131,24 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let builder = Arc::new(http_builder(client_header));
     let mut listeners = JoinSet::new();
     let mut proxy_addrs = Vec::new();
-    for (listener, lc) in bound {
-        proxy_addrs.push(listener.local_addr().map_err(|source| StartError::Bind {
+    let mut certs = Vec::new();
+    for (listener, lc, cert) in bound {
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: lc.bind,
             source,
-        })?);
+        })?;
+        proxy_addrs.push(addr);
+        // The TLS handshake is bounded like the request head (nginx does the same).
+        let tls = match cert {
+            Some(store) => {
+                let tls = TlsListener::new(&store, client_header)
+                    .map_err(|source| StartError::Tls { addr, source })?;
+                tls::watch::spawn(store.clone(), stop_accepting.clone());
+                certs.push(store);
+                Some(tls)
+            }
+            None => None,
+        };
         let ctx = Arc::new(ListenerCtx {
             table: shared.table.clone(),
             writes: shared.writes.clone(),
@@ -126,6 +161,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
             listener,
             ctx,
             builder.clone(),
+            tls,
             stop_accepting.clone(),
             drain,
         ));
@@ -142,6 +178,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         controller: handle.clone(),
         token: token.map(Arc::from),
         metrics_public,
+        certs: certs.clone().into(),
     });
     let admin_stop = stop_admin.clone();
     let admin_task = tokio::spawn(async move {
@@ -159,6 +196,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         shared,
         controller: handle,
         stop_watch,
+        certs,
         stop_accepting,
         stop_admin,
         tunnels,

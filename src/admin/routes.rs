@@ -30,6 +30,8 @@ pub struct AdminState {
     pub controller: ControllerHandle,
     pub token: Option<Arc<str>>,
     pub metrics_public: bool,
+    /// The certificates of the TLS listeners, for status.
+    pub certs: Arc<[Arc<crate::proxy::tls::CertStore>]>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -127,7 +129,9 @@ async fn get_events(
 }
 
 async fn get_status(State(st): State<AdminState>) -> Json<status::Status> {
-    Json(status::status(&st.shared))
+    let mut s = status::status(&st.shared);
+    s.tls = st.certs.iter().map(|c| c.status()).collect();
+    Json(s)
 }
 
 /// Parse a JSON body whatever its `Content-Type` (operators type `curl -d`):

@@ -47,6 +47,9 @@ pub struct Status {
     pub view: ControlView,
     pub pools: PoolsStatus,
     pub shutting_down: bool,
+    /// One entry per TLS listener: its certificate and last reload error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<crate::proxy::tls::CertStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,6 +101,7 @@ pub fn status(shared: &Shared) -> Status {
             green: pool_status(table.pool(PoolName::Green), now, window),
         },
         shutting_down: shared.is_shutting_down(),
+        tls: Vec::new(),
     }
 }
 

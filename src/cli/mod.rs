@@ -50,6 +50,9 @@ pub enum Cmd {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The HTTPS listener, with a certificate made at start-up.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
         /// The demo's failure switch: POST /fail/blue|green?rate=0.2
@@ -139,6 +142,7 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Cmd::Demo {
             listen,
+            tls_listen,
             admin,
             control,
             traffic,
@@ -154,6 +158,7 @@ pub fn main(cli: Cli) -> ExitCode {
             match rt.block_on(crate::demo::run(
                 crate::demo::DemoOptions {
                     listen,
+                    tls_listen,
                     admin,
                     control,
                     traffic,

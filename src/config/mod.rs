@@ -14,6 +14,7 @@
 //! - `check`: the text of `switchyard check`.
 
 pub mod check;
+pub mod cidr;
 mod position;
 pub mod rules;
 pub mod schema;
@@ -21,6 +22,7 @@ mod semantic;
 mod typed;
 pub mod validate;
 
+pub use cidr::Cidr;
 pub use schema::*;
 pub use validate::{validate_steps, validate_weights, Diagnostic, Environment, StatusRanges};
 

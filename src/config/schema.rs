@@ -6,6 +6,7 @@
 //! semantic checks (weights summing to 100, thresholds above zero, ...) live in
 //! `validate.rs`, which reports every mistake with its line and column.
 
+use super::cidr::Cidr;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -286,8 +287,15 @@ pub struct TrafficConfig {
     pub initial: WeightsConfig,
     pub sticky: Option<StickyConfig>,
     pub override_header: Option<String>,
+    /// Clients whose `override_header` is honoured (from anyone else it is
+    /// ignored); loopback only by default. It never reaches the upstream.
+    pub override_trusted: Vec<Cidr>,
     pub expose_pool_header: bool,
     pub failover: bool,
+}
+
+fn default_override_trusted() -> Vec<Cidr> {
+    vec![Cidr::new_v4([127, 0, 0, 0], 8), Cidr::IPV6_LOOPBACK]
 }
 
 impl Default for TrafficConfig {
@@ -296,6 +304,7 @@ impl Default for TrafficConfig {
             initial: WeightsConfig::default(),
             sticky: None,
             override_header: None,
+            override_trusted: default_override_trusted(),
             expose_pool_header: false,
             failover: true,
         }

@@ -5,6 +5,7 @@
 
 use crate::config::{Config, PoolName};
 use crate::routing::{Pool, PoolRuntime, RoutingTable, Settings, Weights};
+use crate::upstream::tls::{UpstreamTls, UpstreamTlsError};
 use crate::upstream::{Connector, Endpoint};
 use std::sync::Arc;
 
@@ -17,6 +18,12 @@ pub enum BuildError {
         address: String,
         #[source]
         source: http::uri::InvalidUri,
+    },
+    #[error("pool {pool}: {source}")]
+    UpstreamTls {
+        pool: PoolName,
+        #[source]
+        source: UpstreamTlsError,
     },
 }
 
@@ -40,6 +47,14 @@ pub fn build_pools(
 ) -> Result<[Arc<Pool>; 2], BuildError> {
     let build = |name: PoolName| -> Result<Arc<Pool>, BuildError> {
         let pc = cfg.pools.get(name);
+        // Once per pool and table, never per connection.
+        let tls = match &pc.tls {
+            Some(t) => Some(
+                UpstreamTls::from_config(t, pc.protocol)
+                    .map_err(|source| BuildError::UpstreamTls { pool: name, source })?,
+            ),
+            None => None,
+        };
         let mut endpoints = Vec::with_capacity(pc.endpoints.len());
         for address in &pc.endpoints {
             let reused = prev.and_then(|t| {
@@ -65,7 +80,7 @@ pub fn build_pools(
             name,
             endpoints,
             protocol: pc.protocol,
-            connector: Connector::new(cfg.timeouts.connect),
+            connector: Connector::new(cfg.timeouts.connect).with_protocol(pc.protocol, tls),
             runtime: runtimes[name.index()].clone(),
         }))
     };

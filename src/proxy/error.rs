@@ -111,6 +111,14 @@ mod tests {
             (ProxyError::NoHealthyEndpoint, 503, false),
             (ProxyError::HoldQueueFull, 503, true),
             (connect, 502, false),
+            (
+                ProxyError::Connect(ConnectError::Tls {
+                    address: "127.0.0.1:9".into(),
+                    source: std::io::Error::other("invalid peer certificate: UnknownIssuer"),
+                }),
+                502,
+                false,
+            ),
             (ProxyError::Timeout(Duration::from_secs(1)), 504, false),
             (ProxyError::BadRequest("x"), 400, false),
         ];

@@ -1,22 +1,21 @@
 //! The per-request path: load the routing table once, choose a pool and an
 //! endpoint, forward through a pooled connection, stream the answer back.
 //!
-//! No lock and one `ArcSwap` load per request. Retries happen only for
-//! idempotent methods and only when the request never reached an upstream
-//! (connect failure), plus the one case hyper proves unsent: a pooled
-//! connection that closed just as it was reused.
+//! No lock and one `ArcSwap` load per request (two for an HTTP/2 pool: its
+//! endpoint's shared connection). Retries happen only for idempotent
+//! methods and only when the request never reached an upstream (connect
+//! failure), plus the one case hyper proves unsent: a pooled connection that
+//! closed just as it was reused.
 
-use crate::config::{PoolName, PoolSelector};
+use crate::config::{PoolName, PoolSelector, UpstreamProtocol};
 use crate::proxy::body::{InflightGuard, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::headers;
 use crate::proxy::ListenerCtx;
 use crate::routing::drain::TunnelDrain;
 use crate::routing::hold::WriteToken;
-use crate::routing::{Pool, RoutingTable};
-use crate::upstream::connector::ConnectError;
-use crate::upstream::{Endpoint, UpstreamConn};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use crate::routing::{sticky, RoutingTable};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::IpAddr;
@@ -88,36 +87,67 @@ pub async fn handle(
     }
 }
 
-/// The pool a request goes to, and whether it was pinned (no failover then).
-fn choose_pool(req: &Request<Incoming>, l: &ListenerCtx, table: &RoutingTable) -> (PoolName, bool) {
+/// The pool a request goes to, and how it was chosen.
+struct Choice {
+    pool: PoolName,
+    /// A preview listener or a trusted override: no failover.
+    pinned: bool,
+    /// A sticky bucket given to a client that had none: set its cookie.
+    new_bucket: Option<u16>,
+}
+
+/// SPEC.md section 4: a preview listener's pool, else a trusted override
+/// header, else the sticky bucket, else a weighted random pick.
+fn choose_pool(
+    headers: &HeaderMap,
+    l: &ListenerCtx,
+    table: &RoutingTable,
+    client_ip: IpAddr,
+) -> Choice {
+    let pinned = |pool| Choice {
+        pool,
+        pinned: true,
+        new_bucket: None,
+    };
     if let Some(sel) = l.preview {
-        let pool = match sel {
+        return pinned(match sel {
             PoolSelector::Blue => PoolName::Blue,
             PoolSelector::Green => PoolName::Green,
             PoolSelector::Candidate => table.candidate(),
-        };
-        return (pool, true);
+        });
     }
-    if let Some(name) = &table.settings.override_header {
-        if let Some(v) = req.headers().get(name) {
-            match v.as_bytes() {
-                b"blue" => return (PoolName::Blue, true),
-                b"green" => return (PoolName::Green, true),
-                _ => {}
+    let settings = &*table.settings;
+    if let Some(name) = &settings.override_header {
+        if let Some(v) = headers.get(name) {
+            if settings.override_trusted(client_ip) {
+                match v.as_bytes() {
+                    b"blue" => return pinned(PoolName::Blue),
+                    b"green" => return pinned(PoolName::Green),
+                    _ => {}
+                }
             }
         }
     }
-    (table.choose_pool(), false)
-}
-
-async fn acquire(pool: &Pool, ep: &Endpoint, idle_ms: u64) -> Result<UpstreamConn, ConnectError> {
-    let now = crate::clock::now_ms();
-    while let Some(mut c) = ep.take_idle(now, idle_ms) {
-        if c.ready().await.is_ok() {
-            return Ok(c);
-        }
+    if let Some(st) = &settings.sticky {
+        let (bucket, new_bucket) =
+            match sticky::bucket_from_cookies(headers.get_all(header::COOKIE), st.cookie_name()) {
+                Some(b) => (b, None),
+                None => {
+                    let b = st.buckets.next();
+                    (b, Some(b))
+                }
+            };
+        return Choice {
+            pool: sticky::pool_for(bucket, table.weights, table.live),
+            pinned: false,
+            new_bucket,
+        };
     }
-    pool.connector.connect(ep).await
+    Choice {
+        pool: table.choose_pool(),
+        pinned: false,
+        new_bucket: None,
+    }
 }
 
 async fn forward(
@@ -129,14 +159,15 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &*table.settings;
     let now = crate::clock::now_ms();
-    let (chosen, pinned) = choose_pool(&req, l, table);
+    let choice = choose_pool(req.headers(), l, table, client_ip);
+    let chosen = choice.pool;
     let mut pool = table.pool(chosen);
     let mut idx = match pool.pick_endpoint(now, 0) {
         Some(i) => {
             pool.runtime.note_served();
             i
         }
-        None if !pinned && settings.failover => {
+        None if !choice.pinned && settings.failover => {
             let other = table.pool(chosen.other());
             let i = other
                 .pick_endpoint(now, 0)
@@ -151,7 +182,18 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let write = !is_safe(&parts.method);
     let idempotent = is_idempotent(&parts.method);
-    let is_upgrade = headers::prepare_request(&mut parts, client_ip, l.tls);
+    if let Some(name) = &settings.override_header {
+        parts.headers.remove(name);
+    }
+    let mut is_upgrade = headers::prepare_request(&mut parts, client_ip, l.tls);
+    if pool.protocol == UpstreamProtocol::H2 {
+        headers::to_http2(
+            &mut parts,
+            pool.connector.scheme(),
+            &pool.endpoints[idx].authority,
+        );
+        is_upgrade = false;
+    }
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -164,7 +206,7 @@ async fn forward(
         if idx < 64 {
             tried |= 1 << idx;
         }
-        let mut conn = match acquire(pool, ep, settings.upstream_idle_ms).await {
+        let mut conn = match pool.connector.acquire(ep, settings.upstream_idle_ms).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(pool = %pool.name, error = %e, "upstream connect failed");
@@ -189,7 +231,7 @@ async fn forward(
 
         let mut guard = InflightGuard::new(ep.clone(), pool.runtime.clone(), write);
         guard.write_token = write_token.take();
-        let sent = conn.sender().try_send_request(req);
+        let sent = conn.send(req);
         guard.conn = Some(conn);
         let result = tokio::time::timeout(settings.request_timeout, sent).await;
         let mut resp = match result {
@@ -253,6 +295,11 @@ async fn forward(
                 X_SWITCHYARD_POOL,
                 HeaderValue::from_static(pool.name.as_str()),
             );
+        }
+        if let (Some(bucket), Some(st)) = (choice.new_bucket, &settings.sticky) {
+            if let Some(v) = st.set_cookie(bucket, l.tls) {
+                rparts.headers.append(header::SET_COOKIE, v);
+            }
         }
         let body = match (client_upgrade, upstream_upgrade) {
             (Some(client), Some(upstream)) => {

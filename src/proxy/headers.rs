@@ -3,10 +3,12 @@
 //! Hop-by-hop headers, and every header named in `Connection`, never cross
 //! the proxy. Requests gain `X-Forwarded-For` (appended), `-Proto` and
 //! `-Host`; `Host` is kept. An upgrade (WebSocket) keeps `Connection:
-//! upgrade` and its `Upgrade` header so the upstream can accept it.
+//! upgrade` and its `Upgrade` header so the upstream can accept it. For an
+//! HTTP/2 upstream the request then carries `:scheme` and `:authority`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
+use http::uri::{Authority, Scheme};
 use http::{Uri, Version};
 use std::net::IpAddr;
 
@@ -121,6 +123,34 @@ pub fn prepare_request(parts: &mut Parts, client_ip: IpAddr, tls: bool) -> bool 
     }
     parts.version = Version::HTTP_11;
     is_upgrade
+}
+
+/// Turn a request rewritten by [`prepare_request`] into one for an HTTP/2
+/// upstream: `:scheme` is the upstream's, `:authority` the client's `Host`
+/// (else `fallback`, the endpoint), and no connection-specific header
+/// remains (RFC 9113 section 8.2.2). `TE: trailers` stays: gRPC needs it.
+pub fn to_http2(parts: &mut Parts, scheme: Scheme, fallback: &Authority) {
+    let h = &mut parts.headers;
+    h.remove(header::CONNECTION);
+    h.remove(header::UPGRADE);
+    let authority = h
+        .remove(header::HOST)
+        .and_then(|v| Authority::try_from(v.as_bytes()).ok())
+        .unwrap_or_else(|| fallback.clone());
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(scheme);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(u) = Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+    parts.version = Version::HTTP_2;
 }
 
 fn append_forwarded_for(h: &mut HeaderMap, client_ip: IpAddr) {
@@ -244,6 +274,33 @@ mod tests {
         assert_eq!(p.headers["connection"], "upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
         assert_eq!(p.headers["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn http2_upstream_gets_scheme_authority_and_te_trailers() {
+        let mut p = parts(
+            Request::post("/pkg.Svc/Call?x=1")
+                .header("host", "app.example:8443")
+                .header("te", "trailers")
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(())
+                .unwrap(),
+        );
+        prepare_request(&mut p, "127.0.0.1".parse().unwrap(), true);
+        let fallback: Authority = "127.0.0.1:9000".parse().unwrap();
+        to_http2(&mut p, Scheme::HTTPS, &fallback);
+        assert_eq!(p.version, Version::HTTP_2);
+        assert_eq!(p.uri, "https://app.example:8443/pkg.Svc/Call?x=1");
+        assert_eq!(p.headers["te"], "trailers");
+        for gone in ["host", "connection", "upgrade"] {
+            assert!(!p.headers.contains_key(gone), "{gone} sent over HTTP/2");
+        }
+        // No Host (an HTTP/1.0 client): the endpoint's authority.
+        let mut p = parts(Request::get("/").body(()).unwrap());
+        prepare_request(&mut p, "127.0.0.1".parse().unwrap(), false);
+        to_http2(&mut p, Scheme::HTTP, &fallback);
+        assert_eq!(p.uri, "http://127.0.0.1:9000/");
     }
 
     #[test]

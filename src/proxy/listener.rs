@@ -1,5 +1,8 @@
-//! Accepting client connections and serving HTTP/1.1 and cleartext HTTP/2
-//! on them (hyper-util `auto`), with graceful shutdown.
+//! Accepting client connections and serving HTTP/1.1 and HTTP/2 on them
+//! (hyper-util `auto`), in cleartext or over TLS, with graceful shutdown.
+//!
+//! A TLS handshake runs in the connection's own task, bounded by the
+//! handshake timeout, so a slow client never holds up the accept loop.
 //!
 //! On shutdown the listener stops accepting (new connections are refused),
 //! HTTP/1 connections close after their current response, HTTP/2 ones get
@@ -7,6 +10,7 @@
 
 use crate::config::PoolSelector;
 use crate::proxy::handler::handle;
+use crate::proxy::tls::TlsListener;
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -46,11 +50,13 @@ pub fn http_builder(client_header_timeout: Duration) -> auto::Builder<TokioExecu
     b
 }
 
-/// Accept and serve until `shutdown`, then drain for at most `drain`.
+/// Accept and serve (over TLS when `tls` is given) until `shutdown`, then
+/// drain for at most `drain`.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ListenerCtx>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsListener>,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
@@ -74,14 +80,37 @@ pub async fn serve(
         let ctx = ctx.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let ip = peer.ip();
             let svc = service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(req, &ctx, ip).await) }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn).await {
+            let served = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    let handshake = tls.acceptor.accept(stream);
+                    let stream = match tokio::time::timeout(tls.handshake_timeout, handshake).await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
         });

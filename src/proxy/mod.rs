@@ -1,5 +1,5 @@
-//! The data plane: listeners, the per-request handler, header rewriting,
-//! response bodies and the errors the proxy answers itself.
+//! The data plane: listeners (plain and TLS), the per-request handler,
+//! header rewriting, response bodies and the errors the proxy answers itself.
 //!
 //! Owns client connections and forwarding. It reads the routing table and
 //! never writes deployment state; it never waits on a lock.
@@ -9,5 +9,6 @@ pub mod error;
 pub mod handler;
 pub mod headers;
 pub mod listener;
+pub mod tls;
 
 pub use listener::{serve, ListenerCtx};

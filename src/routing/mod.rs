@@ -1,11 +1,13 @@
 //! Routing: the immutable [`RoutingTable`] every request loads once, the
-//! choice of pool and endpoint, and the drain of a pool that lost its traffic.
+//! choice of pool (weights, sticky buckets) and endpoint, the write hold of a
+//! cutover, and the drain of a pool that lost its traffic.
 //!
 //! Owns the per-request decision. It must not mutate anything but the
 //! endpoint atomics it reads; tables are built by the controller only.
 
 pub mod drain;
 pub mod hold;
+pub mod sticky;
 pub mod table;
 pub mod weights;
 

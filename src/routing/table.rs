@@ -5,8 +5,9 @@
 //! that change every moment live in atomics on the shared [`Endpoint`]s and
 //! [`PoolRuntime`]s, so they do not force a rebuild.
 
-use crate::config::{Config, PoolName, UpstreamProtocol};
+use crate::config::{Cidr, Config, PoolName, UpstreamProtocol};
 use crate::routing::drain::PoolDrain;
+use crate::routing::sticky::Sticky;
 use crate::routing::Weights;
 use crate::telemetry::metrics::{InflightGuard as InflightGauge, PoolMetrics, UpstreamErrorKind};
 use crate::telemetry::stats::{Outcome, PoolStats};
@@ -140,11 +141,20 @@ pub struct Settings {
     pub failover: bool,
     pub expose_pool_header: bool,
     pub override_header: Option<HeaderName>,
+    /// Clients whose override header is honoured.
+    pub override_trusted: Vec<Cidr>,
+    pub sticky: Option<Sticky>,
     pub outlier_threshold: u32,
     pub ejection_ms: u64,
 }
 
 impl Settings {
+    /// May a request from `ip` choose its pool with the override header?
+    #[inline]
+    pub fn override_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.override_trusted.iter().any(|c| c.contains(ip))
+    }
+
     pub fn from_config(cfg: &Config) -> Self {
         Settings {
             connect_timeout: cfg.timeouts.connect,
@@ -158,6 +168,8 @@ impl Settings {
                 .override_header
                 .as_deref()
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            override_trusted: cfg.traffic.override_trusted.clone(),
+            sticky: cfg.traffic.sticky.as_ref().map(Sticky::from_config),
             outlier_threshold: cfg.outlier_detection.consecutive_failures,
             ejection_ms: cfg.outlier_detection.ejection_time.as_millis() as u64,
         }

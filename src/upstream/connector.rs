@@ -1,16 +1,32 @@
-//! Opening connections to upstream endpoints.
+//! Opening connections to upstream endpoints, and reusing them.
 //!
-//! A connection is opened with a connect timeout, `TCP_NODELAY`, and an
+//! A connection is opened with a connect timeout (covering TCP and, for a
+//! pool with `tls`, the TLS handshake), `TCP_NODELAY`, and then either an
 //! HTTP/1.1 handshake whose connection task is spawned with upgrade support
-//! (WebSocket). The caller owns the returned sender; it goes back to the
-//! endpoint's idle queue when its response has been read to the end.
+//! (WebSocket), or an HTTP/2 one (`protocol: h2`, e.g. gRPC).
+//!
+//! HTTP/1.1 connections carry one request at a time: the caller owns one and
+//! gives it back to the endpoint's idle queue when its response has been
+//! read. An HTTP/2 connection is multiplexed: each endpoint keeps one, shared
+//! by every request in flight (each takes a cheap clone of its sender).
 
+use crate::config::UpstreamProtocol;
+use crate::upstream::tls::UpstreamTls;
 use crate::upstream::Endpoint;
+use futures_util::future::Either;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::rt::{Read, Write};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpStream;
+
+/// A shared HTTP/2 connection is pinged this often; one whose peer stops
+/// answering (a host gone without a FIN) is closed and replaced instead of
+/// taking every request down with it until the request timeout.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a connection to an endpoint could not be opened. The request never
 /// reached the upstream, so it may be retried elsewhere.
@@ -24,6 +40,13 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// Includes a certificate that does not verify: never retried in plaintext.
+    #[error("TLS handshake with {address} failed: {source}")]
+    Tls {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("HTTP handshake with {address} failed: {source}")]
     Handshake {
         address: String,
@@ -32,28 +55,69 @@ pub enum ConnectError {
     },
 }
 
-/// A connection ready to carry one request at a time.
-pub struct UpstreamConn {
-    sender: http1::SendRequest<Incoming>,
+enum Sender {
+    H1(http1::SendRequest<Incoming>),
+    H2(http2::SendRequest<Incoming>),
 }
+
+/// A connection to an upstream endpoint: HTTP/1.1 (one request at a time)
+/// or a handle on a shared HTTP/2 connection.
+pub struct UpstreamConn {
+    sender: Sender,
+}
+
+/// What sending a request on an [`UpstreamConn`] yields.
+pub type SendResult = Result<http::Response<Incoming>, TrySendError<http::Request<Incoming>>>;
 
 impl UpstreamConn {
     /// Still open, so worth keeping or reusing.
     #[inline]
     pub fn is_reusable(&self) -> bool {
-        !self.sender.is_closed()
+        match &self.sender {
+            Sender::H1(s) => !s.is_closed(),
+            Sender::H2(s) => !s.is_closed(),
+        }
+    }
+
+    /// A handle on a shared HTTP/2 connection (never queued as idle).
+    #[inline]
+    pub fn is_multiplexed(&self) -> bool {
+        matches!(self.sender, Sender::H2(_))
     }
 
     /// Wait until the connection can take a request (a pooled one may still
     /// be finishing its previous exchange). Err: it closed meanwhile.
     #[inline]
     pub async fn ready(&mut self) -> Result<(), hyper::Error> {
-        self.sender.ready().await
+        match &mut self.sender {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
     }
 
+    /// Send `req`. The future does not borrow the connection, so the caller
+    /// may park the connection (e.g. in a guard) while it runs. On an error
+    /// before anything was written, the request comes back with it.
     #[inline]
-    pub fn sender(&mut self) -> &mut http1::SendRequest<Incoming> {
-        &mut self.sender
+    pub fn send(
+        &mut self,
+        req: http::Request<Incoming>,
+    ) -> impl Future<Output = SendResult> + Send + 'static {
+        match &mut self.sender {
+            Sender::H1(s) => Either::Left(s.try_send_request(req)),
+            Sender::H2(s) => Either::Right(s.try_send_request(req)),
+        }
+    }
+
+    /// Another handle on the same HTTP/2 connection; None for HTTP/1.1.
+    #[inline]
+    pub fn share(&self) -> Option<UpstreamConn> {
+        match &self.sender {
+            Sender::H1(_) => None,
+            Sender::H2(s) => Some(UpstreamConn {
+                sender: Sender::H2(s.clone()),
+            }),
+        }
     }
 }
 
@@ -61,44 +125,133 @@ impl UpstreamConn {
 #[derive(Debug, Clone)]
 pub struct Connector {
     pub connect_timeout: Duration,
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Connector {
+    /// Plain HTTP/1.1.
     pub fn new(connect_timeout: Duration) -> Self {
-        Connector { connect_timeout }
+        Connector {
+            connect_timeout,
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+        }
     }
 
+    pub fn with_protocol(mut self, protocol: UpstreamProtocol, tls: Option<UpstreamTls>) -> Self {
+        self.protocol = protocol;
+        self.tls = tls;
+        self
+    }
+
+    /// The `:scheme` of requests to this pool.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
+    }
+
+    /// A connection to `ep`: for HTTP/2 the endpoint's shared one (opened and
+    /// shared if there is none), for HTTP/1.1 an idle one no older than
+    /// `idle_ms`, else a new one.
+    pub async fn acquire(&self, ep: &Endpoint, idle_ms: u64) -> Result<UpstreamConn, ConnectError> {
+        if self.protocol == UpstreamProtocol::H2 {
+            if let Some(c) = ep.shared_conn() {
+                return Ok(c);
+            }
+            let c = self.connect(ep).await?;
+            ep.set_shared_conn(&c);
+            return Ok(c);
+        }
+        let now = crate::clock::now_ms();
+        while let Some(mut c) = ep.take_idle(now, idle_ms) {
+            if c.ready().await.is_ok() {
+                return Ok(c);
+            }
+        }
+        self.connect(ep).await
+    }
+
+    /// Open a new connection to `ep`.
     pub async fn connect(&self, ep: &Endpoint) -> Result<UpstreamConn, ConnectError> {
+        match tokio::time::timeout(self.connect_timeout, self.open(ep)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout {
+                address: ep.address.clone(),
+                timeout: self.connect_timeout,
+            }),
+        }
+    }
+
+    async fn open(&self, ep: &Endpoint) -> Result<UpstreamConn, ConnectError> {
         let address = ep.address.as_str();
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => {
-                    return Err(ConnectError::Io {
-                        address: address.to_string(),
-                        source,
-                    })
-                }
-                Err(_) => {
-                    return Err(ConnectError::Timeout {
-                        address: address.to_string(),
-                        timeout: self.connect_timeout,
-                    })
-                }
-            };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+        let stream = TcpStream::connect(address)
             .await
-            .map_err(|source| ConnectError::Handshake {
+            .map_err(|source| ConnectError::Io {
                 address: address.to_string(),
                 source,
             })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let handshake = |source| ConnectError::Handshake {
+            address: address.to_string(),
+            source,
+        };
+        match &self.tls {
+            None => http_handshake(TokioIo::new(stream), self.protocol)
+                .await
+                .map_err(handshake),
+            Some(tls) => {
+                let stream =
+                    tls.handshake(ep.authority.host(), stream)
+                        .await
+                        .map_err(|source| ConnectError::Tls {
+                            address: address.to_string(),
+                            source,
+                        })?;
+                http_handshake(TokioIo::new(stream), self.protocol)
+                    .await
+                    .map_err(handshake)
             }
-        });
-        Ok(UpstreamConn { sender })
+        }
     }
+}
+
+/// The HTTP handshake on an open stream; spawns the connection task.
+async fn http_handshake<I>(io: I, protocol: UpstreamProtocol) -> Result<UpstreamConn, hyper::Error>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let sender = match protocol {
+        UpstreamProtocol::Http1 => {
+            let (sender, conn) = http1::Builder::new().handshake(io).await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            });
+            Sender::H1(sender)
+        }
+        UpstreamProtocol::H2 => {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .adaptive_window(true)
+                .keep_alive_interval(H2_PING_INTERVAL)
+                .keep_alive_timeout(H2_PING_TIMEOUT)
+                .keep_alive_while_idle(true)
+                .handshake(io)
+                .await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            Sender::H2(sender)
+        }
+    };
+    Ok(UpstreamConn { sender })
 }

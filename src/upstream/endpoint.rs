@@ -1,5 +1,5 @@
 //! One upstream endpoint: its address, health state, requests in flight, and
-//! its idle keep-alive connections.
+//! its idle keep-alive connections (or its one shared HTTP/2 connection).
 //!
 //! Everything that changes while traffic flows is an atomic, so a health flip
 //! or an in-flight count never rebuilds the routing table and never takes a
@@ -13,11 +13,13 @@
 
 use crate::config::PoolName;
 use crate::upstream::connector::UpstreamConn;
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering,
 };
+use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -129,6 +131,8 @@ pub struct Endpoint {
     last_check_ok: AtomicBool,
     last_check_result: AtomicU16,
     idle: ArrayQueue<Idle>,
+    /// The HTTP/2 connection every request of an `h2` pool shares.
+    shared: ArcSwapOption<UpstreamConn>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -159,6 +163,7 @@ impl Endpoint {
             last_check_ok: AtomicBool::new(false),
             last_check_result: AtomicU16::new(0),
             idle: ArrayQueue::new(IDLE_CAPACITY),
+            shared: ArcSwapOption::const_empty(),
         })
     }
 
@@ -319,10 +324,31 @@ impl Endpoint {
         None
     }
 
-    /// Give a connection back for reuse (dropped, and so closed, when full or draining).
+    /// A handle on the shared HTTP/2 connection, if it is still open.
+    #[inline]
+    pub fn shared_conn(&self) -> Option<UpstreamConn> {
+        match &*self.shared.load() {
+            Some(c) if c.is_reusable() => c.share(),
+            _ => None,
+        }
+    }
+
+    /// Make `conn` (HTTP/2) the connection new requests share. When two
+    /// requests opened one at once, the last wins; the other closes when its
+    /// request is done.
+    pub fn set_shared_conn(&self, conn: &UpstreamConn) {
+        if let Some(c) = conn.share() {
+            if !self.draining.load(Ordering::Relaxed) {
+                self.shared.store(Some(Arc::new(c)));
+            }
+        }
+    }
+
+    /// Give a connection back for reuse (dropped, and so closed, when full or
+    /// draining). A shared HTTP/2 handle is just dropped: the endpoint keeps its own.
     #[inline]
     pub fn put_idle(&self, conn: UpstreamConn, now_ms: u64) {
-        if !self.draining.load(Ordering::Relaxed) && conn.is_reusable() {
+        if !self.draining.load(Ordering::Relaxed) && !conn.is_multiplexed() && conn.is_reusable() {
             let _full = self.idle.push(Idle {
                 conn,
                 since_ms: now_ms,
@@ -330,9 +356,11 @@ impl Endpoint {
         }
     }
 
-    /// Close every idle connection (drain, or upstream_idle sweep).
+    /// Close every idle connection (drain, or upstream_idle sweep). The shared
+    /// HTTP/2 connection closes once its requests in flight are done.
     pub fn close_idle(&self) {
         while self.idle.pop().is_some() {}
+        self.shared.store(None);
     }
 
     /// Close idle connections older than `max_idle_ms`; keeps the young ones.

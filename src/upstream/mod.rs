@@ -1,5 +1,6 @@
 //! Upstreams: endpoints with their health and in-flight atomics, and the
-//! pooled keep-alive connections to them, and the active health checks.
+//! pooled keep-alive connections to them (HTTP/1.1 or HTTP/2, plain or TLS),
+//! and the active health checks.
 //!
 //! Owns everything about talking to one upstream endpoint. It must not decide
 //! which pool a request goes to (that is `routing`) nor change deployment state.
@@ -7,6 +8,7 @@
 pub mod connector;
 pub mod endpoint;
 pub mod health;
+pub mod tls;
 
 pub use connector::{Connector, UpstreamConn};
 pub use endpoint::{CheckResult, Endpoint, EndpointState};

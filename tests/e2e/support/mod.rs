@@ -3,7 +3,9 @@
 //! in-process on 127.0.0.1:0, an HTTP client, and waiting with a deadline.
 
 pub mod admin;
+pub mod logs;
 pub mod process;
+pub mod tls;
 pub mod upstream;
 
 use bytes::Bytes;

@@ -10,7 +10,8 @@
 //! - `/ws`: a WebSocket echo session (closed when the upstream stops)
 //! - anything else: 200 with the instance name
 //!
-//! Every answer carries `x-upstream: NAME`. Every request's
+//! Every answer carries `x-upstream: NAME` and `x-upstream-http: HTTP/1.1`
+//! (or `HTTP/2.0`, the version it was asked in). Every request's
 //! `x-request-id` header is recorded, so tests can count deliveries.
 
 use bytes::Bytes;
@@ -67,8 +68,21 @@ impl Upstream {
     }
 
     pub async fn start_on(name: &str, addr: SocketAddr) -> Upstream {
+        Self::start_with(name, addr, None).await
+    }
+
+    /// An upstream serving over TLS (HTTP/1.1 or HTTP/2 by ALPN).
+    pub async fn start_tls(name: &str, tls: tokio_rustls::TlsAcceptor) -> Upstream {
+        Self::start_with(name, "127.0.0.1:0".parse().unwrap(), Some(tls)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let listener = TcpListener::bind(addr).await.expect("bind test upstream");
-        Self::serve(name, listener)
+        Self::serve(name, listener, tls)
     }
 
     /// Start again on the address of one that was stopped, once the old
@@ -79,7 +93,7 @@ impl Upstream {
         loop {
             tick.tick().await;
             match TcpListener::bind(addr).await {
-                Ok(l) => return Self::serve(name, l),
+                Ok(l) => return Self::serve(name, l, None),
                 Err(e) => assert!(
                     tokio::time::Instant::now() < end,
                     "cannot bind {addr} again: {e}"
@@ -88,7 +102,11 @@ impl Upstream {
         }
     }
 
-    fn serve(name: &str, listener: TcpListener) -> Upstream {
+    fn serve(
+        name: &str,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         state.health_status.store(200, Ordering::Relaxed);
@@ -103,16 +121,39 @@ impl Upstream {
                 };
                 let (st, nm) = (st.clone(), nm.clone());
                 let conn_token = token.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
+                    let svc = service_fn(move |req: Request<Incoming>| {
                         let (st, nm) = (st.clone(), nm.clone());
-                        async move { Ok::<_, Infallible>(answer(req, &st, &nm).await) }
+                        let version = format!("{:?}", req.version());
+                        async move {
+                            let mut r = answer(req, &st, &nm).await;
+                            r.headers_mut()
+                                .insert("x-upstream-http", version.parse().unwrap());
+                            Ok::<_, Infallible>(r)
+                        }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = conn_token.cancelled() => {}
+                    match tls {
+                        None => {
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = conn_token.cancelled() => {}
+                            }
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return; // e.g. the proxy refused our certificate
+                            };
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = conn_token.cancelled() => {}
+                            }
+                        }
                     }
                 });
             }
