@@ -112,6 +112,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         checks.clone(),
         Arc::new(handle.clone()),
         shared.metrics.clone(),
+        shared.table.clone(),
     );
     health.reconcile(shared.table.load().endpoints(), &checks);
     let health_stop = health.stopper();
@@ -242,7 +243,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let server = start(cfg, config_path).await?;
-    let hup = reload_on_sighup(server.controller.clone());
+    let hup = reload_on_sighup(server.controller.clone(), server.certs.clone());
     shutdown.await;
     hup.abort();
     tracing::info!("shutting down: draining in-flight requests");
@@ -251,7 +252,11 @@ pub async fn run(
 }
 
 /// SIGHUP reloads the config file (SPEC.md section 1).
-fn reload_on_sighup(controller: ControllerHandle) -> tokio::task::JoinHandle<()> {
+/// SIGHUP also re-reads every TLS listener's certificate files.
+fn reload_on_sighup(
+    controller: ControllerHandle,
+    certs: Vec<Arc<CertStore>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -269,9 +274,14 @@ fn reload_on_sighup(controller: ControllerHandle) -> tokio::task::JoinHandle<()>
                     actor: Actor::Signal,
                     reply: None,
                 });
+                for c in &certs {
+                    if let Err(e) = c.reload() {
+                        tracing::error!(error = %e, "certificate not reloaded; the old one keeps serving");
+                    }
+                }
             }
         }
         #[cfg(not(unix))]
-        drop(controller);
+        drop((controller, certs));
     })
 }

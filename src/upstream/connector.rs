@@ -221,6 +221,50 @@ impl Connector {
     }
 }
 
+/// A byte stream to an upstream: TCP, or TLS over TCP.
+pub trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpstreamIo for T {}
+
+impl Connector {
+    /// A byte stream to `ep` as this pool reaches it (TCP, with TLS when the
+    /// pool has it), within the connect timeout. Health checks speak HTTP
+    /// on it the way requests do.
+    pub async fn open_stream(&self, ep: &Endpoint) -> Result<Box<dyn UpstreamIo>, ConnectError> {
+        let open = async {
+            let address = ep.address.as_str();
+            let stream = TcpStream::connect(address)
+                .await
+                .map_err(|source| ConnectError::Io {
+                    address: address.to_string(),
+                    source,
+                })?;
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "set_nodelay failed");
+            }
+            match &self.tls {
+                None => Ok(Box::new(stream) as Box<dyn UpstreamIo>),
+                Some(tls) => {
+                    let s = tls
+                        .handshake(ep.authority.host(), stream)
+                        .await
+                        .map_err(|source| ConnectError::Tls {
+                            address: address.to_string(),
+                            source,
+                        })?;
+                    Ok(Box::new(s) as Box<dyn UpstreamIo>)
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout {
+                address: ep.address.clone(),
+                timeout: self.connect_timeout,
+            }),
+        }
+    }
+}
+
 /// The HTTP handshake on an open stream; spawns the connection task.
 async fn http_handshake<I>(io: I, protocol: UpstreamProtocol) -> Result<UpstreamConn, hyper::Error>
 where

@@ -165,7 +165,23 @@ async fn upstream_tls_is_verified_against_the_pool_ca_over_http1_and_h2() {
         Upstream::start_tls("blue-tls", acceptor(&ca.issue(&["app.internal"]).unwrap())).await;
     let green =
         Upstream::start_tls("green-tls", acceptor(&ca.issue(&["127.0.0.1"]).unwrap())).await;
-    let s = start_proxy(&upstream_pools(blue.addr, green.addr, &ca_file)).await;
+    // Active health checks reach the endpoints as requests do (TLS, h2).
+    let yaml = format!(
+        "{}health_check:\n  interval: 100ms\n  timeout: 100ms\n  healthy_threshold: 1\n",
+        upstream_pools(blue.addr, green.addr, &ca_file)
+    );
+    let s = start_proxy(&yaml).await;
+    wait_for(
+        Duration::from_secs(10),
+        "TLS and h2 endpoints checked healthy",
+        || async {
+            let st = status(&s).await;
+            ["blue", "green"]
+                .iter()
+                .all(|p| st["pools"][p]["endpoints"][0]["state"] == "healthy")
+        },
+    )
+    .await;
     let c = client();
     for (pool, name, version) in [
         ("blue", "blue-tls", "HTTP/1.1"),

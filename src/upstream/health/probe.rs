@@ -4,16 +4,22 @@
 //! The [`Probe`] trait lets tests replace the network with a script, so the
 //! checker's timing can be tested with paused tokio time.
 
+use crate::config::UpstreamProtocol;
+use crate::routing::RoutingTable;
 use crate::upstream::health::CheckSettings;
+use crate::upstream::Connector;
 use crate::upstream::{CheckResult, Endpoint};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, USER_AGENT};
 use http::{HeaderValue, Request};
 use http_body_util::Empty;
 use hyper::client::conn::http1;
+use hyper::client::conn::http2;
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
-use tokio::net::TcpStream;
+use std::sync::Arc;
 
 const AGENT: HeaderValue = HeaderValue::from_static("switchyard-health-check");
 
@@ -26,32 +32,86 @@ pub trait Probe: Send + Sync + 'static {
     ) -> impl Future<Output = CheckResult> + Send;
 }
 
-/// The real check over plain HTTP/1.1.
-///
-/// Upstream TLS (`pools.*.tls`) is not applied here yet: when the connector
-/// learns TLS, this probe must use it too.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HttpProbe;
+/// The real check, over the endpoint's pool's own transport: TLS when the
+/// pool has it, HTTP/2 for `protocol: h2` pools, else HTTP/1.1. Without a
+/// routing table (unit tests) it speaks plain HTTP/1.1.
+#[derive(Clone, Default)]
+pub struct HttpProbe {
+    pub table: Option<Arc<ArcSwap<RoutingTable>>>,
+}
 
 impl Probe for HttpProbe {
     async fn check(&self, ep: &Endpoint, s: &CheckSettings) -> CheckResult {
-        match tokio::time::timeout(s.timeout, exchange(ep, s)).await {
+        let connector = self
+            .table
+            .as_ref()
+            .map(|t| t.load().pool(ep.pool).connector.clone())
+            .unwrap_or_else(|| Connector::new(s.timeout));
+        match tokio::time::timeout(s.timeout, exchange(&connector, ep, s)).await {
             Ok(result) => result,
             Err(_elapsed) => CheckResult::TimedOut,
         }
     }
 }
 
-async fn exchange(ep: &Endpoint, s: &CheckSettings) -> CheckResult {
-    let stream = match TcpStream::connect(ep.address.as_str()).await {
+fn check_request(
+    ep: &Endpoint,
+    s: &CheckSettings,
+    h2: bool,
+    scheme: &str,
+) -> Option<Request<Empty<Bytes>>> {
+    let b = if h2 {
+        Request::get(format!("{scheme}://{}{}", ep.authority, s.path))
+            .version(http::Version::HTTP_2)
+    } else {
+        Request::get(s.path.as_str())
+            .header(HOST, ep.authority.as_str())
+            .header(CONNECTION, "close")
+    };
+    match b.header(USER_AGENT, AGENT).body(Empty::<Bytes>::new()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check request cannot be built");
+            None
+        }
+    }
+}
+
+async fn exchange(connector: &Connector, ep: &Endpoint, s: &CheckSettings) -> CheckResult {
+    let stream = match connector.open_stream(ep).await {
         Ok(stream) => stream,
         Err(e) => {
             tracing::debug!(endpoint = %ep.address, error = %e, "health check: connect failed");
             return CheckResult::ConnectFailed;
         }
     };
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "set_nodelay failed");
+    if connector.protocol == UpstreamProtocol::H2 {
+        let Some(req) = check_request(ep, s, true, connector.scheme().as_str()) else {
+            return CheckResult::ProtocolError;
+        };
+        let (mut sender, conn) = match http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(endpoint = %ep.address, error = %e, "health check: h2 handshake failed");
+                return CheckResult::ProtocolError;
+            }
+        };
+        let send = sender.send_request(req);
+        tokio::pin!(conn, send);
+        let resp = tokio::select! {
+            biased;
+            resp = &mut send => resp,
+            _ = &mut conn => send.await,
+        };
+        return match resp {
+            Ok(resp) => CheckResult::Status(resp.status().as_u16()),
+            Err(e) => {
+                tracing::debug!(endpoint = %ep.address, error = %e, "health check: no valid h2 response");
+                CheckResult::ProtocolError
+            }
+        };
     }
     let (mut sender, conn) = match http1::handshake(TokioIo::new(stream)).await {
         Ok(x) => x,
@@ -60,17 +120,8 @@ async fn exchange(ep: &Endpoint, s: &CheckSettings) -> CheckResult {
             return CheckResult::ProtocolError;
         }
     };
-    let req = Request::get(s.path.as_str())
-        .header(HOST, ep.authority.as_str())
-        .header(USER_AGENT, AGENT)
-        .header(CONNECTION, "close")
-        .body(Empty::<Bytes>::new());
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "health check request cannot be built");
-            return CheckResult::ProtocolError;
-        }
+    let Some(req) = check_request(ep, s, false, "http") else {
+        return CheckResult::ProtocolError;
     };
     // Drive the connection in this future (no task per check); dropping it
     // after the response headers closes the connection. When the connection
@@ -142,7 +193,7 @@ mod tests {
         .await;
         let ep = Endpoint::new(PoolName::Blue, &addr).unwrap();
         assert_eq!(
-            HttpProbe.check(&ep, &settings(2000)).await,
+            HttpProbe::default().check(&ep, &settings(2000)).await,
             CheckResult::Status(503)
         );
         let head = heads.recv().await.unwrap().to_ascii_lowercase();
@@ -156,7 +207,7 @@ mod tests {
         let (silent, _h1) = server(None).await;
         let ep = Endpoint::new(PoolName::Blue, &silent).unwrap();
         assert_eq!(
-            HttpProbe.check(&ep, &settings(100)).await,
+            HttpProbe::default().check(&ep, &settings(100)).await,
             CheckResult::TimedOut
         );
 
@@ -165,14 +216,14 @@ mod tests {
         drop(l);
         let ep = Endpoint::new(PoolName::Blue, &refused).unwrap();
         assert_eq!(
-            HttpProbe.check(&ep, &settings(2000)).await,
+            HttpProbe::default().check(&ep, &settings(2000)).await,
             CheckResult::ConnectFailed
         );
 
         let (garbage, _h2) = server(Some("SSH-2.0-OpenSSH\r\n")).await;
         let ep = Endpoint::new(PoolName::Blue, &garbage).unwrap();
         assert_eq!(
-            HttpProbe.check(&ep, &settings(2000)).await,
+            HttpProbe::default().check(&ep, &settings(2000)).await,
             CheckResult::ProtocolError
         );
     }

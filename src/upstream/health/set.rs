@@ -54,8 +54,15 @@ fn key(ep: &Arc<Endpoint>) -> usize {
 
 impl HealthChecks<HttpProbe> {
     /// No checker runs until the first [`reconcile`](Self::reconcile).
-    pub fn new(settings: CheckSettings, sink: Arc<dyn HealthSink>, metrics: Arc<Metrics>) -> Self {
-        let mut hc = Self::with_probe(settings, Arc::new(HttpProbe), sink, crate::clock::now_ms);
+    /// Checks reach each endpoint the way its pool in `table` does (TLS, h2).
+    pub fn new(
+        settings: CheckSettings,
+        sink: Arc<dyn HealthSink>,
+        metrics: Arc<Metrics>,
+        table: Arc<arc_swap::ArcSwap<crate::routing::RoutingTable>>,
+    ) -> Self {
+        let probe = HttpProbe { table: Some(table) };
+        let mut hc = Self::with_probe(settings, Arc::new(probe), sink, crate::clock::now_ms);
         hc.metrics = Some(metrics);
         hc
     }
