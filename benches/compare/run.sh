@@ -13,6 +13,7 @@
 # Usage: benches/compare/run.sh [--quick] [--rounds N] [--duration S]
 #          [--latency-duration S] [--rate N] [--peers LIST] [--no-scenarios]
 #          [--no-install] [--no-build] [--keep] [--port-base N] [--noise-max X]
+#          [--switchyard-bin PATH]
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings --
@@ -33,6 +34,7 @@ SCENARIOS=1
 INSTALL=1
 BUILD=1
 KEEP=0
+SWITCHYARD_BIN=""        # default: target/release/switchyard, built here
 
 usage() {
     sed -n '/^# Usage:/,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -52,6 +54,7 @@ usage() {
   --port-base N         loopback ports N+1.. are used (default 18000)
   --noise-max X         flag a round when other processes used more than X
                         cores on average (default 0.15)
+  --switchyard-bin PATH measure this switchyard binary instead of building one
 EOF
 }
 
@@ -69,6 +72,7 @@ while (($# > 0)); do
         --keep) KEEP=1 ;;
         --port-base) PORT_BASE="$2"; shift ;;
         --noise-max) NOISE_MAX="$2"; shift ;;
+        --switchyard-bin) SWITCHYARD_BIN="$2"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -437,7 +441,7 @@ start_peer() {
             PEER_CPU_PIDS[$peer]="$BG_PID" PEER_RSS_PIDS[$peer]="$BG_PID"
             ;;
         switchyard)
-            local bin="$REPO/target/release/switchyard"
+            local bin="${SWITCHYARD_BIN:-$REPO/target/release/switchyard}"
             ((SWITCHYARD_BUILT)) || return 1 # already reported
             [[ -x "$bin" ]] || { fail "switchyard: $bin missing (drop --no-build)"; return 1; }
             if ! "$bin" check -c "$WORK/switchyard.yaml" >"$WORK/switchyard-check.log" 2>&1; then
@@ -471,7 +475,8 @@ check_split() {
     for ((i = 0; i < SPLIT_SAMPLES; i++)); do
         printf 'url = "%s"\noutput = "/dev/null"\n' "$url"
     done >"$curlcfg"
-    curl -s --max-time 2 -w '%header{x-upstream}\n' -K "$curlcfg" >"$out" || true
+    # Bounded: 2 s per request, 30 s in all.
+    timeout 30 curl -s --max-time 2 -w '%header{x-upstream}\n' -K "$curlcfg" >"$out" || true
     local summary
     summary=$(sort "$out" | uniq -c | awk '{ printf "%s=%s ", $2, $1 }')
     local verdict
@@ -681,6 +686,7 @@ run_scenario() {
     read -r requests rps p99 errors < <(parse_wrk "$out")
     admin_total=$(wc -l <"$calls")
     admin_ok=$(grep -c '^2' "$calls" || true)
+    if [[ "$name" == steady ]]; then steady="$rps"; fi
     ratio=$(awk -v a="$rps" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
     local admin_col="-"
     if [[ -n "$loop" ]]; then admin_col="$admin_ok/$admin_total"; fi
@@ -799,7 +805,7 @@ main() {
         log "building bench_upstream and switchyard (release)"
         (cd "$REPO" && nice cargo build --release --quiet --example bench_upstream) ||
             die "cargo build of examples/bench_upstream.rs failed"
-        if [[ " $PEERS " == *" switchyard "* ]]; then
+        if [[ " $PEERS " == *" switchyard "* && -z "$SWITCHYARD_BIN" ]]; then
             (cd "$REPO" && nice cargo build --release --quiet --bin switchyard) || {
                 fail "cargo build of switchyard failed: not measured"
                 SWITCHYARD_BUILT=0
