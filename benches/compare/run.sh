@@ -113,14 +113,27 @@ die() {
 
 # ---------------------------------------------------- processes and cleanup --
 # Every process this script starts in the background is recorded here and
-# stopped on exit, whatever the reason for exiting.
+# stopped on exit, whatever the reason for exiting. A recorded process that
+# has exited may see its PID reused, so a PID is only signalled while it is
+# still ours: a child of this script, or (nginx workers) of the recorded
+# parent, or an orphaned one of the same name.
 PIDS=()
+declare -A PARENT_OF=() NAME_OF=()
 WORK=""
+is_ours() {
+    local pid="$1" stat rest ppid comm
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    comm="${stat#*(}" comm="${comm%)*}"
+    rest="${stat##*) }"
+    ppid=$(cut -d' ' -f2 <<<"$rest")
+    [[ "$ppid" == "${PARENT_OF[$pid]:-$$}" ]] && return 0
+    [[ "$ppid" == 1 && -n "${NAME_OF[$pid]:-}" && "$comm" == "${NAME_OF[$pid]}" ]]
+}
 cleanup() {
     local status=$? pid i
     trap - EXIT INT TERM
     for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
+        if is_ours "$pid"; then
             pkill -TERM -P "$pid" 2>/dev/null || true # children of our loops (curl)
             kill -TERM "$pid" 2>/dev/null || true
         fi
@@ -128,13 +141,15 @@ cleanup() {
     for i in $(seq 1 30); do # wait at most 3 s for a clean exit
         local alive=0
         for pid in "${PIDS[@]}"; do
-            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+            if is_ours "$pid" && [[ "$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]]; then
+                alive=1
+            fi
         done
         ((alive)) || break
         sleep 0.1
     done
     for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
+        if is_ours "$pid" && [[ "$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]]; then
             warn "pid $pid did not stop on SIGTERM: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -426,7 +441,11 @@ start_peer() {
             [[ -n "$workers" ]] || { fail "nginx: no worker process found"; return 1; }
             local -a worker_pids
             read -r -a worker_pids <<<"$workers"
-            PIDS+=("${worker_pids[@]}") # the master stops them; recorded in case it dies
+            local w
+            for w in "${worker_pids[@]}"; do # the master stops them; recorded in case it dies
+                PIDS+=("$w")
+                PARENT_OF[$w]=$pid NAME_OF[$w]=nginx
+            done
             PEER_CPU_PIDS[$peer]="$pid $workers"
             PEER_RSS_PIDS[$peer]="$workers"
             ;;
