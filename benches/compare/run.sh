@@ -563,6 +563,9 @@ measure_round() {
 
     local requests rps p99 errors hwm
     read -r requests rps p99 errors < <(parse_wrk "$out")
+    if ((requests == 0)); then
+        fail "round $round $peer: no request completed ($(head -c 300 "$out" | tr '\n' ' '))"
+    fi
     hwm=$(hwm_kb "${rss_pids[@]}")
     # other = CPU busy time that is neither the proxy, the upstreams nor our
     # own children (wrk): compilers and the like sharing the machine.
@@ -602,7 +605,8 @@ median() {
         { v[++n] = $1 }
         END {
             if (n == 0) { print "-"; exit }
-            if (n % 2) print v[(n + 1) / 2]; else print (v[n / 2] + v[n / 2 + 1]) / 2
+            if (n % 2) m = v[(n + 1) / 2]; else m = (v[n / 2] + v[n / 2 + 1]) / 2
+            printf "%.10g\n", m
         }'
 }
 
