@@ -630,8 +630,16 @@ measure_latency() {
     local out="$WORK/h2load-$peer.txt" reqlog="$WORK/h2load-$peer.log"
     per_client=$(awk -v r="$RATE" -v c="$LAT_CONNS" 'BEGIN { printf "%.3f", r / c }')
     rm -f "$reqlog" # h2load appends to its log file
+    local -a pids
+    read -r -a pids <<<"${PEER_CPU_PIDS[$peer]} $UPSTREAM_PID"
+    local o0 c0 b0 t0 o1 c1 b1 t1 other
+    o0=$(cpu_ticks "${pids[@]}") c0=$(children_ticks) b0=$(busy_ticks) t0=$(now_us)
     "${PIN_CLIENT[@]}" h2load --h1 -t 1 -c "$LAT_CONNS" --rps "$per_client" \
         --warm-up-time 1 -D "$LAT_DURATION" --log-file "$reqlog" "$url" >"$out" 2>&1 || true
+    t1=$(now_us) b1=$(busy_ticks) c1=$(children_ticks) o1=$(cpu_ticks "${pids[@]}")
+    # As for the throughput rounds: CPU used by other processes, in cores.
+    other=$(awk -v busy=$((b1 - b0)) -v ours=$((o1 - o0 + c1 - c0)) -v hz="$CLK_TCK" -v us=$((t1 - t0)) \
+        'BEGIN { o = (busy - ours) / hz / (us / 1e6); printf "%.2f", (o < 0) ? 0 : o }')
     if [[ ! -s "$reqlog" ]]; then
         fail "latency $peer: h2load logged no request ($(tail -2 "$out" | tr '\n' ' '))"
         return
@@ -645,9 +653,10 @@ measure_latency() {
         { v[++n] = $1 }
         function rank(p) { i = int(p * n); if (i < p * n) i++; if (i < 1) i = 1; return v[i] / 1000 }
         END { printf "%.3f\t%.3f\t%.3f", rank(0.50), rank(0.99), rank(0.999) }')
+    line+=$(awk -v o="$other" -v max="$NOISE_MAX" 'BEGIN { printf "\t%s\t%d", o, (o > max) }')
     printf '%s\n' "$line" >>"$LAT_TSV"
-    awk -F'\t' -v rate="$RATE" '{ printf "  latency %-10s target %d req/s, achieved %d  p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  errors %d\n",
-        $1, rate, $2, $4, $5, $6, $3 }' <<<"$line"
+    awk -F'\t' -v rate="$RATE" '{ printf "  latency %-10s target %d req/s, achieved %d  p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  errors %d  other CPU %.2f cores%s\n",
+        $1, rate, $2, $4, $5, $6, $3, $7, ($8 ? "  NOISY" : "") }' <<<"$line"
     local achieved="${line#*$'\t'}"
     achieved="${achieved%%$'\t'*}"
     if ((achieved * 10 < RATE * 9)); then
@@ -794,8 +803,8 @@ report() {
     if [[ -s "$LAT_TSV" ]]; then
         echo
         echo "== latency at a fixed rate: h2load --h1 -c$LAT_CONNS, $RATE req/s in total, $LAT_DURATION s =="
-        printf '%-10s %9s %9s %9s %9s %7s\n' peer 'req/s' 'p50(ms)' 'p99(ms)' 'p99.9(ms)' errors
-        awk -F'\t' '{ printf "%-10s %9d %9.3f %9.3f %9.3f %7d\n", $1, $2, $4, $5, $6, $3 }' "$LAT_TSV"
+        printf '%-10s %9s %9s %9s %9s %7s %7s\n' peer 'req/s' 'p50(ms)' 'p99(ms)' 'p99.9(ms)' errors noisy
+        awk -F'\t' '{ printf "%-10s %9d %9.3f %9.3f %9.3f %7d %7s\n", $1, $2, $4, $5, $6, $3, ($8 ? "NOISY" : "no") }' "$LAT_TSV"
     fi
 
     echo
@@ -882,10 +891,16 @@ main() {
     done
 
     if [[ "$RATE" == auto ]]; then
-        RATE=$(awk -F'\t' '$1 != "direct" && $3 > 0 { if (!m || $3 < m) m = $3 }
-                           $1 == "direct" && $3 > 0 { d = $3 }
-                           END { if (!m) m = d; r = int(m / 2 / 1000) * 1000; print (r < 1000 ? 1000 : r) }' "$ROUNDS_TSV")
-        log "latency runs at $RATE req/s: half the weakest peer's throughput in this run"
+        # Half the lowest median req/s among the proxies (direct if none ran).
+        local medians="" weakest
+        for peer in $PEERS; do
+            [[ -n "${PEER_OK[$peer]:-}" && "$peer" != direct ]] || continue
+            medians+="$(median "$peer" 3) "
+        done
+        [[ -n "$medians" || -z "${PEER_OK[direct]:-}" ]] || medians="$(median direct 3)"
+        weakest=$(tr ' ' '\n' <<<"$medians" | awk '$1 > 0 && (!m || $1 < m) { m = $1 } END { print m + 0 }')
+        RATE=$(awk -v m="$weakest" 'BEGIN { r = int(m / 2 / 1000) * 1000; print (r < 1000) ? 1000 : r }')
+        log "latency runs at $RATE req/s: half the weakest peer's median throughput in this run"
     fi
     LAT_CONNS=$(awk -v r="$RATE" 'BEGIN { c = int(r / 1000 + 0.5); print (c < 1) ? 1 : (c > 64) ? 64 : c }')
     # Latency runs in the reverse order of the last round (so in the order of
