@@ -61,12 +61,12 @@ fn headers(c: &mut Criterion) {
         .body(())
         .unwrap();
     let (parts, ()) = req.into_parts();
-    let ip = "127.0.0.1".parse().unwrap();
+    let ip = switchyard::proxy::headers::ClientAddr::new("127.0.0.1".parse().unwrap());
     c.bench_function("headers: prepare_request (6 headers)", |b| {
         b.iter_batched(
             || parts.clone(),
             |mut p| {
-                prepare_request(&mut p, ip, false);
+                prepare_request(&mut p, &ip, false);
                 p
             },
             criterion::BatchSize::SmallInput,

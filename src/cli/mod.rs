@@ -66,17 +66,24 @@ pub enum Cmd {
     Ctl(ctl::CtlArgs),
 }
 
-/// Worker threads: `$SWITCHYARD_WORKERS`, else one per core.
+/// Worker threads: `$SWITCHYARD_WORKERS`, else one per core the process
+/// may run on (its CPU affinity). With one, a current-thread runtime: the
+/// same work without the multi-thread scheduler's cross-thread handoffs.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("SWITCHYARD_WORKERS")
+    let workers = std::env::var("SWITCHYARD_WORKERS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
-    {
-        b.worker_threads(n);
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
     }
-    b.enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

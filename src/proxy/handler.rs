@@ -10,7 +10,7 @@
 use crate::config::{PoolName, PoolSelector, UpstreamProtocol};
 use crate::proxy::body::{InflightGuard, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
-use crate::proxy::headers;
+use crate::proxy::headers::{self, ClientAddr};
 use crate::proxy::ListenerCtx;
 use crate::routing::drain::TunnelDrain;
 use crate::routing::hold::WriteToken;
@@ -42,7 +42,7 @@ pub fn is_idempotent(m: &Method) -> bool {
 pub async fn handle(
     req: Request<Incoming>,
     l: &ListenerCtx,
-    client_ip: IpAddr,
+    client: &ClientAddr,
 ) -> Response<ProxyBody> {
     let mut table = l.table.load_full();
     let mut write_token = None;
@@ -73,7 +73,7 @@ pub async fn handle(
             break;
         }
     }
-    match forward(req, l, client_ip, &table, write_token).await {
+    match forward(req, l, client, &table, write_token).await {
         Ok(resp) => resp,
         Err(e) => {
             match &e {
@@ -153,13 +153,13 @@ fn choose_pool(
 async fn forward(
     req: Request<Incoming>,
     l: &ListenerCtx,
-    client_ip: IpAddr,
+    client: &ClientAddr,
     table: &RoutingTable,
     mut write_token: Option<WriteToken>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &*table.settings;
     let now = crate::clock::now_ms();
-    let choice = choose_pool(req.headers(), l, table, client_ip);
+    let choice = choose_pool(req.headers(), l, table, client.ip);
     let chosen = choice.pool;
     let mut pool = table.pool(chosen);
     let mut idx = match pool.pick_endpoint(now, 0) {
@@ -185,7 +185,7 @@ async fn forward(
     if let Some(name) = &settings.override_header {
         parts.headers.remove(name);
     }
-    let mut is_upgrade = headers::prepare_request(&mut parts, client_ip, l.tls);
+    let mut is_upgrade = headers::prepare_request(&mut parts, client, l.tls);
     if pool.protocol == UpstreamProtocol::H2 {
         headers::to_http2(
             &mut parts,

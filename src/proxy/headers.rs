@@ -72,7 +72,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 }
 
 /// Rewrite a client request's head for an HTTP/1.1 upstream.
-pub fn prepare_request(parts: &mut Parts, client_ip: IpAddr, tls: bool) -> bool {
+pub fn prepare_request(parts: &mut Parts, client: &ClientAddr, tls: bool) -> bool {
     let h = &mut parts.headers;
     let upgrade_value = h.get(header::UPGRADE).cloned();
     let wants_upgrade = strip_hop_by_hop(h);
@@ -110,7 +110,7 @@ pub fn prepare_request(parts: &mut Parts, client_ip: IpAddr, tls: bool) -> bool 
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    append_forwarded_for(h, client_ip);
+    append_forwarded_for(h, client);
 
     // Origin form for the upstream; HTTP/2 and absolute-form requests carry more.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
@@ -153,8 +153,29 @@ pub fn to_http2(parts: &mut Parts, scheme: Scheme, fallback: &Authority) {
     parts.version = Version::HTTP_2;
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, client_ip: IpAddr) {
+/// A client's address and its `X-Forwarded-For` value, made once per
+/// connection so a request without a forwarded chain costs no formatting.
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    pub ip: IpAddr,
+    header: HeaderValue,
+}
+
+impl ClientAddr {
+    pub fn new(ip: IpAddr) -> Self {
+        let header = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientAddr { ip, header }
+    }
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, client: &ClientAddr) {
     use std::fmt::Write;
+    if !h.contains_key(&X_FORWARDED_FOR) {
+        h.insert(X_FORWARDED_FOR, client.header.clone());
+        return;
+    }
+    let client_ip = client.ip;
     let mut s = String::with_capacity(48);
     let mut first = true;
     for v in h.get_all(&X_FORWARDED_FOR) {
@@ -216,7 +237,11 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        let upgrade = prepare_request(&mut p, "127.0.0.9".parse().unwrap(), false);
+        let upgrade = prepare_request(
+            &mut p,
+            &ClientAddr::new("127.0.0.9".parse().unwrap()),
+            false,
+        );
         assert!(!upgrade);
         for gone in [
             "connection",
@@ -249,7 +274,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, "127.0.0.3".parse().unwrap(), true);
+        prepare_request(&mut p, &ClientAddr::new("127.0.0.3".parse().unwrap()), true);
         assert_eq!(
             p.headers["x-forwarded-for"],
             "127.0.0.1, 127.0.0.2, 127.0.0.3"
@@ -270,7 +295,11 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        assert!(prepare_request(&mut p, "127.0.0.1".parse().unwrap(), false));
+        assert!(prepare_request(
+            &mut p,
+            &ClientAddr::new("127.0.0.1".parse().unwrap()),
+            false
+        ));
         assert_eq!(p.headers["connection"], "upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
         assert_eq!(p.headers["sec-websocket-key"], "k");
@@ -287,7 +316,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, "127.0.0.1".parse().unwrap(), true);
+        prepare_request(&mut p, &ClientAddr::new("127.0.0.1".parse().unwrap()), true);
         let fallback: Authority = "127.0.0.1:9000".parse().unwrap();
         to_http2(&mut p, Scheme::HTTPS, &fallback);
         assert_eq!(p.version, Version::HTTP_2);
@@ -298,7 +327,11 @@ mod tests {
         }
         // No Host (an HTTP/1.0 client): the endpoint's authority.
         let mut p = parts(Request::get("/").body(()).unwrap());
-        prepare_request(&mut p, "127.0.0.1".parse().unwrap(), false);
+        prepare_request(
+            &mut p,
+            &ClientAddr::new("127.0.0.1".parse().unwrap()),
+            false,
+        );
         to_http2(&mut p, Scheme::HTTP, &fallback);
         assert_eq!(p.uri, "http://127.0.0.1:9000/");
     }

@@ -10,6 +10,7 @@
 
 use crate::config::PoolSelector;
 use crate::proxy::handler::handle;
+use crate::proxy::headers::ClientAddr;
 use crate::proxy::tls::TlsListener;
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
@@ -82,10 +83,10 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let ip = peer.ip();
+            let client = ClientAddr::new(peer.ip());
             let svc = service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(req, &ctx, ip).await) }
+                let (ctx, client) = (ctx.clone(), client.clone());
+                async move { Ok::<_, Infallible>(handle(req, &ctx, &client).await) }
             });
             let served = match tls {
                 None => {
