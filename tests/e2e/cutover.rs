@@ -386,3 +386,69 @@ async fn writes_beyond_max_held_get_503_with_retry_after_and_nothing_else_is_los
     assert!(report["held_requests"].as_u64().unwrap() <= 5 * 20);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_holds_writes_but_never_waits_for_the_gate() {
+    let (blue, green, gate) = (
+        Upstream::start("blue-1").await,
+        Upstream::start("green-1").await,
+        Upstream::start("gate").await,
+    );
+    gate.set_gate_open_after(u64::MAX);
+    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "2s", 10_000)).await;
+    let (code, _) = api(
+        s.admin_addr,
+        Method::PUT,
+        "/api/v1/weights",
+        Some(json!({"blue": 50, "green": 50})),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = mixed_load(proxy_url(&s, "/"), 8, 3, stop.clone());
+    wait_for(Duration::from_secs(10), "traffic on green", || async {
+        green.requests() > 100
+    })
+    .await;
+    let started = Instant::now();
+    let (code, v) = api(
+        s.admin_addr,
+        Method::POST,
+        "/api/v1/rollback",
+        Some(json!({"reason": "test"})),
+        None,
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["weights"]["blue"], 100.0);
+    assert!(
+        took < Duration::from_millis(1500),
+        "the rollback waited {took:?} (on the gate?)"
+    );
+    let green_at = green.requests();
+    wait_for(
+        Duration::from_secs(10),
+        "traffic after the rollback",
+        || async { blue.requests() > 400 },
+    )
+    .await;
+    stop.cancel();
+    let out = collect(load).await;
+    assert!(out.iter().all(|o| o.status == 200), "a client saw an error");
+    assert_eq!(
+        green.requests(),
+        green_at,
+        "traffic reached green after the rollback"
+    );
+    let (b, g) = (post_ids(&blue), post_ids(&green));
+    for o in out.iter().filter(|o| o.method == Method::POST) {
+        let n = b.get(&o.id).copied().unwrap_or(0) + g.get(&o.id).copied().unwrap_or(0);
+        assert_eq!(n, 1, "POST {} reached the pools {n} times", o.id);
+    }
+    // The rollback set the lock on the candidate.
+    let (_, st) = api(s.admin_addr, Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(st["rollback_lock"]["pool"], "green");
+    s.shutdown().await;
+}

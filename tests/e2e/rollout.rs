@@ -290,3 +290,52 @@ async fn too_few_requests_give_no_verdict_however_bad() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rollout_survives_a_restart_and_resumes_paused() {
+    use crate::support::process::ProxyProcess;
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listeners:\n  - bind: \"{{PROXY}}\"\nadmin:\n  bind: \"{{ADMIN}}\"\npools:\n  blue:\n    endpoints: [\"{}\"]\n  green:\n    endpoints: [\"{}\"]\nstate_file: \"{}\"\n",
+        blue.addr,
+        green.addr,
+        dir.path().join("state.json").display()
+    );
+    let p = ProxyProcess::start(dir.path(), &yaml).await;
+    let (code, v) = api(
+        p.admin,
+        Method::POST,
+        "/api/v1/rollout",
+        Some(json!({"to": "green", "steps": [10, 25, 100], "step_interval": "1h"})),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = api(p.admin, Method::POST, "/api/v1/rollout/promote", None, None).await;
+    assert_eq!(code, 200);
+    let (proxy, admin, config) = (p.proxy, p.admin, p.config.clone());
+    p.signal("KILL");
+    drop(p);
+
+    let p = ProxyProcess::start_with(config, proxy, admin).await;
+    let (_, st) = api(p.admin, Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(st["phase"], "paused", "{st}");
+    assert_eq!(st["weights"]["green"], 25.0);
+    assert_eq!(st["rollout"]["step"], 2);
+    assert_eq!(st["rollout"]["to"], "green");
+    let (_, ev) = api(p.admin, Method::GET, "/api/v1/events", None, None).await;
+    let paused = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "rollout_paused");
+    assert!(
+        paused.is_some_and(|e| e["reason"].as_str().unwrap().contains("restart")),
+        "no event says the rollout resumed paused: {ev}"
+    );
+    // And it goes on from where it stood.
+    let (code, v) = api(p.admin, Method::POST, "/api/v1/rollout/resume", None, None).await;
+    assert_eq!((code, &v["phase"]), (200, &json!("rolling")), "{v}");
+}
