@@ -71,9 +71,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     upgrade
 }
 
+/// Does the head carry any header a proxy must look at or strip? One pass
+/// of cheap comparisons, so the common request skips a dozen hash lookups.
+fn has_hop_headers(h: &HeaderMap) -> bool {
+    h.keys()
+        .any(|k| k == header::UPGRADE || HOP_BY_HOP.iter().any(|hop| hop == k))
+}
+
 /// Rewrite a client request's head for an HTTP/1.1 upstream.
 pub fn prepare_request(parts: &mut Parts, client: &ClientAddr, tls: bool) -> bool {
     let h = &mut parts.headers;
+    let is_upgrade = has_hop_headers(h) && strip_request_hops(h, parts.version);
+    forwarded_headers(parts, client, tls);
+    is_upgrade
+}
+
+/// Strip hop-by-hop headers, keeping `TE: trailers` and an HTTP/1.1 upgrade.
+fn strip_request_hops(h: &mut HeaderMap, version: Version) -> bool {
     let upgrade_value = h.get(header::UPGRADE).cloned();
     let wants_upgrade = strip_hop_by_hop(h);
     // `TE: trailers` is the one TE value an intermediary may forward (gRPC needs it).
@@ -89,11 +103,17 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientAddr, tls: bool) -> boo
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     h.remove(header::UPGRADE);
-    let is_upgrade = wants_upgrade && upgrade_value.is_some() && parts.version == Version::HTTP_11;
+    let is_upgrade = wants_upgrade && upgrade_value.is_some() && version == Version::HTTP_11;
     if let (true, Some(v)) = (is_upgrade, upgrade_value) {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, v);
     }
+    is_upgrade
+}
+
+/// `Host` (kept, or made from `:authority`), `X-Forwarded-*`, origin form.
+fn forwarded_headers(parts: &mut Parts, client: &ClientAddr, tls: bool) {
+    let h = &mut parts.headers;
 
     // Host: kept; an HTTP/2 client sends :authority instead.
     if !h.contains_key(header::HOST) {
@@ -122,7 +142,6 @@ pub fn prepare_request(parts: &mut Parts, client: &ClientAddr, tls: bool) -> boo
         parts.uri = Uri::from(pq);
     }
     parts.version = Version::HTTP_11;
-    is_upgrade
 }
 
 /// Turn a request rewritten by [`prepare_request`] into one for an HTTP/2

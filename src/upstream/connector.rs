@@ -187,37 +187,13 @@ impl Connector {
     }
 
     async fn open(&self, ep: &Endpoint) -> Result<UpstreamConn, ConnectError> {
-        let address = ep.address.as_str();
-        let stream = TcpStream::connect(address)
+        let stream = self.open_stream(ep).await?;
+        http_handshake(TokioIo::new(stream), self.protocol)
             .await
-            .map_err(|source| ConnectError::Io {
-                address: address.to_string(),
+            .map_err(|source| ConnectError::Handshake {
+                address: ep.address.clone(),
                 source,
-            })?;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "set_nodelay failed");
-        }
-        let handshake = |source| ConnectError::Handshake {
-            address: address.to_string(),
-            source,
-        };
-        match &self.tls {
-            None => http_handshake(TokioIo::new(stream), self.protocol)
-                .await
-                .map_err(handshake),
-            Some(tls) => {
-                let stream =
-                    tls.handshake(ep.authority.host(), stream)
-                        .await
-                        .map_err(|source| ConnectError::Tls {
-                            address: address.to_string(),
-                            source,
-                        })?;
-                http_handshake(TokioIo::new(stream), self.protocol)
-                    .await
-                    .map_err(handshake)
-            }
-        }
+            })
     }
 }
 
