@@ -25,6 +25,12 @@ pub enum ProxyError {
     UpstreamProtocol(#[source] hyper::Error),
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
+    #[error("request target longer than limits.max_uri_bytes")]
+    UriTooLong,
+    #[error("request head larger than limits.max_header_bytes")]
+    HeaderTooLarge,
+    #[error("client connections at limits.max_connections")]
+    TooManyConnections,
 }
 
 pub use crate::telemetry::metrics::UpstreamErrorKind;
@@ -68,6 +74,17 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
         }
         ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "504 gateway timeout\n", false),
         ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "400 bad request\n", false),
+        ProxyError::UriTooLong => (StatusCode::URI_TOO_LONG, "414 URI too long\n", false),
+        ProxyError::HeaderTooLarge => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 request header fields too large\n",
+            false,
+        ),
+        ProxyError::TooManyConnections => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 service unavailable: too many connections, retry shortly\n",
+            true,
+        ),
     }
 }
 
@@ -113,6 +130,9 @@ mod tests {
             (connect, 502, false),
             (ProxyError::Timeout(Duration::from_secs(1)), 504, false),
             (ProxyError::BadRequest("x"), 400, false),
+            (ProxyError::UriTooLong, 414, false),
+            (ProxyError::HeaderTooLarge, 431, false),
+            (ProxyError::TooManyConnections, 503, true),
         ];
         for (err, status, retry) in cases {
             let (s, body, r) = status_of(&err);

@@ -45,6 +45,10 @@ pub async fn handle(
     l: &ListenerCtx,
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
+    if let Err(e) = crate::proxy::guard::check_request(&req, &l.limits) {
+        tracing::debug!(error = %e, "request refused");
+        return error_response(&e);
+    }
     let mut table = l.table.load_full();
     let mut write_token = None;
     if !is_safe(req.method()) {
