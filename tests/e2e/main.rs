@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod cutover;
 mod drain;
+mod faults;
 mod health;
 mod openapi;
 mod proxy;

@@ -3,6 +3,7 @@
 //! in-process on 127.0.0.1:0, an HTTP client, and waiting with a deadline.
 
 pub mod admin;
+pub mod fault;
 pub mod process;
 pub mod upstream;
 
