@@ -156,6 +156,16 @@ async fn forward(
     let write = !is_safe(&parts.method);
     let idempotent = is_idempotent(&parts.method);
     let is_upgrade = headers::prepare_request(&mut parts, client_ip, l.tls);
+    if !http_body::Body::is_end_stream(&body) && http_body::Body::size_hint(&body).exact().is_none()
+    {
+        // A body of unknown length is sent chunked whatever the method: hyper
+        // would send a GET's as empty, and the upstream would not read what
+        // the proxy read.
+        parts.headers.insert(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -210,15 +220,19 @@ async fn forward(
                     }
                 }
                 let err = ProxyError::from_send(e.into_error());
-                ep.record_failure(
-                    crate::clock::now_ms(),
-                    settings.outlier_threshold,
-                    settings.ejection_ms,
-                );
                 if let Some(kind) = err.upstream_kind() {
+                    ep.record_failure(
+                        crate::clock::now_ms(),
+                        settings.outlier_threshold,
+                        settings.ejection_ms,
+                    );
                     pool.runtime.record_error(kind);
+                    pool.runtime.record_response(None, started.elapsed());
+                } else {
+                    // A broken client body says nothing about the upstream:
+                    // no ejection, no rollback verdict from it.
+                    pool.runtime.record_response(Some(400), started.elapsed());
                 }
-                pool.runtime.record_response(None, started.elapsed());
                 return Err(err);
             }
             Err(_elapsed) => {

@@ -9,6 +9,7 @@ mod cutover;
 mod drain;
 mod faults;
 mod health;
+mod hostile;
 mod openapi;
 mod proxy;
 mod rollout;

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod fault;
 pub mod process;
+pub mod raw;
 pub mod upstream;
 
 use bytes::Bytes;
