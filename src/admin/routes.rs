@@ -56,6 +56,14 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -> Response {
+    if req.uri().query().is_some_and(auth::names_a_credential) {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "token_in_query",
+            "a credential in the URL is refused (URLs end up in logs and histories): send Authorization: Bearer TOKEN",
+        )
+        .into_response();
+    }
     if let Some(token) = &st.token {
         let public = st.metrics_public && req.uri().path() == "/metrics";
         let given = req
@@ -152,10 +160,13 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
     } else {
         &bytes
     };
-    serde_json::from_slice(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::unprocessable(e.to_string()),
-        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
-    })
+    let value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    // serde would also take an array for a struct, its fields by position.
+    if !value.is_object() {
+        return Err(ApiError::unprocessable("the body must be a JSON object"));
+    }
+    T::deserialize(value).map_err(|e| ApiError::unprocessable(e.to_string()))
 }
 
 #[derive(Debug, Deserialize)]

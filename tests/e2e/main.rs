@@ -13,5 +13,6 @@ mod hostile;
 mod openapi;
 mod proxy;
 mod rollout;
+mod security;
 mod shutdown;
 mod streaming;
