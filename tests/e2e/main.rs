@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod cutover;
+mod disk;
 mod drain;
 mod faults;
 mod health;
