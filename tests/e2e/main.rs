@@ -12,6 +12,7 @@ mod faults;
 mod health;
 mod hostile;
 mod openapi;
+mod operator_input;
 mod proxy;
 mod rollout;
 mod security;
