@@ -17,4 +17,5 @@ mod proxy;
 mod rollout;
 mod security;
 mod shutdown;
+mod soak;
 mod streaming;
