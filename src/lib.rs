@@ -11,6 +11,7 @@
 //! - [`telemetry`]: Prometheus metrics, per-pool statistics windows, logging.
 //! - [`admin`]: the admin API.
 //! - [`demo`]: sample upstreams and the embedded config of `switchyard demo`.
+//! - [`fuzzing`]: entry points of the fuzz targets and property tests.
 //!
 //! The data plane never waits on a lock: a request loads the routing table
 //! once from an `ArcSwap` and records its outcome into atomics. Every change of
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod fuzzing;
 pub mod proxy;
 pub mod routing;
 pub mod server;

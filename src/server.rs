@@ -81,6 +81,8 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p, window, metrics.pool(p).clone())));
     let drain = cfg.drain.timeout;
     let client_header = cfg.timeouts.client_header;
+    let request_limits = crate::proxy::guard::RequestLimits::from_config(&cfg.limits);
+    let connections = crate::proxy::guard::ConnectionLimit::new(cfg.limits.max_connections);
     let listener_cfgs = cfg.listeners.clone();
     let admin_bind = cfg.admin.bind;
     let metrics_public = cfg.admin.metrics_public;
@@ -129,7 +131,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let stop_admin = CancellationToken::new();
     let tunnels = TaskTracker::new();
     let tunnels_cancel = CancellationToken::new();
-    let builder = Arc::new(http_builder(client_header));
+    let builder = Arc::new(http_builder(client_header, &request_limits));
     let mut listeners = JoinSet::new();
     let mut proxy_addrs = Vec::new();
     let mut certs = Vec::new();
@@ -157,6 +159,8 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
             preview: lc.pool,
             tunnels: tunnels.clone(),
             tunnels_cancel: tunnels_cancel.clone(),
+            connections: connections.clone(),
+            limits: request_limits,
         });
         listeners.spawn(serve(
             listener,

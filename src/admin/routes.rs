@@ -58,6 +58,14 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -> Response {
+    if req.uri().query().is_some_and(auth::names_a_credential) {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "token_in_query",
+            "a credential in the URL is refused (URLs end up in logs and histories): send Authorization: Bearer TOKEN",
+        )
+        .into_response();
+    }
     if let Some(token) = &st.token {
         let public = st.metrics_public && req.uri().path() == "/metrics";
         let given = req
@@ -151,15 +159,73 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
         }
         Err(e) => return Err(ApiError::bad_request(e.body_text())),
     };
+    parse_json(&bytes)
+}
+
+/// The JSON part of [`json_body`]: 400 when malformed, 422 when well-formed
+/// but wrong.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        &bytes
+        bytes
     };
-    serde_json::from_slice(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::unprocessable(e.to_string()),
-        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
-    })
+    let value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    // serde would also take an array for a struct, its fields by position.
+    if !value.is_object() {
+        return Err(ApiError::unprocessable("the body must be a JSON object"));
+    }
+    T::deserialize(value).map_err(|e| ApiError::unprocessable(e.to_string()))
+}
+
+/// The admin routes that read a JSON body.
+pub const BODY_ROUTES: [&str; 10] = [
+    "/api/v1/weights",
+    "/api/v1/switch",
+    "/api/v1/rollout",
+    "/api/v1/rollout/pause",
+    "/api/v1/rollout/resume",
+    "/api/v1/rollout/promote",
+    "/api/v1/rollout/abort",
+    "/api/v1/rollback",
+    "/api/v1/rearm",
+    "/api/v1/reload",
+];
+
+/// Read `bytes` as the body of `route` the way its handler does, through
+/// every check made before a command reaches the controller (size, JSON,
+/// types, unknown fields, weights and steps). `Err` is the answer a client
+/// would get. For property tests and fuzzing; `route` is one of [`BODY_ROUTES`].
+pub fn parse_body(route: &str, bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body larger than {MAX_BODY} bytes"),
+        ));
+    }
+    match route {
+        "/api/v1/weights" => {
+            let b: WeightsBody = parse_json(bytes)?;
+            crate::config::validate::validate_weights(b.blue, b.green)
+                .map_err(ApiError::unprocessable)?;
+            Weights::from_config(&crate::config::WeightsConfig {
+                blue: b.blue,
+                green: b.green,
+            });
+        }
+        "/api/v1/switch" => parse_json::<SwitchBody>(bytes).map(|_| ())?,
+        "/api/v1/rollout" => {
+            let b: RolloutBody = parse_json(bytes)?;
+            if let Some(steps) = &b.steps {
+                crate::config::validate_steps(steps).map_err(ApiError::unprocessable)?;
+            }
+        }
+        "/api/v1/rollback" => parse_json::<RollbackBody>(bytes).map(|_| ())?,
+        _ => parse_json::<GenerationBody>(bytes).map(|_| ())?,
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

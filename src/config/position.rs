@@ -94,6 +94,21 @@ struct Meta {
     key: Option<String>,
 }
 
+/// `pos`, or the end of the text when the parser reports an error at the
+/// end of input one line past the last (e.g. for a file of just `{`).
+pub(super) fn within(text: &str, pos: Pos) -> Pos {
+    let breaks = text.replace("\r\n", "\n");
+    let lines = breaks.matches(['\r', '\n']).count() + 1;
+    if pos.line <= lines {
+        return pos;
+    }
+    let last = breaks.rsplit(['\r', '\n']).next().unwrap_or("");
+    Pos {
+        line: lines,
+        column: last.chars().count() + 1,
+    }
+}
+
 /// A parsed document: the root node plus an index from node id to its place.
 #[derive(Debug, Clone)]
 pub struct Document {
@@ -117,7 +132,7 @@ impl Document {
                     line: e.marker().line(),
                     column: e.marker().col() + 1,
                 };
-                Issue::new(pos, e.info().to_string())
+                Issue::new(within(text, pos), e.info().to_string())
             })?;
             builder.event(event, &span)?;
         }

@@ -40,6 +40,8 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     #[serde(default)]
     pub retries: RetriesConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// `null` disables persistence of the runtime state.
     #[serde(default = "default_state_file")]
     pub state_file: Option<PathBuf>,
@@ -457,6 +459,31 @@ pub struct RetriesConfig {
 impl Default for RetriesConfig {
     fn default() -> Self {
         RetriesConfig { attempts: 1 }
+    }
+}
+
+/// What the proxy accepts from clients before it refuses: connections open
+/// at once, and the size of a request head. Applied at start (a reload that
+/// changes them says a restart is needed).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Client connections open at once over all listeners; one more is
+    /// answered `503` with `Retry-After` and closed.
+    pub max_connections: usize,
+    /// Largest request head (request line and header fields) in bytes: `431` beyond.
+    pub max_header_bytes: usize,
+    /// Largest request target (path and query) in bytes: `414` beyond.
+    pub max_uri_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_uri_bytes: 8 * 1024,
+        }
     }
 }
 

@@ -19,6 +19,12 @@ use std::time::Duration;
 /// The most extra tries on another endpoint a request may make.
 const MAX_RETRIES: u32 = 10;
 
+/// Bounds of `limits`: hyper reads a request head into a buffer of about
+/// 400 KB, so a larger head could never reach the check.
+const MAX_HEAD_BYTES: usize = 256 * 1024;
+const MIN_HEAD_BYTES: usize = 1024;
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 pub(super) fn check(
     cfg: &Config,
     doc: &Document,
@@ -31,7 +37,7 @@ pub(super) fn check(
         issues: Vec::new(),
     };
     type Section<'c> = fn(&mut Checker<'c>, &Config, &Environment);
-    let sections: [(&[&str], Section<'_>); 11] = [
+    let sections: [(&[&str], Section<'_>); 12] = [
         (&["listeners", "admin"], Checker::binds),
         (&["admin"], Checker::admin),
         (&["pools"], Checker::pools),
@@ -46,6 +52,7 @@ pub(super) fn check(
         (&["cutover", "pools"], Checker::cutover),
         (&["state_file", "audit_log"], Checker::files),
         (&["log"], Checker::log),
+        (&["limits"], Checker::limits),
     ];
     for (needs, run) in sections {
         if needs.iter().all(|s| !c.dirty.contains(*s)) {
@@ -362,6 +369,31 @@ impl Checker<'_> {
 
     fn log(&mut self, cfg: &Config, _: &Environment) {
         self.result("log.level", rules::log_level(&cfg.log.level));
+    }
+
+    fn limits(&mut self, cfg: &Config, _: &Environment) {
+        let l = &cfg.limits;
+        if !(1..=MAX_CONNECTIONS).contains(&l.max_connections) {
+            self.err(
+                "limits.max_connections",
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
+            );
+        }
+        if !(MIN_HEAD_BYTES..=MAX_HEAD_BYTES).contains(&l.max_header_bytes) {
+            self.err(
+                "limits.max_header_bytes",
+                format!("must be between {MIN_HEAD_BYTES} and {MAX_HEAD_BYTES}"),
+            );
+        } else if !(1..=l.max_header_bytes).contains(&l.max_uri_bytes) {
+            let path = self.written(&["limits.max_uri_bytes", "limits.max_header_bytes"]);
+            self.err(
+                path,
+                format!(
+                    "max_uri_bytes ({}) must be between 1 and max_header_bytes ({})",
+                    l.max_uri_bytes, l.max_header_bytes
+                ),
+            );
+        }
     }
 }
 

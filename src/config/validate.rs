@@ -103,7 +103,7 @@ pub fn parse_and_validate_in(
             .collect()
     };
     if let Err(e) = serde_yaml::from_str::<serde::de::IgnoredAny>(text) {
-        return Err(diagnostics(vec![syntax_issue(&e)]));
+        return Err(diagnostics(vec![syntax_issue(text, &e)]));
     }
     let (doc, mut issues) = Document::parse(text).map_err(|i| diagnostics(vec![i]))?;
     let typed = typed::read(&doc);
@@ -121,16 +121,19 @@ pub fn parse_and_validate_in(
 }
 
 /// A yaml_serde error as an issue, without the position repeated in the text.
-fn syntax_issue(e: &serde_yaml::Error) -> Issue {
+fn syntax_issue(text: &str, e: &serde_yaml::Error) -> Issue {
     let mut message = e.to_string();
     let pos = match e.location() {
         Some(l) => {
             let suffix = format!(" at line {} column {}", l.line(), l.column());
             message = message.replacen(&suffix, "", 1);
-            Pos {
-                line: l.line(),
-                column: l.column(),
-            }
+            super::position::within(
+                text,
+                Pos {
+                    line: l.line(),
+                    column: l.column(),
+                },
+            )
         }
         None => Pos::START,
     };

@@ -366,7 +366,10 @@ impl Controller {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
                 },
-                _ = tick.tick() => self.evaluate().await,
+                _ = tick.tick() => {
+                    self.evaluate().await;
+                    self.retry_persist();
+                }
                 _ = sleep_until_opt(deadline) => self.on_timer(),
             }
             let configured = self.shared.config.load().rollback.interval;
@@ -446,6 +449,18 @@ impl Controller {
         view
     }
 
+    /// After a failed write (full disk, read-only directory), try again at
+    /// every tick, so the file is current as soon as the disk allows.
+    fn retry_persist(&mut self) {
+        if self.state_error.is_some() {
+            self.persist();
+            if self.state_error.is_none() {
+                tracing::info!("state file written again");
+                self.publish_view();
+            }
+        }
+    }
+
     fn persist(&mut self) {
         let Some(path) = self.state_file.clone() else {
             return;
@@ -463,8 +478,12 @@ impl Controller {
         match state::save(&path, &snapshot) {
             Ok(()) => self.state_error = None,
             Err(e) => {
-                tracing::error!(error = %e, "state not persisted; the change is kept in memory");
-                self.state_error = Some(e.to_string());
+                let msg = e.to_string();
+                // Retried every tick: say it once per distinct failure.
+                if self.state_error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!(error = %e, "state not persisted; the change is kept in memory");
+                }
+                self.state_error = Some(msg);
             }
         }
     }

@@ -76,6 +76,9 @@ impl Controller {
         if new.rollback.window > self.shared.runtimes[0].stats.capacity() {
             restart.push("rollback.window (longer than the statistics kept)");
         }
+        if new.limits != old.limits || new.timeouts.client_header != old.timeouts.client_header {
+            restart.push("limits/timeouts.client_header");
+        }
         if new.audit_log != old.audit_log || new.state_file != old.state_file {
             restart.push("audit_log/state_file");
         }

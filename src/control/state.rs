@@ -68,7 +68,10 @@ pub enum StateError {
 
 /// Read the state file. `Ok(None)` when there is none; a corrupt file is
 /// renamed to `<name>.corrupt-<unix ms>` and reported as `Corrupt`.
+/// Temporary files left by a write that a crash interrupted are removed:
+/// the state they held never became current.
 pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
+    remove_stale_temporaries(path);
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -95,6 +98,36 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
         kept,
         reason,
     })
+}
+
+/// Remove `<name>.tmp-*` beside `path`, the leftovers of interrupted writes.
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = name.to_owned();
+    prefix.push(".tmp-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %e.path().display(), "removed the leftover of an interrupted state write")
+                }
+                Err(err) => {
+                    tracing::warn!(file = %e.path().display(), error = %err, "cannot remove the leftover of an interrupted state write")
+                }
+            }
+        }
+    }
 }
 
 /// Write `state` atomically: a temporary file beside `path`, fsync, rename
@@ -174,6 +207,22 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_write_are_removed_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        save(&path, &sample()).unwrap();
+        std::fs::write(dir.path().join("state.json.tmp-99999"), b"{\"vers").unwrap();
+        std::fs::write(dir.path().join("other.json.tmp-1"), b"keep").unwrap();
+        assert_eq!(load(&path).unwrap(), Some(sample()));
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["other.json.tmp-1", "state.json"]);
     }
 
     #[test]

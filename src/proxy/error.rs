@@ -25,6 +25,16 @@ pub enum ProxyError {
     UpstreamProtocol(#[source] hyper::Error),
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
+    /// The client's own request body broke (bad chunked framing, a client
+    /// gone mid-upload): the client's fault, never counted against the upstream.
+    #[error("the client's request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
+    #[error("request target longer than limits.max_uri_bytes")]
+    UriTooLong,
+    #[error("request head larger than limits.max_header_bytes")]
+    HeaderTooLarge,
+    #[error("client connections at limits.max_connections")]
+    TooManyConnections,
 }
 
 pub use crate::telemetry::metrics::UpstreamErrorKind;
@@ -32,7 +42,17 @@ pub use crate::telemetry::metrics::UpstreamErrorKind;
 impl ProxyError {
     /// Sort an error from sending a request on an upstream connection.
     pub fn from_send(err: hyper::Error) -> Self {
-        if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() || err.is_user() {
+        // hyper reports a failed request body as a "user" error whose cause is
+        // the error the client connection's body gave.
+        let client_body = err.is_user()
+            && std::error::Error::source(&err).is_some_and(|s| s.is::<hyper::Error>());
+        if client_body {
+            ProxyError::ClientBody(err)
+        } else if err.is_parse()
+            || err.is_parse_status()
+            || err.is_parse_too_large()
+            || err.is_user()
+        {
             ProxyError::UpstreamProtocol(err)
         } else {
             ProxyError::UpstreamReset(err)
@@ -67,7 +87,20 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
             (StatusCode::BAD_GATEWAY, "502 bad gateway\n", false)
         }
         ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "504 gateway timeout\n", false),
-        ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "400 bad request\n", false),
+        ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => {
+            (StatusCode::BAD_REQUEST, "400 bad request\n", false)
+        }
+        ProxyError::UriTooLong => (StatusCode::URI_TOO_LONG, "414 URI too long\n", false),
+        ProxyError::HeaderTooLarge => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 request header fields too large\n",
+            false,
+        ),
+        ProxyError::TooManyConnections => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 service unavailable: too many connections, retry shortly\n",
+            true,
+        ),
     }
 }
 
@@ -121,6 +154,9 @@ mod tests {
             ),
             (ProxyError::Timeout(Duration::from_secs(1)), 504, false),
             (ProxyError::BadRequest("x"), 400, false),
+            (ProxyError::UriTooLong, 414, false),
+            (ProxyError::HeaderTooLarge, 431, false),
+            (ProxyError::TooManyConnections, 503, true),
         ];
         for (err, status, retry) in cases {
             let (s, body, r) = status_of(&err);

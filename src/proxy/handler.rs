@@ -44,6 +44,10 @@ pub async fn handle(
     l: &ListenerCtx,
     client: &ClientAddr,
 ) -> Response<ProxyBody> {
+    if let Err(e) = crate::proxy::guard::check_request(&req, &l.limits) {
+        tracing::debug!(error = %e, "request refused");
+        return error_response(&e);
+    }
     let mut table = l.table.load_full();
     let mut write_token = None;
     if !is_safe(req.method()) {
@@ -186,6 +190,18 @@ async fn forward(
         parts.headers.remove(name);
     }
     let mut is_upgrade = headers::prepare_request(&mut parts, client, l.tls);
+    if pool.protocol != UpstreamProtocol::H2
+        && !http_body::Body::is_end_stream(&body)
+        && http_body::Body::size_hint(&body).exact().is_none()
+    {
+        // A body of unknown length is sent chunked whatever the method: hyper
+        // would send a GET's as empty, and the upstream would not read what
+        // the proxy read.
+        parts.headers.insert(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     if pool.protocol == UpstreamProtocol::H2 {
         headers::to_http2(
             &mut parts,
@@ -248,15 +264,19 @@ async fn forward(
                     }
                 }
                 let err = ProxyError::from_send(e.into_error());
-                ep.record_failure(
-                    crate::clock::now_ms(),
-                    settings.outlier_threshold,
-                    settings.ejection_ms,
-                );
                 if let Some(kind) = err.upstream_kind() {
+                    ep.record_failure(
+                        crate::clock::now_ms(),
+                        settings.outlier_threshold,
+                        settings.ejection_ms,
+                    );
                     pool.runtime.record_error(kind);
+                    pool.runtime.record_response(None, started.elapsed());
+                } else {
+                    // A broken client body says nothing about the upstream:
+                    // no ejection, no rollback verdict from it.
+                    pool.runtime.record_response(Some(400), started.elapsed());
                 }
-                pool.runtime.record_response(None, started.elapsed());
                 return Err(err);
             }
             Err(_elapsed) => {

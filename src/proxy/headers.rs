@@ -115,8 +115,9 @@ fn strip_request_hops(h: &mut HeaderMap, version: Version) -> bool {
 fn forwarded_headers(parts: &mut Parts, client: &ClientAddr, tls: bool) {
     let h = &mut parts.headers;
 
-    // Host: kept; an HTTP/2 client sends :authority instead.
-    if !h.contains_key(header::HOST) {
+    // Host: kept, unless the target names the authority (absolute form, or
+    // HTTP/2's :authority), which then wins (RFC 9112 section 3.2.2).
+    if parts.uri.authority().is_some() || !h.contains_key(header::HOST) {
         if let Some(auth) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
                 h.insert(header::HOST, v);
@@ -131,6 +132,7 @@ fn forwarded_headers(parts: &mut Parts, client: &ClientAddr, tls: bool) {
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
     append_forwarded_for(h, client);
+    append_via(h, parts.version);
 
     // Origin form for the upstream; HTTP/2 and absolute-form requests carry more.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
@@ -215,8 +217,26 @@ fn append_forwarded_for(h: &mut HeaderMap, client: &ClientAddr) {
     }
 }
 
+/// `Via` (RFC 9110 section 7.6.3), which a gateway must add to every request
+/// it forwards: the protocol it received, and its name.
+fn append_via(h: &mut HeaderMap, received: Version) {
+    let ours = match received {
+        Version::HTTP_2 => "2 switchyard",
+        Version::HTTP_10 => "1.0 switchyard",
+        _ => "1.1 switchyard",
+    };
+    // A list field: one more line is the same as one more element.
+    h.append(header::VIA, HeaderValue::from_static(ours));
+}
+
 /// Rewrite an upstream response's headers for the client.
 pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    // A response framed by Transfer-Encoding was read as such; its
+    // Content-Length, if any, is wrong and must not reach the client
+    // (RFC 9112 section 6.3). The proxy frames the body itself.
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let upgrade_value = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(headers);
     headers.remove(header::TE);
@@ -302,6 +322,36 @@ mod tests {
         assert_eq!(p.headers["host"], "app.example:8080");
         assert_eq!(p.headers["te"], "trailers");
         assert_eq!(p.uri, "/x");
+    }
+
+    #[test]
+    fn via_is_added_and_an_absolute_target_names_the_host() {
+        let mut p = parts(
+            Request::get("http://app.example:8080/x?y")
+                .header("host", "other.example")
+                .header("via", "1.1 edge")
+                .body(())
+                .unwrap(),
+        );
+        prepare_request(
+            &mut p,
+            &ClientAddr::new("127.0.0.1".parse().unwrap()),
+            false,
+        );
+        assert_eq!(p.headers["host"], "app.example:8080");
+        let via: Vec<_> = p.headers.get_all("via").iter().collect();
+        assert_eq!(via, ["1.1 edge", "1.1 switchyard"]);
+        assert_eq!(p.uri, "/x?y");
+    }
+
+    #[test]
+    fn a_chunked_response_loses_its_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-length", HeaderValue::from_static("3"));
+        prepare_response(&mut h, false);
+        assert!(!h.contains_key("content-length"));
+        assert!(!h.contains_key("transfer-encoding"));
     }
 
     #[test]

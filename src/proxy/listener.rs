@@ -9,6 +9,7 @@
 //! GOAWAY, and in-flight work gets up to the drain timeout.
 
 use crate::config::PoolSelector;
+use crate::proxy::guard::{ConnectionLimit, RequestLimits};
 use crate::proxy::handler::handle;
 use crate::proxy::headers::ClientAddr;
 use crate::proxy::tls::TlsListener;
@@ -36,17 +37,31 @@ pub struct ListenerCtx {
     /// Upgraded (WebSocket) tunnels, which outlive their HTTP connection.
     pub tunnels: TaskTracker,
     pub tunnels_cancel: CancellationToken,
+    /// Client connections over all listeners, against `limits.max_connections`.
+    pub connections: Arc<ConnectionLimit>,
+    pub limits: RequestLimits,
 }
 
-/// The HTTP server settings shared by all listeners.
-pub fn http_builder(client_header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// Header fields in one HTTP/1 request head (hyper's default, made explicit): 431 beyond.
+pub const MAX_HEADERS: usize = 100;
+
+/// The HTTP server settings shared by all listeners. A request head larger
+/// than hyper's read buffer (about 400 KB) or with more than [`MAX_HEADERS`]
+/// fields gets 431 from hyper itself, a target over 64 KB 414; the smaller
+/// `limits` are checked per request ([`crate::proxy::guard`]).
+pub fn http_builder(
+    client_header_timeout: Duration,
+    limits: &RequestLimits,
+) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(client_header_timeout)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     b
 }
@@ -74,6 +89,11 @@ pub async fn serve(
                 }
             },
             _ = shutdown.cancelled() => break,
+        };
+        let Some(slot) = ctx.connections.try_open() else {
+            tracing::debug!(%peer, "limits.max_connections reached: connection refused");
+            ctx.connections.refuse(stream, !ctx.tls);
+            continue;
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
@@ -114,6 +134,7 @@ pub async fn serve(
             if let Err(e) = served {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -376,3 +376,28 @@ fn state_and_audit_files() {
     );
     valid(&with("state_file: null\naudit_log: ./audit.jsonl\n"));
 }
+
+#[test]
+fn limits() {
+    let t = with("limits:\n  max_connections: 0\n");
+    assert_one(
+        &t,
+        at(&t, "0\n"),
+        "limits.max_connections: must be between 1",
+    );
+    let t = with("limits:\n  max_header_bytes: 100\n");
+    assert_one(
+        &t,
+        at(&t, "100"),
+        "limits.max_header_bytes: must be between 1024",
+    );
+    let t = with("limits:\n  max_header_bytes: 4096\n  max_uri_bytes: 8192\n");
+    assert_one(
+        &t,
+        at(&t, "8192"),
+        "max_uri_bytes (8192) must be between 1 and",
+    );
+    valid(&with(
+        "limits: {max_connections: 2, max_header_bytes: 4096, max_uri_bytes: 1024}\n",
+    ));
+}

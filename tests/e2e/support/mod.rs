@@ -3,8 +3,10 @@
 //! in-process on 127.0.0.1:0, an HTTP client, and waiting with a deadline.
 
 pub mod admin;
+pub mod fault;
 pub mod logs;
 pub mod process;
+pub mod raw;
 pub mod tls;
 pub mod upstream;
 

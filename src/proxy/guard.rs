@@ -1,0 +1,271 @@
+//! What the proxy checks before it forwards anything: the cap on client
+//! connections (`limits.max_connections`), the size of a request head
+//! (`limits.max_header_bytes`, `limits.max_uri_bytes`), and the one rule of
+//! RFC 9112 that hyper's parser leaves to the application: a request names
+//! its host exactly once (section 3.2).
+//!
+//! Framing rules (conflicting `Content-Length` and `Transfer-Encoding`, a
+//! `Transfer-Encoding` that does not end in `chunked`, bad lengths) are
+//! enforced by hyper while it parses; these checks run on what it parsed.
+//! Counting connections is one atomic; nothing here takes a lock.
+
+use crate::config::LimitsConfig;
+use crate::proxy::error::{status_of, ProxyError};
+use http::{header, Request, Version};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Refusals being written at once; beyond, a refused connection is closed
+/// without a word, so that a flood cannot grow the refusals instead.
+const MAX_REFUSING: usize = 64;
+/// How long a refusal waits for the client to read it before closing.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// The connections open over all listeners, against `limits.max_connections`.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    open: AtomicUsize,
+    refusing: AtomicUsize,
+    refusal: Vec<u8>,
+}
+
+/// One admitted connection; dropping it frees its place.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<ConnectionLimit>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Arc<Self> {
+        let (status, body, _) = status_of(&ProxyError::TooManyConnections);
+        let refusal = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
+             retry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        Arc::new(ConnectionLimit {
+            max,
+            open: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+            refusal: refusal.into_bytes(),
+        })
+    }
+
+    /// A place for one more connection, or `None` at the cap.
+    pub fn try_open(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ConnectionSlot(self.clone()))
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Turn away a connection beyond the cap. A cleartext one is told why
+    /// (`503`, `Retry-After: 1`, `Connection: close`) before it is closed;
+    /// what it already sent is read and dropped for a moment, so the close
+    /// does not reset the answer away. A TLS one is closed at once.
+    pub fn refuse(self: &Arc<Self>, mut stream: TcpStream, plaintext: bool) {
+        if !plaintext || self.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+            if plaintext {
+                self.refusing.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        let limit = self.clone();
+        tokio::spawn(async move {
+            let linger = async {
+                stream.write_all(&limit.refusal).await?;
+                stream.shutdown().await?;
+                let mut sink = [0u8; 4096];
+                for _ in 0..16 {
+                    if stream.read(&mut sink).await? == 0 {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            if let Ok(Err(e)) = tokio::time::timeout(REFUSAL_LINGER, linger).await {
+                tracing::debug!(error = %e, "refusal not delivered");
+            }
+            limit.refusing.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// The per-request limits, from `limits`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+}
+
+impl RequestLimits {
+    pub fn from_config(l: &LimitsConfig) -> Self {
+        RequestLimits {
+            max_header_bytes: l.max_header_bytes,
+            max_uri_bytes: l.max_uri_bytes,
+        }
+    }
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self::from_config(&LimitsConfig::default())
+    }
+}
+
+/// Refuse a request that must not be forwarded: a target longer than
+/// `max_uri_bytes` (414), a head larger than `max_header_bytes` (431, counted
+/// as HTTP/1.1 would carry it), or a `Host` that is missing from an HTTP/1.1
+/// request, repeated, or not a host (400, RFC 9112 section 3.2).
+pub fn check_request<B>(req: &Request<B>, limits: &RequestLimits) -> Result<(), ProxyError> {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > limits.max_uri_bytes {
+        return Err(ProxyError::UriTooLong);
+    }
+    // Request line: method, target, version, two spaces and CRLF.
+    let mut head = req.method().as_str().len() + target + 12;
+    let mut hosts = 0;
+    for (name, value) in req.headers() {
+        head += name.as_str().len() + value.len() + 4;
+        if name == header::HOST {
+            hosts += 1;
+        }
+    }
+    if head > limits.max_header_bytes {
+        return Err(ProxyError::HeaderTooLarge);
+    }
+    match hosts {
+        0 if req.version() == Version::HTTP_11 => Err(ProxyError::BadRequest("no Host header")),
+        0 => Ok(()),
+        1 => match req.headers().get(header::HOST) {
+            Some(v) if valid_host(v.as_bytes()) => Ok(()),
+            _ => Err(ProxyError::BadRequest("invalid Host header")),
+        },
+        _ => Err(ProxyError::BadRequest("more than one Host header")),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 section 7.2), or empty.
+fn valid_host(v: &[u8]) -> bool {
+    if v.is_empty() {
+        return true;
+    }
+    // The port is what follows the last colon outside an IPv6 literal.
+    let port_at = v
+        .iter()
+        .rposition(|&b| b == b':')
+        .filter(|&i| !v[i..].contains(&b']'));
+    if let Some(i) = port_at {
+        if !v[i + 1..].iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+    }
+    !v.contains(&b'@')
+        && !v.contains(&b'/')
+        && std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<http::uri::Authority>().ok())
+            .is_some_and(|a| a.as_str().len() == v.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, hosts: &[&str], uri: &str) -> Request<()> {
+        let mut b = Request::get(uri).version(version);
+        for h in hosts {
+            b = b.header("host", *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn status(r: Result<(), ProxyError>) -> u16 {
+        match r {
+            Ok(()) => 0,
+            Err(e) => status_of(&e).0.as_u16(),
+        }
+    }
+
+    #[test]
+    fn host_rules_of_rfc_9112() {
+        let l = RequestLimits::default();
+        let v11 = Version::HTTP_11;
+        assert_eq!(status(check_request(&req(v11, &["a.example"], "/"), &l)), 0);
+        assert_eq!(
+            status(check_request(&req(v11, &["a.example:8080"], "/"), &l)),
+            0
+        );
+        assert_eq!(status(check_request(&req(v11, &["[::1]:80"], "/"), &l)), 0);
+        assert_eq!(status(check_request(&req(v11, &[""], "/"), &l)), 0);
+        assert_eq!(status(check_request(&req(v11, &[], "/"), &l)), 400);
+        assert_eq!(status(check_request(&req(v11, &["a", "b"], "/"), &l)), 400);
+        assert_eq!(status(check_request(&req(v11, &["a", "a"], "/"), &l)), 400);
+        for bad in ["u@a.example", "a.example/x", "a b", "a.example:port"] {
+            assert_eq!(
+                status(check_request(&req(v11, &[bad], "/"), &l)),
+                400,
+                "{bad}"
+            );
+        }
+        // HTTP/1.0 and HTTP/2 (`:authority`) may leave Host out.
+        assert_eq!(
+            status(check_request(&req(Version::HTTP_10, &[], "/"), &l)),
+            0
+        );
+        assert_eq!(
+            status(check_request(&req(Version::HTTP_2, &[], "/"), &l)),
+            0
+        );
+    }
+
+    #[test]
+    fn long_targets_get_414_and_large_heads_431() {
+        let l = RequestLimits {
+            max_header_bytes: 2048,
+            max_uri_bytes: 1024,
+        };
+        let ok = format!("/{}", "a".repeat(1023));
+        assert_eq!(
+            status(check_request(&req(Version::HTTP_11, &["h"], &ok), &l)),
+            0
+        );
+        let long = format!("/{}", "a".repeat(1024));
+        assert_eq!(
+            status(check_request(&req(Version::HTTP_11, &["h"], &long), &l)),
+            414
+        );
+        let mut big = req(Version::HTTP_11, &["h"], "/");
+        big.headers_mut()
+            .insert("x-big", "v".repeat(2100).parse().unwrap());
+        assert_eq!(status(check_request(&big, &l)), 431);
+    }
+
+    #[tokio::test]
+    async fn the_cap_admits_up_to_max_and_frees_places() {
+        let limit = ConnectionLimit::new(2);
+        let a = limit.try_open().unwrap();
+        let _b = limit.try_open().unwrap();
+        assert!(limit.try_open().is_none());
+        assert_eq!(limit.open(), 2);
+        drop(a);
+        assert!(limit.try_open().is_some());
+        assert!(String::from_utf8_lossy(&limit.refusal).starts_with("HTTP/1.1 503 "));
+    }
+}
