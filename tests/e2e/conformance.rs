@@ -312,6 +312,7 @@ async fn http2_bad_frames_end_the_connection_with_the_right_goaway() {
         settings.contains(&(0x3, 256)),
         "SETTINGS_MAX_CONCURRENT_STREAMS: {settings:?}"
     );
+    drop(c);
 
     let mut bad_settings = Vec::new();
     bad_settings.extend_from_slice(&0x4u16.to_be_bytes());
