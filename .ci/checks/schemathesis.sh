@@ -36,7 +36,7 @@ curl -fsS "http://$admin/healthz" >/dev/null || { cat "$work/demo.log"; echo "FA
 
 "$st" --version
 if ! "$st" --config-file .ci/schemathesis.toml run openapi.yaml --url "http://$admin" \
-  -H "Authorization: Bearer $token" --checks all --max-examples 100 --no-color \
+  -H "Authorization: Bearer $token" --checks all --max-examples 100 --no-color --generation-database none \
   --report junit --report-dir "$work/report" >"$work/st.log" 2>&1; then
   cat "$work/st.log"
   echo "FAIL: schemathesis found the admin API and openapi.yaml disagree"

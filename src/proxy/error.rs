@@ -33,6 +33,8 @@ pub enum ProxyError {
     UriTooLong,
     #[error("request head larger than limits.max_header_bytes")]
     HeaderTooLarge,
+    #[error("CONNECT: the proxy does not open tunnels")]
+    NotImplemented,
     #[error("client connections at limits.max_connections")]
     TooManyConnections,
 }
@@ -96,6 +98,7 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
             "431 request header fields too large\n",
             false,
         ),
+        ProxyError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "501 not implemented\n", false),
         ProxyError::TooManyConnections => (
             StatusCode::SERVICE_UNAVAILABLE,
             "503 service unavailable: too many connections, retry shortly\n",
@@ -157,6 +160,7 @@ mod tests {
             (ProxyError::UriTooLong, 414, false),
             (ProxyError::HeaderTooLarge, 431, false),
             (ProxyError::TooManyConnections, 503, true),
+            (ProxyError::NotImplemented, 501, false),
         ];
         for (err, status, retry) in cases {
             let (s, body, r) = status_of(&err);

@@ -129,11 +129,15 @@ impl Default for RequestLimits {
     }
 }
 
-/// Refuse a request that must not be forwarded: a target longer than
+/// Refuse a request that must not be forwarded: `CONNECT` (501), a target longer than
 /// `max_uri_bytes` (414), a head larger than `max_header_bytes` (431, counted
 /// as HTTP/1.1 would carry it), or a `Host` that is missing from an HTTP/1.1
 /// request, repeated, or not a host (400, RFC 9112 section 3.2).
 pub fn check_request<B>(req: &Request<B>, limits: &RequestLimits) -> Result<(), ProxyError> {
+    // A reverse proxy opens no tunnels to arbitrary hosts (RFC 9110 9.3.6).
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::NotImplemented);
+    }
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > limits.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
@@ -224,6 +228,11 @@ mod tests {
                 "{bad}"
             );
         }
+        let connect = Request::connect("example.com:443")
+            .header("host", "example.com:443")
+            .body(())
+            .unwrap();
+        assert_eq!(status(check_request(&connect, &l)), 501);
         // HTTP/1.0 and HTTP/2 (`:authority`) may leave Host out.
         assert_eq!(
             status(check_request(&req(Version::HTTP_10, &[], "/"), &l)),

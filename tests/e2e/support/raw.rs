@@ -65,7 +65,36 @@ impl RawConn {
             .expect("a response or a close within the deadline")
     }
 
+    /// The next response to a HEAD request: its head, no body whatever its
+    /// length fields say.
+    pub async fn head_response(&mut self, deadline: Duration) -> Option<RawResponse> {
+        tokio::time::timeout(deadline, self.read_head())
+            .await
+            .expect("a response or a close within the deadline")
+    }
+
     async fn next_response(&mut self) -> Option<RawResponse> {
+        let mut resp = self.read_head().await?;
+        if matches!(resp.status, 100..=199 | 204 | 304) {
+            return Some(resp);
+        }
+        if resp.header("transfer-encoding").is_some() {
+            resp.body = self.chunked().await?;
+        } else {
+            let len: usize = resp
+                .header("content-length")
+                .map_or(0, |v| v.parse().expect("content-length"));
+            while self.buf.len() < len {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            resp.body = self.buf.drain(..len).collect();
+        }
+        Some(resp)
+    }
+
+    async fn read_head(&mut self) -> Option<RawResponse> {
         let head_end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i;
@@ -86,25 +115,11 @@ impl RawConn {
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
         self.buf.drain(..head_end + 4);
-        let mut resp = RawResponse {
+        Some(RawResponse {
             status,
             headers,
             body: Vec::new(),
-        };
-        if resp.header("transfer-encoding").is_some() {
-            resp.body = self.chunked().await?;
-        } else {
-            let len: usize = resp
-                .header("content-length")
-                .map_or(0, |v| v.parse().expect("content-length"));
-            while self.buf.len() < len {
-                if !self.fill().await {
-                    return None;
-                }
-            }
-            resp.body = self.buf.drain(..len).collect();
-        }
-        Some(resp)
+        })
     }
 
     async fn chunked(&mut self) -> Option<Vec<u8>> {
