@@ -165,27 +165,38 @@ pub fn check_request<B>(req: &Request<B>, limits: &RequestLimits) -> Result<(), 
     }
 }
 
-/// `uri-host [ ":" port ]` (RFC 9110 section 7.2), or empty.
+/// `uri-host [ ":" port ]` (RFC 9110 section 7.2, RFC 3986 section 3.2),
+/// or empty. Byte classes only: no allocation on the request path.
 fn valid_host(v: &[u8]) -> bool {
     if v.is_empty() {
         return true;
     }
-    // The port is what follows the last colon outside an IPv6 literal.
-    let port_at = v
-        .iter()
-        .rposition(|&b| b == b':')
-        .filter(|&i| !v[i..].contains(&b']'));
-    if let Some(i) = port_at {
-        if !v[i + 1..].iter().all(u8::is_ascii_digit) {
-            return false;
-        }
+    // RFC 3986: unreserved / sub-delims (reg-name adds pct-encoded).
+    fn reg_name_byte(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
     }
-    !v.contains(&b'@')
-        && !v.contains(&b'/')
-        && std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse::<http::uri::Authority>().ok())
-            .is_some_and(|a| a.as_str().len() == v.len())
+    let (host_ok, rest) = if v[0] == b'[' {
+        // IP-literal: IPv6address / IPvFuture, inside brackets.
+        let Some(end) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &v[1..end];
+        let ok = !inner.is_empty() && inner.iter().all(|&b| reg_name_byte(b) || b == b':');
+        (ok, &v[end + 1..])
+    } else {
+        let at = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+        let host = &v[..at];
+        (
+            !host.is_empty() && host.iter().all(|&b| reg_name_byte(b)),
+            &v[at..],
+        )
+    };
+    host_ok
+        && match rest.split_first() {
+            None => true,
+            Some((b':', port)) => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
 }
 
 #[cfg(test)]
@@ -221,7 +232,26 @@ mod tests {
         assert_eq!(status(check_request(&req(v11, &[], "/"), &l)), 400);
         assert_eq!(status(check_request(&req(v11, &["a", "b"], "/"), &l)), 400);
         assert_eq!(status(check_request(&req(v11, &["a", "a"], "/"), &l)), 400);
-        for bad in ["u@a.example", "a.example/x", "a b", "a.example:port"] {
+        assert_eq!(status(check_request(&req(v11, &["[v1.x]"], "/"), &l)), 0);
+        assert_eq!(
+            status(check_request(&req(v11, &["a.example:"], "/"), &l)),
+            0
+        );
+        for bad in [
+            "u@a.example",
+            "a.example/x",
+            "a b",
+            "a.example:port",
+            ":80",
+            "a:80:80",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "a.example:123456",
+            "a\\b",
+            "a?b",
+            "a#b",
+        ] {
             assert_eq!(
                 status(check_request(&req(v11, &[bad], "/"), &l)),
                 400,

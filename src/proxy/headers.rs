@@ -231,6 +231,11 @@ fn append_via(h: &mut HeaderMap, received: Version) {
 
 /// Rewrite an upstream response's headers for the client.
 pub fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    // The common response has nothing to strip: one pass of comparisons
+    // instead of a dozen hash lookups.
+    if !switching_protocols && !has_hop_headers(headers) {
+        return;
+    }
     // A response framed by Transfer-Encoding was read as such; its
     // Content-Length, if any, is wrong and must not reach the client
     // (RFC 9112 section 6.3). The proxy frames the body itself.

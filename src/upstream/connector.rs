@@ -162,7 +162,7 @@ impl Connector {
             if let Some(c) = ep.shared_conn() {
                 return Ok(c);
             }
-            let c = self.connect(ep).await?;
+            let c = Box::pin(self.connect(ep)).await?;
             ep.set_shared_conn(&c);
             return Ok(c);
         }
@@ -172,7 +172,10 @@ impl Connector {
                 return Ok(c);
             }
         }
-        self.connect(ep).await
+        // Boxed: opening a connection (TCP, TLS, handshake) is a large future
+        // and the rare path; inline, it would make every request's future
+        // kilobytes larger, and those bytes are copied as the future moves.
+        Box::pin(self.connect(ep)).await
     }
 
     /// Open a new connection to `ep`.
