@@ -1,5 +1,6 @@
 //! Accepting client connections and serving HTTP/1.1 and HTTP/2 on them
-//! (hyper-util `auto`), in cleartext or over TLS, with graceful shutdown.
+//! (by TLS ALPN or the connection's first bytes, else hyper-util `auto`),
+//! in cleartext or over TLS, with graceful shutdown.
 //!
 //! A TLS handshake runs in the connection's own task, bounded by the
 //! handshake timeout, so a slow client never holds up the accept loop.
@@ -15,14 +16,18 @@ use crate::proxy::headers::ClientAddr;
 use crate::proxy::tls::TlsListener;
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,25 +50,186 @@ pub struct ListenerCtx {
 /// Header fields in one HTTP/1 request head (hyper's default, made explicit): 431 beyond.
 pub const MAX_HEADERS: usize = 100;
 
-/// The HTTP server settings shared by all listeners. A request head larger
-/// than hyper's read buffer (about 400 KB) or with more than [`MAX_HEADERS`]
-/// fields gets 431 from hyper itself, a target over 64 KB 414; the smaller
-/// `limits` are checked per request ([`crate::proxy::guard`]).
-pub fn http_builder(
-    client_header_timeout: Duration,
-    limits: &RequestLimits,
-) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The HTTP server settings shared by all listeners: one builder per
+/// protocol, so a connection whose protocol is known (TLS ALPN, or the first
+/// bytes of a cleartext one) is served without hyper-util's `auto` layer,
+/// which re-checks a rewind buffer on every read; `auto` serves the rest.
+pub struct HttpBuilders {
+    auto: auto::Builder<TokioExecutor>,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    client_header: Duration,
+}
+
+/// A request head larger than hyper's read buffer (about 400 KB) or with
+/// more than [`MAX_HEADERS`] fields gets 431 from hyper itself, a target
+/// over 64 KB 414; the smaller `limits` are checked per request
+/// ([`crate::proxy::guard`]).
+pub fn http_builder(client_header_timeout: Duration, limits: &RequestLimits) -> HttpBuilders {
+    let max_header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(client_header_timeout)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
-    b.http2()
+    auto.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(max_header_list)
         .max_concurrent_streams(256);
-    b
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(client_header_timeout)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(max_header_list)
+        .max_concurrent_streams(256);
+    HttpBuilders {
+        auto,
+        h1,
+        h2,
+        client_header: client_header_timeout,
+    }
+}
+
+/// What a connection's first bytes say it speaks.
+enum Sniffed {
+    Http1,
+    Http2,
+    /// A prefix of the HTTP/2 preface: too short to tell, `auto` reads on.
+    Unsure,
+    /// Closed, or nothing within the header timeout.
+    Gone,
+}
+
+/// Peek (without consuming) at a cleartext connection's first bytes.
+async fn sniff(stream: &TcpStream, within: Duration) -> Sniffed {
+    let mut buf = [0u8; 24];
+    match tokio::time::timeout(within, stream.peek(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Sniffed::Gone,
+        Ok(Ok(n)) if buf[..n] != H2_PREFACE[..n] => Sniffed::Http1,
+        Ok(Ok(24)) => Sniffed::Http2,
+        Ok(Ok(_)) => Sniffed::Unsure,
+    }
+}
+
+/// Shutdown shared by a listener's connections. Unlike hyper-util's
+/// `GracefulShutdown`, whose watch future each connection polls (a lock and
+/// a version check) on every wake-up, a connection here checks one atomic
+/// flag and polls the cancellation only when its task's waker changes.
+struct Drain {
+    started: AtomicBool,
+    token: CancellationToken,
+    connections: TaskTracker,
+}
+
+/// A served connection that hyper can ask to finish gracefully.
+trait GracefulConn: Future<Output = Result<(), Self::Error>> {
+    type Error: std::fmt::Display;
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Error = hyper::Error;
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, B, E> GracefulConn for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Error = hyper::Error;
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, B, E> GracefulConn for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection that starts its graceful shutdown when the drain does.
+    struct Watched<C> {
+        #[pin]
+        conn: C,
+        #[pin]
+        cancelled: tokio_util::sync::WaitForCancellationFutureOwned,
+        drain: Arc<Drain>,
+        registered: Option<Waker>,
+        shutting_down: bool,
+    }
+}
+
+impl<C: GracefulConn> Future for Watched<C> {
+    type Output = Result<(), C::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.shutting_down {
+            let registered = this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()));
+            if !registered || this.drain.started.load(Ordering::Acquire) {
+                match this.cancelled.poll(cx) {
+                    Poll::Ready(()) => {
+                        *this.shutting_down = true;
+                        this.conn.as_mut().graceful_shutdown();
+                    }
+                    Poll::Pending => *this.registered = Some(cx.waker().clone()),
+                }
+            }
+        }
+        this.conn.poll(cx)
+    }
+}
+
+fn watched<C: GracefulConn>(conn: C, drain: &Arc<Drain>) -> Watched<C> {
+    Watched {
+        conn,
+        cancelled: drain.token.clone().cancelled_owned(),
+        drain: drain.clone(),
+        registered: None,
+        shutting_down: false,
+    }
+}
+
+fn log_end<E: std::fmt::Display>(r: Result<(), E>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
 }
 
 /// Accept and serve (over TLS when `tls` is given) until `shutdown`, then
@@ -71,12 +237,16 @@ pub fn http_builder(
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ListenerCtx>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<HttpBuilders>,
     tls: Option<TlsListener>,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Drain {
+        started: AtomicBool::new(false),
+        token: CancellationToken::new(),
+        connections: TaskTracker::new(),
+    });
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -99,20 +269,34 @@ pub async fn serve(
             tracing::debug!(error = %e, "set_nodelay failed");
         }
         let ctx = ctx.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        let drain_ref = connections.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.connections.spawn(async move {
             let client = ClientAddr::new(peer.ip());
             let svc = service_fn(move |req| {
                 let (ctx, client) = (ctx.clone(), client.clone());
                 async move { Ok::<_, Infallible>(handle(req, &ctx, &client).await) }
             });
-            let served = match tls {
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn).await
-                }
+            let b = &*builders;
+            match tls {
+                None => match sniff(&stream, b.client_header).await {
+                    Sniffed::Http1 => {
+                        let conn = b.h1.serve_connection(TokioIo::new(stream), svc);
+                        log_end(watched(conn.with_upgrades(), &drain_ref).await)
+                    }
+                    Sniffed::Http2 => {
+                        let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
+                        log_end(watched(conn, &drain_ref).await)
+                    }
+                    Sniffed::Unsure => {
+                        let conn = b
+                            .auto
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        log_end(watched(conn, &drain_ref).await)
+                    }
+                    Sniffed::Gone => {}
+                },
                 Some(tls) => {
                     let handshake = tls.acceptor.accept(stream);
                     let stream = match tokio::time::timeout(tls.handshake_timeout, handshake).await
@@ -127,18 +311,33 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn).await
+                    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                    match alpn.as_deref() {
+                        Some(b"h2") => {
+                            let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
+                            log_end(watched(conn, &drain_ref).await)
+                        }
+                        Some(b"http/1.1") => {
+                            let conn = b.h1.serve_connection(TokioIo::new(stream), svc);
+                            log_end(watched(conn.with_upgrades(), &drain_ref).await)
+                        }
+                        _ => {
+                            let conn = b
+                                .auto
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            log_end(watched(conn, &drain_ref).await)
+                        }
+                    }
                 }
-            };
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "client connection ended with an error");
             }
             drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    connections.started.store(true, Ordering::Release);
+    connections.token.cancel();
+    connections.connections.close();
+    if tokio::time::timeout(drain, connections.connections.wait())
         .await
         .is_err()
     {

@@ -543,3 +543,52 @@ where
         .expect("the connection is open")
         .expect("a well-formed message")
 }
+
+/// Cleartext connections are told apart by their first bytes: the HTTP/2
+/// preface sent in pieces is still HTTP/2 (served by the fallback that
+/// reads on), a request line is HTTP/1.1, and a connection that sends
+/// nothing is closed at `client_header` instead of being held forever.
+#[tokio::test]
+async fn cleartext_protocol_is_known_from_the_first_bytes() {
+    let up = Upstream::start("blue-1").await;
+    let s = start_proxy(&config_yaml(
+        &[up.addr],
+        &[up.addr],
+        "health_check:\n  interval: 1m\ntimeouts:\n  client_header: 400ms\n",
+    ))
+    .await;
+    let a = s.proxy_addrs[0];
+
+    // The preface split in two writes, with a pause between them.
+    let mut stream = TcpStream::connect(a).await.unwrap();
+    stream.write_all(&PREFACE[..7]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut rest = PREFACE[7..].to_vec();
+    rest.extend(frame(4, 0, 0, &[]));
+    stream.write_all(&rest).await.unwrap();
+    let mut c = H2Raw {
+        stream,
+        buf: Vec::new(),
+    };
+    let (kind, _, stream_id, _) = c.next().await.expect("the server's SETTINGS");
+    assert_eq!((kind, stream_id), (4, 0), "an HTTP/2 SETTINGS frame");
+
+    // A whole preface at once, and an HTTP/1.1 request, are served directly.
+    let mut c = H2Raw::open(a).await;
+    assert_eq!(c.next().await.map(|f| f.0), Some(4));
+    let r = exchange(a, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1).await;
+    assert_eq!(r[0].status, 200);
+
+    // Silence is cut at client_header.
+    let mut idle = RawConn::connect(a).await;
+    let started = std::time::Instant::now();
+    assert!(
+        idle.closes_within(Duration::from_secs(3)).await,
+        "a silent connection stayed open"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(350),
+        "closed after {took:?}, before client_header"
+    );
+}
