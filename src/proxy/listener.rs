@@ -7,8 +7,12 @@
 //! On shutdown the listener stops accepting (new connections are refused),
 //! HTTP/1 connections close after their current response, HTTP/2 ones get
 //! GOAWAY, and in-flight work gets up to the drain timeout.
+//!
+//! Every client stream goes through [`ClientIo`], which gives hyper's own
+//! answers to unparseable requests the proxy's plain-text body.
 
 use crate::config::PoolSelector;
+use crate::proxy::client_io::{ClientIo, ConnWatch};
 use crate::proxy::guard::{ConnectionLimit, RequestLimits};
 use crate::proxy::handler::handle;
 use crate::proxy::headers::ClientAddr;
@@ -104,13 +108,17 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let client = ClientAddr::new(peer.ip());
+            let watch = Arc::new(ConnWatch::default());
+            let conn_watch = watch.clone();
             let svc = service_fn(move |req| {
                 let (ctx, client) = (ctx.clone(), client.clone());
-                async move { Ok::<_, Infallible>(handle(req, &ctx, &client).await) }
+                let open = conn_watch.request_started();
+                async move { Ok::<_, Infallible>(open.attach(handle(req, &ctx, &client).await)) }
             });
             let served = match tls {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let io = TokioIo::new(ClientIo::new(stream, watch));
+                    let conn = builder.serve_connection_with_upgrades(io, svc);
                     watcher.watch(conn).await
                 }
                 Some(tls) => {
@@ -127,7 +135,8 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let io = TokioIo::new(ClientIo::new(stream, watch));
+                    let conn = builder.serve_connection_with_upgrades(io, svc);
                     watcher.watch(conn).await
                 }
             };

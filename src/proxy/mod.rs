@@ -5,6 +5,7 @@
 //! never writes deployment state; it never waits on a lock.
 
 pub mod body;
+pub mod client_io;
 pub mod error;
 pub mod guard;
 pub mod handler;
