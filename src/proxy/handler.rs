@@ -11,6 +11,7 @@ use crate::config::{PoolName, PoolSelector, UpstreamProtocol};
 use crate::proxy::body::{InflightGuard, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::headers::{self, ClientAddr};
+use crate::proxy::request_body::ClientBody;
 use crate::proxy::ListenerCtx;
 use crate::routing::drain::TunnelDrain;
 use crate::routing::hold::WriteToken;
@@ -184,6 +185,8 @@ async fn forward(
     };
 
     let (mut parts, body) = req.into_parts();
+    let body = ClientBody::new(body, settings.client_body_idle);
+    let body_fate = body.fate();
     let write = !is_safe(&parts.method);
     let idempotent = is_idempotent(&parts.method);
     if let Some(name) = &settings.override_header {
@@ -263,7 +266,14 @@ async fn forward(
                         continue;
                     }
                 }
-                let err = ProxyError::from_send(e.into_error());
+                let err = match body_fate.as_deref() {
+                    // An HTTP/2 upstream reports the body's failure as a reset.
+                    Some(f) if f.stalled() => {
+                        ProxyError::ClientBodyStalled(settings.client_body_idle)
+                    }
+                    Some(f) if f.broken() => ProxyError::ClientBody(e.into_error().into()),
+                    _ => ProxyError::from_send(e.into_error()),
+                };
                 if let Some(kind) = err.upstream_kind() {
                     ep.record_failure(
                         crate::clock::now_ms(),
@@ -273,9 +283,11 @@ async fn forward(
                     pool.runtime.record_error(kind);
                     pool.runtime.record_response(None, started.elapsed());
                 } else {
-                    // A broken client body says nothing about the upstream:
-                    // no ejection, no rollback verdict from it.
-                    pool.runtime.record_response(Some(400), started.elapsed());
+                    // A broken or stalled client body says nothing about the
+                    // upstream: no ejection, no rollback verdict from it.
+                    let status = crate::proxy::error::status_of(&err).0;
+                    pool.runtime
+                        .record_response(Some(status.as_u16()), started.elapsed());
                 }
                 return Err(err);
             }

@@ -4,9 +4,11 @@
 //! its request body gets 408 and costs the upstream nothing; `Max-Forwards`
 //! (RFC 9110 section 7.6.2).
 
+use crate::support::fault::{Fault, FaultProxy};
 use crate::support::raw::*;
 use crate::support::*;
 use std::time::Duration;
+use tokio::time::Instant;
 
 fn quiet_yaml(blue: std::net::SocketAddr, extra: &str) -> String {
     config_yaml(
@@ -129,5 +131,91 @@ async fn a_forwarded_bare_400_is_not_mistaken_for_a_refusal() {
     assert_eq!(refusal.status, 400);
     assert_eq!(refusal.text(), "400 bad request\n");
     assert!(c.closes_within(Duration::from_secs(5)).await);
+    s.shutdown().await;
+}
+
+/// The value of `switchyard_upstream_errors_total` for `pool` and `kind`.
+pub async fn upstream_errors(
+    c: &TestClient,
+    s: &switchyard::server::Server,
+    pool: &str,
+    kind: &str,
+) -> u64 {
+    let text = get(c, admin_url(s, "/metrics")).await.text();
+    let (pool, kind) = (format!("pool=\"{pool}\""), format!("kind=\"{kind}\""));
+    text.lines()
+        .filter(|l| l.starts_with("switchyard_upstream_errors_total{"))
+        .find(|l| l.contains(&pool) && l.contains(&kind))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client that sends its head and a tenth of its body, then stalls: it
+/// gets 408 once `timeouts.client_body` passes (not 504 at the request
+/// timeout), its connection closes, the upstream's request is aborted, and
+/// the upstream is not blamed (one failure would eject it here).
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_costs_the_upstream_nothing() {
+    let up = Upstream::start("blue-1").await;
+    let fault = FaultProxy::start(up.addr, Fault::Pass).await;
+    let s = start_proxy(&quiet_yaml(
+        fault.addr,
+        "outlier_detection:\n  consecutive_failures: 1\n  ejection_time: 1m\n\
+         timeouts:\n  client_body: 500ms\n  request: 20s\n",
+    ))
+    .await;
+    let c = client();
+    for round in 0..3 {
+        let mut raw = RawConn::connect(s.proxy_addrs[0]).await;
+        raw.send(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await;
+        let sent = Instant::now();
+        let r = raw
+            .response(Duration::from_secs(10))
+            .await
+            .expect("an answer");
+        let took = sent.elapsed();
+        assert_eq!(r.status, 408, "round {round}: {r:?}");
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+            "round {round}: 408 after {took:?}, client_body is 500ms"
+        );
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(r.text().starts_with("408 "), "{}", r.text());
+        assert!(raw.closes_within(Duration::from_secs(5)).await);
+        // The upstream's half-sent request was aborted: its connection closed.
+        wait_for(
+            Duration::from_secs(5),
+            "the upstream connection to close",
+            || std::future::ready(fault.open() == 0),
+        )
+        .await;
+        let state = crate::support::admin::endpoint_state(&c, &s, "blue", fault.addr).await;
+        assert!(
+            state == "unknown" || state == "healthy",
+            "round {round}: the stall was held against the upstream: {state}"
+        );
+        for kind in ["timeout", "reset", "protocol", "connect"] {
+            assert_eq!(upstream_errors(&c, &s, "blue", kind).await, 0, "{kind}");
+        }
+        // Others are served meanwhile, by the same endpoint.
+        let a = get(&c, proxy_url(&s, "/")).await;
+        assert_eq!((a.status, a.upstream()), (200, "blue-1"));
+    }
+    // A body that keeps coming, however slowly, is not cut.
+    let mut raw = RawConn::connect(s.proxy_addrs[0]).await;
+    raw.send(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n")
+        .await;
+    for b in [b"a", b"b", b"c", b"d"] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        raw.send(b).await;
+    }
+    let r = raw
+        .response(Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert_eq!((r.status, r.text().trim()), (200, "4"), "{r:?}");
     s.shutdown().await;
 }
