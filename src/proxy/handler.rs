@@ -8,7 +8,7 @@
 //! closed just as it was reused.
 
 use crate::config::{PoolName, PoolSelector, UpstreamProtocol};
-use crate::proxy::body::{InflightGuard, ProxyBody};
+use crate::proxy::body::{InflightGuard, Passive, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::headers::{self, ClientAddr};
 use crate::proxy::request_body::ClientBody;
@@ -315,9 +315,15 @@ async fn forward(
                 settings.outlier_threshold,
                 settings.ejection_ms,
             );
-        } else {
-            ep.record_success();
         }
+        // Success is recorded when the body has been read whole: a reset
+        // mid-body is a failure like one before the head.
+        guard.passive = Some(Passive {
+            threshold: settings.outlier_threshold,
+            ejection_ms: settings.ejection_ms,
+            head_ok: !status.is_server_error(),
+            client_body: body_fate.clone(),
+        });
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
         let (mut rparts, rbody) = resp.into_parts();
@@ -336,6 +342,7 @@ async fn forward(
         let body = match (client_upgrade, upstream_upgrade) {
             (Some(client), Some(upstream)) => {
                 guard.conn = None;
+                ep.record_success();
                 let drain = TunnelDrain::open(&pool.runtime, ep);
                 l.tunnels.spawn(tunnel(
                     client,
