@@ -40,6 +40,10 @@ pub enum ProxyError {
     HeaderTooLarge,
     #[error("CONNECT: the proxy does not open tunnels")]
     NotImplemented,
+    /// `TRACE` with `Max-Forwards: 0`: the proxy would be its final
+    /// recipient, and does not reflect requests.
+    #[error("TRACE with Max-Forwards: 0 is not answered")]
+    TraceNotForwarded,
     #[error("client connections at limits.max_connections")]
     TooManyConnections,
 }
@@ -114,6 +118,11 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
             false,
         ),
         ProxyError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "501 not implemented\n", false),
+        ProxyError::TraceNotForwarded => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 method not allowed: TRACE ends here (Max-Forwards: 0) and is not reflected\n",
+            false,
+        ),
         ProxyError::TooManyConnections => (
             StatusCode::SERVICE_UNAVAILABLE,
             "503 service unavailable: too many connections, retry shortly\n",
@@ -126,10 +135,20 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
 pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
     let (status, body, retry_after) = status_of(err);
     let mut resp = plain_response(status, body, retry_after);
-    if let ProxyError::ClientBodyStalled(_) = err {
+    match err {
         // The rest of the body may still come: the connection cannot be reused.
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        ProxyError::ClientBodyStalled(_) => {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        // RFC 9110 section 15.5.6: a 405 says what is allowed.
+        ProxyError::TraceNotForwarded => {
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static(crate::proxy::max_forwards::ALLOW),
+            );
+        }
+        _ => {}
     }
     resp
 }
@@ -187,6 +206,7 @@ mod tests {
             (ProxyError::HeaderTooLarge, 431, false),
             (ProxyError::TooManyConnections, 503, true),
             (ProxyError::NotImplemented, 501, false),
+            (ProxyError::TraceNotForwarded, 405, false),
         ];
         for (err, status, retry) in cases {
             let (s, body, r) = status_of(&err);

@@ -41,13 +41,18 @@ pub fn is_idempotent(m: &Method) -> bool {
 
 /// Serve one request; never fails (errors become responses).
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     l: &ListenerCtx,
     client: &ClientAddr,
 ) -> Response<ProxyBody> {
     if let Err(e) = crate::proxy::guard::check_request(&req, &l.limits) {
         tracing::debug!(error = %e, "request refused");
         return error_response(&e);
+    }
+    if matches!(*req.method(), Method::OPTIONS | Method::TRACE) {
+        if let Some(answer) = crate::proxy::max_forwards::apply(&mut req) {
+            return answer;
+        }
     }
     let mut table = l.table.load_full();
     let mut write_token = None;

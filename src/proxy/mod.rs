@@ -11,6 +11,7 @@ pub mod guard;
 pub mod handler;
 pub mod headers;
 pub mod listener;
+pub mod max_forwards;
 pub mod request_body;
 pub mod tls;
 

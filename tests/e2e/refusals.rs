@@ -219,3 +219,82 @@ async fn a_stalled_request_body_gets_408_and_costs_the_upstream_nothing() {
     assert_eq!((r.status, r.text().trim()), (200, "4"), "{r:?}");
     s.shutdown().await;
 }
+
+async fn with_max_forwards(
+    c: &TestClient,
+    method: http::Method,
+    url: String,
+    max_forwards: Option<&str>,
+) -> Answer {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("cookie", "session=secret-cookie")
+        .header("authorization", "Bearer secret-token");
+    if let Some(v) = max_forwards {
+        b = b.header("max-forwards", v);
+    }
+    let req = b
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    read(c.request(req).await.expect("an answer")).await
+}
+
+/// The `Max-Forwards` the upstream saw, from its `/headers` echo.
+fn seen(a: &Answer) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&a.body).expect("the upstream's echo");
+    v.get("max-forwards")
+        .map(|m| m.as_str().unwrap().to_string())
+}
+
+/// RFC 9110 section 7.6.2: an `OPTIONS` or `TRACE` with `Max-Forwards: 0`
+/// ends at the proxy (`OPTIONS`: 200 with `Allow`; `TRACE`: 405, never a
+/// reflection of the request); with more it is forwarded one less; any
+/// other method's `Max-Forwards` is forwarded as it came.
+#[tokio::test]
+async fn max_forwards_zero_ends_options_and_trace_at_the_proxy() {
+    use http::Method;
+    let up = Upstream::start("blue-1").await;
+    let s = start_proxy(&quiet_yaml(up.addr, "")).await;
+    let c = client();
+    let url = proxy_url(&s, "/headers");
+
+    let a = with_max_forwards(&c, Method::OPTIONS, url.clone(), Some("0")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.headers.get("allow").unwrap(),
+        "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
+    );
+    assert!(a.body.is_empty());
+    let a = with_max_forwards(&c, Method::TRACE, url.clone(), Some("0")).await;
+    assert_eq!(a.status, 405);
+    assert!(a.headers.get("allow").is_some());
+    assert!(
+        a.text().starts_with("405 method not allowed"),
+        "{}",
+        a.text()
+    );
+    for secret in ["secret-cookie", "secret-token", "127.0.0.1"] {
+        assert!(!a.text().contains(secret), "the refusal reflects {secret}");
+    }
+    assert_eq!(
+        up.requests(),
+        0,
+        "a request at Max-Forwards: 0 was forwarded"
+    );
+
+    for (method, sent, forwarded) in [
+        (Method::OPTIONS, Some("5"), Some("4")),
+        (Method::TRACE, Some("1"), Some("0")),
+        (Method::OPTIONS, None, None),
+        (Method::OPTIONS, Some("x"), Some("x")),
+        (Method::GET, Some("0"), Some("0")),
+        (Method::POST, Some("3"), Some("3")),
+    ] {
+        let a = with_max_forwards(&c, method.clone(), url.clone(), sent).await;
+        assert_eq!(a.status, 200, "{method} {sent:?}");
+        assert_eq!(seen(&a).as_deref(), forwarded, "{method} {sent:?}");
+    }
+    assert_eq!(up.requests(), 6);
+    s.shutdown().await;
+}
