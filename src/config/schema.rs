@@ -435,6 +435,9 @@ pub struct TimeoutsConfig {
     pub request: Duration,
     #[serde(with = "humantime_serde")]
     pub client_header: Duration,
+    /// The longest pause between pieces of a request body from the client.
+    #[serde(with = "humantime_serde")]
+    pub client_body: Duration,
     #[serde(with = "humantime_serde")]
     pub upstream_idle: Duration,
 }
@@ -445,6 +448,7 @@ impl Default for TimeoutsConfig {
             connect: Duration::from_secs(2),
             request: Duration::from_secs(60),
             client_header: Duration::from_secs(10),
+            client_body: Duration::from_secs(30),
             upstream_idle: Duration::from_secs(90),
         }
     }

@@ -260,6 +260,7 @@ impl Checker<'_> {
         self.nonzero("timeouts.connect", t.connect);
         self.nonzero("timeouts.request", t.request);
         self.nonzero("timeouts.client_header", t.client_header);
+        self.nonzero("timeouts.client_body", t.client_body);
         self.nonzero("timeouts.upstream_idle", t.upstream_idle);
     }
 

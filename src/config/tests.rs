@@ -342,6 +342,7 @@ fn minimal_file_gets_the_defaults_of_spec_section_2() {
         (o.client_header, o.upstream_idle),
         (Duration::from_secs(10), Duration::from_secs(90))
     );
+    assert_eq!(o.client_body, Duration::from_secs(30));
     assert_eq!(c.retries.attempts, 1);
     assert_eq!(c.state_file, Some(PathBuf::from("./switchyard-state.json")));
     assert_eq!(c.audit_log, None);

@@ -4,10 +4,18 @@
 //! When an upstream body has been read to its end, its connection goes back
 //! to the endpoint's idle queue; when it is dropped early, the connection is
 //! closed. Either way the in-flight counts are released exactly once.
+//!
+//! The body also settles the exchange for passive health ([`Passive`]): read
+//! whole, it is the endpoint's success; broken by the upstream (a reset, a
+//! connection closed early, bad chunking), it is a failure and an upstream
+//! error of its kind, like one before the head. Dropped early by the client,
+//! it is neither.
 
+use crate::proxy::request_body::BodyFate;
 use crate::routing::hold::WriteToken;
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::InflightGuard as InflightGauge;
+use crate::telemetry::metrics::UpstreamErrorKind;
 use crate::upstream::{Endpoint, UpstreamConn};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -25,7 +33,22 @@ pub struct InflightGuard {
     pub conn: Option<UpstreamConn>,
     /// For writes: counted in flight until the response ends.
     pub write_token: Option<WriteToken>,
+    /// Set once the response head came: how the body's end counts.
+    pub passive: Option<Passive>,
     _gauge: InflightGauge,
+}
+
+/// How the end of a response body counts for its endpoint's passive health.
+pub struct Passive {
+    /// `outlier_detection.consecutive_failures`.
+    pub threshold: u32,
+    /// `outlier_detection.ejection_time`.
+    pub ejection_ms: u64,
+    /// The head was not already counted as a failure (a 5xx).
+    pub head_ok: bool,
+    /// The client's request body: when it failed, so did the exchange, and
+    /// the upstream is not to blame.
+    pub client_body: Option<Arc<BodyFate>>,
 }
 
 impl InflightGuard {
@@ -38,14 +61,46 @@ impl InflightGuard {
             write,
             conn: None,
             write_token: None,
+            passive: None,
             _gauge: gauge,
         }
     }
 
     /// The exchange is over and the connection may carry another request.
     fn release_conn(&mut self) {
+        if let Some(passive) = &self.passive {
+            if passive.head_ok {
+                self.endpoint.record_success();
+            }
+        }
         if let Some(conn) = self.conn.take() {
             self.endpoint.put_idle(conn, crate::clock::now_ms());
+        }
+    }
+
+    /// The upstream broke the response body: count it like a failure before
+    /// the head, unless the client's own request body broke the exchange.
+    #[cold]
+    fn body_failed(&self, err: &hyper::Error) {
+        let Some(passive) = &self.passive else {
+            return;
+        };
+        if passive.client_body.as_deref().is_some_and(BodyFate::failed) {
+            return;
+        }
+        let kind = if err.is_parse() {
+            UpstreamErrorKind::Protocol
+        } else {
+            UpstreamErrorKind::Reset
+        };
+        tracing::warn!(error = %err, "upstream response body failed");
+        self.runtime.record_error(kind);
+        if passive.head_ok {
+            self.endpoint.record_failure(
+                crate::clock::now_ms(),
+                passive.threshold,
+                passive.ejection_ms,
+            );
         }
     }
 }
@@ -119,7 +174,11 @@ impl Body for ProxyBody {
                 match &res {
                     Poll::Ready(None) => u.finish(),
                     Poll::Ready(Some(Ok(_))) if u.inner.is_end_stream() => u.finish(),
-                    Poll::Ready(Some(Err(_))) => drop(u.guard.take()),
+                    Poll::Ready(Some(Err(e))) => {
+                        if let Some(g) = u.guard.take() {
+                            g.body_failed(e);
+                        }
+                    }
                     _ => {}
                 }
                 res

@@ -5,6 +5,7 @@
 //! address; the log gets the detail.
 
 use crate::proxy::body::ProxyBody;
+use crate::proxy::request_body::ClientBodyError;
 use crate::upstream::connector::ConnectError;
 use http::{header, HeaderValue, Response, StatusCode};
 use std::time::Duration;
@@ -28,13 +29,21 @@ pub enum ProxyError {
     /// The client's own request body broke (bad chunked framing, a client
     /// gone mid-upload): the client's fault, never counted against the upstream.
     #[error("the client's request body failed: {0}")]
-    ClientBody(#[source] hyper::Error),
+    ClientBody(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The client paused mid-body longer than `timeouts.client_body`: its
+    /// fault too, never counted against the upstream.
+    #[error("the client stalled its request body for {0:?}")]
+    ClientBodyStalled(Duration),
     #[error("request target longer than limits.max_uri_bytes")]
     UriTooLong,
     #[error("request head larger than limits.max_header_bytes")]
     HeaderTooLarge,
     #[error("CONNECT: the proxy does not open tunnels")]
     NotImplemented,
+    /// `TRACE` with `Max-Forwards: 0`: the proxy would be its final
+    /// recipient, and does not reflect requests.
+    #[error("TRACE with Max-Forwards: 0 is not answered")]
+    TraceNotForwarded,
     #[error("client connections at limits.max_connections")]
     TooManyConnections,
 }
@@ -45,11 +54,16 @@ impl ProxyError {
     /// Sort an error from sending a request on an upstream connection.
     pub fn from_send(err: hyper::Error) -> Self {
         // hyper reports a failed request body as a "user" error whose cause is
-        // the error the client connection's body gave.
-        let client_body = err.is_user()
-            && std::error::Error::source(&err).is_some_and(|s| s.is::<hyper::Error>());
-        if client_body {
-            ProxyError::ClientBody(err)
+        // the error the client's body gave.
+        let body_error = if err.is_user() {
+            std::error::Error::source(&err).and_then(|s| s.downcast_ref::<ClientBodyError>())
+        } else {
+            None
+        };
+        if let Some(ClientBodyError::Stalled(idle)) = body_error {
+            ProxyError::ClientBodyStalled(*idle)
+        } else if body_error.is_some() {
+            ProxyError::ClientBody(err.into())
         } else if err.is_parse()
             || err.is_parse_status()
             || err.is_parse_too_large()
@@ -92,6 +106,11 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
         ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => {
             (StatusCode::BAD_REQUEST, "400 bad request\n", false)
         }
+        ProxyError::ClientBodyStalled(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "408 request timeout: the request body stalled\n",
+            false,
+        ),
         ProxyError::UriTooLong => (StatusCode::URI_TOO_LONG, "414 URI too long\n", false),
         ProxyError::HeaderTooLarge => (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -99,6 +118,11 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
             false,
         ),
         ProxyError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "501 not implemented\n", false),
+        ProxyError::TraceNotForwarded => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 method not allowed: TRACE ends here (Max-Forwards: 0) and is not reflected\n",
+            false,
+        ),
         ProxyError::TooManyConnections => (
             StatusCode::SERVICE_UNAVAILABLE,
             "503 service unavailable: too many connections, retry shortly\n",
@@ -110,7 +134,23 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
 /// The response the client sees for `err`.
 pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
     let (status, body, retry_after) = status_of(err);
-    plain_response(status, body, retry_after)
+    let mut resp = plain_response(status, body, retry_after);
+    match err {
+        // The rest of the body may still come: the connection cannot be reused.
+        ProxyError::ClientBodyStalled(_) => {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        // RFC 9110 section 15.5.6: a 405 says what is allowed.
+        ProxyError::TraceNotForwarded => {
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static(crate::proxy::max_forwards::ALLOW),
+            );
+        }
+        _ => {}
+    }
+    resp
 }
 
 pub fn plain_response(
@@ -157,10 +197,16 @@ mod tests {
             ),
             (ProxyError::Timeout(Duration::from_secs(1)), 504, false),
             (ProxyError::BadRequest("x"), 400, false),
+            (
+                ProxyError::ClientBodyStalled(Duration::from_secs(1)),
+                408,
+                false,
+            ),
             (ProxyError::UriTooLong, 414, false),
             (ProxyError::HeaderTooLarge, 431, false),
             (ProxyError::TooManyConnections, 503, true),
             (ProxyError::NotImplemented, 501, false),
+            (ProxyError::TraceNotForwarded, 405, false),
         ];
         for (err, status, retry) in cases {
             let (s, body, r) = status_of(&err);
@@ -169,6 +215,12 @@ mod tests {
             assert!(!body.contains("127.0.0.1"), "body leaks an address: {body}");
             let resp = error_response(&err);
             assert_eq!(resp.headers().contains_key(header::RETRY_AFTER), retry);
+            // Only a stalled body leaves the connection unusable.
+            assert_eq!(
+                resp.headers().get(header::CONNECTION).is_some(),
+                status == 408,
+                "{err}"
+            );
         }
     }
 }

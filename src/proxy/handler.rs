@@ -8,9 +8,10 @@
 //! closed just as it was reused.
 
 use crate::config::{PoolName, PoolSelector, UpstreamProtocol};
-use crate::proxy::body::{InflightGuard, ProxyBody};
+use crate::proxy::body::{InflightGuard, Passive, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::headers::{self, ClientAddr};
+use crate::proxy::request_body::ClientBody;
 use crate::proxy::ListenerCtx;
 use crate::routing::drain::TunnelDrain;
 use crate::routing::hold::WriteToken;
@@ -40,13 +41,18 @@ pub fn is_idempotent(m: &Method) -> bool {
 
 /// Serve one request; never fails (errors become responses).
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     l: &ListenerCtx,
     client: &ClientAddr,
 ) -> Response<ProxyBody> {
     if let Err(e) = crate::proxy::guard::check_request(&req, &l.limits) {
         tracing::debug!(error = %e, "request refused");
         return error_response(&e);
+    }
+    if matches!(*req.method(), Method::OPTIONS | Method::TRACE) {
+        if let Some(answer) = crate::proxy::max_forwards::apply(&mut req) {
+            return answer;
+        }
     }
     let mut table = l.table.load_full();
     let mut write_token = None;
@@ -184,6 +190,8 @@ async fn forward(
     };
 
     let (mut parts, body) = req.into_parts();
+    let body = ClientBody::new(body, settings.client_body_idle);
+    let body_fate = body.fate();
     let write = !is_safe(&parts.method);
     let idempotent = is_idempotent(&parts.method);
     if let Some(name) = &settings.override_header {
@@ -263,7 +271,14 @@ async fn forward(
                         continue;
                     }
                 }
-                let err = ProxyError::from_send(e.into_error());
+                let err = match body_fate.as_deref() {
+                    // An HTTP/2 upstream reports the body's failure as a reset.
+                    Some(f) if f.stalled() => {
+                        ProxyError::ClientBodyStalled(settings.client_body_idle)
+                    }
+                    Some(f) if f.broken() => ProxyError::ClientBody(e.into_error().into()),
+                    _ => ProxyError::from_send(e.into_error()),
+                };
                 if let Some(kind) = err.upstream_kind() {
                     ep.record_failure(
                         crate::clock::now_ms(),
@@ -273,9 +288,11 @@ async fn forward(
                     pool.runtime.record_error(kind);
                     pool.runtime.record_response(None, started.elapsed());
                 } else {
-                    // A broken client body says nothing about the upstream:
-                    // no ejection, no rollback verdict from it.
-                    pool.runtime.record_response(Some(400), started.elapsed());
+                    // A broken or stalled client body says nothing about the
+                    // upstream: no ejection, no rollback verdict from it.
+                    let status = crate::proxy::error::status_of(&err).0;
+                    pool.runtime
+                        .record_response(Some(status.as_u16()), started.elapsed());
                 }
                 return Err(err);
             }
@@ -303,9 +320,15 @@ async fn forward(
                 settings.outlier_threshold,
                 settings.ejection_ms,
             );
-        } else {
-            ep.record_success();
         }
+        // Success is recorded when the body has been read whole: a reset
+        // mid-body is a failure like one before the head.
+        guard.passive = Some(Passive {
+            threshold: settings.outlier_threshold,
+            ejection_ms: settings.ejection_ms,
+            head_ok: !status.is_server_error(),
+            client_body: body_fate.clone(),
+        });
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
         let (mut rparts, rbody) = resp.into_parts();
@@ -324,6 +347,7 @@ async fn forward(
         let body = match (client_upgrade, upstream_upgrade) {
             (Some(client), Some(upstream)) => {
                 guard.conn = None;
+                ep.record_success();
                 let drain = TunnelDrain::open(&pool.runtime, ep);
                 l.tunnels.spawn(tunnel(
                     client,

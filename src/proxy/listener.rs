@@ -8,8 +8,12 @@
 //! On shutdown the listener stops accepting (new connections are refused),
 //! HTTP/1 connections close after their current response, HTTP/2 ones get
 //! GOAWAY, and in-flight work gets up to the drain timeout.
+//!
+//! Every HTTP/1 client stream goes through [`ClientIo`], which gives hyper's own
+//! answers to unparseable requests the proxy's plain-text body.
 
 use crate::config::PoolSelector;
+use crate::proxy::client_io::{ClientIo, ConnWatch};
 use crate::proxy::guard::{ConnectionLimit, RequestLimits};
 use crate::proxy::handler::handle;
 use crate::proxy::headers::ClientAddr;
@@ -274,15 +278,19 @@ pub async fn serve(
         let tls = tls.clone();
         connections.connections.spawn(async move {
             let client = ClientAddr::new(peer.ip());
+            let watch = Arc::new(ConnWatch::default());
+            let conn_watch = watch.clone();
             let svc = service_fn(move |req| {
                 let (ctx, client) = (ctx.clone(), client.clone());
-                async move { Ok::<_, Infallible>(handle(req, &ctx, &client).await) }
+                let open = conn_watch.request_started();
+                async move { Ok::<_, Infallible>(open.attach(handle(req, &ctx, &client).await)) }
             });
             let b = &*builders;
             match tls {
                 None => match sniff(&stream, b.client_header).await {
                     Sniffed::Http1 => {
-                        let conn = b.h1.serve_connection(TokioIo::new(stream), svc);
+                        let io = TokioIo::new(ClientIo::new(stream, watch));
+                        let conn = b.h1.serve_connection(io, svc);
                         log_end(watched(conn.with_upgrades(), &drain_ref).await)
                     }
                     Sniffed::Http2 => {
@@ -290,9 +298,8 @@ pub async fn serve(
                         log_end(watched(conn, &drain_ref).await)
                     }
                     Sniffed::Unsure => {
-                        let conn = b
-                            .auto
-                            .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        let io = TokioIo::new(ClientIo::new(stream, watch));
+                        let conn = b.auto.serve_connection_with_upgrades(io, svc);
                         log_end(watched(conn, &drain_ref).await)
                     }
                     Sniffed::Gone => {}
@@ -318,13 +325,13 @@ pub async fn serve(
                             log_end(watched(conn, &drain_ref).await)
                         }
                         Some(b"http/1.1") => {
-                            let conn = b.h1.serve_connection(TokioIo::new(stream), svc);
+                            let io = TokioIo::new(ClientIo::new(stream, watch));
+                            let conn = b.h1.serve_connection(io, svc);
                             log_end(watched(conn.with_upgrades(), &drain_ref).await)
                         }
                         _ => {
-                            let conn = b
-                                .auto
-                                .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            let io = TokioIo::new(ClientIo::new(stream, watch));
+                            let conn = b.auto.serve_connection_with_upgrades(io, svc);
                             log_end(watched(conn, &drain_ref).await)
                         }
                     }

@@ -136,6 +136,8 @@ impl PoolRuntime {
 pub struct Settings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// `timeouts.client_body`: the longest pause inside a request body.
+    pub client_body_idle: Duration,
     pub upstream_idle_ms: u64,
     pub retry_attempts: u32,
     pub failover: bool,
@@ -159,6 +161,7 @@ impl Settings {
         Settings {
             connect_timeout: cfg.timeouts.connect,
             request_timeout: cfg.timeouts.request,
+            client_body_idle: cfg.timeouts.client_body,
             upstream_idle_ms: cfg.timeouts.upstream_idle.as_millis() as u64,
             retry_attempts: cfg.retries.attempts,
             failover: cfg.traffic.failover,

@@ -11,6 +11,7 @@
 //! by every request in flight (each takes a cheap clone of its sender).
 
 use crate::config::UpstreamProtocol;
+use crate::proxy::request_body::ClientBody;
 use crate::upstream::tls::UpstreamTls;
 use crate::upstream::Endpoint;
 use futures_util::future::Either;
@@ -56,8 +57,8 @@ pub enum ConnectError {
 }
 
 enum Sender {
-    H1(http1::SendRequest<Incoming>),
-    H2(http2::SendRequest<Incoming>),
+    H1(http1::SendRequest<ClientBody>),
+    H2(http2::SendRequest<ClientBody>),
 }
 
 /// A connection to an upstream endpoint: HTTP/1.1 (one request at a time)
@@ -67,7 +68,7 @@ pub struct UpstreamConn {
 }
 
 /// What sending a request on an [`UpstreamConn`] yields.
-pub type SendResult = Result<http::Response<Incoming>, TrySendError<http::Request<Incoming>>>;
+pub type SendResult = Result<http::Response<Incoming>, TrySendError<http::Request<ClientBody>>>;
 
 impl UpstreamConn {
     /// Still open, so worth keeping or reusing.
@@ -101,7 +102,7 @@ impl UpstreamConn {
     #[inline]
     pub fn send(
         &mut self,
-        req: http::Request<Incoming>,
+        req: http::Request<ClientBody>,
     ) -> impl Future<Output = SendResult> + Send + 'static {
         match &mut self.sender {
             Sender::H1(s) => Either::Left(s.try_send_request(req)),

@@ -280,6 +280,57 @@ async fn a_reset_mid_body_breaks_the_clients_body_too() {
     s.shutdown().await;
 }
 
+/// A reset while the body streams is an upstream failure like one before
+/// the head: it counts in `switchyard_upstream_errors_total{kind="reset"}`
+/// and in the endpoint's consecutive failures, so repeated ones eject it
+/// (two in a row here), even though each head was a 200: the success of an
+/// exchange is only recorded once its body has been read whole.
+#[tokio::test]
+async fn resets_mid_body_count_as_upstream_errors_and_eject() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let fault = FaultProxy::start(blue.addr, Fault::Pass).await;
+    let yaml = config_yaml(
+        &[fault.addr],
+        &[green.addr],
+        "health_check:\n  interval: 1m\n\
+         outlier_detection:\n  consecutive_failures: 2\n  ejection_time: 1m\n",
+    );
+    let s = start_proxy(&yaml).await;
+    let c = client();
+    // The fault proxy counts bytes per connection: every request below
+    // opens a new one (the last one was reset), so each is cut mid-body.
+    fault.set(Fault::Reset { after: 100_000 });
+    for n in 1..=2u64 {
+        let resp = c
+            .get(proxy_url(&s, "/bytes/1000000").parse().unwrap())
+            .await
+            .expect("the head arrives");
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.into_body().collect().await.is_err(),
+            "a cut body looked whole"
+        );
+        wait_for(Duration::from_secs(5), "the reset to be counted", || {
+            let c = c.clone();
+            let s = &s;
+            async move { upstream_errors(&c, s, "reset").await == n }
+        })
+        .await;
+        let state = endpoint_state(&c, &s, "blue", fault.addr).await;
+        if n == 1 {
+            assert_ne!(state, "ejected", "ejected after one failure of two");
+        } else {
+            assert_eq!(state, "ejected", "two resets in a row did not eject");
+        }
+    }
+    // Ejected: failover takes the requests to green.
+    fault.set(Fault::Pass);
+    let a = get(&c, proxy_url(&s, "/")).await;
+    assert_eq!((a.status, a.upstream()), (200, "green-1"));
+    s.shutdown().await;
+}
+
 fn process_yaml(blue: SocketAddr, green: SocketAddr) -> String {
     format!(
         "listeners:\n  - bind: \"{{PROXY}}\"\nadmin:\n  bind: \"{{ADMIN}}\"\n\

@@ -16,6 +16,7 @@ mod hostile;
 mod openapi;
 mod operator_input;
 mod proxy;
+mod refusals;
 mod rollout;
 mod security;
 mod shutdown;

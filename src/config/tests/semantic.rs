@@ -213,6 +213,7 @@ fn zero_durations() {
         ("timeouts", "connect"),
         ("timeouts", "request"),
         ("timeouts", "client_header"),
+        ("timeouts", "client_body"),
         ("timeouts", "upstream_idle"),
         ("drain", "timeout"),
         ("cutover", "max_hold"),

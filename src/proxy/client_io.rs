@@ -1,0 +1,321 @@
+//! The client connection's byte stream, as hyper's HTTP/1 server writes it:
+//! hyper's own answer to a request head it cannot parse gets the proxy's
+//! short plain-text body (SPEC.md section 8).
+//!
+//! hyper answers an unparseable head itself, before any service sees it
+//! (`role.rs` `on_error`: 400 for a bad method, field, target or version,
+//! 431 for a head too large, 414 for a target too long), with a head and no
+//! body. The first lines of that head are always the status line, at most
+//! one `connection` field hyper adds, and `content-length: 0` (hyper writes
+//! its own fields in that order, then `date`). [`ClientIo`] recognises those bytes at the start of a write and
+//! writes instead the same status line, the proxy's error fields, the right
+//! `content-length`, the rest of hyper's head and the text of
+//! [`crate::proxy::error::status_of`]. hyper closes the connection after
+//! that answer; the replacement says `connection: close`.
+//!
+//! A response the proxy forwards could carry the same bytes (an upstream's
+//! bodiless 400 with no other field), and so could a body chunk. So the
+//! check is armed only while the connection is quiet: every response the
+//! service started has been handed to hyper whole, hyper has flushed it
+//! (hyper flushes only once its own buffer has been written to us), and no
+//! request has reached the service since ([`ConnWatch`]). hyper's automatic
+//! answer is written exactly then, since it is only ever written when no
+//! response is in progress. After an upgrade (101) the check is off for
+//! good: the bytes are the tunnel's.
+//!
+//! Cost on the hot path: a prefix comparison per write (`HTTP/1.` and a `4`
+//! in the status), two relaxed atomic loads only for a 4xx head, and per
+//! request two atomic increments and one decrement.
+
+use crate::proxy::error::{status_of, ProxyError};
+use http::StatusCode;
+use http_body::{Body, Frame, SizeHint};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What the service of one client connection is doing, as far as the
+/// connection's writer needs to know.
+#[derive(Debug, Default)]
+pub struct ConnWatch {
+    /// Requests the service has been given.
+    started: AtomicU64,
+    /// Responses whose body hyper has not yet taken whole.
+    open: AtomicU64,
+    /// A 101 went out: the stream is a tunnel now.
+    upgraded: AtomicBool,
+}
+
+impl ConnWatch {
+    /// The service has been given a request: its response is open until the
+    /// returned mark (moved into the response body) is dropped.
+    #[inline]
+    pub fn request_started(self: &Arc<Self>) -> OpenResponse {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenResponse(self.clone())
+    }
+}
+
+/// One response of the service, open until dropped.
+#[derive(Debug)]
+pub struct OpenResponse(Arc<ConnWatch>);
+
+impl OpenResponse {
+    /// Tie the mark to `resp`'s body, so it is dropped when hyper has the
+    /// body whole (or gives up on it).
+    #[inline]
+    pub fn attach<B>(self, resp: http::Response<B>) -> http::Response<Marked<B>> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            self.0.upgraded.store(true, Ordering::Relaxed);
+        }
+        resp.map(|inner| Marked { inner, _open: self })
+    }
+}
+
+impl Drop for OpenResponse {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body carrying its [`OpenResponse`] mark.
+pub struct Marked<B> {
+    inner: B,
+    _open: OpenResponse,
+}
+
+impl<B: Body + Unpin> Body for Marked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client connection's stream; see the module documentation.
+pub struct ClientIo<S> {
+    inner: S,
+    watch: Arc<ConnWatch>,
+    /// `started` when the connection was last seen quiet.
+    quiet_at: u64,
+    /// The replacement answer has been made: nothing more to look for.
+    done: bool,
+    /// Replacement bytes not yet written, from `pending_at`.
+    pending: Vec<u8>,
+    pending_at: usize,
+}
+
+impl<S> ClientIo<S> {
+    pub fn new(inner: S, watch: Arc<ConnWatch>) -> Self {
+        ClientIo {
+            inner,
+            watch,
+            quiet_at: 0,
+            done: false,
+            pending: Vec::new(),
+            pending_at: 0,
+        }
+    }
+
+    /// No response of the service can be in what hyper writes next.
+    #[inline]
+    fn quiet(&self) -> bool {
+        !self.done
+            && self.watch.started.load(Ordering::Relaxed) == self.quiet_at
+            && self.watch.open.load(Ordering::Relaxed) == 0
+            && !self.watch.upgraded.load(Ordering::Relaxed)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> ClientIo<S> {
+    /// Write out what is left of the replacement answer.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.pending_at < self.pending.len() {
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.pending_at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending_at += n;
+        }
+        if !self.pending.is_empty() {
+            self.pending = Vec::new();
+            self.pending_at = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// If `buf` starts with hyper's automatic answer on a quiet connection,
+    /// take it (the replacement goes out instead) and say how many bytes of
+    /// `buf` were taken.
+    #[inline]
+    fn take_automatic(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<io::Result<usize>> {
+        if !maybe_automatic(buf) || !self.quiet() {
+            return None;
+        }
+        let (taken, replacement) = replace_automatic(buf)?;
+        self.done = true;
+        self.pending = replacement;
+        self.pending_at = 0;
+        match self.poll_pending(cx) {
+            Poll::Ready(Err(e)) => Some(Err(e)),
+            // What is left goes out on the next write, flush or shutdown.
+            Poll::Ready(Ok(())) | Poll::Pending => Some(Ok(taken)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        if let Some(r) = this.take_automatic(cx, buf) {
+            return Poll::Ready(r);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        // The slices before the first non-empty one hold nothing: a head
+        // at its start is at the start of the write.
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if let Some(r) = this.take_automatic(cx, first) {
+                return Poll::Ready(r);
+            }
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        // hyper flushes only when everything it buffered has been written to
+        // us: if no response is open, none of the service's bytes can follow.
+        let started = this.watch.started.load(Ordering::Relaxed);
+        if this.watch.open.load(Ordering::Relaxed) == 0 {
+            this.quiet_at = started;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_pending(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// The cheap first test: an HTTP/1 status line with a 4xx status.
+#[inline]
+fn maybe_automatic(buf: &[u8]) -> bool {
+    buf.len() > 16 && buf[9] == b'4' && buf.starts_with(b"HTTP/1.")
+}
+
+const CONTENT_LENGTH_0: &[u8] = b"content-length: 0\r\n";
+
+/// If `buf` starts with a head exactly as hyper writes its automatic answer
+/// (status line of 400, 414 or 431 with its canonical reason, then
+/// `content-length: 0` first, or second after hyper's own `connection`
+/// field), the length of that head and the answer to write instead, which
+/// keeps the fields after `content-length` (`date`).
+fn replace_automatic(buf: &[u8]) -> Option<(usize, Vec<u8>)> {
+    if !buf.starts_with(b"HTTP/1.") || !matches!(buf.get(7..9)?, b"0 " | b"1 ") {
+        return None;
+    }
+    let (status, err) = match buf.get(9..13)? {
+        b"400 " => (StatusCode::BAD_REQUEST, ProxyError::BadRequest("")),
+        b"414 " => (StatusCode::URI_TOO_LONG, ProxyError::UriTooLong),
+        b"431 " => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::HeaderTooLarge,
+        ),
+        _ => return None,
+    };
+    let reason = status.canonical_reason()?.as_bytes();
+    let line_end = 13 + reason.len() + 2;
+    if buf.get(13..line_end - 2)? != reason || buf.get(line_end - 2..line_end)? != b"\r\n" {
+        return None;
+    }
+    // hyper puts the `connection` field it adds itself first.
+    let rest = &buf[line_end..];
+    let length_at = line_end
+        + [&b"connection: close\r\n"[..], b"connection: keep-alive\r\n"]
+            .iter()
+            .find(|c| rest.starts_with(c))
+            .map_or(0, |c| c.len());
+    let fields_at = length_at + CONTENT_LENGTH_0.len();
+    if buf.get(length_at..fields_at)? != CONTENT_LENGTH_0 {
+        return None;
+    }
+    // The head ends at the first empty line; `content-length` may be its
+    // last field.
+    let head_end = fields_at
+        + buf[fields_at - 2..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")?
+        + 2;
+    let (_, text, _) = status_of(&err);
+    let mut out = Vec::with_capacity(head_end + 128 + text.len());
+    out.extend_from_slice(&buf[..line_end]);
+    out.extend_from_slice(
+        b"content-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: ",
+    );
+    out.extend_from_slice(text.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&buf[fields_at..head_end]);
+    out.extend_from_slice(text.as_bytes());
+    Some((head_end, out))
+}
+
+#[cfg(test)]
+#[path = "client_io_tests.rs"]
+mod tests;
