@@ -16,10 +16,9 @@ use crate::routing::hold::WriteToken;
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::InflightGuard as InflightGauge;
 use crate::telemetry::metrics::UpstreamErrorKind;
-use crate::upstream::{Endpoint, UpstreamConn};
+use crate::upstream::{Endpoint, UpstreamBody, UpstreamConn, UpstreamError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -81,14 +80,14 @@ impl InflightGuard {
     /// The upstream broke the response body: count it like a failure before
     /// the head, unless the client's own request body broke the exchange.
     #[cold]
-    fn body_failed(&self, err: &hyper::Error) {
+    fn body_failed(&self, err: &UpstreamError) {
         let Some(passive) = &self.passive else {
             return;
         };
         if passive.client_body.as_deref().is_some_and(BodyFate::failed) {
             return;
         }
-        let kind = if err.is_parse() {
+        let kind = if err.is_protocol() {
             UpstreamErrorKind::Protocol
         } else {
             UpstreamErrorKind::Reset
@@ -114,20 +113,23 @@ impl Drop for InflightGuard {
     }
 }
 
-pub struct UpstreamBody {
-    inner: Incoming,
+pub struct UpstreamResponseBody {
+    inner: UpstreamBody,
     guard: Option<InflightGuard>,
 }
 
-impl UpstreamBody {
+impl UpstreamResponseBody {
     fn finish(&mut self) {
         if let Some(mut g) = self.guard.take() {
+            if let Some(conn) = self.inner.take_conn() {
+                g.conn = Some(conn);
+            }
             g.release_conn();
         }
     }
 }
 
-impl Drop for UpstreamBody {
+impl Drop for UpstreamResponseBody {
     fn drop(&mut self) {
         if self.inner.is_end_stream() {
             self.finish();
@@ -138,7 +140,7 @@ impl Drop for UpstreamBody {
 
 pub enum ProxyBody {
     Text(Option<Bytes>),
-    Upstream(UpstreamBody),
+    Upstream(UpstreamResponseBody),
 }
 
 impl ProxyBody {
@@ -150,8 +152,8 @@ impl ProxyBody {
         ProxyBody::Text(None)
     }
 
-    pub fn upstream(inner: Incoming, guard: InflightGuard) -> Self {
-        ProxyBody::Upstream(UpstreamBody {
+    pub fn upstream(inner: UpstreamBody, guard: InflightGuard) -> Self {
+        ProxyBody::Upstream(UpstreamResponseBody {
             inner,
             guard: Some(guard),
         })
@@ -160,13 +162,13 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         match self.get_mut() {
             ProxyBody::Text(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(u) => {

@@ -7,6 +7,8 @@
 use crate::proxy::body::ProxyBody;
 use crate::proxy::request_body::ClientBodyError;
 use crate::upstream::connector::ConnectError;
+use crate::upstream::h1::H1Error;
+use crate::upstream::UpstreamError;
 use http::{header, HeaderValue, Response, StatusCode};
 use std::time::Duration;
 
@@ -21,9 +23,9 @@ pub enum ProxyError {
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream connection failed: {0}")]
-    UpstreamReset(#[source] hyper::Error),
+    UpstreamReset(#[source] UpstreamError),
     #[error("upstream sent an invalid response: {0}")]
-    UpstreamProtocol(#[source] hyper::Error),
+    UpstreamProtocol(#[source] UpstreamError),
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
     /// The client's own request body broke (bad chunked framing, a client
@@ -52,23 +54,22 @@ pub use crate::telemetry::metrics::UpstreamErrorKind;
 
 impl ProxyError {
     /// Sort an error from sending a request on an upstream connection.
-    pub fn from_send(err: hyper::Error) -> Self {
-        // hyper reports a failed request body as a "user" error whose cause is
-        // the error the client's body gave.
-        let body_error = if err.is_user() {
-            std::error::Error::source(&err).and_then(|s| s.downcast_ref::<ClientBodyError>())
-        } else {
-            None
+    pub fn from_send(err: UpstreamError) -> Self {
+        // A failed request body comes back from the proxy's own client as
+        // such, and from hyper as a "user" error whose cause is the body's.
+        let body_error = match &err {
+            UpstreamError::Raw(H1Error::ClientBody(e)) => e.downcast_ref::<ClientBodyError>(),
+            UpstreamError::Hyper(e) if e.is_user() => {
+                std::error::Error::source(e).and_then(|s| s.downcast_ref::<ClientBodyError>())
+            }
+            _ => None,
         };
         if let Some(ClientBodyError::Stalled(idle)) = body_error {
             ProxyError::ClientBodyStalled(*idle)
-        } else if body_error.is_some() {
-            ProxyError::ClientBody(err.into())
-        } else if err.is_parse()
-            || err.is_parse_status()
-            || err.is_parse_too_large()
-            || err.is_user()
+        } else if body_error.is_some() || matches!(err, UpstreamError::Raw(H1Error::ClientBody(_)))
         {
+            ProxyError::ClientBody(err.into())
+        } else if err.is_protocol() || matches!(&err, UpstreamError::Hyper(e) if e.is_user()) {
             ProxyError::UpstreamProtocol(err)
         } else {
             ProxyError::UpstreamReset(err)

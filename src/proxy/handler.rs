@@ -230,7 +230,11 @@ async fn forward(
         if idx < 64 {
             tried |= 1 << idx;
         }
-        let mut conn = match pool.connector.acquire(ep, settings.upstream_idle_ms).await {
+        let conn = match pool
+            .connector
+            .acquire(ep, settings.upstream_idle_ms, client_upgrade.is_some())
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(pool = %pool.name, error = %e, "upstream connect failed");
@@ -255,14 +259,14 @@ async fn forward(
 
         let mut guard = InflightGuard::new(ep.clone(), pool.runtime.clone(), write);
         guard.write_token = write_token.take();
-        let sent = conn.send(req);
-        guard.conn = Some(conn);
+        let (keep, sent) = conn.send(req);
+        guard.conn = keep;
         let result = tokio::time::timeout(settings.request_timeout, sent).await;
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
             Ok(Err(mut e)) => {
                 guard.conn = None;
-                if let Some(unsent) = e.take_message() {
+                if let Some(unsent) = e.unsent.take() {
                     if stale_left > 0 {
                         // The pooled connection closed before the request was written.
                         stale_left -= 1;
@@ -276,8 +280,8 @@ async fn forward(
                     Some(f) if f.stalled() => {
                         ProxyError::ClientBodyStalled(settings.client_body_idle)
                     }
-                    Some(f) if f.broken() => ProxyError::ClientBody(e.into_error().into()),
-                    _ => ProxyError::from_send(e.into_error()),
+                    Some(f) if f.broken() => ProxyError::ClientBody(e.error.into()),
+                    _ => ProxyError::from_send(e.error),
                 };
                 if let Some(kind) = err.upstream_kind() {
                     ep.record_failure(

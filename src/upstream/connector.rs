@@ -12,6 +12,7 @@
 
 use crate::config::UpstreamProtocol;
 use crate::proxy::request_body::ClientBody;
+use crate::upstream::h1::{H1Body, H1Conn, H1Error};
 use crate::upstream::tls::UpstreamTls;
 use crate::upstream::Endpoint;
 use futures_util::future::Either;
@@ -57,7 +58,10 @@ pub enum ConnectError {
 }
 
 enum Sender {
-    H1(http1::SendRequest<ClientBody>),
+    /// HTTP/1.1 on the proxy's own client: one request at a time, pooled.
+    Raw(Box<H1Conn>),
+    /// HTTP/1.1 through hyper, for an upgrade (WebSocket): never pooled.
+    Upgrade(http1::SendRequest<ClientBody>),
     H2(http2::SendRequest<ClientBody>),
 }
 
@@ -67,17 +71,75 @@ pub struct UpstreamConn {
     sender: Sender,
 }
 
+/// A response body from an upstream: read by the proxy's HTTP/1.1 client,
+/// or by hyper (HTTP/2, upgrades).
+pub enum UpstreamBody {
+    Raw(H1Body),
+    Hyper(Incoming),
+}
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Raw(#[from] H1Error),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    /// The upstream broke the protocol (a bad head, bad chunking).
+    pub fn is_protocol(&self) -> bool {
+        match self {
+            UpstreamError::Raw(e) => e.is_protocol(),
+            UpstreamError::Hyper(e) => {
+                e.is_parse() || e.is_parse_status() || e.is_parse_too_large()
+            }
+        }
+    }
+}
+
+/// A failed send, with the request when none of it was written (so it may
+/// be sent again on another connection).
+pub struct SendFailure {
+    pub error: UpstreamError,
+    pub unsent: Option<http::Request<ClientBody>>,
+}
+
 /// What sending a request on an [`UpstreamConn`] yields.
-pub type SendResult = Result<http::Response<Incoming>, TrySendError<http::Request<ClientBody>>>;
+pub type SendResult = Result<http::Response<UpstreamBody>, SendFailure>;
 
 impl UpstreamConn {
-    /// Still open, so worth keeping or reusing.
+    fn raw(conn: Box<H1Conn>) -> Self {
+        UpstreamConn {
+            sender: Sender::Raw(conn),
+        }
+    }
+
+    /// Still open (checked without blocking), so worth keeping or reusing.
+    #[inline]
+    pub fn still_open(&mut self) -> bool {
+        match &mut self.sender {
+            Sender::Raw(c) => c.is_idle_usable(),
+            Sender::Upgrade(s) => !s.is_closed(),
+            Sender::H2(s) => !s.is_closed(),
+        }
+    }
+
+    /// A shared HTTP/2 handle that is still open.
     #[inline]
     pub fn is_reusable(&self) -> bool {
         match &self.sender {
-            Sender::H1(s) => !s.is_closed(),
+            Sender::Raw(_) => true,
+            Sender::Upgrade(s) => !s.is_closed(),
             Sender::H2(s) => !s.is_closed(),
         }
+    }
+
+    /// An HTTP/1.1 connection that may wait in the endpoint's idle queue.
+    #[inline]
+    pub fn is_poolable(&self) -> bool {
+        matches!(self.sender, Sender::Raw(_))
     }
 
     /// A handle on a shared HTTP/2 connection (never queued as idle).
@@ -86,27 +148,45 @@ impl UpstreamConn {
         matches!(self.sender, Sender::H2(_))
     }
 
-    /// Wait until the connection can take a request (a pooled one may still
-    /// be finishing its previous exchange). Err: it closed meanwhile.
-    #[inline]
-    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
-        match &mut self.sender {
-            Sender::H1(s) => s.ready().await,
-            Sender::H2(s) => s.ready().await,
-        }
-    }
-
-    /// Send `req`. The future does not borrow the connection, so the caller
-    /// may park the connection (e.g. in a guard) while it runs. On an error
-    /// before anything was written, the request comes back with it.
+    /// Send `req`. Returns what to keep while the exchange runs (hyper's
+    /// senders; the proxy's own connection travels with the exchange and
+    /// then the response body), and the exchange. On an error before
+    /// anything was written, the request comes back with it.
     #[inline]
     pub fn send(
-        &mut self,
+        self,
         req: http::Request<ClientBody>,
-    ) -> impl Future<Output = SendResult> + Send + 'static {
-        match &mut self.sender {
-            Sender::H1(s) => Either::Left(s.try_send_request(req)),
-            Sender::H2(s) => Either::Right(s.try_send_request(req)),
+    ) -> (
+        Option<UpstreamConn>,
+        impl Future<Output = SendResult> + Send + 'static,
+    ) {
+        match self.sender {
+            Sender::Raw(c) => (
+                None,
+                Either::Left(async move {
+                    match c.send(req).await {
+                        Ok(resp) => Ok(resp.map(UpstreamBody::Raw)),
+                        Err(e) => Err(SendFailure {
+                            error: e.error.into(),
+                            unsent: e.unsent,
+                        }),
+                    }
+                }),
+            ),
+            Sender::Upgrade(mut s) => {
+                let fut = s.try_send_request(req);
+                let keep = UpstreamConn {
+                    sender: Sender::Upgrade(s),
+                };
+                (Some(keep), Either::Right(Either::Left(hyper_result(fut))))
+            }
+            Sender::H2(mut s) => {
+                let fut = s.try_send_request(req);
+                let keep = UpstreamConn {
+                    sender: Sender::H2(s),
+                };
+                (Some(keep), Either::Right(Either::Right(hyper_result(fut))))
+            }
         }
     }
 
@@ -114,10 +194,90 @@ impl UpstreamConn {
     #[inline]
     pub fn share(&self) -> Option<UpstreamConn> {
         match &self.sender {
-            Sender::H1(_) => None,
             Sender::H2(s) => Some(UpstreamConn {
                 sender: Sender::H2(s.clone()),
             }),
+            _ => None,
+        }
+    }
+
+    /// Hand an HTTP/1.1 connection to hyper, for an upgrade.
+    async fn into_upgrade(self, address: &str) -> Result<UpstreamConn, ConnectError> {
+        match self.sender {
+            Sender::Raw(c) => {
+                let Some(io) = c.into_io() else {
+                    return Err(ConnectError::Io {
+                        address: address.to_string(),
+                        source: std::io::Error::other("connection has unread bytes"),
+                    });
+                };
+                http_handshake(TokioIo::new(io), UpstreamProtocol::Http1, true)
+                    .await
+                    .map_err(|source| ConnectError::Handshake {
+                        address: address.to_string(),
+                        source,
+                    })
+            }
+            _ => Ok(self),
+        }
+    }
+}
+
+async fn hyper_result<F>(fut: F) -> SendResult
+where
+    F: Future<Output = Result<http::Response<Incoming>, TrySendError<http::Request<ClientBody>>>>,
+{
+    match fut.await {
+        Ok(resp) => Ok(resp.map(UpstreamBody::Hyper)),
+        Err(mut e) => {
+            let unsent = e.take_message();
+            Err(SendFailure {
+                error: e.into_error().into(),
+                unsent,
+            })
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = UpstreamError;
+
+    #[inline]
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, UpstreamError>>> {
+        match self.get_mut() {
+            UpstreamBody::Raw(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Raw(b) => b.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Raw(b) => b.size_hint(),
+            UpstreamBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+impl UpstreamBody {
+    /// The proxy's own connection back, when the body was read whole and
+    /// the connection may carry another request.
+    pub fn take_conn(&mut self) -> Option<UpstreamConn> {
+        match self {
+            UpstreamBody::Raw(b) => b.take_conn().map(UpstreamConn::raw),
+            UpstreamBody::Hyper(_) => None,
         }
     }
 }
@@ -157,8 +317,13 @@ impl Connector {
 
     /// A connection to `ep`: for HTTP/2 the endpoint's shared one (opened and
     /// shared if there is none), for HTTP/1.1 an idle one no older than
-    /// `idle_ms`, else a new one.
-    pub async fn acquire(&self, ep: &Endpoint, idle_ms: u64) -> Result<UpstreamConn, ConnectError> {
+    /// `idle_ms`, else a new one; for an upgrade, handed to hyper.
+    pub async fn acquire(
+        &self,
+        ep: &Endpoint,
+        idle_ms: u64,
+        upgrade: bool,
+    ) -> Result<UpstreamConn, ConnectError> {
         if self.protocol == UpstreamProtocol::H2 {
             if let Some(c) = ep.shared_conn() {
                 return Ok(c);
@@ -167,16 +332,17 @@ impl Connector {
             ep.set_shared_conn(&c);
             return Ok(c);
         }
-        let now = crate::clock::now_ms();
-        while let Some(mut c) = ep.take_idle(now, idle_ms) {
-            if c.ready().await.is_ok() {
-                return Ok(c);
-            }
+        let conn = match ep.take_idle(crate::clock::now_ms(), idle_ms) {
+            Some(c) => c,
+            // Boxed: opening a connection (TCP, TLS, handshake) is a large future
+            // and the rare path; inline, it would make every request's future
+            // kilobytes larger, and those bytes are copied as the future moves.
+            None => Box::pin(self.connect(ep)).await?,
+        };
+        if upgrade {
+            return Box::pin(conn.into_upgrade(&ep.address)).await;
         }
-        // Boxed: opening a connection (TCP, TLS, handshake) is a large future
-        // and the rare path; inline, it would make every request's future
-        // kilobytes larger, and those bytes are copied as the future moves.
-        Box::pin(self.connect(ep)).await
+        Ok(conn)
     }
 
     /// Open a new connection to `ep`.
@@ -192,7 +358,10 @@ impl Connector {
 
     async fn open(&self, ep: &Endpoint) -> Result<UpstreamConn, ConnectError> {
         let stream = self.open_stream(ep).await?;
-        http_handshake(TokioIo::new(stream), self.protocol)
+        if self.protocol == UpstreamProtocol::Http1 {
+            return Ok(UpstreamConn::raw(Box::new(H1Conn::new(stream))));
+        }
+        http_handshake(TokioIo::new(stream), self.protocol, false)
             .await
             .map_err(|source| ConnectError::Handshake {
                 address: ep.address.clone(),
@@ -202,8 +371,8 @@ impl Connector {
 }
 
 /// A byte stream to an upstream: TCP, or TLS over TCP.
-pub trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpstreamIo for T {}
+pub trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> UpstreamIo for T {}
 
 impl Connector {
     /// A byte stream to `ep` as this pool reaches it (TCP, with TLS when the
@@ -246,7 +415,11 @@ impl Connector {
 }
 
 /// The HTTP handshake on an open stream; spawns the connection task.
-async fn http_handshake<I>(io: I, protocol: UpstreamProtocol) -> Result<UpstreamConn, hyper::Error>
+async fn http_handshake<I>(
+    io: I,
+    protocol: UpstreamProtocol,
+    _upgrade: bool,
+) -> Result<UpstreamConn, hyper::Error>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
@@ -258,7 +431,7 @@ where
                     tracing::debug!(error = %e, "upstream connection ended with an error");
                 }
             });
-            Sender::H1(sender)
+            Sender::Upgrade(sender)
         }
         UpstreamProtocol::H2 => {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())

@@ -316,8 +316,8 @@ impl Endpoint {
     /// An idle connection that is still open and not older than `max_idle_ms`.
     #[inline]
     pub fn take_idle(&self, now_ms: u64, max_idle_ms: u64) -> Option<UpstreamConn> {
-        while let Some(idle) = self.idle.pop() {
-            if idle.conn.is_reusable() && now_ms.saturating_sub(idle.since_ms) < max_idle_ms {
+        while let Some(mut idle) = self.idle.pop() {
+            if now_ms.saturating_sub(idle.since_ms) < max_idle_ms && idle.conn.still_open() {
                 return Some(idle.conn);
             }
         }
@@ -348,7 +348,7 @@ impl Endpoint {
     /// draining). A shared HTTP/2 handle is just dropped: the endpoint keeps its own.
     #[inline]
     pub fn put_idle(&self, conn: UpstreamConn, now_ms: u64) {
-        if !self.draining.load(Ordering::Relaxed) && !conn.is_multiplexed() && conn.is_reusable() {
+        if !self.draining.load(Ordering::Relaxed) && conn.is_poolable() {
             let _full = self.idle.push(Idle {
                 conn,
                 since_ms: now_ms,
@@ -367,13 +367,12 @@ impl Endpoint {
     pub fn sweep_idle(&self, now_ms: u64, max_idle_ms: u64) {
         for _ in 0..self.idle.len() {
             match self.idle.pop() {
-                Some(idle)
-                    if idle.conn.is_reusable()
-                        && now_ms.saturating_sub(idle.since_ms) < max_idle_ms =>
-                {
-                    let _full = self.idle.push(idle);
+                Some(mut idle) => {
+                    if now_ms.saturating_sub(idle.since_ms) < max_idle_ms && idle.conn.still_open()
+                    {
+                        let _full = self.idle.push(idle);
+                    }
                 }
-                Some(_) => {}
                 None => break,
             }
         }

@@ -7,8 +7,9 @@
 
 pub mod connector;
 pub mod endpoint;
+pub mod h1;
 pub mod health;
 pub mod tls;
 
-pub use connector::{Connector, UpstreamConn};
+pub use connector::{Connector, UpstreamBody, UpstreamConn, UpstreamError};
 pub use endpoint::{CheckResult, Endpoint, EndpointState};

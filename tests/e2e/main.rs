@@ -24,3 +24,4 @@ mod soak;
 mod sticky;
 mod streaming;
 mod tls;
+mod upstream_h1;
