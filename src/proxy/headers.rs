@@ -115,23 +115,32 @@ fn strip_request_hops(h: &mut HeaderMap, version: Version) -> bool {
 fn forwarded_headers(parts: &mut Parts, client: &ClientAddr, tls: bool) {
     let h = &mut parts.headers;
 
-    // Host: kept, unless the target names the authority (absolute form, or
-    // HTTP/2's :authority), which then wins (RFC 9112 section 3.2.2).
-    if parts.uri.authority().is_some() || !h.contains_key(header::HOST) {
-        if let Some(auth) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
-                h.insert(header::HOST, v);
-            }
+    // One pass of name comparisons instead of a hash lookup per question.
+    let mut host = None;
+    let mut has_forwarded_for = false;
+    for (name, value) in h.iter() {
+        if name == header::HOST {
+            host.get_or_insert_with(|| value.clone());
+        } else if name == X_FORWARDED_FOR {
+            has_forwarded_for = true;
         }
     }
-    if let Some(host) = h.get(header::HOST).cloned() {
+    // Host: kept, unless the target names the authority (absolute form, or
+    // HTTP/2's :authority), which then wins (RFC 9112 section 3.2.2).
+    if let Some(auth) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+            h.insert(header::HOST, v.clone());
+            host = Some(v);
+        }
+    }
+    if let Some(host) = host {
         h.insert(X_FORWARDED_HOST, host);
     }
     h.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    append_forwarded_for(h, client);
+    append_forwarded_for(h, client, has_forwarded_for);
     append_via(h, parts.version);
 
     // Origin form for the upstream; HTTP/2 and absolute-form requests carry more.
@@ -190,9 +199,9 @@ impl ClientAddr {
     }
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, client: &ClientAddr) {
+fn append_forwarded_for(h: &mut HeaderMap, client: &ClientAddr, present: bool) {
     use std::fmt::Write;
-    if !h.contains_key(&X_FORWARDED_FOR) {
+    if !present {
         h.insert(X_FORWARDED_FOR, client.header.clone());
         return;
     }

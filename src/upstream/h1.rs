@@ -165,14 +165,17 @@ impl H1Conn {
             w.extend_from_slice(b"\r\n");
         }
         let body = req.body();
-        if !headers.contains_key(header::CONTENT_LENGTH)
+        let end = body.is_end_stream();
+        // Servers may answer 411 to a POST without a length. (A GET without
+        // a body needs no lookup at all.)
+        let wants_length =
+            !end || matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+        if wants_length
+            && !headers.contains_key(header::CONTENT_LENGTH)
             && !headers.contains_key(header::TRANSFER_ENCODING)
         {
-            if body.is_end_stream() {
-                // Servers may answer 411 to a POST without a length.
-                if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
-                    w.extend_from_slice(b"content-length: 0\r\n");
-                }
+            if end {
+                w.extend_from_slice(b"content-length: 0\r\n");
             } else if let Some(n) = body.size_hint().exact() {
                 w.extend_from_slice(b"content-length: ");
                 w.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
@@ -335,9 +338,12 @@ impl H1Conn {
             let base = self.buf.as_ptr() as usize;
             let mut fields: Vec<(HeaderName, usize, usize)> =
                 Vec::with_capacity(parsed.headers.len());
+            // What framing needs is noted on the way, not looked up after.
+            let mut seen = Seen::default();
             for h in parsed.headers.iter() {
                 let name = HeaderName::from_bytes(h.name.as_bytes())
                     .map_err(|_| H1Error::Invalid("invalid header name"))?;
+                seen.note(&name, h.value)?;
                 let start = h.value.as_ptr() as usize - base;
                 fields.push((name, start, start + h.value.len()));
             }
@@ -348,21 +354,21 @@ impl H1Conn {
                     .map_err(|_| H1Error::Invalid("invalid header value"))?;
                 headers.append(name, value);
             }
-            let mut keep_alive = http11 && !has_token(&headers, header::CONNECTION, "close");
+            let mut keep_alive = http11 && !seen.close;
             let framing = if is_head
                 || status == StatusCode::NO_CONTENT
                 || status == StatusCode::NOT_MODIFIED
             {
                 Framing::Length(0)
-            } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            } else if seen.transfer_encoding {
                 if last_coding_is_chunked(&headers) {
                     Framing::Chunked(ChunkState::Size)
                 } else {
                     keep_alive = false;
                     Framing::Close
                 }
-            } else if headers.contains_key(header::CONTENT_LENGTH) {
-                Framing::Length(content_length(&headers)?)
+            } else if let Some(n) = seen.length {
+                Framing::Length(n)
             } else {
                 keep_alive = false;
                 Framing::Close
@@ -655,14 +661,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Does any `name` field list `token` (case-insensitive)?
-fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    h.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
-}
-
 /// RFC 9112 section 6.3: chunked must be the final coding.
 fn last_coding_is_chunked(h: &HeaderMap) -> bool {
     let last = h
@@ -675,23 +673,47 @@ fn last_coding_is_chunked(h: &HeaderMap) -> bool {
     last.is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
 }
 
-/// One valid length; repeated values (or a list) must agree.
-fn content_length(h: &HeaderMap) -> Result<u64, H1Error> {
-    let mut found: Option<u64> = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(H1Error::Invalid("invalid Content-Length"));
+/// What the framing of a response depends on, noted field by field.
+#[derive(Default)]
+struct Seen {
+    transfer_encoding: bool,
+    /// One valid length; repeated values (or a list) must agree.
+    length: Option<u64>,
+    /// `Connection: close`.
+    close: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), H1Error> {
+        if name == header::CONTENT_LENGTH {
+            for part in value.split(|&b| b == b',') {
+                let n = parse_length(part.trim_ascii())
+                    .ok_or(H1Error::Invalid("invalid Content-Length"))?;
+                if self.length.is_some_and(|f| f != n) {
+                    return Err(H1Error::Invalid("conflicting Content-Length values"));
+                }
+                self.length = Some(n);
             }
-            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err(H1Error::Invalid("conflicting Content-Length values"));
-            }
-            found = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == header::CONNECTION {
+            self.close |= value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
+        Ok(())
     }
-    found.ok_or(H1Error::Invalid("invalid Content-Length"))
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
 }
 
 fn itoa_u64(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
@@ -780,18 +802,25 @@ mod tests {
 
     #[test]
     fn content_length_must_be_one_number() {
-        let mut h = HeaderMap::new();
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
-        assert_eq!(content_length(&h).unwrap(), 42);
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
-        assert_eq!(content_length(&h).unwrap(), 42);
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("43"));
-        assert!(content_length(&h).is_err());
-        for bad in ["", "-1", "1e3", "4 2", "99999999999999999999", "+5"] {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from_str(bad).unwrap());
-            assert!(content_length(&h).is_err(), "{bad:?}");
+        let length = |values: &[&str]| {
+            let mut seen = Seen::default();
+            for v in values {
+                seen.note(&header::CONTENT_LENGTH, v.as_bytes())?;
+            }
+            Ok::<_, H1Error>(seen.length)
+        };
+        assert_eq!(length(&["42"]).unwrap(), Some(42));
+        assert_eq!(length(&["42", "42"]).unwrap(), Some(42));
+        assert_eq!(length(&["42, 42"]).unwrap(), Some(42));
+        assert!(length(&["42", "43"]).is_err());
+        for bad in ["", "-1", "1e3", "4 2", "99999999999999999999", "+5", "42,"] {
+            assert!(length(&[bad]).is_err(), "{bad:?}");
         }
+        let mut seen = Seen::default();
+        seen.note(&header::CONNECTION, b"keep-alive, Close")
+            .unwrap();
+        seen.note(&header::TRANSFER_ENCODING, b"chunked").unwrap();
+        assert!(seen.close && seen.transfer_encoding && seen.length.is_none());
     }
 
     #[test]
