@@ -1,13 +1,15 @@
 //! Opening connections to upstream endpoints, and reusing them.
 //!
 //! A connection is opened with a connect timeout (covering TCP and, for a
-//! pool with `tls`, the TLS handshake), `TCP_NODELAY`, and then either an
-//! HTTP/1.1 handshake whose connection task is spawned with upgrade support
-//! (WebSocket), or an HTTP/2 one (`protocol: h2`, e.g. gRPC).
+//! pool with `tls`, the TLS handshake) and `TCP_NODELAY`. HTTP/1.1 is spoken
+//! by the proxy's own client ([`crate::upstream::h1`]) in the request's task;
+//! a request that asks for an upgrade (WebSocket) gets its connection handed
+//! to hyper, whose connection task delivers the upgraded stream; HTTP/2
+//! (`protocol: h2`, e.g. gRPC) is hyper's, its connection task spawned.
 //!
-//! HTTP/1.1 connections carry one request at a time: the caller owns one and
-//! gives it back to the endpoint's idle queue when its response has been
-//! read. An HTTP/2 connection is multiplexed: each endpoint keeps one, shared
+//! HTTP/1.1 connections carry one request at a time: the response body owns
+//! its connection and gives it back to the endpoint's idle queue when it has
+//! been read whole. An HTTP/2 connection is multiplexed: each endpoint keeps one, shared
 //! by every request in flight (each takes a cheap clone of its sender).
 
 use crate::config::UpstreamProtocol;
@@ -211,7 +213,7 @@ impl UpstreamConn {
                         source: std::io::Error::other("connection has unread bytes"),
                     });
                 };
-                http_handshake(TokioIo::new(io), UpstreamProtocol::Http1, true)
+                http_handshake(TokioIo::new(io), UpstreamProtocol::Http1)
                     .await
                     .map_err(|source| ConnectError::Handshake {
                         address: address.to_string(),
@@ -361,7 +363,7 @@ impl Connector {
         if self.protocol == UpstreamProtocol::Http1 {
             return Ok(UpstreamConn::raw(Box::new(H1Conn::new(stream))));
         }
-        http_handshake(TokioIo::new(stream), self.protocol, false)
+        http_handshake(TokioIo::new(stream), self.protocol)
             .await
             .map_err(|source| ConnectError::Handshake {
                 address: ep.address.clone(),
@@ -414,12 +416,9 @@ impl Connector {
     }
 }
 
-/// The HTTP handshake on an open stream; spawns the connection task.
-async fn http_handshake<I>(
-    io: I,
-    protocol: UpstreamProtocol,
-    _upgrade: bool,
-) -> Result<UpstreamConn, hyper::Error>
+/// hyper's handshake on an open stream (HTTP/1.1 with upgrades, or HTTP/2);
+/// spawns the connection task.
+async fn http_handshake<I>(io: I, protocol: UpstreamProtocol) -> Result<UpstreamConn, hyper::Error>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
