@@ -179,14 +179,17 @@ async fn forward(
         }
         None if !choice.pinned && settings.failover => {
             let other = table.pool(chosen.other());
+            pool.runtime.note_failover();
             let i = other
                 .pick_endpoint(now, 0)
                 .ok_or(ProxyError::NoHealthyEndpoint)?;
-            pool.runtime.note_failover();
             pool = other;
             i
         }
-        None => return Err(ProxyError::NoHealthyEndpoint),
+        None => {
+            pool.runtime.note_unserved();
+            return Err(ProxyError::NoHealthyEndpoint);
+        }
     };
 
     let (mut parts, body) = req.into_parts();
@@ -337,6 +340,15 @@ async fn forward(
         let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
         let (mut rparts, rbody) = resp.into_parts();
         headers::prepare_response(&mut rparts.headers, switching);
+        // RFC 9110 section 7.6.3: a proxy adds Via to what it forwards, in
+        // both directions; here, the protocol the response came in.
+        rparts.headers.append(
+            header::VIA,
+            HeaderValue::from_static(match pool.protocol {
+                UpstreamProtocol::H2 => "2 switchyard",
+                UpstreamProtocol::Http1 => "1.1 switchyard",
+            }),
+        );
         if settings.expose_pool_header {
             rparts.headers.insert(
                 X_SWITCHYARD_POOL,

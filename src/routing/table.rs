@@ -78,8 +78,12 @@ impl PoolRuntime {
     }
 
     /// A request meant for this pool went to the other (no healthy endpoint
-    /// here). Counted every time, logged once per transition.
+    /// here). Counted every time, logged once per transition; and an error
+    /// in this pool's window, so a candidate whose every endpoint was ejected
+    /// for failing is still rolled back (its requests going elsewhere would
+    /// otherwise hide its failure from the judge).
     pub fn note_failover(&self) {
+        self.note_unserved();
         self.failovers.fetch_add(1, Ordering::Relaxed);
         if !self.failing_over.load(Ordering::Relaxed)
             && !self.failing_over.swap(true, Ordering::Relaxed)
@@ -101,6 +105,13 @@ impl PoolRuntime {
         {
             tracing::info!(pool = %self.name, "endpoint available again: failover over");
         }
+    }
+
+    /// A request meant for this pool that it could not take (no available
+    /// endpoint): an error in the rollback window, not a metric sample.
+    #[cold]
+    pub fn note_unserved(&self) {
+        self.stats.record_unserved(crate::clock::now_ms());
     }
 
     pub fn failovers(&self) -> u64 {
@@ -324,6 +335,18 @@ mod tests {
         p.runtime.note_served();
         assert!(!p.runtime.is_failing_over());
         assert_eq!(p.runtime.failovers(), 2);
+        // Each one is an error in the pool's rollback window (no latency).
+        let w = p
+            .runtime
+            .stats
+            .window(crate::clock::now_ms(), std::time::Duration::from_secs(10));
+        assert_eq!((w.requests, w.errors), (2, 2));
+        p.runtime.note_unserved();
+        let w = p
+            .runtime
+            .stats
+            .window(crate::clock::now_ms(), std::time::Duration::from_secs(10));
+        assert_eq!((w.requests, w.errors), (3, 3));
     }
 
     #[test]

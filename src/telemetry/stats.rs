@@ -205,6 +205,19 @@ impl PoolStats {
         slot.latency[hist_index(latency)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count a request this pool was meant to serve and could not (no
+    /// endpoint available, so it failed over or was refused): an error for
+    /// automatic rollback, with no latency sample.
+    pub fn record_unserved(&self, now_ms: u64) {
+        let index = now_ms / self.bucket_ms;
+        let slot = &self.slots[(index % self.slots.len() as u64) as usize];
+        if !slot.claim(index + 1) {
+            return;
+        }
+        slot.requests.fetch_add(1, Ordering::Relaxed);
+        slot.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Figures over the last `window` up to `now_ms`, counted in whole
     /// buckets: the oldest bucket overlapping the window is included.
     pub fn window(&self, now_ms: u64, window: Duration) -> WindowStats {

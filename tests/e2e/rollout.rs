@@ -339,3 +339,47 @@ async fn a_rollout_survives_a_restart_and_resumes_paused() {
     let (code, v) = api(p.admin, Method::POST, "/api/v1/rollout/resume", None, None).await;
     assert_eq!((code, &v["phase"]), (200, &json!("rolling")), "{v}");
 }
+
+/// A green that fails every request gets its endpoints ejected by passive
+/// health at once, and its share fails over to blue: the judge must still
+/// see green failing (the requests meant for it that it could not take),
+/// or such a green would stay in the split, ejected and re-admitted, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_green_ejected_for_failing_everything_is_still_rolled_back() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let extra = "outlier_detection:\n  consecutive_failures: 3\n  ejection_time: 1m\n\
+                 rollback:\n  interval: 250ms\n  window: 10s\n  min_requests: 20\n  \
+                 consecutive_breaches: 2\n  grace: 0s\n  max_error_rate: 0.05\n";
+    let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], extra)).await;
+    let (code, _) = api(
+        s.admin_addr,
+        Method::PUT,
+        "/api/v1/weights",
+        Some(json!({"blue": 50, "green": 50})),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let load = Load::start(proxy_url(&s, "/"), 8);
+    wait_for(Duration::from_secs(10), "green to take traffic", || async {
+        green.requests() > 50
+    })
+    .await;
+    green.set_failure_rate(1.0);
+    wait_for(Duration::from_secs(10), "automatic rollback", || async {
+        status(&s).await["weights"]["blue"] == 100.0
+    })
+    .await;
+    let samples = load.finish().await;
+    // Three failures ejected green; the rest of its share went to blue.
+    let green_500s = samples.iter().filter(|x| x.status == 500).count();
+    assert!(green_500s <= 10, "{green_500s} answers of 500 from green");
+    let ev = events(&s).await;
+    let rb = ev
+        .iter()
+        .find(|e| e["kind"] == "rollback")
+        .expect("a rollback event");
+    assert_eq!(rb["actor"], "auto");
+    s.shutdown().await;
+}

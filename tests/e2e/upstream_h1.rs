@@ -117,6 +117,7 @@ async fn every_response_framing_reaches_the_client_intact() {
         let a = get(&c, proxy_url(&s, "/ka")).await;
         assert_eq!((a.status, body(&a).as_str()), (200, "ka"));
         assert_eq!(a.headers["x-kept"], "yes");
+        assert_eq!(a.headers["via"], "1.1 switchyard", "RFC 9110 7.6.3");
     }
     assert_eq!(
         seen.connections.load(Ordering::SeqCst),
