@@ -744,11 +744,30 @@ STATUS_LUA="" # the wrk script of every scenario run, written by run_scenarios
 # x-upstream ("-" when the proxy answered itself): "500 green-1: 3; ...".
 status_breakdown() { awk '$1 == "status-count" { printf "%s %s: %s; ", $2, $3, $4 }' "$1"; }
 
+# The noise check of the rounds around a scenario run, so that a ratio to
+# steady taken while a neighbour compiled is seen as such: scen_mark before
+# (and after the run and its loop have been waited for), scen_noise prints
+# the cores used by other processes in between and " NOISY" above NOISE_MAX.
+scen_mark() {
+    echo "$(busy_ticks) $(children_ticks) $(cpu_ticks "${PEER_CPU_PIDS[switchyard]}") $(cpu_ticks "$UPSTREAM_PID") $(now_us)"
+}
+scen_noise() {
+    awk -v a="$1" -v b="$2" -v hz="$CLK_TCK" -v max="$NOISE_MAX" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        wall = (y[5] - x[5]) / 1e6
+        other = ((y[1] - x[1]) - (y[2] - x[2]) - (y[3] - x[3]) - (y[4] - x[4])) / hz / wall
+        if (other < 0) other = 0
+        printf "%.2f%s", other, (other > max) ? " NOISY" : ""
+    }'
+}
+
 # Runs wrk against switchyard for SCEN_DURATION s while $2 (a loop function)
 # runs in the background; reports throughput against $3 (steady req/s).
 run_scenario() {
     local name="$1" loop="$2" steady="$3" out="$WORK/scenario-$1.txt" calls="$WORK/scenario-$1-admin.txt"
     : >"$calls"
+    local mark0 noise
+    mark0=$(scen_mark)
     local loop_pid=""
     if [[ -n "$loop" ]]; then
         ("$loop" "$SCEN_DURATION" "$calls") &
@@ -759,6 +778,9 @@ run_scenario() {
     fi
     run_wrk "${PEER_URL[switchyard]}" "$SCEN_DURATION" "$out" "$STATUS_LUA"
     if [[ -n "$loop_pid" ]]; then wait "$loop_pid" || true; fi
+    noise=$(scen_noise "$mark0" "$(scen_mark)")
+    local other_cpu="${noise% NOISY}" noisy_tag=""
+    [[ "$noise" != *NOISY ]] || noisy_tag="  NOISY"
     local requests rps p99 errors admin_total admin_ok ratio
     read -r requests rps p99 errors < <(parse_wrk "$out")
     admin_total=$(wc -l <"$calls")
@@ -767,8 +789,8 @@ run_scenario() {
     ratio=$(awk -v a="$rps" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
     local admin_col="-"
     if [[ -n "$loop" ]]; then admin_col="$admin_ok/$admin_total"; fi
-    SCEN_LINES+=("$(printf '%-13s %9s %8s %8s %9s %9s %14s' "$name" "$rps" "$ratio" "$errors" "$admin_col" - -)")
-    log "scenario $name: $rps req/s (x$ratio of steady), failed requests $errors, admin calls 2xx $admin_ok/$admin_total"
+    SCEN_LINES+=("$(printf '%-13s %9s %8s %8s %9s %9s %14s%s' "$name" "$rps" "$ratio" "$errors" "$admin_col" - - "$noisy_tag")")
+    log "scenario $name: $rps req/s (x$ratio of steady), failed requests $errors, admin calls 2xx $admin_ok/$admin_total, other CPU $other_cpu cores$noisy_tag"
     if ((errors > 0)); then fail "scenario $name: $errors failed requests (non-2xx + socket errors; non-2xx by status and x-upstream: $(status_breakdown "$out")), must be 0"; fi
     if ((requests == 0)); then fail "scenario $name: no request completed"; fi
     if [[ -n "$loop" ]]; then
@@ -924,12 +946,18 @@ run_rollback_scenario() {
     # Failure on at a third of the run (at least 1 s: grace is over by then).
     local on_after_us=$((SCEN_DURATION * 1000000 / 3))
     ((on_after_us >= 1000000)) || on_after_us=1000000
+    local mark0
+    mark0=$(scen_mark)
     (rollback_loop "$on_after_us" "$timeline" "$calls") &
     local loop_pid=$!
     PIDS+=("$loop_pid")
     if ((${#PIN_CLIENT[@]} > 0)); then taskset -p -c 0 "$loop_pid" >/dev/null || true; fi
     run_wrk "${PEER_URL[switchyard]}" "$SCEN_DURATION" "$out" "$STATUS_LUA"
     wait "$loop_pid" || true
+    local noise
+    noise=$(scen_noise "$mark0" "$(scen_mark)")
+    local other_cpu="${noise% NOISY}" noisy_tag=""
+    [[ "$noise" != *NOISY ]] || noisy_tag="  NOISY"
     set_green_failure 0 >>"$calls"
     local injected1
     injected1=$(green_injected)
@@ -963,11 +991,11 @@ run_rollback_scenario() {
     ratio=$(awk -v a="$rps" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
     admin_total=$(wc -l <"$calls")
     admin_ok=$(grep -c '^2' "$calls" || true)
-    SCEN_LINES+=("$(printf '%-13s %9s %8s %8s %9s %9s %14s' "$name" "$rps" "$ratio" "$other" \
-        "$admin_ok/$admin_total" "$signal" "$delay_text")")
+    SCEN_LINES+=("$(printf '%-13s %9s %8s %8s %9s %9s %14s%s' "$name" "$rps" "$ratio" "$other" \
+        "$admin_ok/$admin_total" "$signal" "$delay_text" "$noisy_tag")")
     log "scenario $name: $rps req/s (x$ratio of steady); green failing at $RB_FAIL_RATE from $((on_after_us / 1000)) ms: rollback $delay_text${delay_ms:+ later} (bound $(rb_bound_ms) ms; ${reason:-no rollback event})"
     log "scenario $name: client saw $signal x $RB_FAIL_STATUS from green (the signal, expected), failed otherwise $other (socket errors $socket), admin calls 2xx $admin_ok/$admin_total"
-    log "scenario $name: green answered $((injected1 - injected0)) injected failures in all, $((injected1 - ${injected_seen:-$injected1})) of them after the lock showed in status; switchyard_rollbacks_total +$((rb1 - rb0)); ejection/failover events: $ejections"
+    log "scenario $name: green answered $((injected1 - injected0)) injected failures in all, $((injected1 - ${injected_seen:-$injected1})) of them after the lock showed in status; switchyard_rollbacks_total +$((rb1 - rb0)); ejection/failover events: $ejections; other CPU $other_cpu cores$noisy_tag"
 
     if [[ -z "$event" ]]; then
         fail "scenario $name: no rollback event within the run (green failing at $RB_FAIL_RATE; status lock seen: ${seen_us:+yes}${seen_us:-no})"
