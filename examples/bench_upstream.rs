@@ -6,6 +6,28 @@
 //! `x-upstream: NAME` so a run can verify the traffic split, and a fixed body
 //! of `--body-size` bytes. `GET /health` answers 200 with `ok`.
 //!
+//! **Failure knob.** Each instance can be told, while it runs, to answer a
+//! share of its requests with a 5xx, so that a harness can make green fail
+//! in the middle of a load run (the automatic-rollback scenario of
+//! `run.sh`). The knob is a control path on the instance's own listener:
+//!
+//! ```text
+//! curl -X POST 'http://127.0.0.1:18011/__fail?rate=0.5&status=500'  # on
+//! curl -X POST 'http://127.0.0.1:18011/__fail?rate=0'               # off
+//! curl 'http://127.0.0.1:18011/__fail'                              # read
+//! ```
+//!
+//! Both answer `rate=R status=S injected=N`: N counts the failures this
+//! instance has answered since it started, so a harness can tell exactly how
+//! many of the 5xx its client saw came from the upstream. Failures are spread
+//! evenly, not drawn at random: at `rate=0.5` every second request fails, so
+//! a run is reproducible (and no instance sees five failures in a row, which
+//! would let passive outlier detection eject it). `/health` and `/__fail`
+//! itself never fail: the knob models an application whose health check
+//! passes while its requests fail, the case health checks cannot catch and
+//! automatic rollback must. With the knob off (the default) a request costs
+//! one relaxed atomic load more than before.
+//!
 //! ```text
 //! cargo run --release --example bench_upstream -- \
 //!     --listen blue-1=127.0.0.1:18001 --listen blue-2=127.0.0.1:18002 \
@@ -22,6 +44,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -70,24 +94,137 @@ fn parse_instance(spec: &str, index: usize) -> anyhow::Result<Instance> {
     Ok(Instance { name, addr })
 }
 
-/// The prebuilt parts of every response of one instance.
+/// Failures are injected per million requests.
+const PPM: u64 = 1_000_000;
+
+/// The failure knob of one instance (`/__fail`). Every field is an atomic
+/// touched with relaxed ordering: the runtime has one thread, and the knob
+/// needs no ordering between its fields beyond "eventually seen".
+#[derive(Debug)]
+struct FailKnob {
+    /// Share of requests to fail, per million; 0 = off (the fast path).
+    rate_ppm: AtomicU32,
+    /// Status of an injected failure.
+    status: AtomicU16,
+    /// Requests seen while the knob was on, since it was last set.
+    seq: AtomicU64,
+    /// Failures answered since the process started.
+    injected: AtomicU64,
+}
+
+impl FailKnob {
+    fn new() -> Self {
+        FailKnob {
+            rate_ppm: AtomicU32::new(0),
+            status: AtomicU16::new(500),
+            seq: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+        }
+    }
+
+    /// The status to answer this request with instead of 200, if any.
+    /// Spread evenly: request n (from 0) fails when floor((n + 1) * rate)
+    /// passes an integer, so any run of requests fails at `rate` of them,
+    /// rounded, and 0.5 fails every second one.
+    #[inline]
+    fn injected_failure(&self) -> Option<StatusCode> {
+        let ppm = u64::from(self.rate_ppm.load(Ordering::Relaxed));
+        if ppm == 0 {
+            return None;
+        }
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        if (n + 1) * ppm / PPM == n * ppm / PPM {
+            return None;
+        }
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        StatusCode::from_u16(self.status.load(Ordering::Relaxed)).ok()
+    }
+
+    /// Applies `rate=R[&status=S]` (a POST's query string).
+    fn set(&self, query: &str) -> Result<(), String> {
+        let (mut rate, mut status) = (None, None);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("rate", v)) => rate = Some(parse_rate(v)?),
+                Some(("status", v)) => status = Some(parse_status(v)?),
+                _ => {
+                    return Err(format!(
+                        "unknown parameter {pair:?}: expected rate=R[&status=S]"
+                    ))
+                }
+            }
+        }
+        let rate = rate.ok_or("rate=R missing (0 to 1, e.g. rate=0.5)")?;
+        if let Some(status) = status {
+            self.status.store(status, Ordering::Relaxed);
+        }
+        self.seq.store(0, Ordering::Relaxed);
+        self.rate_ppm.store(rate, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "rate={} status={} injected={}\n",
+            f64::from(self.rate_ppm.load(Ordering::Relaxed)) / PPM as f64,
+            self.status.load(Ordering::Relaxed),
+            self.injected.load(Ordering::Relaxed)
+        )
+    }
+}
+
+fn parse_rate(v: &str) -> Result<u32, String> {
+    match v.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok((r * PPM as f64).round() as u32),
+        _ => Err(format!("rate={v}: expected a share from 0 to 1")),
+    }
+}
+
+fn parse_status(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(s) if (500..=599).contains(&s) => Ok(s),
+        _ => Err(format!("status={v}: expected a 5xx status")),
+    }
+}
+
+/// The prebuilt parts of every response of one instance, and its knob.
 #[derive(Clone)]
 struct Responder {
     name: HeaderValue,
     body: Bytes,
+    fail: Arc<FailKnob>,
 }
 
 impl Responder {
     fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let body = if req.uri().path() == "/health" {
-            if req.method() != Method::GET && req.method() != Method::HEAD {
-                return self.with_headers(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+        let body = match req.uri().path() {
+            "/health" => {
+                if req.method() != Method::GET && req.method() != Method::HEAD {
+                    return self.with_headers(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+                }
+                Bytes::from_static(b"ok\n")
             }
-            Bytes::from_static(b"ok\n")
-        } else {
-            self.body.clone()
+            "/__fail" => return self.control(req),
+            _ => match self.fail.injected_failure() {
+                None => self.body.clone(),
+                Some(status) => {
+                    return self.with_headers(status, Bytes::from_static(b"injected failure\n"))
+                }
+            },
         };
         self.with_headers(StatusCode::OK, body)
+    }
+
+    /// `/__fail`: GET reads the knob, POST sets it from the query string.
+    fn control(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() == Method::POST {
+            if let Err(msg) = self.fail.set(req.uri().query().unwrap_or("")) {
+                return self.with_headers(StatusCode::BAD_REQUEST, Bytes::from(msg + "\n"));
+            }
+        } else if req.method() != Method::GET {
+            return self.with_headers(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+        }
+        self.with_headers(StatusCode::OK, Bytes::from(self.fail.describe()))
     }
 
     fn with_headers(&self, status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
@@ -152,6 +289,7 @@ fn main() -> anyhow::Result<()> {
             let responder = Responder {
                 name: HeaderValue::from_str(&instance.name).context("instance name")?,
                 body: body.clone(),
+                fail: Arc::new(FailKnob::new()),
             };
             tokio::spawn(serve(listener, responder));
         }
@@ -173,6 +311,47 @@ mod tests {
         assert_eq!(named.addr, "127.0.0.1:18012".parse().unwrap());
         let anonymous = parse_instance("127.0.0.1:18001", 1).unwrap();
         assert_eq!(anonymous.name, "upstream-1");
+    }
+
+    fn failures_of(knob: &FailKnob, n: usize) -> Vec<bool> {
+        (0..n).map(|_| knob.injected_failure().is_some()).collect()
+    }
+
+    #[test]
+    fn the_knob_is_off_by_default_and_spreads_failures_evenly() {
+        let knob = FailKnob::new();
+        assert!(failures_of(&knob, 100).iter().all(|f| !f));
+        knob.set("rate=0.5").unwrap();
+        assert_eq!(
+            failures_of(&knob, 6),
+            [false, true, false, true, false, true]
+        );
+        knob.set("rate=1&status=503").unwrap();
+        assert_eq!(
+            knob.injected_failure(),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        knob.set("rate=0.1").unwrap();
+        assert_eq!(failures_of(&knob, 1000).iter().filter(|f| **f).count(), 100);
+        knob.set("rate=0").unwrap();
+        assert!(failures_of(&knob, 100).iter().all(|f| !f));
+        assert_eq!(knob.describe(), "rate=0 status=503 injected=104\n");
+    }
+
+    #[test]
+    fn bad_knob_settings_are_refused_and_change_nothing() {
+        let knob = FailKnob::new();
+        for query in [
+            "",
+            "rate=2",
+            "rate=-0.1",
+            "rate=x",
+            "rate=1&status=200",
+            "rate=1&x=1",
+        ] {
+            assert!(knob.set(query).is_err(), "{query}");
+        }
+        assert_eq!(knob.injected_failure(), None);
     }
 
     #[test]

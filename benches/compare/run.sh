@@ -7,13 +7,14 @@
 # order over several rounds: requests/s, proxy CPU time, requests per second
 # of proxy CPU time, peak RSS, errors. Then latency at a fixed rate below
 # every peer's capacity (h2load), then switchyard-only scenarios (weight
-# flips every 100 ms, a config reload every second). See README.md next to
-# this file for the method and how to read the output.
+# flips every 100 ms, a config reload every second, green failing until the
+# automatic rollback fires). See README.md next to this file for the method
+# and how to read the output.
 #
 # Usage: benches/compare/run.sh [--quick] [--rounds N] [--duration S]
 #          [--latency-duration S] [--rate N] [--peers LIST] [--no-scenarios]
 #          [--no-install] [--no-build] [--keep] [--port-base N] [--noise-max X]
-#          [--switchyard-bin PATH]
+#          [--switchyard-bin PATH] [--rollback-fail-rate R]
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings --
@@ -35,6 +36,19 @@ INSTALL=1
 BUILD=1
 KEEP=0
 SWITCHYARD_BIN=""        # default: target/release/switchyard, built here
+# Auto-rollback scenario: green answers RB_FAIL_STATUS to RB_FAIL_RATE of its
+# requests from a third of the run on; the rollback: rules below are applied
+# by a reload just before (SPEC.md sections 2 and 4). Chosen to fire fast and
+# always: evaluated every 200 ms, 3 breaches in a row, so about 0.6 s after
+# green's error rate passes 5 % (which takes milliseconds at 50 %).
+RB_FAIL_RATE=0.5         # not 1: see README.md (outlier detection)
+RB_FAIL_STATUS=500       # a status switchyard never answers itself (SPEC.md section 8)
+RB_INTERVAL_MS=200
+RB_BREACHES=3
+RB_GRACE_MS=500          # after the weight change that opens the scenario
+RB_WINDOW=5s
+RB_MIN_REQUESTS=50
+RB_MAX_ERROR_RATE=0.05
 
 usage() {
     sed -n '/^# Usage:/,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -55,6 +69,8 @@ usage() {
   --noise-max X         flag a round when other processes used more than X
                         cores on average (default 0.15)
   --switchyard-bin PATH measure this switchyard binary instead of building one
+  --rollback-fail-rate R  share of green's requests failing in the
+                        auto-rollback scenario (default 0.5)
 EOF
 }
 
@@ -73,6 +89,7 @@ while (($# > 0)); do
         --port-base) PORT_BASE="$2"; shift ;;
         --noise-max) NOISE_MAX="$2"; shift ;;
         --switchyard-bin) SWITCHYARD_BIN="$2"; shift ;;
+        --rollback-fail-rate) RB_FAIL_RATE="$2"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -85,6 +102,8 @@ for v in "$ROUNDS" "$DURATION" "$LAT_DURATION" "$PORT_BASE"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $v: expected a positive integer" >&2; exit 2; }
 done
 [[ "$RATE" == auto || "$RATE" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --rate $RATE: expected requests/s" >&2; exit 2; }
+awk -v r="$RB_FAIL_RATE" 'BEGIN { exit !(r ~ /^[0-9]*\.?[0-9]+$/ && r > 0 && r <= 1) }' ||
+    { echo "run.sh: --rollback-fail-rate $RB_FAIL_RATE: expected a share above 0, at most 1" >&2; exit 2; }
 for p in $PEERS; do
     case "$p" in
         direct | nginx | haproxy | switchyard) ;;
@@ -207,6 +226,7 @@ ensure_tools() {
     command -v wrk >/dev/null || missing+=(wrk)
     command -v h2load >/dev/null || missing+=(nghttp2-client)
     command -v curl >/dev/null || missing+=(curl)
+    command -v jq >/dev/null || missing+=(jq) # admin API answers (scenarios)
     if [[ " $PEERS " == *" nginx "* ]] && ! command -v nginx >/dev/null &&
         [[ ! -x /usr/sbin/nginx ]]; then
         missing+=(nginx)
@@ -380,7 +400,8 @@ EOF
 
 # switchyard (SPEC.md section 2): the same pools and split, health checks as
 # HAProxy's, no state file, warnings only. $1 is a comment line that the
-# reload scenario changes so that every reload sees a new file.
+# reload scenario changes so that every reload sees a new file; $2, if
+# given, is appended as it is (the auto-rollback scenario's rollback: block).
 write_switchyard_config() {
     local tmp="$WORK/switchyard.yaml.tmp"
     cat >"$tmp" <<EOF
@@ -403,6 +424,7 @@ traffic:
   initial: { blue: 90, green: 10 }
 state_file: null
 log: { level: warn }
+${2:-}
 EOF
     mv -f "$tmp" "$WORK/switchyard.yaml" # replaced by rename, as editors do
 }
@@ -540,8 +562,10 @@ parse_wrk() {
     ' "$1"
 }
 
-run_wrk() { # url seconds outfile
-    "${PIN_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"$2s" --latency "$1" >"$3" 2>&1 || true
+run_wrk() { # url seconds outfile [lua script]
+    local script=()
+    [[ -z "${4:-}" ]] || script=(-s "$4")
+    "${PIN_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"$2s" --latency "${script[@]}" "$1" >"$3" 2>&1 || true
 }
 
 ROUNDS_TSV=""
@@ -714,11 +738,36 @@ reload_loop() {
 }
 
 SCEN_LINES=()
+RB_SCENARIO_RAN=0
+STATUS_LUA="" # the wrk script of every scenario run, written by run_scenarios
+# The non-2xx/3xx responses of a scenario's wrk output, by status and
+# x-upstream ("-" when the proxy answered itself): "500 green-1: 3; ...".
+status_breakdown() { awk '$1 == "status-count" { printf "%s %s: %s; ", $2, $3, $4 }' "$1"; }
+
+# The noise check of the rounds around a scenario run, so that a ratio to
+# steady taken while a neighbour compiled is seen as such: scen_mark before
+# (and after the run and its loop have been waited for), scen_noise prints
+# the cores used by other processes in between and " NOISY" above NOISE_MAX.
+scen_mark() {
+    echo "$(busy_ticks) $(children_ticks) $(cpu_ticks "${PEER_CPU_PIDS[switchyard]}") $(cpu_ticks "$UPSTREAM_PID") $(now_us)"
+}
+scen_noise() {
+    awk -v a="$1" -v b="$2" -v hz="$CLK_TCK" -v max="$NOISE_MAX" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        wall = (y[5] - x[5]) / 1e6
+        other = ((y[1] - x[1]) - (y[2] - x[2]) - (y[3] - x[3]) - (y[4] - x[4])) / hz / wall
+        if (other < 0) other = 0
+        printf "%.2f%s", other, (other > max) ? " NOISY" : ""
+    }'
+}
+
 # Runs wrk against switchyard for SCEN_DURATION s while $2 (a loop function)
 # runs in the background; reports throughput against $3 (steady req/s).
 run_scenario() {
     local name="$1" loop="$2" steady="$3" out="$WORK/scenario-$1.txt" calls="$WORK/scenario-$1-admin.txt"
     : >"$calls"
+    local mark0 noise
+    mark0=$(scen_mark)
     local loop_pid=""
     if [[ -n "$loop" ]]; then
         ("$loop" "$SCEN_DURATION" "$calls") &
@@ -727,8 +776,11 @@ run_scenario() {
         # The admin client belongs to the client side: core 0, like wrk.
         if ((${#PIN_CLIENT[@]} > 0)); then taskset -p -c 0 "$loop_pid" >/dev/null || true; fi
     fi
-    run_wrk "${PEER_URL[switchyard]}" "$SCEN_DURATION" "$out"
+    run_wrk "${PEER_URL[switchyard]}" "$SCEN_DURATION" "$out" "$STATUS_LUA"
     if [[ -n "$loop_pid" ]]; then wait "$loop_pid" || true; fi
+    noise=$(scen_noise "$mark0" "$(scen_mark)")
+    local other_cpu="${noise% NOISY}" noisy_tag=""
+    [[ "$noise" != *NOISY ]] || noisy_tag="  NOISY"
     local requests rps p99 errors admin_total admin_ok ratio
     read -r requests rps p99 errors < <(parse_wrk "$out")
     admin_total=$(wc -l <"$calls")
@@ -737,9 +789,9 @@ run_scenario() {
     ratio=$(awk -v a="$rps" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
     local admin_col="-"
     if [[ -n "$loop" ]]; then admin_col="$admin_ok/$admin_total"; fi
-    SCEN_LINES+=("$(printf '%-10s %9s %8s %8s %9s' "$name" "$rps" "$ratio" "$errors" "$admin_col")")
-    log "scenario $name: $rps req/s (x$ratio of steady), failed requests $errors, admin calls 2xx $admin_ok/$admin_total"
-    if ((errors > 0)); then fail "scenario $name: $errors failed requests (non-2xx + socket errors), must be 0"; fi
+    SCEN_LINES+=("$(printf '%-13s %9s %8s %8s %9s %9s %14s%s' "$name" "$rps" "$ratio" "$errors" "$admin_col" - - "$noisy_tag")")
+    log "scenario $name: $rps req/s (x$ratio of steady), failed requests $errors, admin calls 2xx $admin_ok/$admin_total, other CPU $other_cpu cores$noisy_tag"
+    if ((errors > 0)); then fail "scenario $name: $errors failed requests (non-2xx + socket errors; non-2xx by status and x-upstream: $(status_breakdown "$out")), must be 0"; fi
     if ((requests == 0)); then fail "scenario $name: no request completed"; fi
     if [[ -n "$loop" ]]; then
         if ((admin_total == 0)); then
@@ -750,6 +802,242 @@ run_scenario() {
     fi
 }
 
+# ---------------------------------------------- auto-rollback scenario -----
+# Longest accepted time from green starting to fail to the rollback event:
+# the breaches needed, one interval more for the phase of the evaluation
+# timer, and a second for a loaded 2-core machine (SPEC.md section 4 asks for
+# the decision within one interval of the last breach).
+rb_bound_ms() { echo $(((RB_BREACHES + 1) * RB_INTERVAL_MS + 1000)); }
+
+rollback_yaml() {
+    cat <<EOF
+rollback:                 # auto-rollback scenario
+  enabled: true
+  interval: ${RB_INTERVAL_MS}ms
+  window: $RB_WINDOW
+  min_requests: $RB_MIN_REQUESTS
+  max_error_rate: $RB_MAX_ERROR_RATE
+  consecutive_breaches: $RB_BREACHES
+  grace: ${RB_GRACE_MS}ms
+EOF
+}
+
+# Sets the failure knob of both green instances (examples/bench_upstream.rs,
+# POST /__fail); prints the status code of each call.
+set_green_failure() { # rate
+    local port
+    for port in "$GREEN1" "$GREEN2"; do
+        curl -s -o /dev/null -w '%{http_code}\n' --max-time 1 -X POST \
+            "http://$HOST:$port/__fail?rate=$1&status=$RB_FAIL_STATUS" || echo 000
+    done
+}
+
+# Failures answered so far by both green instances (GET /__fail), or -1.
+green_injected() {
+    local port total=0 n
+    for port in "$GREEN1" "$GREEN2"; do
+        n=$(curl -s --max-time 1 "http://$HOST:$port/__fail" | sed -n 's/.*injected=\([0-9]*\).*/\1/p') || true
+        [[ -n "$n" ]] || { echo -1; return; }
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
+rollbacks_total() { # sum of switchyard_rollbacks_total over reasons
+    curl -s --max-time 1 "$ADMIN/metrics" | awk '/^switchyard_rollbacks_total/ { s += $NF } END { print s + 0 }'
+}
+
+# wrk script: counts the responses wrk calls errors (status > 399) by status
+# and x-upstream, printed as "status-count STATUS UPSTREAM N" at the end.
+write_status_counter() {
+    cat >"$1" <<'EOF'
+-- generated by benches/compare/run.sh: non-2xx/3xx responses by status and x-upstream
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) counts = {} end
+function response(status, headers, body)
+  if status > 399 then
+    local key = status .. " " .. (headers["x-upstream"] or "-")
+    counts[key] = (counts[key] or 0) + 1
+  end
+end
+function done(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    for key, n in pairs(t:get("counts") or {}) do
+      io.write("status-count ", key, " ", n, "\n")
+    end
+  end
+end
+EOF
+}
+
+# The client side of the run, next to wrk: after $1 µs, green's failure on;
+# then GET /api/v1/status every 100 ms until the rollback lock shows, for at
+# most the bound + 1 s. Writes "key value" lines to $2, codes of the knob
+# calls to $3.
+rollback_loop() {
+    local on_after_us="$1" out="$2" calls="$3" start now t_on deadline lock
+    start=$(now_us)
+    now=$(now_us)
+    if ((start + on_after_us > now)); then
+        sleep "$(awk -v us=$((start + on_after_us - now)) 'BEGIN { printf "%.6f", us / 1e6 }')"
+    fi
+    t_on=$(now_us)
+    set_green_failure "$RB_FAIL_RATE" >>"$calls"
+    echo "on_us $t_on" >>"$out"
+    deadline=$((t_on + ($(rb_bound_ms) + 1000) * 1000))
+    while (($(now_us) < deadline)); do
+        lock=$(curl -s --max-time 1 "$ADMIN/api/v1/status" | jq -r '.rollback_lock.pool // empty' 2>/dev/null) || true
+        if [[ -n "$lock" ]]; then
+            echo "seen_us $(now_us)" >>"$out"
+            break
+        fi
+        sleep 0.1
+    done
+    echo "injected_seen $(green_injected)" >>"$out"
+}
+
+# Green starts failing partway through a wrk run at 90/10 (as the steady
+# run); switchyard must roll back to blue by itself, in time, and the client
+# must see no failure other than green's own answers. $1: steady req/s.
+run_rollback_scenario() {
+    local steady="$1" name=auto-rollback
+    local out="$WORK/scenario-$name.txt" calls="$WORK/scenario-$name-admin.txt"
+    local timeline="$WORK/scenario-$name-timeline.txt"
+    : >"$calls"
+    : >"$timeline"
+    RB_SCENARIO_RAN=1
+    local injected0
+    injected0=$(green_injected)
+    if ((injected0 < 0)); then
+        fail "scenario $name: GET http://$HOST:$GREEN1/__fail did not answer: bench_upstream has no failure knob (rebuild it: drop --no-build)"
+        return
+    fi
+
+    # The rollback rules, by reload; a fresh statistics window and grace.
+    local code status body
+    write_switchyard_config "(auto-rollback scenario)" "$(rollback_yaml)"
+    code=$(admin_code POST /api/v1/reload)
+    echo "$code" >>"$calls"
+    if [[ "$code" != 2* ]]; then
+        fail "scenario $name: reload with the rollback: section answered $code"
+        return
+    fi
+    status=$(curl -s --max-time 1 "$ADMIN/api/v1/status") || true
+    if [[ "$(jq -r '.live' <<<"$status" 2>/dev/null)" != blue ||
+        "$(jq -c '.rollback_lock' <<<"$status" 2>/dev/null)" != null ]]; then
+        fail "scenario $name: expected blue live and no rollback lock before the run, status: $(head -c 300 <<<"$status")"
+        return
+    fi
+    # A weight change restarts grace and the window (SPEC.md section 4):
+    # 100/0 then 90/10, so that green's statistics start with this run.
+    for body in '{"blue": 100, "green": 0}' '{"blue": 90, "green": 10}'; do
+        code=$(admin_code PUT /api/v1/weights "$body")
+        echo "$code" >>"$calls"
+        if [[ "$code" != 2* ]]; then
+            fail "scenario $name: PUT /api/v1/weights $body answered $code"
+            return
+        fi
+    done
+    local rb0 ev0
+    rb0=$(rollbacks_total)
+    ev0=$(curl -s --max-time 1 "$ADMIN/api/v1/events?limit=1" | jq '.events[0].id // 0' 2>/dev/null) || ev0=0
+
+    # Failure on at a third of the run (at least 1 s: grace is over by then).
+    local on_after_us=$((SCEN_DURATION * 1000000 / 3))
+    ((on_after_us >= 1000000)) || on_after_us=1000000
+    local mark0
+    mark0=$(scen_mark)
+    (rollback_loop "$on_after_us" "$timeline" "$calls") &
+    local loop_pid=$!
+    PIDS+=("$loop_pid")
+    if ((${#PIN_CLIENT[@]} > 0)); then taskset -p -c 0 "$loop_pid" >/dev/null || true; fi
+    run_wrk "${PEER_URL[switchyard]}" "$SCEN_DURATION" "$out" "$STATUS_LUA"
+    wait "$loop_pid" || true
+    local noise
+    noise=$(scen_noise "$mark0" "$(scen_mark)")
+    local other_cpu="${noise% NOISY}" noisy_tag=""
+    [[ "$noise" != *NOISY ]] || noisy_tag="  NOISY"
+    set_green_failure 0 >>"$calls"
+    local injected1
+    injected1=$(green_injected)
+
+    # What the client saw: wrk's errors, split by the status counter.
+    local requests rps p99 errors signal other socket
+    read -r requests rps p99 errors < <(parse_wrk "$out")
+    signal=$(awk -v st="$RB_FAIL_STATUS" '$1 == "status-count" && $2 == st && $3 ~ /^green-/ { s += $4 } END { print s + 0 }' "$out")
+    socket=$(awk '/Socket errors:/ { gsub(/,/, ""); s = $4 + $6 + $8 + $10 } END { print s + 0 }' "$out")
+    other=$((errors - signal))
+
+    # When the rollback came: its event against the moment the knob was set.
+    local events event ev_time ev_us on_us seen_us injected_seen delay_ms="" rb1 reason
+    events=$(curl -s --max-time 2 "$ADMIN/api/v1/events?limit=1000") || true
+    event=$(jq -c --argjson since "${ev0:-0}" '[.events[] | select(.id > $since and .kind == "rollback")] | last // empty' <<<"$events" 2>/dev/null) || true
+    on_us=$(awk '$1 == "on_us" { print $2 }' "$timeline")
+    seen_us=$(awk '$1 == "seen_us" { print $2 }' "$timeline")
+    injected_seen=$(awk '$1 == "injected_seen" { print $2 }' "$timeline")
+    rb1=$(rollbacks_total)
+    if [[ -n "$event" && -n "$on_us" ]]; then
+        ev_time=$(jq -r '.time' <<<"$event")
+        ev_us=$(date -u -d "$ev_time" +%s%6N 2>/dev/null) || ev_us=""
+        [[ -z "$ev_us" ]] || delay_ms=$(((ev_us - on_us) / 1000))
+        reason=$(jq -r '"\(.actor): \(.reason)"' <<<"$event")
+    fi
+    local ejections
+    ejections=$(jq --argjson since "${ev0:-0}" '[.events[] | select(.id > $since and (.kind == "endpoint_ejected" or .kind == "failover"))] | length' <<<"$events" 2>/dev/null) || ejections="?"
+
+    local ratio admin_total admin_ok delay_text=none
+    [[ -z "$delay_ms" ]] || delay_text="$delay_ms ms"
+    ratio=$(awk -v a="$rps" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+    admin_total=$(wc -l <"$calls")
+    admin_ok=$(grep -c '^2' "$calls" || true)
+    SCEN_LINES+=("$(printf '%-13s %9s %8s %8s %9s %9s %14s%s' "$name" "$rps" "$ratio" "$other" \
+        "$admin_ok/$admin_total" "$signal" "$delay_text" "$noisy_tag")")
+    log "scenario $name: $rps req/s (x$ratio of steady); green failing at $RB_FAIL_RATE from $((on_after_us / 1000)) ms: rollback $delay_text${delay_ms:+ later} (bound $(rb_bound_ms) ms; ${reason:-no rollback event})"
+    log "scenario $name: client saw $signal x $RB_FAIL_STATUS from green (the signal, expected), failed otherwise $other (socket errors $socket), admin calls 2xx $admin_ok/$admin_total"
+    log "scenario $name: green answered $((injected1 - injected0)) injected failures in all, $((injected1 - ${injected_seen:-$injected1})) of them after the lock showed in status; switchyard_rollbacks_total +$((rb1 - rb0)); ejection/failover events: $ejections; other CPU $other_cpu cores$noisy_tag"
+
+    if [[ -z "$event" ]]; then
+        fail "scenario $name: no rollback event within the run (green failing at $RB_FAIL_RATE; status lock seen: ${seen_us:+yes}${seen_us:-no})"
+    elif [[ -z "$delay_ms" ]]; then
+        fail "scenario $name: rollback event without a readable time: $event"
+    elif ((delay_ms > $(rb_bound_ms))); then
+        fail "scenario $name: rollback $delay_ms ms after green began failing, more than $(rb_bound_ms) ms"
+    fi
+    if [[ -n "$event" && "$(jq -r '.actor' <<<"$event")" != auto ]]; then
+        fail "scenario $name: the rollback event's actor is $(jq -r '.actor' <<<"$event"), not auto"
+    fi
+    ((rb1 > rb0)) || fail "scenario $name: switchyard_rollbacks_total did not grow ($rb0 -> $rb1)"
+    if ((other > 0)); then
+        fail "scenario $name: $other failed requests besides green's own $RB_FAIL_STATUS answers (socket errors $socket; non-2xx by status and x-upstream: $(status_breakdown "$out")), must be 0"
+    fi
+    if ((signal > injected1 - injected0)); then
+        fail "scenario $name: the client saw $signal x $RB_FAIL_STATUS from green, but green answered only $((injected1 - injected0))"
+    elif ((signal < injected1 - injected0)); then
+        warn "scenario $name: green answered $((injected1 - injected0)) failures, the client saw $signal of them"
+    fi
+    ((requests > 0)) || fail "scenario $name: no request completed"
+    if ((admin_ok < admin_total)); then
+        fail "scenario $name: $((admin_total - admin_ok)) of $admin_total admin and knob calls failed (codes: $(sort "$calls" | uniq -c | tr -s ' \n' ' '))"
+    fi
+
+    if [[ -n "$event" ]]; then
+        status=$(curl -s --max-time 1 "$ADMIN/api/v1/status") || true
+        if [[ "$(jq -c '[.weights.green == 0, .rollback_lock.pool]' <<<"$status" 2>/dev/null)" != '[true,"green"]' ]]; then
+            fail "scenario $name: after the rollback, expected green at 0 and rollback-locked, status: $(head -c 300 <<<"$status")"
+        fi
+    fi
+
+    # Put things back: lock cleared, the plain config, 90/10.
+    code=$(admin_code POST /api/v1/rearm)
+    [[ "$code" == 2* ]] || fail "scenario $name: POST /api/v1/rearm answered $code"
+    write_switchyard_config ""
+    code=$(admin_code POST /api/v1/reload)
+    [[ "$code" == 2* ]] || fail "scenario $name: reload of the plain config answered $code"
+    code=$(admin_code PUT /api/v1/weights '{"blue": 90, "green": 10}')
+    [[ "$code" == 2* ]] || fail "scenario $name: restoring weights 90/10 answered $code"
+}
+
 run_scenarios() {
     log "scenarios (switchyard only, $SCEN_DURATION s each)"
     local code
@@ -758,6 +1046,10 @@ run_scenarios() {
         fail "scenarios: GET $ADMIN/api/v1/status answered $code, not 200: the admin API (SPEC.md section 3) is not available yet, so weight flips and reloads cannot be measured"
         return
     fi
+    # Every scenario run uses the same wrk script, so that its cost (small:
+    # wrk has core 0 to itself) is the same in the reference and the others.
+    STATUS_LUA="$WORK/status-count.lua"
+    write_status_counter "$STATUS_LUA"
     local steady
     run_scenario steady "" 0
     steady=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$WORK/scenario-steady.txt")
@@ -765,10 +1057,8 @@ run_scenarios() {
     code=$(admin_code PUT /api/v1/weights '{"blue": 90, "green": 10}')
     [[ "$code" == 2* ]] || fail "scenarios: restoring weights 90/10 answered $code"
     run_scenario reload reload_loop "$steady"
-    # HOOK(auto-rollback): a scenario that makes green fail during a 90/10
-    # split and checks that switchyard rolls back to blue (SPEC.md section 4)
-    # within rollback.interval x consecutive_breaches, with the requests lost
-    # meanwhile reported. Needs a failure switch in bench_upstream; to come.
+    # Last: it leaves a rollback behind (undone, but in the event log).
+    run_rollback_scenario "$steady"
 }
 
 # ------------------------------------------------------------ report -------
@@ -827,8 +1117,16 @@ report() {
     if ((${#SCEN_LINES[@]} > 0)); then
         echo
         echo "== switchyard scenarios: $SCEN_DURATION s each, failed requests must be 0 =="
-        printf '%-10s %9s %8s %8s %9s\n' scenario 'req/s' 'x steady' failed 'admin 2xx'
+        printf '%-13s %9s %8s %8s %9s %9s %14s\n' scenario 'req/s' 'x steady' failed 'admin 2xx' 'green 5xx' 'rollback after'
         printf '%s\n' "${SCEN_LINES[@]}"
+        if ((RB_SCENARIO_RAN)); then
+            echo "auto-rollback: 'green 5xx' are the $RB_FAIL_STATUS answers that green itself gave to"
+            echo "  $RB_FAIL_RATE of its requests once made to fail, up to the rollback: the upstream really"
+            echo "  failed, the proxy passed its answers on faithfully, and they are what the rollback"
+            echo "  reacts to, so they are not counted as failed. 'failed' is everything else the client"
+            echo "  saw: socket errors and any other non-2xx (a 502/503/504 made by the proxy). It must"
+            echo "  be 0, and the rollback must come within $(rb_bound_ms) ms of green starting to fail."
+        fi
     fi
 }
 
