@@ -3,8 +3,10 @@
 //!
 //! Requests already in flight complete (bounded by `timeouts.request` as
 //! always); upgraded connections (WebSocket) stay open until `drain.timeout`
-//! and are then closed; idle pooled connections are closed at once, and
-//! again at the deadline for those that went back to the pool meanwhile.
+//! and are then closed; idle pooled connections are closed after
+//! [`IDLE_CLOSE_GRACE`] (a flip straight back finds them still open, instead
+//! of opening them all again), and again at the deadline for those that
+//! went back to the pool meanwhile.
 //!
 //! Each pool's upgraded connections hold a clone of the pool's current
 //! *tunnel token*. A drain cancels that token at its deadline and puts a
@@ -24,6 +26,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How long a pool that lost its traffic keeps its idle connections (at
+/// most `drain.timeout`). Flips every 100 ms closed and reopened every
+/// connection each time, 3-8 % of the proxy's throughput in the load
+/// comparison; a second later they are just as closed for the old version.
+pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// One pool's drain state. Lives in its [`PoolRuntime`], across tables.
 #[derive(Debug)]
@@ -135,8 +143,9 @@ pub fn weights_changed(prev: &RoutingTable, next: &RoutingTable, timeout: Durati
     }
 }
 
-/// `pool` lost its traffic: close its idle connections now, its upgraded
-/// connections after `timeout`. Does nothing when it already drains.
+/// `pool` lost its traffic: close its idle connections after
+/// [`IDLE_CLOSE_GRACE`], its upgraded connections after `timeout`. Does
+/// nothing when it already drains.
 pub fn start_pool(pool: &Arc<Pool>, timeout: Duration) {
     let drain = &pool.runtime.drain;
     if drain.is_draining() {
@@ -148,14 +157,19 @@ pub fn start_pool(pool: &Arc<Pool>, timeout: Duration) {
     drain.deadline_unix_ms.store(deadline, Ordering::Relaxed);
     let stop = Arc::new(CancellationToken::new());
     drain.timer.store(Some(stop.clone()));
-    for ep in &pool.endpoints {
-        ep.close_idle();
-    }
     tracing::info!(pool = %pool.name, inflight = pool.runtime.inflight(), upgraded = drain.upgraded(), ?timeout, "pool drains");
     let pool = pool.clone();
     tokio::spawn(async move {
+        let grace = IDLE_CLOSE_GRACE.min(timeout);
         tokio::select! {
-            () = tokio::time::sleep(timeout) => {}
+            () = tokio::time::sleep(grace) => {}
+            () = stop.cancelled() => return,
+        }
+        for ep in &pool.endpoints {
+            ep.close_idle();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(timeout.saturating_sub(grace)) => {}
             () = stop.cancelled() => return,
         }
         let drain = &pool.runtime.drain;

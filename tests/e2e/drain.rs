@@ -43,12 +43,20 @@ async fn a_slow_request_on_blue_completes_after_the_flip_while_new_requests_go_t
     let drain = &st["pools"]["blue"]["draining"];
     assert_eq!(drain["inflight"], 1, "{st}");
     assert!(drain["remaining_ms"].as_u64().unwrap() <= 1000);
-    assert_eq!(
-        endpoint(&st, "blue", blue.addr)["idle"],
-        0,
-        "idle not closed"
-    );
     assert!(st["pools"]["green"]["draining"].is_null());
+    // Idle connections stay a moment (a flip straight back reuses them),
+    // then close, while the slow request is still in flight.
+    wait_for(
+        Duration::from_secs(3),
+        "blue's idle connection to close",
+        || {
+            let c = c.clone();
+            let s = &s;
+            let addr = blue.addr;
+            async move { endpoint(&admin_status(&c, s).await, "blue", addr)["idle"] == 0 }
+        },
+    )
+    .await;
 
     for _ in 0..20 {
         let a = get(&c, proxy_url(&s, "/")).await;
@@ -136,5 +144,30 @@ async fn a_websocket_on_blue_outlives_the_flip_until_the_drain_timeout() {
     assert_eq!(st["pools"]["blue"]["inflight"], 0);
     // Green's session is not part of blue's drain.
     echo(&mut on_green, "green stays").await;
+    s.shutdown().await;
+}
+
+/// A flip and a flip straight back (a mistaken switch undone) finds the
+/// old pool's keep-alive connections still open: nothing is reconnected.
+#[tokio::test]
+async fn a_flip_straight_back_reuses_the_idle_connections() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let s = start_proxy(&config_yaml(
+        &[blue.addr],
+        &[green.addr],
+        "drain:\n  timeout: 5s",
+    ))
+    .await;
+    let c = client();
+    assert_eq!(get(&c, proxy_url(&s, "/")).await.upstream(), "blue-1");
+    let st = admin_status(&c, &s).await;
+    assert_eq!(endpoint(&st, "blue", blue.addr)["idle"], 1);
+    set_weights(&c, &s, 0.0, 100.0).await;
+    set_weights(&c, &s, 100.0, 0.0).await;
+    let st = admin_status(&c, &s).await;
+    assert_eq!(endpoint(&st, "blue", blue.addr)["idle"], 1, "{st}");
+    assert!(st["pools"]["blue"]["draining"].is_null());
+    assert_eq!(get(&c, proxy_url(&s, "/")).await.upstream(), "blue-1");
     s.shutdown().await;
 }
