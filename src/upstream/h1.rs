@@ -836,6 +836,49 @@ mod tests {
         assert!(!te("gzip"));
     }
 
+    /// Whatever an upstream sends, the head parser and the chunked decoder
+    /// answer with a response, "more", or an error: never a panic, and never
+    /// a body longer than what was sent.
+    #[test]
+    fn any_upstream_bytes_parse_without_panicking() {
+        use proptest::prelude::*;
+        let heads = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..600),
+            "HTTP/1\\.[01] [0-9]{3} [a-zA-Z ]{0,8}\r\n([a-zA-Z-]{1,12}: [ -~]{0,20}\r\n){0,6}\r\n[ -~]{0,40}"
+                .prop_map(String::into_bytes),
+        ];
+        proptest!(ProptestConfig::with_cases(2000), |(bytes in heads, is_head in any::<bool>())| {
+            let (io, _peer) = tokio::io::duplex(64);
+            let mut conn = H1Conn::new(Box::new(io));
+            conn.buf.extend_from_slice(&bytes);
+            if let Ok(Some(head)) = conn.parse_head(is_head) {
+                prop_assert!(head.status.as_u16() >= 200);
+            }
+        });
+        let chunked = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            "([0-9a-fA-F]{1,3}(;[a-z=]{0,6})?\r\n[ -~]{0,20}\r\n){0,5}0\r\n(x: [a-z]{0,5}\r\n)?\r\n"
+                .prop_map(String::into_bytes),
+        ];
+        proptest!(ProptestConfig::with_cases(2000), |(bytes in chunked)| {
+            let total = bytes.len();
+            let mut buf = BytesMut::from(&bytes[..]);
+            let mut state = ChunkState::Size;
+            let mut out = 0usize;
+            while let Ok(step) = step_chunked(&mut buf, state) {
+                match step {
+                    Step::Frame(next, f) => {
+                        out += f.data_ref().map_or(0, |d| d.len());
+                        state = next;
+                    }
+                    Step::Next(next) => state = next,
+                    Step::End(_) | Step::More => break,
+                }
+            }
+            prop_assert!(out <= total);
+        });
+    }
+
     #[test]
     fn numbers_format_like_std() {
         for n in [0u64, 7, 10, 255, 65_536, u64::MAX] {
