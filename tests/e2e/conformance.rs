@@ -27,6 +27,18 @@ async fn fixture() -> (Upstream, FaultProxy, switchyard::server::Server) {
     (up, fault, s)
 }
 
+/// One upstream in both pools, health checks out of the way.
+async fn one_upstream(extra: &str) -> (Upstream, switchyard::server::Server) {
+    let up = Upstream::start("blue-1").await;
+    let s = start_proxy(&config_yaml(
+        &[up.addr],
+        &[up.addr],
+        &format!("health_check:\n  interval: 1m\n{extra}"),
+    ))
+    .await;
+    (up, s)
+}
+
 fn forwarded_lines(fault: &FaultProxy) -> Vec<FramedRequest> {
     fault
         .sent()
@@ -147,13 +159,7 @@ async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_flow_control_stream_limits_and_limits() {
-    let up = Upstream::start("blue-1").await;
-    let s = start_proxy(&config_yaml(
-        &[up.addr],
-        &[up.addr],
-        "health_check:\n  interval: 1m\n",
-    ))
-    .await;
+    let (_up, s) = one_upstream("").await;
     let a = s.proxy_addrs[0];
     let mut h2 = h2_client(a).await;
     let req = |method: &str, path: &str, body: Bytes| {
@@ -286,13 +292,7 @@ const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 #[tokio::test]
 async fn http2_bad_frames_end_the_connection_with_the_right_goaway() {
-    let up = Upstream::start("blue-1").await;
-    let s = start_proxy(&config_yaml(
-        &[up.addr],
-        &[up.addr],
-        "health_check:\n  interval: 1m\n",
-    ))
-    .await;
+    let (_up, s) = one_upstream("").await;
     let a = s.proxy_addrs[0];
 
     // The server's SETTINGS announce the stream limit.
@@ -404,13 +404,7 @@ async fn http2_bad_frames_end_the_connection_with_the_right_goaway() {
 /// upstream sees thousands of requests, and other clients are served.
 #[tokio::test]
 async fn http2_rapid_reset_is_cut_off() {
-    let up = Upstream::start("blue-1").await;
-    let s = start_proxy(&config_yaml(
-        &[up.addr],
-        &[up.addr],
-        "health_check:\n  interval: 1m\n",
-    ))
-    .await;
+    let (up, s) = one_upstream("").await;
     let a = s.proxy_addrs[0];
     let mut c = H2Raw::open(a).await;
     let mut burst = Vec::new();
@@ -550,13 +544,7 @@ where
 /// nothing is closed at `client_header` instead of being held forever.
 #[tokio::test]
 async fn cleartext_protocol_is_known_from_the_first_bytes() {
-    let up = Upstream::start("blue-1").await;
-    let s = start_proxy(&config_yaml(
-        &[up.addr],
-        &[up.addr],
-        "health_check:\n  interval: 1m\ntimeouts:\n  client_header: 400ms\n",
-    ))
-    .await;
+    let (_up, s) = one_upstream("timeouts:\n  client_header: 400ms\n").await;
     let a = s.proxy_addrs[0];
 
     // The preface split in two writes, with a pause between them.

@@ -346,21 +346,10 @@ async fn a_rollout_survives_a_restart_and_resumes_paused() {
 /// or such a green would stay in the split, ejected and re-admitted, forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_ejected_for_failing_everything_is_still_rolled_back() {
-    let blue = Upstream::start("blue-1").await;
-    let green = Upstream::start("green-1").await;
     let extra = "outlier_detection:\n  consecutive_failures: 3\n  ejection_time: 1m\n\
                  rollback:\n  interval: 250ms\n  window: 10s\n  min_requests: 20\n  \
                  consecutive_breaches: 2\n  grace: 0s\n  max_error_rate: 0.05\n";
-    let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], extra)).await;
-    let (code, _) = api(
-        s.admin_addr,
-        Method::PUT,
-        "/api/v1/weights",
-        Some(json!({"blue": 50, "green": 50})),
-        None,
-    )
-    .await;
-    assert_eq!(code, 200);
+    let (_blue, green, s) = split_with_load(extra).await;
     let load = Load::start(proxy_url(&s, "/"), 8);
     wait_for(Duration::from_secs(10), "green to take traffic", || async {
         green.requests() > 50
