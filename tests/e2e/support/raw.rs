@@ -296,3 +296,16 @@ pub async fn raw_upstream(answer: &'static [u8]) -> SocketAddr {
     });
     addr
 }
+
+/// Send `bytes` on a new connection and read the one answer, which may be a
+/// refusal sent before the whole head was read (so a failed write is fine).
+/// The connection comes back too, to see what becomes of it.
+pub async fn answer_to(addr: SocketAddr, bytes: &[u8], what: &str) -> (RawConn, RawResponse) {
+    let mut c = RawConn::connect(addr).await;
+    let _sent = c.stream.write_all(bytes).await;
+    let r = c
+        .response(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("{what}: no answer"));
+    (c, r)
+}
