@@ -3,6 +3,14 @@
 
 use clap::Parser;
 
+/// jemalloc: every request allocates and frees an 8 KB read buffer (hyper
+/// reads ahead while the request still holds the old one) and a few small
+/// objects. glibc spent ~1.9k instructions per request on them, jemalloc's
+/// thread caches ~0.6k; peak RSS under the load comparison stays ~12 MB
+/// (mimalloc, tried too, took it to 25 MB).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     switchyard::cli::main(switchyard::cli::Cli::parse())
 }
