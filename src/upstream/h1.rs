@@ -35,6 +35,9 @@ const MAX_HEAD_BYTES: usize = 256 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Read size: small responses in one read, large bodies in few.
 const READ_CHUNK: usize = 16 * 1024;
+/// How long an upstream that stopped reading the request body is given to
+/// have its answer read (an early 413 sent before it closed).
+const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Request body bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -134,6 +137,20 @@ impl H1Conn {
                 });
             }
         } else if let Err(error) = self.write_body(req.body_mut()).await {
+            // An upstream may answer before reading the whole body (an early
+            // 413) and stop reading: if that answer is already here, it is
+            // the client's, not a 502.
+            if matches!(error, H1Error::Io(_)) {
+                let is_head = req.method() == Method::HEAD;
+                drop(req);
+                return match self.early_answer(is_head).await {
+                    Some(resp) => Ok(resp),
+                    None => Err(SendError {
+                        error,
+                        unsent: None,
+                    }),
+                };
+            }
             return Err(SendError {
                 error,
                 unsent: None,
@@ -269,6 +286,16 @@ impl H1Conn {
 
     async fn fill(&mut self) -> std::io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// After the request could not be written whole: an answer the
+    /// upstream already sent (or sends within [`EARLY_ANSWER_WAIT`]). Its
+    /// connection is not reused.
+    async fn early_answer(self: Box<Self>, is_head: bool) -> Option<Response<H1Body>> {
+        let read = tokio::time::timeout(EARLY_ANSWER_WAIT, self.read_head(is_head));
+        let mut resp = read.await.ok()?.ok()?;
+        resp.body_mut().keep_alive = false;
+        Some(resp)
     }
 
     async fn read_head(mut self: Box<Self>, is_head: bool) -> Result<Response<H1Body>, H1Error> {

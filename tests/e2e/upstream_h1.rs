@@ -78,6 +78,9 @@ fn answer(target: &str) -> Vec<u8> {
         "/badstatus" => b"HTTP/1.1 2x0 Nope\r\nContent-Length: 0\r\n\r\n",
         "/badchunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
         "/extra" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSURPRISE",
+        "/close-early" => {
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n"
+        }
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: yes\r\n\r\nka",
     };
     a.to_vec()
@@ -228,5 +231,21 @@ async fn request_bodies_are_framed_for_the_upstream() {
         text.contains("content-length: 0\r\n"),
         "an empty POST says so"
     );
+    s.shutdown().await;
+}
+
+/// An upstream that refuses a large upload at its head (an early 413) and
+/// closes without reading the body: the client gets that answer, not a 502.
+#[tokio::test]
+async fn an_early_answer_to_an_unread_upload_reaches_the_client() {
+    let (s, _seen) = fixture().await;
+    let c = client();
+    let body = vec![b'x'; 8 * 1024 * 1024];
+    let req = http::Request::post(proxy_url(&s, "/close-early"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let a = read(c.request(req).await.expect("an answer")).await;
+    assert_eq!(a.status, 413, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(String::from_utf8_lossy(&a.body), "too big\n");
     s.shutdown().await;
 }
