@@ -19,6 +19,11 @@
 //!
 //! Usage: pingora-bench-proxy --listen 127.0.0.1:PORT --blue ADDR --blue ADDR
 //!            --green ADDR --green ADDR [--blue-weight 9] [--green-weight 1]
+//!            [--work-stealing true|false]
+//!
+//! `--work-stealing false` (default true, pingora's default) runs the
+//! service on pingora's no-steal runtime: one current-thread tokio runtime
+//! per thread instead of a multi-thread runtime with one worker.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,6 +38,10 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 struct Proxy(Arc<LoadBalancer<RoundRobin>>);
 
@@ -72,7 +81,7 @@ impl ProxyHttp for Proxy {
 fn usage() -> ! {
     eprintln!(
         "usage: pingora-bench-proxy --listen ADDR --blue ADDR --blue ADDR --green ADDR \
-         --green ADDR [--blue-weight N] [--green-weight N]"
+         --green ADDR [--blue-weight N] [--green-weight N] [--work-stealing true|false]"
     );
     std::process::exit(2)
 }
@@ -81,6 +90,7 @@ fn main() {
     let mut listen = None;
     let (mut blue, mut green) = (Vec::new(), Vec::new());
     let (mut blue_weight, mut green_weight) = (9usize, 1usize);
+    let mut work_stealing = true; // pingora's default
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
@@ -90,6 +100,7 @@ fn main() {
             "--green" => green.push(value),
             "--blue-weight" => blue_weight = value.parse().unwrap_or_else(|_| usage()),
             "--green-weight" => green_weight = value.parse().unwrap_or_else(|_| usage()),
+            "--work-stealing" => work_stealing = value.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -124,6 +135,7 @@ fn main() {
 
     let mut conf = ServerConf::default();
     conf.threads = 1;
+    conf.work_stealing = work_stealing;
     conf.daemon = false;
     // run.sh stops its peers with SIGTERM and waits 3 s: no grace period.
     conf.grace_period_seconds = Some(0);
