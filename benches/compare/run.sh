@@ -9,12 +9,14 @@
 # every peer's capacity (h2load), then switchyard-only scenarios (weight
 # flips every 100 ms, a config reload every second, green failing until the
 # automatic rollback fires). See README.md next to this file for the method
-# and how to read the output.
+# and how to read the output. With --with-pingora, Cloudflare's Pingora
+# (benches/compare/pingora/, built from its published crates) is measured as
+# one more peer, with the same configuration.
 #
 # Usage: benches/compare/run.sh [--quick] [--rounds N] [--duration S]
 #          [--latency-duration S] [--rate N] [--peers LIST] [--no-scenarios]
 #          [--no-install] [--no-build] [--keep] [--port-base N] [--noise-max X]
-#          [--switchyard-bin PATH] [--rollback-fail-rate R]
+#          [--switchyard-bin PATH] [--rollback-fail-rate R] [--with-pingora]
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings --
@@ -36,6 +38,7 @@ INSTALL=1
 BUILD=1
 KEEP=0
 SWITCHYARD_BIN=""        # default: target/release/switchyard, built here
+WITH_PINGORA=0           # optional peer: Pingora 0.9 (benches/compare/pingora/)
 # Auto-rollback scenario: green answers RB_FAIL_STATUS to RB_FAIL_RATE of its
 # requests from a third of the run on; the rollback: rules below are applied
 # by a reload just before (SPEC.md sections 2 and 4). Chosen to fire fast and
@@ -61,6 +64,7 @@ usage() {
   --rate N              fixed rate of the latency runs, requests/s
                         (default: half the weakest proxy's median throughput)
   --peers LIST          comma-separated subset of: direct,nginx,haproxy,switchyard
+                        (and pingora, with --with-pingora)
   --no-scenarios        skip the switchyard-only scenarios
   --no-install          never call apt-get
   --no-build            use the binaries already in target/release
@@ -71,6 +75,10 @@ usage() {
   --switchyard-bin PATH measure this switchyard binary instead of building one
   --rollback-fail-rate R  share of green's requests failing in the
                         auto-rollback scenario (default 0.5)
+  --with-pingora        add the peer pingora: Pingora 0.9 built from
+                        benches/compare/pingora/ into
+                        target/bench-compare/pingora-target (a few minutes
+                        the first time; needs cmake); not in the default run
 EOF
 }
 
@@ -90,6 +98,7 @@ while (($# > 0)); do
         --noise-max) NOISE_MAX="$2"; shift ;;
         --switchyard-bin) SWITCHYARD_BIN="$2"; shift ;;
         --rollback-fail-rate) RB_FAIL_RATE="$2"; shift ;;
+        --with-pingora) WITH_PINGORA=1 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -107,9 +116,16 @@ awk -v r="$RB_FAIL_RATE" 'BEGIN { exit !(r ~ /^[0-9]*\.?[0-9]+$/ && r > 0 && r <
 for p in $PEERS; do
     case "$p" in
         direct | nginx | haproxy | switchyard) ;;
+        pingora)
+            ((WITH_PINGORA)) || { echo "run.sh: peer pingora needs --with-pingora" >&2; exit 2; } ;;
         *) echo "run.sh: unknown peer $p" >&2; exit 2 ;;
     esac
 done
+# --with-pingora adds the peer (last, so the others keep their order) unless
+# --peers already names it.
+if ((WITH_PINGORA)) && [[ " $PEERS " != *" pingora "* ]]; then
+    PEERS="$PEERS pingora"
+fi
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HOST=127.0.0.1
@@ -117,6 +133,10 @@ BLUE1=$((PORT_BASE + 1)) BLUE2=$((PORT_BASE + 2))
 GREEN1=$((PORT_BASE + 11)) GREEN2=$((PORT_BASE + 12))
 NGINX_PORT=$((PORT_BASE + 80)) HAPROXY_PORT=$((PORT_BASE + 81))
 SWITCHYARD_PORT=$((PORT_BASE + 82)) ADMIN_PORT=$((PORT_BASE + 901))
+PINGORA_PORT=$((PORT_BASE + 83))
+PINGORA_DIR="$REPO/benches/compare/pingora"
+PINGORA_TARGET="$REPO/target/bench-compare/pingora-target"
+PINGORA_BIN="$PINGORA_TARGET/release/pingora-bench-proxy"
 ADMIN="http://$HOST:$ADMIN_PORT"
 CLK_TCK="$(getconf CLK_TCK)"
 START_TIME=$SECONDS
@@ -234,6 +254,12 @@ ensure_tools() {
     if [[ " $PEERS " == *" haproxy "* ]] && ! command -v haproxy >/dev/null &&
         [[ ! -x /usr/sbin/haproxy ]]; then
         missing+=(haproxy)
+    fi
+    # Pingora's first build compiles zlib-ng (flate2's zlib-ng feature,
+    # required by pingora-core) with cmake.
+    if ((BUILD)) && [[ " $PEERS " == *" pingora "* && ! -x "$PINGORA_BIN" ]] &&
+        ! command -v cmake >/dev/null; then
+        missing+=(cmake)
     fi
     ((${#missing[@]} > 0)) || return 0
     ((INSTALL)) || die "missing tools (${missing[*]}) and --no-install given"
@@ -433,6 +459,7 @@ EOF
 declare -A PEER_URL PEER_CPU_PIDS PEER_RSS_PIDS PEER_OK
 UPSTREAM_PID=""
 SWITCHYARD_BUILT=1
+PINGORA_BUILT=1
 
 start_upstreams() {
     start_bg "$WORK/upstream.log" "${PIN_SERVER[@]}" "$REPO/target/release/examples/bench_upstream" \
@@ -484,6 +511,24 @@ start_peer() {
             wait_http "${PEER_URL[$peer]}" 10 "$BG_PID" ||
                 { fail "haproxy did not start: $(grep -m3 ALERT "$WORK/haproxy.log" || tail -3 "$WORK/haproxy.log")"; return 1; }
             PEER_CPU_PIDS[$peer]="$BG_PID" PEER_RSS_PIDS[$peer]="$BG_PID"
+            ;;
+        pingora)
+            ((PINGORA_BUILT)) || return 1 # already reported
+            [[ -x "$PINGORA_BIN" ]] || { fail "pingora: $PINGORA_BIN missing (drop --no-build)"; return 1; }
+            # Its configuration is its command line (src/main.rs holds the
+            # rest): the same pools, weights 9:9:1:1.
+            local -a pingora_args=(--listen "$HOST:$PINGORA_PORT"
+                --blue "$HOST:$BLUE1" --blue "$HOST:$BLUE2" --green "$HOST:$GREEN1" --green "$HOST:$GREEN2"
+                --blue-weight 9 --green-weight 1)
+            printf '%s\n' "$PINGORA_BIN ${pingora_args[*]}" >"$WORK/pingora.cmdline"
+            start_bg "$WORK/pingora.log" "${PIN_SERVER[@]}" "$PINGORA_BIN" "${pingora_args[@]}"
+            pid=$BG_PID
+            PEER_URL[$peer]="http://$HOST:$PINGORA_PORT/"
+            wait_http "${PEER_URL[$peer]}" 10 "$pid" ||
+                { fail "pingora did not start: $(tail -3 "$WORK/pingora.log")"; return 1; }
+            # One process: the proxy's worker thread, the health checks'
+            # runtime, the signal and timer threads all count in its stat.
+            PEER_CPU_PIDS[$peer]="$pid" PEER_RSS_PIDS[$peer]="$pid"
             ;;
         switchyard)
             local bin="${SWITCHYARD_BIN:-$REPO/target/release/switchyard}"
@@ -1100,8 +1145,10 @@ report() {
 
     echo
     echo "== switchyard relative to the others: x = switchyard / other =="
-    local other
-    for other in nginx haproxy; do
+    local other others=(nginx haproxy)
+    # pingora only when asked for: the default output stays as it was.
+    [[ " $PEERS " != *" pingora "* ]] || others+=(pingora)
+    for other in "${others[@]}"; do
         if [[ -z "${PEER_OK[switchyard]:-}" || -z "${PEER_OK[$other]:-}" ]]; then
             printf 'switchyard / %-8s n/a (not both measured)\n' "$other"
             continue
@@ -1143,7 +1190,9 @@ main() {
     : >"$LAT_TSV"
 
     local port
-    for port in "$BLUE1" "$BLUE2" "$GREEN1" "$GREEN2" "$NGINX_PORT" "$HAPROXY_PORT" "$SWITCHYARD_PORT" "$ADMIN_PORT"; do
+    local ports=("$BLUE1" "$BLUE2" "$GREEN1" "$GREEN2" "$NGINX_PORT" "$HAPROXY_PORT" "$SWITCHYARD_PORT" "$ADMIN_PORT")
+    [[ " $PEERS " != *" pingora "* ]] || ports+=("$PINGORA_PORT")
+    for port in "${ports[@]}"; do
         if port_in_use "$port"; then die "port $HOST:$port is already in use (try --port-base)"; fi
     done
 
@@ -1157,6 +1206,15 @@ main() {
                 SWITCHYARD_BUILT=0
             }
         fi
+        if [[ " $PEERS " == *" pingora "* ]]; then
+            # Its own Cargo project and lock file, outside the workspace; the
+            # output goes under target/ so nothing lands in the source tree.
+            [[ -x "$PINGORA_BIN" ]] || log "building pingora (release, first time: a few minutes)"
+            (cd "$PINGORA_DIR" && CARGO_TARGET_DIR="$PINGORA_TARGET" nice cargo build --release --locked --quiet) || {
+                fail "cargo build of benches/compare/pingora failed: not measured"
+                PINGORA_BUILT=0
+            }
+        fi
     fi
     [[ -x "$REPO/target/release/examples/bench_upstream" ]] ||
         die "target/release/examples/bench_upstream missing (drop --no-build)"
@@ -1165,6 +1223,8 @@ main() {
     log "tools: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version 2>&1 | head -1)"
     [[ " $PEERS " != *" nginx "* ]] || log "tools: $("$NGINX_BIN" -v 2>&1)"
     [[ " $PEERS " != *" haproxy "* ]] || log "tools: $("$HAPROXY_BIN" -v 2>&1 | head -1)"
+    [[ " $PEERS " != *" pingora "* ]] ||
+        log "tools: pingora $(awk '$0 == "name = \"pingora\"" { getline; gsub(/[^0-9.]/, ""); print }' "$PINGORA_DIR/Cargo.lock") (benches/compare/pingora, Cargo.lock)"
     log "work directory: $WORK"
     write_configs
     start_upstreams
