@@ -147,12 +147,7 @@ async fn failing_green_is_rolled_back_within_a_second_and_locked() {
 
     let st = status(&s).await;
     assert_eq!(st["rollback_lock"]["pool"], "green", "{st}");
-    let ev = events(&s).await;
-    let rb = ev
-        .iter()
-        .find(|e| e["kind"] == "rollback")
-        .expect("a rollback event");
-    assert_eq!(rb["actor"], "auto");
+    let rb = auto_rollback_event(&s).await;
     assert!(
         rb["reason"].as_str().unwrap().starts_with("error_rate"),
         "{rb}"
@@ -364,11 +359,17 @@ async fn a_green_ejected_for_failing_everything_is_still_rolled_back() {
     // Three failures ejected green; the rest of its share went to blue.
     let green_500s = samples.iter().filter(|x| x.status == 500).count();
     assert!(green_500s <= 10, "{green_500s} answers of 500 from green");
-    let ev = events(&s).await;
-    let rb = ev
-        .iter()
+    auto_rollback_event(&s).await;
+    s.shutdown().await;
+}
+
+/// The `rollback` event, which automatic rollback must have recorded.
+async fn auto_rollback_event(s: &Server) -> serde_json::Value {
+    let rb = events(s)
+        .await
+        .into_iter()
         .find(|e| e["kind"] == "rollback")
         .expect("a rollback event");
     assert_eq!(rb["actor"], "auto");
-    s.shutdown().await;
+    rb
 }
