@@ -5,33 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "promtool missing: installing Debian's prometheus package"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
-fi
-command -v promtool >/dev/null || { echo "FAIL: promtool is not available"; exit 1; }
-command -v curl >/dev/null || { apt-get install -y -qq curl >/dev/null; }
-
-cargo build --quiet --bin switchyard
-work=$(mktemp -d)
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-proxy=127.0.0.1:$(port); admin=127.0.0.1:$(port); control=127.0.0.1:$(port)
-./target/debug/switchyard demo --listen "$proxy" --admin "$admin" --control "$control" --traffic 50 \
-  >"$work/demo.log" 2>&1 &
-pid=$!
+source .ci/lib.sh
+need_tool promtool prometheus
+start_demo 50
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+wait_for_demo
 
-for _ in $(seq 100); do
-  curl -fsS "http://$admin/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://$admin/healthz" >/dev/null || { cat "$work/demo.log"; echo "FAIL: demo did not start"; exit 1; }
-# Some traffic on both pools, a failing request and a rollback, so every
-# family has samples.
+# Traffic on both pools, then a rollback, so every family has samples.
 curl -fsS -X PUT "http://$admin/api/v1/weights" -d '{"blue": 50, "green": 50}' >/dev/null
+green_served() { curl -fsS "http://$admin/metrics" | grep -qE '^switchyard_requests_total\{[^}]*pool="green"[^}]*\} [1-9]'; }
+wait_until 10 "no request reached green after the 50/50 split" green_served
 curl -fsS -X POST "http://$admin/api/v1/rollback" -d '{"reason": "promtool check"}' >/dev/null
-sleep 1
 curl -fsS "http://$admin/metrics" >"$work/metrics.txt"
 promtool check metrics <"$work/metrics.txt"
 

@@ -16,23 +16,11 @@ if [ ! -x "$st" ]; then
   "$venv/bin/pip" install -q 'schemathesis>=4,<5'
 fi
 [ -x "$st" ] || { echo "FAIL: schemathesis is not available"; exit 1; }
-command -v curl >/dev/null || { apt-get install -y -qq curl >/dev/null; }
-
-cargo build --quiet --bin switchyard
-work=$(mktemp -d)
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-proxy=127.0.0.1:$(port); admin=127.0.0.1:$(port); control=127.0.0.1:$(port)
+source .ci/lib.sh
 token="ci-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-SWITCHYARD_ADMIN_TOKEN="$token" ./target/debug/switchyard demo --listen "$proxy" --admin "$admin" \
-  --control "$control" --traffic 20 >"$work/demo.log" 2>&1 &
-pid=$!
+start_demo 20 SWITCHYARD_ADMIN_TOKEN="$token"
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-
-for _ in $(seq 100); do
-  curl -fsS "http://$admin/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://$admin/healthz" >/dev/null || { cat "$work/demo.log"; echo "FAIL: the demo did not start"; exit 1; }
+wait_for_demo
 
 "$st" --version
 if ! "$st" --config-file .ci/schemathesis.toml run openapi.yaml --url "http://$admin" \

@@ -8,21 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v slowhttptest >/dev/null 2>&1; then
-  echo "slowhttptest missing: installing Debian's slowhttptest package"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slowhttptest >/dev/null
-fi
-command -v slowhttptest >/dev/null || { echo "FAIL: slowhttptest is not available"; exit 1; }
-command -v curl >/dev/null || { apt-get install -y -qq curl >/dev/null; }
-
-cargo build --quiet --bin switchyard
-work=$(mktemp -d)
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-proxy=127.0.0.1:$(port); admin=127.0.0.1:$(port); control=127.0.0.1:$(port)
-./target/debug/switchyard demo --listen "$proxy" --admin "$admin" --control "$control" --traffic 0 \
-  >"$work/demo.log" 2>&1 &
-pid=$!
+source .ci/lib.sh
+need_tool slowhttptest slowhttptest
+start_demo 0
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -32,11 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for _ in $(seq 100); do
-  curl -fsS "http://$admin/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://$proxy/" >/dev/null || { cat "$work/demo.log"; echo "FAIL: the demo did not start"; exit 1; }
+wait_for_demo
 
 # -i 5: a header line (or body chunk) every 5 s per connection, under the
 # demo's client_header of 10 s, so connections stay open as long as the

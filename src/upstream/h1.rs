@@ -361,23 +361,27 @@ impl H1Conn {
                 continue;
             }
             let http11 = parsed.version == Some(1);
-            // Names now, values as slices of the frozen head below.
+            // Where each field stands in the head, as plain offsets (no
+            // allocation); what framing needs is noted on the way.
             let base = self.buf.as_ptr() as usize;
-            let mut fields: Vec<(HeaderName, usize, usize)> =
-                Vec::with_capacity(parsed.headers.len());
-            // What framing needs is noted on the way, not looked up after.
+            let count = parsed.headers.len();
+            let mut spans = [[0u32; 4]; MAX_HEADERS];
             let mut seen = Seen::default();
-            for h in parsed.headers.iter() {
-                let name = HeaderName::from_bytes(h.name.as_bytes())
-                    .map_err(|_| H1Error::Invalid("invalid header name"))?;
-                seen.note(&name, h.value)?;
-                let start = h.value.as_ptr() as usize - base;
-                fields.push((name, start, start + h.value.len()));
+            for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+                seen.note(h.name.as_bytes(), h.value)?;
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                // A head is at most MAX_HEAD_BYTES long: offsets fit in u32.
+                *span = [name, h.name.len(), value, h.value.len()].map(|n| n as u32);
             }
             let head = self.buf.split_to(len).freeze();
-            let mut headers = HeaderMap::with_capacity(fields.len());
-            for (name, start, end) in fields {
-                let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            let mut headers = HeaderMap::with_capacity(count);
+            for [name, name_len, value, value_len] in
+                spans[..count].iter().map(|s| s.map(|n| n as usize))
+            {
+                let name = HeaderName::from_bytes(&head[name..name + name_len])
+                    .map_err(|_| H1Error::Invalid("invalid header name"))?;
+                let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
                     .map_err(|_| H1Error::Invalid("invalid header value"))?;
                 headers.append(name, value);
             }
@@ -711,8 +715,8 @@ struct Seen {
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), H1Error> {
-        if name == header::CONTENT_LENGTH {
+    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), H1Error> {
+        if name.eq_ignore_ascii_case(b"content-length") {
             for part in value.split(|&b| b == b',') {
                 let n = parse_length(part.trim_ascii())
                     .ok_or(H1Error::Invalid("invalid Content-Length"))?;
@@ -721,9 +725,9 @@ impl Seen {
                 }
                 self.length = Some(n);
             }
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.transfer_encoding = true;
-        } else if name == header::CONNECTION {
+        } else if name.eq_ignore_ascii_case(b"connection") {
             self.close |= value
                 .split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
@@ -832,7 +836,7 @@ mod tests {
         let length = |values: &[&str]| {
             let mut seen = Seen::default();
             for v in values {
-                seen.note(&header::CONTENT_LENGTH, v.as_bytes())?;
+                seen.note(b"Content-Length", v.as_bytes())?;
             }
             Ok::<_, H1Error>(seen.length)
         };
@@ -844,9 +848,8 @@ mod tests {
             assert!(length(&[bad]).is_err(), "{bad:?}");
         }
         let mut seen = Seen::default();
-        seen.note(&header::CONNECTION, b"keep-alive, Close")
-            .unwrap();
-        seen.note(&header::TRANSFER_ENCODING, b"chunked").unwrap();
+        seen.note(b"connection", b"keep-alive, Close").unwrap();
+        seen.note(b"TRANSFER-ENCODING", b"chunked").unwrap();
         assert!(seen.close && seen.transfer_encoding && seen.length.is_none());
     }
 

@@ -547,8 +547,11 @@ async fn cleartext_protocol_is_known_from_the_first_bytes() {
     let (_up, s) = one_upstream("timeouts:\n  client_header: 400ms\n").await;
     let a = s.proxy_addrs[0];
 
-    // The preface split in two writes, with a pause between them.
+    // The preface split in two writes with a client's pause between them
+    // (pacing, not a wait for anything: should the two pieces arrive
+    // together, the HTTP/2 answer below holds just the same).
     let mut stream = TcpStream::connect(a).await.unwrap();
+    stream.set_nodelay(true).unwrap();
     stream.write_all(&PREFACE[..7]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut rest = PREFACE[7..].to_vec();

@@ -396,15 +396,7 @@ async fn a_rollback_holds_writes_but_never_waits_for_the_gate() {
     );
     gate.set_gate_open_after(u64::MAX);
     let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "2s", 10_000)).await;
-    let (code, _) = api(
-        s.admin_addr,
-        Method::PUT,
-        "/api/v1/weights",
-        Some(json!({"blue": 50, "green": 50})),
-        None,
-    )
-    .await;
-    assert_eq!(code, 200);
+    crate::support::admin::set_weights(&client(), &s, 50.0, 50.0).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let load = mixed_load(proxy_url(&s, "/"), 8, 3, stop.clone());
     wait_for(Duration::from_secs(10), "traffic on green", || async {

@@ -200,15 +200,7 @@ async fn split_with_load(extra: &str) -> (Upstream, Upstream, Server) {
     let blue = Upstream::start("blue-1").await;
     let green = Upstream::start("green-1").await;
     let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], extra)).await;
-    let (code, _) = api(
-        s.admin_addr,
-        Method::PUT,
-        "/api/v1/weights",
-        Some(json!({"blue": 50, "green": 50})),
-        None,
-    )
-    .await;
-    assert_eq!(code, 200);
+    crate::support::admin::set_weights(&client(), &s, 50.0, 50.0).await;
     (blue, green, s)
 }
 
