@@ -12,9 +12,11 @@
 //! - `semantic`: ranges, cross-field rules, addresses, files on disk.
 //! - `rules`: single-value rules, shared with the admin API.
 //! - `check`: the text of `switchyard check`.
+//! - `fswatch`: which file system events concern a watched file.
 
 pub mod check;
 pub mod cidr;
+pub mod fswatch;
 mod position;
 pub mod rules;
 pub mod schema;

@@ -3,12 +3,14 @@
 //! The watch is on the file's directory (and, when the path is a symlink,
 //! on the directory of what it points to), not on the file itself: editors
 //! replace a file by rename and Kubernetes swaps a `..data` symlink, and
-//! both leave a watch on the old inode blind. Events are debounced, and a
-//! reload is asked for only when the content really changed.
+//! both leave a watch on the old inode blind. Events about other files in
+//! those directories are dropped ([`Interest`]); the rest are debounced, and
+//! a reload is asked for only when the content really changed.
 
+use crate::config::fswatch::Interest;
 use crate::control::{Actor, Command, ControllerHandle};
 use notify::{RecursiveMode, Watcher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,22 +28,6 @@ pub enum WatchError {
     },
 }
 
-fn dirs_to_watch(path: &Path) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    let parent = |p: &Path| match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    dirs.push(parent(path));
-    if let Ok(real) = std::fs::canonicalize(path) {
-        let d = parent(&real);
-        if !dirs.contains(&d) {
-            dirs.push(d);
-        }
-    }
-    dirs
-}
-
 /// Watch `path` until `stop`; each real change sends `Command::Reload`.
 pub fn spawn(
     path: PathBuf,
@@ -49,8 +35,12 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> Result<(), WatchError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let interest = Interest::new([path.as_path()]);
+    let dirs = interest.dirs().to_vec();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        // Only changes that may concern the config file wake the task: not
+        // the state file or a log written beside it.
+        if res.is_ok_and(|ev| interest.concerns(&ev)) {
             // The receiver only goes away at shutdown.
             let _closed = tx.send(());
         }
@@ -59,7 +49,7 @@ pub fn spawn(
         dir: path.clone(),
         source,
     })?;
-    for dir in dirs_to_watch(&path) {
+    for dir in dirs {
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|source| WatchError::Watch { dir, source })?;

@@ -9,8 +9,8 @@
 //! that have not changed costs a read and a compare, nothing else.
 
 use super::CertStore;
-use notify::{EventKind, RecursiveMode, Watcher};
-use std::path::{Path, PathBuf};
+use crate::config::fswatch::Interest;
+use notify::{RecursiveMode, Watcher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -21,22 +21,17 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// Reread anyway this often, in case no event came.
 const POLL: Duration = Duration::from_secs(60);
 
-/// The directory of `path`, `.` for a bare file name.
-fn dir_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// Watch `store`'s files until `cancel`. If the watcher cannot be set up the
 /// error is logged and the poll alone reloads.
 pub fn spawn(store: Arc<CertStore>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let interest = Interest::new([store.files.cert.as_path(), store.files.key.as_path()]);
+    let dirs = interest.dirs().to_vec();
     let watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            // Our own reads show up as access events: not a change.
-            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
+            // Reads (ours included) and other files in the directories
+            // are not a change of the certificate or key.
+            Ok(ev) if !interest.concerns(&ev) => {}
             Ok(_) => {
                 // Full means a reload is already due: nothing to add.
                 let _coalesced = tx.try_send(());
@@ -45,8 +40,6 @@ pub fn spawn(store: Arc<CertStore>, cancel: CancellationToken) -> tokio::task::J
         });
     let watcher = match watcher {
         Ok(mut w) => {
-            let mut dirs = vec![dir_of(&store.files.cert), dir_of(&store.files.key)];
-            dirs.dedup();
             for d in &dirs {
                 if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
                     tracing::error!(dir = %d.display(), error = %e,
