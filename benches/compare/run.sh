@@ -23,7 +23,8 @@ set -euo pipefail
 ROUNDS=3                 # measured rounds per peer, order alternating
 DURATION=8               # seconds of each measured wrk run
 WARMUP=1                 # seconds of the unmeasured wrk run before each one
-LAT_DURATION=10          # seconds of each fixed-rate latency run
+LAT_DURATION=8           # seconds of each fixed-rate latency run
+LAT_ROUNDS=3             # fixed-rate latency runs per peer, order alternating
 SCEN_DURATION=8          # seconds of each scenario run
 CONNECTIONS=64           # keep-alive connections (wrk and h2load)
 BODY_SIZE=64             # upstream response body, bytes
@@ -60,7 +61,8 @@ usage() {
   --quick               one round of 3 s, 3 s latency and scenario runs (smoke test)
   --rounds N            measured rounds per peer (default 3)
   --duration S          seconds per measured run (default 8)
-  --latency-duration S  seconds per fixed-rate latency run (default 10)
+  --latency-duration S  seconds per fixed-rate latency run (default 8)
+  --latency-rounds N    fixed-rate latency runs per peer (default 3)
   --rate N              fixed rate of the latency runs, requests/s
                         (default: half the weakest proxy's median throughput)
   --peers LIST          comma-separated subset of: direct,nginx,haproxy,switchyard
@@ -88,6 +90,7 @@ while (($# > 0)); do
         --rounds) ROUNDS="$2"; shift ;;
         --duration) DURATION="$2"; shift ;;
         --latency-duration) LAT_DURATION="$2"; shift ;;
+        --latency-rounds) LAT_ROUNDS="$2"; shift ;;
         --rate) RATE="$2"; shift ;;
         --peers) PEERS="${2//,/ }"; shift ;;
         --no-scenarios) SCENARIOS=0 ;;
@@ -105,9 +108,9 @@ while (($# > 0)); do
     shift
 done
 if ((QUICK)); then
-    ROUNDS=1 DURATION=3 LAT_DURATION=3 SCEN_DURATION=3
+    ROUNDS=1 DURATION=3 LAT_DURATION=3 LAT_ROUNDS=1 SCEN_DURATION=3
 fi
-for v in "$ROUNDS" "$DURATION" "$LAT_DURATION" "$PORT_BASE"; do
+for v in "$ROUNDS" "$DURATION" "$LAT_DURATION" "$LAT_ROUNDS" "$PORT_BASE"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $v: expected a positive integer" >&2; exit 2; }
 done
 [[ "$RATE" == auto || "$RATE" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --rate $RATE: expected requests/s" >&2; exit 2; }
@@ -666,16 +669,20 @@ measure_round() {
     }' <<<"$line"
 }
 
-# Median of column $2 of the peer's rounds; noisy rounds are left out unless
-# every round was noisy. Prints "-" when there is nothing to take it from.
-median() {
-    local peer="$1" col="$2"
-    awk -F'\t' -v peer="$peer" -v col="$col" '
-        $1 == peer { all[++n] = $col; if (!$12) clean[++m] = $col }
+# Median of column $2 of the peer's throughput rounds; noisy rounds are left
+# out unless every round was noisy. Prints "-" when there is nothing to take
+# it from.
+median() { median_of "$ROUNDS_TSV" "$1" "$2" 12; }
+
+# The same over any table: file, peer, column, the column of the noisy flag.
+median_of() {
+    local tsv="$1" peer="$2" col="$3" noisy_col="$4"
+    awk -F'\t' -v peer="$peer" -v col="$col" -v nc="$noisy_col" '
+        $1 == peer { all[++n] = $col; if (!$nc) clean[++m] = $col }
         END {
             if (m > 0) for (i = 1; i <= m; i++) print clean[i]
             else for (i = 1; i <= n; i++) print all[i]
-        }' "$ROUNDS_TSV" | awk '$1 != "-"' | sort -g | awk '
+        }' "$tsv" | awk '$1 != "-"' | sort -g | awk '
         { v[++n] = $1 }
         END {
             if (n == 0) { print "-"; exit }
@@ -700,8 +707,8 @@ median() {
 LAT_TSV=""
 LAT_CONNS=""
 measure_latency() {
-    local peer="$1" url="${PEER_URL[$1]}" per_client
-    local out="$WORK/h2load-$peer.txt" reqlog="$WORK/h2load-$peer.log"
+    local peer="$1" round="$2" url="${PEER_URL[$1]}" per_client
+    local out="$WORK/h2load-$peer-$round.txt" reqlog="$WORK/h2load-$peer-$round.log"
     per_client=$(awk -v r="$RATE" -v c="$LAT_CONNS" 'BEGIN { printf "%.3f", r / c }')
     rm -f "$reqlog" # h2load appends to its log file
     local -a pids
@@ -727,10 +734,10 @@ measure_latency() {
         { v[++n] = $1 }
         function rank(p) { i = int(p * n); if (i < p * n) i++; if (i < 1) i = 1; return v[i] / 1000 }
         END { printf "%.3f\t%.3f\t%.3f", rank(0.50), rank(0.99), rank(0.999) }')
-    line+=$(awk -v o="$other" -v max="$NOISE_MAX" 'BEGIN { printf "\t%s\t%d", o, (o > max) }')
+    line+=$(awk -v o="$other" -v max="$NOISE_MAX" -v r="$round" 'BEGIN { printf "\t%s\t%d\t%d", o, (o > max), r }')
     printf '%s\n' "$line" >>"$LAT_TSV"
-    awk -F'\t' -v rate="$RATE" '{ printf "  latency %-10s target %d req/s, achieved %d  p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  errors %d  other CPU %.2f cores%s\n",
-        $1, rate, $2, $4, $5, $6, $3, $7, ($8 ? "  NOISY" : "") }' <<<"$line"
+    awk -F'\t' -v rate="$RATE" '{ printf "  latency %d %-10s target %d req/s, achieved %d  p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  errors %d  other CPU %.2f cores%s\n",
+        $9, $1, rate, $2, $4, $5, $6, $3, $7, ($8 ? "  NOISY" : "") }' <<<"$line"
     local achieved="${line#*$'\t'}"
     achieved="${achieved%%$'\t'*}"
     if ((achieved * 10 < RATE * 9)); then
@@ -1143,9 +1150,17 @@ report() {
 
     if [[ -s "$LAT_TSV" ]]; then
         echo
-        echo "== latency at a fixed rate: h2load --h1 -c$LAT_CONNS, $RATE req/s in total, $LAT_DURATION s =="
+        echo "== latency at a fixed rate: h2load --h1 -c$LAT_CONNS, $RATE req/s in total, $LAT_DURATION s per round, median of $LAT_ROUNDS round(s) =="
         printf '%-10s %9s %9s %9s %9s %7s %7s\n' peer 'req/s' 'p50(ms)' 'p99(ms)' 'p99.9(ms)' errors noisy
-        awk -F'\t' '{ printf "%-10s %9d %9.3f %9.3f %9.3f %7d %7s\n", $1, $2, $4, $5, $6, $3, ($8 ? "NOISY" : "no") }' "$LAT_TSV"
+        for peer in $PEERS; do
+            grep -q "^$peer"$'\t' "$LAT_TSV" || continue
+            local -a lat=()
+            local col
+            for col in 2 4 5 6; do lat+=("$(median_of "$LAT_TSV" "$peer" "$col" 8)"); done
+            printf '%-10s %9.0f %9.3f %9.3f %9.3f %7s %7s\n' "$peer" "${lat[@]}" \
+                "$(awk -F'\t' -v p="$peer" '$1 == p { s += $3 } END { print s + 0 }' "$LAT_TSV")" \
+                "$(awk -F'\t' -v p="$peer" '$1 == p { n++; s += $8 } END { printf "%d/%d", s, n }' "$LAT_TSV")"
+        done
     fi
 
     echo
@@ -1158,12 +1173,14 @@ report() {
             printf 'switchyard / %-8s n/a (not both measured)\n' "$other"
             continue
         fi
-        local p99_ratio
-        p99_ratio=$(awk -F'\t' -v o="$other" '$1 == "switchyard" { a = $5 } $1 == o { b = $5 }
-            END { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }' "$LAT_TSV")
-        printf 'switchyard / %-8s req/s x%s   req/CPU-s x%s   p99 at fixed rate x%s   peak RSS x%s\n' \
+        local p99_ratio="-" p999_ratio="-"
+        if [[ -s "$LAT_TSV" ]]; then
+            p99_ratio=$(ratio "$(median_of "$LAT_TSV" switchyard 5 8)" "$(median_of "$LAT_TSV" "$other" 5 8)")
+            p999_ratio=$(ratio "$(median_of "$LAT_TSV" switchyard 6 8)" "$(median_of "$LAT_TSV" "$other" 6 8)")
+        fi
+        printf 'switchyard / %-8s req/s x%s   req/CPU-s x%s   p99 x%s   p99.9 x%s   peak RSS x%s\n' \
             "$other" "$(ratio "${med_rps[switchyard]}" "${med_rps[$other]}")" \
-            "$(ratio "${med_per[switchyard]}" "${med_per[$other]}")" "$p99_ratio" \
+            "$(ratio "${med_per[switchyard]}" "${med_per[$other]}")" "$p99_ratio" "$p999_ratio" \
             "$(ratio "${rss_mib[switchyard]}" "${rss_mib[$other]}")"
     done
 
@@ -1268,17 +1285,21 @@ main() {
         log "latency runs at $RATE req/s: half the weakest peer's median throughput in this run"
     fi
     LAT_CONNS=$(awk -v r="$RATE" 'BEGIN { c = int(r / 1000 + 0.5); print (c < 1) ? 1 : (c > 64) ? 64 : c }')
-    # Latency runs in the reverse order of the last round (so in the order of
-    # the first one when the number of rounds is even).
-    local lat_order=()
-    if ((ROUNDS % 2)); then
-        for ((i = ${#ordered[@]} - 1; i >= 0; i--)); do lat_order+=("${ordered[$i]}"); done
-    else
-        lat_order=("${ordered[@]}")
-    fi
-    for peer in "${lat_order[@]}"; do
-        [[ -n "${PEER_OK[$peer]:-}" ]] || continue
-        measure_latency "$peer"
+    # Latency rounds alternate order too, the first in the reverse order of
+    # the last throughput round.
+    local lat_round
+    for ((lat_round = 1; lat_round <= LAT_ROUNDS; lat_round++)); do
+        local lat_order=()
+        if (((ROUNDS + lat_round) % 2)); then
+            lat_order=("${ordered[@]}")
+        else
+            for ((i = ${#ordered[@]} - 1; i >= 0; i--)); do lat_order+=("${ordered[$i]}"); done
+        fi
+        log "latency round $lat_round/$LAT_ROUNDS: ${lat_order[*]}"
+        for peer in "${lat_order[@]}"; do
+            [[ -n "${PEER_OK[$peer]:-}" ]] || continue
+            measure_latency "$peer" "$lat_round"
+        done
     done
 
     if ((SCENARIOS)) && [[ " $PEERS " == *" switchyard "* ]]; then
