@@ -129,6 +129,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
 
     let stop_accepting = CancellationToken::new();
     let stop_admin = CancellationToken::new();
+    spawn_idle_sweep(shared.table.clone(), stop_admin.clone());
     let tunnels = TaskTracker::new();
     let tunnels_cancel = CancellationToken::new();
     let builder = Arc::new(http_builder(client_header, &request_limits));
@@ -253,6 +254,36 @@ pub async fn run(
     tracing::info!("shutting down: draining in-flight requests");
     server.shutdown().await;
     Ok(())
+}
+
+/// How often idle upstream connections are checked for age
+/// (`timeouts.upstream_idle`) and for having been closed by the upstream.
+pub const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Close pooled connections idle for `timeouts.upstream_idle`, and those the
+/// upstream closed, without waiting for a request to find them: the pool
+/// hands out the most recently used connection first, so the surplus of a
+/// burst would otherwise stay open (and its sockets in CLOSE_WAIT once the
+/// upstream gives up on them) until the next burst.
+fn spawn_idle_sweep(
+    table: Arc<arc_swap::ArcSwap<crate::routing::RoutingTable>>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(IDLE_SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let table = table.load();
+            let now = crate::clock::now_ms();
+            for ep in table.endpoints() {
+                ep.sweep_idle(now, table.settings.upstream_idle_ms);
+            }
+        }
+    });
 }
 
 /// SIGHUP reloads the config file (SPEC.md section 1).

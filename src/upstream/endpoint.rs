@@ -11,10 +11,10 @@
 //! first success ends the probation. An ejection wakes the endpoint's health
 //! checker ([`Endpoint::ejected`]), which reports it and its end.
 
+use super::idle::IdlePool;
 use crate::config::PoolName;
 use crate::upstream::connector::UpstreamConn;
 use arc_swap::ArcSwapOption;
-use crossbeam_queue::ArrayQueue;
 use http::uri::Authority;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering,
@@ -101,12 +101,6 @@ impl std::fmt::Display for CheckResult {
     }
 }
 
-/// An idle pooled connection and when it went idle.
-struct Idle {
-    conn: UpstreamConn,
-    since_ms: u64,
-}
-
 pub struct Endpoint {
     pub pool: PoolName,
     /// The address as configured, e.g. `127.0.0.1:8001`.
@@ -130,7 +124,7 @@ pub struct Endpoint {
     last_check_unix_ms: AtomicU64,
     last_check_ok: AtomicBool,
     last_check_result: AtomicU16,
-    idle: ArrayQueue<Idle>,
+    idle: IdlePool<UpstreamConn>,
     /// The HTTP/2 connection every request of an `h2` pool shares.
     shared: ArcSwapOption<UpstreamConn>,
 }
@@ -162,7 +156,7 @@ impl Endpoint {
             last_check_unix_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             last_check_result: AtomicU16::new(0),
-            idle: ArrayQueue::new(IDLE_CAPACITY),
+            idle: IdlePool::new(IDLE_CAPACITY),
             shared: ArcSwapOption::const_empty(),
         })
     }
@@ -316,12 +310,7 @@ impl Endpoint {
     /// An idle connection that is still open and not older than `max_idle_ms`.
     #[inline]
     pub fn take_idle(&self, now_ms: u64, max_idle_ms: u64) -> Option<UpstreamConn> {
-        while let Some(mut idle) = self.idle.pop() {
-            if now_ms.saturating_sub(idle.since_ms) < max_idle_ms && idle.conn.still_open() {
-                return Some(idle.conn);
-            }
-        }
-        None
+        self.idle.take(now_ms, max_idle_ms)
     }
 
     /// A handle on the shared HTTP/2 connection, if it is still open.
@@ -349,33 +338,21 @@ impl Endpoint {
     #[inline]
     pub fn put_idle(&self, conn: UpstreamConn, now_ms: u64) {
         if !self.draining.load(Ordering::Relaxed) && conn.is_poolable() {
-            let _full = self.idle.push(Idle {
-                conn,
-                since_ms: now_ms,
-            });
+            self.idle.put(conn, now_ms);
         }
     }
 
     /// Close every idle connection (drain, or upstream_idle sweep). The shared
     /// HTTP/2 connection closes once its requests in flight are done.
     pub fn close_idle(&self) {
-        while self.idle.pop().is_some() {}
+        self.idle.clear();
         self.shared.store(None);
     }
 
-    /// Close idle connections older than `max_idle_ms`; keeps the young ones.
+    /// Close idle connections older than `max_idle_ms` or closed by the
+    /// upstream; keeps the others.
     pub fn sweep_idle(&self, now_ms: u64, max_idle_ms: u64) {
-        for _ in 0..self.idle.len() {
-            match self.idle.pop() {
-                Some(mut idle) => {
-                    if now_ms.saturating_sub(idle.since_ms) < max_idle_ms && idle.conn.still_open()
-                    {
-                        let _full = self.idle.push(idle);
-                    }
-                }
-                None => break,
-            }
-        }
+        self.idle.sweep(now_ms, max_idle_ms);
     }
 
     pub fn idle_count(&self) -> usize {

@@ -9,6 +9,7 @@ pub mod connector;
 pub mod endpoint;
 pub mod h1;
 pub mod health;
+pub mod idle;
 pub mod tls;
 
 pub use connector::{Connector, UpstreamBody, UpstreamConn, UpstreamError};

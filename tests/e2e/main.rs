@@ -15,6 +15,7 @@ mod health;
 mod hostile;
 mod openapi;
 mod operator_input;
+mod pool;
 mod proxy;
 mod refusals;
 mod rollout;

@@ -1,0 +1,115 @@
+//! The pool of idle keep-alive connections to an endpoint: the most
+//! recently used connection serves the next request, and connections idle
+//! past `timeouts.upstream_idle` are closed without waiting for a request.
+//! A fault proxy in `Pass` mode sits in front of a real test upstream to
+//! see each connection the proxy opens and closes.
+
+use crate::support::admin::*;
+use crate::support::fault::{Fault, FaultProxy};
+use crate::support::*;
+use std::time::Duration;
+
+/// Proxied requests the upstream saw on each connection that carried any,
+/// in connection order (the active health checks' connections, which only
+/// carry `GET /health`, are left out).
+fn requests_per_connection(fp: &FaultProxy) -> Vec<usize> {
+    fp.sent()
+        .iter()
+        .map(|bytes| {
+            let text = String::from_utf8_lossy(bytes);
+            text.matches("GET /").count() - text.matches("GET /health ").count()
+        })
+        .filter(|&n| n > 0)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_most_recently_used_connection_serves_the_next_request() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let fp = FaultProxy::start(blue.addr, Fault::Pass).await;
+    let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], "")).await;
+    let c = client();
+    // Three requests at once open three connections...
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let (c, url) = (c.clone(), proxy_url(&s, "/delay/200"));
+            tokio::spawn(async move { get(&c, url).await })
+        })
+        .collect();
+    for r in slow {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+    assert_eq!(requests_per_connection(&fp).len(), 3);
+    assert_eq!(
+        endpoint(&admin_status(&c, &s).await, "blue", fp.addr)["idle"],
+        3
+    );
+    // ...then one at a time, each goes on the connection the one before
+    // gave back: the same one every time, not the three in turn.
+    for _ in 0..12 {
+        assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
+    }
+    let mut per_conn = requests_per_connection(&fp);
+    per_conn.sort_unstable();
+    assert_eq!(per_conn, [1, 1, 13], "requests per upstream connection");
+}
+
+#[tokio::test]
+async fn idle_connections_past_upstream_idle_are_closed_without_a_request() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let fp = FaultProxy::start(blue.addr, Fault::Pass).await;
+    let s = start_proxy(&config_yaml(
+        &[fp.addr],
+        &[green.addr],
+        "timeouts:\n  upstream_idle: 1s",
+    ))
+    .await;
+    let c = client();
+    assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
+    assert_eq!(
+        endpoint(&admin_status(&c, &s).await, "blue", fp.addr)["idle"],
+        1
+    );
+    // No request comes: the sweep closes it once a second has passed (and
+    // at most a sweep's period later), and the upstream sees it closed.
+    let started = tokio::time::Instant::now();
+    wait_for(Duration::from_secs(4), "the idle connection to close", || {
+        let (c, s) = (c.clone(), &s);
+        let (addr, open) = (fp.addr, fp.open());
+        async move { open == 0 && endpoint(&admin_status(&c, s).await, "blue", addr)["idle"] == 0 }
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "closed after {:?}, before upstream_idle",
+        started.elapsed()
+    );
+    // The next request opens a new one.
+    assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
+    assert_eq!(requests_per_connection(&fp), [1, 1]);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_is_reaped_while_idle() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    // The fault proxy closes each connection after its first answer: the
+    // pooled connection dies while idle.
+    let fp = FaultProxy::start(blue.addr, Fault::CloseIdle).await;
+    let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], "")).await;
+    let c = client();
+    assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
+    // upstream_idle is 90 s: only the close can make the sweep drop it.
+    wait_for(
+        Duration::from_secs(4),
+        "the closed connection to leave the pool",
+        || {
+            let (c, s) = (c.clone(), &s);
+            let addr = fp.addr;
+            async move { endpoint(&admin_status(&c, s).await, "blue", addr)["idle"] == 0 }
+        },
+    )
+    .await;
+}
