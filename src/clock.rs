@@ -9,8 +9,15 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Milliseconds on a monotonic clock since the first call in this process.
 #[inline]
 pub fn now_ms() -> u64 {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    epoch.elapsed().as_millis() as u64
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] of an instant already read: the hot path reads the clock once
+/// per request and derives the rest from it.
+#[inline]
+pub fn ms_at(at: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(|| at);
+    at.saturating_duration_since(epoch).as_millis() as u64
 }
 
 /// Milliseconds since the Unix epoch.

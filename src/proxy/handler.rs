@@ -20,7 +20,6 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::IpAddr;
-use std::time::Instant;
 
 pub const X_SWITCHYARD_POOL: HeaderName = HeaderName::from_static("x-switchyard-pool");
 
@@ -168,7 +167,10 @@ async fn forward(
     mut write_token: Option<WriteToken>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &*table.settings;
-    let now = crate::clock::now_ms();
+    // The clock is read here and once more when the answer is in; the
+    // rest of the first attempt goes by these two.
+    let started = tokio::time::Instant::now();
+    let now = crate::clock::ms_at(started.into_std());
     let choice = choose_pool(req.headers(), l, table, client.ip);
     let chosen = choice.pool;
     let mut pool = table.pool(chosen);
@@ -224,7 +226,7 @@ async fn forward(
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let started = Instant::now();
+    let mut attempt_at = Some((now, started));
     let mut tried = 0u64;
     let mut retries_left = settings.retry_attempts;
     let mut stale_left = 2u32;
@@ -233,9 +235,19 @@ async fn forward(
         if idx < 64 {
             tried |= 1 << idx;
         }
+        // A retry (rare) reads the clock again: its timeout starts now.
+        let (at_ms, at) = attempt_at.take().unwrap_or_else(|| {
+            let at = tokio::time::Instant::now();
+            (crate::clock::ms_at(at.into_std()), at)
+        });
         let conn = match pool
             .connector
-            .acquire(ep, settings.upstream_idle_ms, client_upgrade.is_some())
+            .acquire(
+                ep,
+                at_ms,
+                settings.upstream_idle_ms,
+                client_upgrade.is_some(),
+            )
             .await
         {
             Ok(c) => c,
@@ -264,7 +276,7 @@ async fn forward(
         guard.write_token = write_token.take();
         let (keep, sent) = conn.send(req);
         guard.conn = keep;
-        let result = tokio::time::timeout(settings.request_timeout, sent).await;
+        let result = tokio::time::timeout_at(at + settings.request_timeout, sent).await;
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
             Ok(Err(mut e)) => {

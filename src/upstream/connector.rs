@@ -319,10 +319,12 @@ impl Connector {
 
     /// A connection to `ep`: for HTTP/2 the endpoint's shared one (opened and
     /// shared if there is none), for HTTP/1.1 an idle one no older than
-    /// `idle_ms`, else a new one; for an upgrade, handed to hyper.
+    /// `idle_ms` at `now_ms` ([`crate::clock::now_ms`]), else a new one; for
+    /// an upgrade, handed to hyper.
     pub async fn acquire(
         &self,
         ep: &Endpoint,
+        now_ms: u64,
         idle_ms: u64,
         upgrade: bool,
     ) -> Result<UpstreamConn, ConnectError> {
@@ -334,7 +336,7 @@ impl Connector {
             ep.set_shared_conn(&c);
             return Ok(c);
         }
-        let conn = match ep.take_idle(crate::clock::now_ms(), idle_ms) {
+        let conn = match ep.take_idle(now_ms, idle_ms) {
             Some(c) => c,
             // Boxed: opening a connection (TCP, TLS, handshake) is a large future
             // and the rare path; inline, it would make every request's future
