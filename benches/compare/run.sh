@@ -25,7 +25,8 @@ DURATION=8               # seconds of each measured wrk run
 WARMUP=1                 # seconds of the unmeasured wrk run before each one
 LAT_DURATION=8           # seconds of each fixed-rate latency run
 LAT_ROUNDS=3             # fixed-rate latency runs per peer, order alternating
-SCEN_DURATION=8          # seconds of each scenario run
+SCEN_DURATION=6          # seconds of each scenario run
+SCEN_ROUNDS=2            # rounds of steady, flips and reload, order alternating
 CONNECTIONS=64           # keep-alive connections (wrk and h2load)
 BODY_SIZE=64             # upstream response body, bytes
 SPLIT_SAMPLES=1000       # requests of the 90/10 split check per peer
@@ -108,7 +109,7 @@ while (($# > 0)); do
     shift
 done
 if ((QUICK)); then
-    ROUNDS=1 DURATION=3 LAT_DURATION=3 LAT_ROUNDS=1 SCEN_DURATION=3
+    ROUNDS=1 DURATION=3 LAT_DURATION=3 LAT_ROUNDS=1 SCEN_DURATION=3 SCEN_ROUNDS=1
 fi
 for v in "$ROUNDS" "$DURATION" "$LAT_DURATION" "$LAT_ROUNDS" "$PORT_BASE"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $v: expected a positive integer" >&2; exit 2; }
@@ -796,6 +797,9 @@ reload_loop() {
 }
 
 SCEN_LINES=()
+# Per scenario (steady, flips, reload): the req/s of each round, space
+# separated; and the failed requests and admin calls summed over rounds.
+declare -A SCEN_RPS=() SCEN_FAILED=() SCEN_ADMIN_OK=() SCEN_ADMIN_ALL=() SCEN_NOISY=()
 RB_SCENARIO_RAN=0
 STATUS_LUA="" # the wrk script of every scenario run, written by run_scenarios
 # The non-2xx/3xx responses of a scenario's wrk output, by status and
@@ -820,9 +824,11 @@ scen_noise() {
 }
 
 # Runs wrk against switchyard for SCEN_DURATION s while $2 (a loop function)
-# runs in the background; reports throughput against $3 (steady req/s).
+# runs in the background; logs its throughput against $3 (steady req/s so
+# far) and records it for the table (round $4).
 run_scenario() {
-    local name="$1" loop="$2" steady="$3" out="$WORK/scenario-$1.txt" calls="$WORK/scenario-$1-admin.txt"
+    local name="$1" loop="$2" steady="$3" round="$4"
+    local out="$WORK/scenario-$1-$4.txt" calls="$WORK/scenario-$1-$4-admin.txt"
     : >"$calls"
     local mark0 noise
     mark0=$(scen_mark)
@@ -843,12 +849,14 @@ run_scenario() {
     read -r requests rps p99 errors < <(parse_wrk "$out")
     admin_total=$(wc -l <"$calls")
     admin_ok=$(grep -c '^2' "$calls" || true)
-    if [[ "$name" == steady ]]; then steady="$rps"; fi
+    if [[ "$name" == steady && -z "$steady" ]]; then steady="$rps"; fi
     ratio=$(awk -v a="$rps" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
-    local admin_col="-"
-    if [[ -n "$loop" ]]; then admin_col="$admin_ok/$admin_total"; fi
-    SCEN_LINES+=("$(printf '%-13s %9s %8s %8s %9s %9s %14s%s' "$name" "$rps" "$ratio" "$errors" "$admin_col" - - "$noisy_tag")")
-    log "scenario $name: $rps req/s (x$ratio of steady), failed requests $errors, admin calls 2xx $admin_ok/$admin_total, other CPU $other_cpu cores$noisy_tag"
+    SCEN_RPS[$name]+="$rps "
+    SCEN_FAILED[$name]=$((${SCEN_FAILED[$name]:-0} + errors))
+    SCEN_ADMIN_OK[$name]=$((${SCEN_ADMIN_OK[$name]:-0} + admin_ok))
+    SCEN_ADMIN_ALL[$name]=$((${SCEN_ADMIN_ALL[$name]:-0} + admin_total))
+    [[ -z "$noisy_tag" ]] || SCEN_NOISY[$name]=1
+    log "scenario $name, round $round: $rps req/s (x$ratio of steady so far), failed requests $errors, admin calls 2xx $admin_ok/$admin_total, other CPU $other_cpu cores$noisy_tag"
     if ((errors > 0)); then fail "scenario $name: $errors failed requests (non-2xx + socket errors; non-2xx by status and x-upstream: $(status_breakdown "$out")), must be 0"; fi
     if ((requests == 0)); then fail "scenario $name: no request completed"; fi
     if [[ -n "$loop" ]]; then
@@ -1108,15 +1116,45 @@ run_scenarios() {
     # wrk has core 0 to itself) is the same in the reference and the others.
     STATUS_LUA="$WORK/status-count.lua"
     write_status_counter "$STATUS_LUA"
-    local steady
-    run_scenario steady "" 0
-    steady=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$WORK/scenario-steady.txt")
-    run_scenario flips flip_loop "$steady"
-    code=$(admin_code PUT /api/v1/weights '{"blue": 90, "green": 10}')
-    [[ "$code" == 2* ]] || fail "scenarios: restoring weights 90/10 answered $code"
-    run_scenario reload reload_loop "$steady"
-    # Last: it leaves a rollback behind (undone, but in the event log).
+    # Rounds in alternating order (steady, flips, reload; then reload,
+    # flips, steady): one 6 s run moves by several per cent on this
+    # machine, and a ratio of two single runs by twice that.
+    local round name steady=""
+    local -a order=(steady flips reload)
+    for ((round = 1; round <= SCEN_ROUNDS; round++)); do
+        local -a this=("${order[@]}")
+        if ((round % 2 == 0)); then this=(reload flips steady); fi
+        for name in "${this[@]}"; do
+            case "$name" in
+                steady) run_scenario steady "" "$steady" "$round" ;;
+                flips)
+                    run_scenario flips flip_loop "$steady" "$round"
+                    code=$(admin_code PUT /api/v1/weights '{"blue": 90, "green": 10}')
+                    [[ "$code" == 2* ]] || fail "scenarios: restoring weights 90/10 answered $code"
+                    ;;
+                reload) run_scenario reload reload_loop "$steady" "$round" ;;
+            esac
+            if [[ "$name" == steady ]]; then steady=$(median_list ${SCEN_RPS[steady]}); fi
+        done
+    done
+    for name in steady flips reload; do
+        local rps ratio admin_col="-"
+        rps=$(median_list ${SCEN_RPS[$name]})
+        ratio=$(awk -v a="$rps" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+        [[ "$name" == steady ]] || admin_col="${SCEN_ADMIN_OK[$name]}/${SCEN_ADMIN_ALL[$name]}"
+        SCEN_LINES+=("$(printf '%-13s %9s %8s %8s %9s %9s %14s%s' "$name" "$rps" "$ratio" \
+            "${SCEN_FAILED[$name]}" "$admin_col" - - "${SCEN_NOISY[$name]:+  NOISY}")")
+    done
+    # Last, once: it leaves a rollback behind (undone, but in the event log).
     run_rollback_scenario "$steady"
+}
+
+# The median of its arguments (numbers), rounded to an integer.
+median_list() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[++n] = $1 } END {
+        if (n == 0) { print 0; exit }
+        m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        printf "%.0f\n", m }'
 }
 
 # ------------------------------------------------------------ report -------
@@ -1186,7 +1224,7 @@ report() {
 
     if ((${#SCEN_LINES[@]} > 0)); then
         echo
-        echo "== switchyard scenarios: $SCEN_DURATION s each, failed requests must be 0 =="
+        echo "== switchyard scenarios: $SCEN_DURATION s each, median of $SCEN_ROUNDS round(s) (auto-rollback: one run), failed requests must be 0 =="
         printf '%-13s %9s %8s %8s %9s %9s %14s\n' scenario 'req/s' 'x steady' failed 'admin 2xx' 'green 5xx' 'rollback after'
         printf '%s\n' "${SCEN_LINES[@]}"
         if ((RB_SCENARIO_RAN)); then
