@@ -6,7 +6,7 @@
 # HAProxy (one thread) and switchyard; then measures with wrk, in alternating
 # order over several rounds: requests/s, proxy CPU time, requests per second
 # of proxy CPU time, peak RSS, errors. Then latency at a fixed rate below
-# every peer's capacity (h2load), then switchyard-only scenarios (weight
+# every peer's capacity (h2load, in rounds), then switchyard-only scenarios (weight
 # flips every 100 ms, a config reload every second, green failing until the
 # automatic rollback fires). See README.md next to this file for the method
 # and how to read the output. With --with-pingora, Cloudflare's Pingora
@@ -14,7 +14,7 @@
 # one more peer, with the same configuration.
 #
 # Usage: benches/compare/run.sh [--quick] [--rounds N] [--duration S]
-#          [--latency-duration S] [--rate N] [--peers LIST] [--no-scenarios]
+#          [--latency-duration S] [--latency-rounds N] [--rate N] [--peers LIST] [--no-scenarios]
 #          [--no-install] [--no-build] [--keep] [--port-base N] [--noise-max X]
 #          [--switchyard-bin PATH] [--rollback-fail-rate R] [--with-pingora]
 set -euo pipefail
