@@ -23,10 +23,10 @@ set -euo pipefail
 ROUNDS=3                 # measured rounds per peer, order alternating
 DURATION=8               # seconds of each measured wrk run
 WARMUP=1                 # seconds of the unmeasured wrk run before each one
-LAT_DURATION=8           # seconds of each fixed-rate latency run
+LAT_DURATION=6           # seconds of each fixed-rate latency run
 LAT_ROUNDS=3             # fixed-rate latency runs per peer, order alternating
 SCEN_DURATION=6          # seconds of each scenario run
-SCEN_ROUNDS=2            # rounds of steady, flips and reload, order alternating
+SCEN_ROUNDS=3            # rounds of steady, flips and reload, order alternating
 CONNECTIONS=64           # keep-alive connections (wrk and h2load)
 BODY_SIZE=64             # upstream response body, bytes
 SPLIT_SAMPLES=1000       # requests of the 90/10 split check per peer
@@ -62,7 +62,7 @@ usage() {
   --quick               one round of 3 s, 3 s latency and scenario runs (smoke test)
   --rounds N            measured rounds per peer (default 3)
   --duration S          seconds per measured run (default 8)
-  --latency-duration S  seconds per fixed-rate latency run (default 8)
+  --latency-duration S  seconds per fixed-rate latency run (default 6)
   --latency-rounds N    fixed-rate latency runs per peer (default 3)
   --rate N              fixed rate of the latency runs, requests/s
                         (default: half the weakest proxy's median throughput)
@@ -1117,7 +1117,7 @@ run_scenarios() {
     STATUS_LUA="$WORK/status-count.lua"
     write_status_counter "$STATUS_LUA"
     # Rounds in alternating order (steady, flips, reload; then reload,
-    # flips, steady): one 6 s run moves by several per cent on this
+    # flips, steady; ...): one 6 s run moves by several per cent on this
     # machine, and a ratio of two single runs by twice that.
     local round name steady=""
     local -a order=(steady flips reload)
