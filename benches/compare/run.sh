@@ -1149,6 +1149,16 @@ run_scenarios() {
     run_rollback_scenario "$steady"
 }
 
+# Every logged request of all latency rounds of a peer: "requests p99 p99.9
+# >2ms >4ms" (ms, nearest rank; the last two are counts).
+pooled_latency() {
+    cat "$WORK"/h2load-"$1"-*.log 2>/dev/null | cut -f3 | sort -n | awk '
+        { v[++n] = $1; if ($1 > 2000) a++; if ($1 > 4000) b++ }
+        function rank(p) { i = int(p * n); if (i < p * n) i++; if (i < 1) i = 1; return v[i] / 1000 }
+        END { if (n == 0) { print "0 - - 0 0"; exit }
+              printf "%d %.3f %.3f %d %d\n", n, rank(0.99), rank(0.999), a + 0, b + 0 }'
+}
+
 # The median of its arguments (numbers), rounded to an integer.
 median_list() {
     printf '%s\n' "$@" | sort -g | awk '{ v[++n] = $1 } END {
@@ -1199,6 +1209,15 @@ report() {
                 "$(awk -F'\t' -v p="$peer" '$1 == p { s += $3 } END { print s + 0 }' "$LAT_TSV")" \
                 "$(awk -F'\t' -v p="$peer" '$1 == p { n++; s += $8 } END { printf "%d/%d", s, n }' "$LAT_TSV")"
         done
+        if ((LAT_ROUNDS > 1)); then
+            echo
+            echo "== the same, every request of the $LAT_ROUNDS rounds together (the tail from $LAT_ROUNDS times as many requests) =="
+            printf '%-10s %9s %9s %9s %9s %9s\n' peer requests 'p99(ms)' 'p99.9(ms)' '>2ms' '>4ms'
+            for peer in $PEERS; do
+                grep -q "^$peer"$'\t' "$LAT_TSV" || continue
+                printf '%-10s %9s %9s %9s %9s %9s\n' "$peer" $(pooled_latency "$peer")
+            done
+        fi
     fi
 
     echo
@@ -1211,15 +1230,19 @@ report() {
             printf 'switchyard / %-8s n/a (not both measured)\n' "$other"
             continue
         fi
-        local p99_ratio="-" p999_ratio="-"
+        local p99_ratio="-" p999_ratio="-" pooled_ratio="-"
         if [[ -s "$LAT_TSV" ]]; then
             p99_ratio=$(ratio "$(median_of "$LAT_TSV" switchyard 5 8)" "$(median_of "$LAT_TSV" "$other" 5 8)")
             p999_ratio=$(ratio "$(median_of "$LAT_TSV" switchyard 6 8)" "$(median_of "$LAT_TSV" "$other" 6 8)")
+            local -a mine theirs
+            read -r -a mine <<<"$(pooled_latency switchyard)"
+            read -r -a theirs <<<"$(pooled_latency "$other")"
+            pooled_ratio=$(ratio "${mine[2]}" "${theirs[2]}")
         fi
-        printf 'switchyard / %-8s req/s x%s   req/CPU-s x%s   p99 x%s   p99.9 x%s   peak RSS x%s\n' \
+        printf 'switchyard / %-8s req/s x%s   req/CPU-s x%s   p99 x%s   p99.9 x%s (pooled x%s)   peak RSS x%s\n' \
             "$other" "$(ratio "${med_rps[switchyard]}" "${med_rps[$other]}")" \
             "$(ratio "${med_per[switchyard]}" "${med_per[$other]}")" "$p99_ratio" "$p999_ratio" \
-            "$(ratio "${rss_mib[switchyard]}" "${rss_mib[$other]}")"
+            "$pooled_ratio" "$(ratio "${rss_mib[switchyard]}" "${rss_mib[$other]}")"
     done
 
     if ((${#SCEN_LINES[@]} > 0)); then
