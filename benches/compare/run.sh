@@ -36,6 +36,9 @@ PORT_BASE=18000
 PEERS="direct nginx haproxy switchyard"
 QUICK=0
 SCENARIOS=1
+STALLS=0                 # --stalls: latency while the proxy is stopped 5 ms every 300 ms
+STALL_MS=5
+STALL_EVERY_MS=300
 INSTALL=1
 BUILD=1
 KEEP=0
@@ -69,6 +72,9 @@ usage() {
   --peers LIST          comma-separated subset of: direct,nginx,haproxy,switchyard
                         (and pingora, with --with-pingora)
   --no-scenarios        skip the switchyard-only scenarios
+  --stalls              one more fixed-rate latency run per proxy, during
+                        which the proxy is stopped (SIGSTOP) for 5 ms every
+                        300 ms: how each recovers from the same stalls
   --no-install          never call apt-get
   --no-build            use the binaries already in target/release
   --keep                keep the work directory (configs, raw outputs)
@@ -95,6 +101,7 @@ while (($# > 0)); do
         --rate) RATE="$2"; shift ;;
         --peers) PEERS="${2//,/ }"; shift ;;
         --no-scenarios) SCENARIOS=0 ;;
+        --stalls) STALLS=1 ;;
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
@@ -182,6 +189,7 @@ cleanup() {
     trap - EXIT INT TERM
     for pid in "${PIDS[@]}"; do
         if is_ours "$pid"; then
+            kill -CONT "$pid" 2>/dev/null || true # in case --stalls left it stopped
             pkill -TERM -P "$pid" 2>/dev/null || true # children of our loops (curl)
             kill -TERM "$pid" 2>/dev/null || true
         fi
@@ -748,6 +756,63 @@ measure_latency() {
     fi
 }
 
+# ------------------------------------------------- latency under stalls ----
+# The tail at a fixed rate is set by moments when the machine takes core 1
+# away for milliseconds (see README.md). --stalls makes such moments on
+# purpose and the same for every proxy: all the peer's processes are stopped
+# for STALL_MS every STALL_EVERY_MS during one more latency run, so that the
+# tails compare how each proxy catches up with the backlog, not how lucky
+# its run was. The stopping loop runs on core 0 (the client's).
+STALL_LINES=()
+stall_loop() { # seconds pids...
+    local end=$((SECONDS + $1)) n=0
+    shift
+    trap 'kill -CONT "$@" 2>/dev/null; exit 0' TERM INT
+    local every stall
+    every=$(awk -v ms="$STALL_EVERY_MS" 'BEGIN { printf "%.3f", ms / 1000 }')
+    stall=$(awk -v ms="$STALL_MS" 'BEGIN { printf "%.3f", ms / 1000 }')
+    while ((SECONDS < end)); do
+        sleep "$every"
+        kill -STOP "$@" 2>/dev/null || break
+        sleep "$stall"
+        kill -CONT "$@" 2>/dev/null || break
+        n=$((n + 1))
+    done
+    echo "$n"
+}
+
+measure_stalls() {
+    local peer="$1" url="${PEER_URL[$1]}" per_client
+    local out="$WORK/h2load-stalls-$peer.txt" reqlog="$WORK/stalls-$peer.log" count="$WORK/stalls-$peer.count"
+    local -a pids
+    read -r -a pids <<<"${PEER_CPU_PIDS[$peer]}"
+    per_client=$(awk -v r="$RATE" -v c="$LAT_CONNS" 'BEGIN { printf "%.3f", r / c }')
+    rm -f "$reqlog"
+    (stall_loop $((LAT_DURATION + 1)) "${pids[@]}" >"$count") &
+    local loop_pid=$!
+    PIDS+=("$loop_pid")
+    if ((${#PIN_CLIENT[@]} > 0)); then taskset -p -c 0 "$loop_pid" >/dev/null || true; fi
+    "${PIN_CLIENT[@]}" h2load --h1 -t 1 -c "$LAT_CONNS" --rps "$per_client" \
+        --warm-up-time 1 -D "$LAT_DURATION" --log-file "$reqlog" "$url" >"$out" 2>&1 || true
+    kill -TERM "$loop_pid" 2>/dev/null || true
+    wait "$loop_pid" 2>/dev/null || true
+    kill -CONT "${pids[@]}" 2>/dev/null || true
+    if [[ ! -s "$reqlog" ]]; then
+        fail "stalls $peer: h2load logged no request ($(tail -2 "$out" | tr '\n' ' '))"
+        return
+    fi
+    local line
+    line=$(cut -f3 "$reqlog" | sort -n | awk -v peer="$peer" -v stalls="$(cat "$count" 2>/dev/null || echo 0)" '
+        { v[++n] = $1; if ($1 > 2000) a++; if ($1 > 4000) b++ }
+        function rank(p) { i = int(p * n); if (i < p * n) i++; if (i < 1) i = 1; return v[i] / 1000 }
+        END { printf "%-10s %9d %7d %9.3f %9.3f %9.3f %9d %9d", peer, n, stalls, rank(0.5), rank(0.99), rank(0.999), a + 0, b + 0 }')
+    local bad
+    bad=$(awk -F'\t' '$2 < 200 || $2 > 399 { n++ } END { print n + 0 }' "$reqlog")
+    STALL_LINES+=("$line $(printf '%7d' "$bad")")
+    log "stalls $peer: $line errors $bad"
+    ((bad == 0)) || fail "stalls $peer: $bad requests failed while the proxy was stopped and resumed"
+}
+
 # ------------------------------------------------ switchyard scenarios -----
 # Admin calls are made from core 0 (the client side), in loops bounded both by
 # the scenario's duration and by a count.
@@ -1220,6 +1285,13 @@ report() {
         fi
     fi
 
+    if ((${#STALL_LINES[@]} > 0)); then
+        echo
+        echo "== latency at $RATE req/s while each proxy is stopped ${STALL_MS} ms every ${STALL_EVERY_MS} ms, $LAT_DURATION s =="
+        printf '%-10s %9s %7s %9s %9s %9s %9s %9s %7s\n' peer requests stalls 'p50(ms)' 'p99(ms)' 'p99.9(ms)' '>2ms' '>4ms' errors
+        printf '%s\n' "${STALL_LINES[@]}"
+    fi
+
     echo
     echo "== switchyard relative to the others: x = switchyard / other =="
     local other others=(nginx haproxy)
@@ -1362,6 +1434,14 @@ main() {
             measure_latency "$peer" "$lat_round"
         done
     done
+
+    if ((STALLS)); then
+        log "latency under stalls: each proxy stopped ${STALL_MS} ms every ${STALL_EVERY_MS} ms"
+        for peer in "${ordered[@]}"; do
+            [[ -n "${PEER_OK[$peer]:-}" && "$peer" != direct ]] || continue
+            measure_stalls "$peer"
+        done
+    fi
 
     if ((SCENARIOS)) && [[ " $PEERS " == *" switchyard "* ]]; then
         if [[ -n "${PEER_OK[switchyard]:-}" ]]; then
