@@ -261,10 +261,9 @@ pub async fn run(
 pub const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Close pooled connections idle for `timeouts.upstream_idle`, and those the
-/// upstream closed, without waiting for a request to find them: the pool
-/// hands out the most recently used connection first, so the surplus of a
-/// burst would otherwise stay open (and its sockets in CLOSE_WAIT once the
-/// upstream gives up on them) until the next burst.
+/// upstream closed, without waiting for a request to find them: otherwise
+/// the surplus a burst opened stays open (and its sockets in CLOSE_WAIT once
+/// the upstream gives up on them) until traffic comes back.
 fn spawn_idle_sweep(
     table: Arc<arc_swap::ArcSwap<crate::routing::RoutingTable>>,
     stop: CancellationToken,

@@ -380,11 +380,28 @@ async fn soak_mixed_load_flips_reloads_rollback_and_restarts_lose_nothing() {
     let sent = outcomes.len() as u64;
 
     // Descriptors back (clients gone), memory flat.
-    wait_for(Duration::from_secs(10), "descriptors to come back", || {
-        let fds = p.open_fds();
-        async move { fds <= fds_warm + 8 }
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.open_fds() > fds_warm + 8 {
+        if Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let (_, st) = admin_json(admin, Method::GET, "/api/v1/status", None).await;
+        let idle: Vec<String> = ["blue", "green"]
+            .iter()
+            .flat_map(|pool| {
+                st["pools"][pool]["endpoints"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|e| format!("{} idle {}", e["address"], e["idle"]))
+            .collect();
+        panic!(
+            "descriptors did not come back: {} open, {fds_warm} when warm; idle pooled connections: {idle:?}",
+            p.open_fds()
+        );
+    }
     let (fds_end, rss_end) = (p.open_fds(), p.status_kib("VmRSS:"));
     let events = admin_json(admin, Method::GET, "/api/v1/events?limit=1000", None)
         .await
