@@ -112,6 +112,14 @@ async fn admin_refusals_have_the_right_status_and_change_nothing() {
             400,
         ),
         (Method::PUT, "/api/v1/weights", b"[90, 10]".to_vec(), 422),
+        // Just above 100: JSON numbers are read exactly, not rounded to 100
+        // (schemathesis found this one).
+        (
+            Method::PUT,
+            "/api/v1/weights",
+            b"{\"blue\": 100.00000000000001, \"green\": 0}".to_vec(),
+            422,
+        ),
         (Method::PUT, "/api/v1/weights", b"\xff\xfe".to_vec(), 400),
         (
             Method::PUT,
