@@ -1335,6 +1335,18 @@ report() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
 
+# The peers in the order of --peers (1) or in the reverse order (0), one a line.
+peer_order() {
+    local -a all
+    local i
+    read -r -a all <<<"$PEERS"
+    if (($1)); then
+        printf '%s\n' "${all[@]}"
+    else
+        for ((i = ${#all[@]} - 1; i >= 0; i--)); do printf '%s\n' "${all[$i]}"; done
+    fi
+}
+
 # -------------------------------------------------------------- main -------
 main() {
     ensure_tools
@@ -1393,11 +1405,7 @@ main() {
     read -r -a ordered <<<"$PEERS"
     for ((round = 1; round <= ROUNDS; round++)); do
         local order=()
-        if ((round % 2)); then
-            order=("${ordered[@]}")
-        else
-            for ((i = ${#ordered[@]} - 1; i >= 0; i--)); do order+=("${ordered[$i]}"); done
-        fi
+        mapfile -t order < <(peer_order $((round % 2)))
         log "round $round/$ROUNDS: ${order[*]}"
         for peer in "${order[@]}"; do
             [[ -n "${PEER_OK[$peer]:-}" ]] || continue
@@ -1423,11 +1431,7 @@ main() {
     local lat_round
     for ((lat_round = 1; lat_round <= LAT_ROUNDS; lat_round++)); do
         local lat_order=()
-        if (((ROUNDS + lat_round) % 2)); then
-            lat_order=("${ordered[@]}")
-        else
-            for ((i = ${#ordered[@]} - 1; i >= 0; i--)); do lat_order+=("${ordered[$i]}"); done
-        fi
+        mapfile -t lat_order < <(peer_order $(((ROUNDS + lat_round) % 2)))
         log "latency round $lat_round/$LAT_ROUNDS: ${lat_order[*]}"
         for peer in "${lat_order[@]}"; do
             [[ -n "${PEER_OK[$peer]:-}" ]] || continue
