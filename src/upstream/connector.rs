@@ -329,11 +329,11 @@ impl Connector {
         upgrade: bool,
     ) -> Result<UpstreamConn, ConnectError> {
         if self.protocol == UpstreamProtocol::H2 {
-            if let Some(c) = ep.shared_conn() {
+            if let Some(c) = ep.shared_conn(now_ms) {
                 return Ok(c);
             }
             let c = Box::pin(self.connect(ep)).await?;
-            ep.set_shared_conn(&c);
+            ep.set_shared_conn(&c, now_ms);
             return Ok(c);
         }
         let conn = match ep.take_idle(now_ms, idle_ms) {

@@ -127,6 +127,8 @@ pub struct Endpoint {
     idle: IdlePool<UpstreamConn>,
     /// The HTTP/2 connection every request of an `h2` pool shares.
     shared: ArcSwapOption<UpstreamConn>,
+    /// When a request last took the shared connection ([`crate::clock::now_ms`]).
+    shared_used_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -158,6 +160,7 @@ impl Endpoint {
             last_check_result: AtomicU16::new(0),
             idle: IdlePool::new(IDLE_CAPACITY),
             shared: ArcSwapOption::const_empty(),
+            shared_used_ms: AtomicU64::new(0),
         })
     }
 
@@ -313,21 +316,27 @@ impl Endpoint {
         self.idle.take(now_ms, max_idle_ms)
     }
 
-    /// A handle on the shared HTTP/2 connection, if it is still open.
+    /// A handle on the shared HTTP/2 connection, if it is still open, for a
+    /// request at `now_ms`.
     #[inline]
-    pub fn shared_conn(&self) -> Option<UpstreamConn> {
-        match &*self.shared.load() {
+    pub fn shared_conn(&self, now_ms: u64) -> Option<UpstreamConn> {
+        let c = match &*self.shared.load() {
             Some(c) if c.is_reusable() => c.share(),
             _ => None,
+        };
+        if c.is_some() {
+            self.shared_used_ms.store(now_ms, Ordering::Relaxed);
         }
+        c
     }
 
-    /// Make `conn` (HTTP/2) the connection new requests share. When two
-    /// requests opened one at once, the last wins; the other closes when its
-    /// request is done.
-    pub fn set_shared_conn(&self, conn: &UpstreamConn) {
+    /// Make `conn` (HTTP/2), opened for a request at `now_ms`, the connection
+    /// new requests share. When two requests opened one at once, the last
+    /// wins; the other closes when its request is done.
+    pub fn set_shared_conn(&self, conn: &UpstreamConn, now_ms: u64) {
         if let Some(c) = conn.share() {
             if !self.draining.load(Ordering::Relaxed) {
+                self.shared_used_ms.store(now_ms, Ordering::Relaxed);
                 self.shared.store(Some(Arc::new(c)));
             }
         }
@@ -350,9 +359,18 @@ impl Endpoint {
     }
 
     /// Close idle connections older than `max_idle_ms` or closed by the
-    /// upstream; keeps the others.
+    /// upstream; keeps the others. The shared HTTP/2 connection counts as
+    /// idle when no request is in flight here and none took it for
+    /// `max_idle_ms`; a request that takes it just as it is let go keeps its
+    /// own handle, and the connection closes after that request.
     pub fn sweep_idle(&self, now_ms: u64, max_idle_ms: u64) {
         self.idle.sweep(now_ms, max_idle_ms);
+        if self.inflight() == 0
+            && now_ms.saturating_sub(self.shared_used_ms.load(Ordering::Relaxed)) >= max_idle_ms
+            && self.shared.load().is_some()
+        {
+            self.shared.store(None);
+        }
     }
 
     pub fn idle_count(&self) -> usize {

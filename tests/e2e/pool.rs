@@ -116,3 +116,53 @@ async fn a_connection_the_upstream_closed_is_reaped_while_idle() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_idle_shared_http2_connection_is_closed_after_upstream_idle() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let fp = FaultProxy::start(blue.addr, Fault::Pass).await;
+    let yaml = config_yaml(&[fp.addr], &[green.addr], "timeouts:\n  upstream_idle: 1s").replacen(
+        "endpoints: [",
+        "protocol: h2\n    endpoints: [",
+        1,
+    );
+    let s = start_proxy(&yaml).await;
+    let c = client();
+    // Two requests one after the other; the HTTP/2 connection they share
+    // stays open after them. (The active health checks open a connection
+    // of their own for a moment every 2 s, hence a wait rather than a
+    // single reading.)
+    for _ in 0..2 {
+        let a = get(&c, proxy_url(&s, "/")).await;
+        assert_eq!((a.status, a.upstream()), (200, "blue-1"));
+    }
+    wait_for(
+        Duration::from_secs(2),
+        "the shared connection alone open",
+        || {
+            let open = fp.open();
+            async move { open == 1 }
+        },
+    )
+    .await;
+    // No request for upstream_idle: the sweep lets it go and it closes.
+    let started = tokio::time::Instant::now();
+    wait_for(
+        Duration::from_secs(4),
+        "the idle HTTP/2 connection to close",
+        || {
+            let open = fp.open();
+            async move { open == 0 }
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "closed after {:?}, before upstream_idle",
+        started.elapsed()
+    );
+    // The next request opens a new one.
+    let a = get(&c, proxy_url(&s, "/")).await;
+    assert_eq!((a.status, a.upstream()), (200, "blue-1"));
+}
