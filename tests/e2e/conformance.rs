@@ -547,13 +547,18 @@ async fn cleartext_protocol_is_known_from_the_first_bytes() {
     let (_up, s) = one_upstream("timeouts:\n  client_header: 400ms\n").await;
     let a = s.proxy_addrs[0];
 
-    // The preface split in two writes with a client's pause between them
-    // (pacing, not a wait for anything: should the two pieces arrive
-    // together, the HTTP/2 answer below holds just the same).
+    // The preface split in two writes. After the first piece the proxy
+    // must wait for more: no answer (a 400 for a bad request line, say) and
+    // no close, for as long as the client takes to send the rest.
     let mut stream = TcpStream::connect(a).await.unwrap();
     stream.set_nodelay(true).unwrap();
     stream.write_all(&PREFACE[..7]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut early = [0u8; 64];
+    let waited = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut early)).await;
+    assert!(
+        waited.is_err(),
+        "after 7 bytes of the preface the proxy answered or closed: {waited:?}"
+    );
     let mut rest = PREFACE[7..].to_vec();
     rest.extend(frame(4, 0, 0, &[]));
     stream.write_all(&rest).await.unwrap();

@@ -10,6 +10,27 @@ use crate::support::fault::{Fault, FaultProxy};
 use crate::support::*;
 use std::time::Duration;
 
+/// Wait until `n` connections are open through `fp` (at most `deadline`).
+async fn open_becomes(fp: &FaultProxy, n: usize, deadline: Duration, what: &str) {
+    wait_for(deadline, what, || {
+        let open = fp.open();
+        async move { open == n }
+    })
+    .await;
+}
+
+/// Wait for every connection through `fp` to close, and check that it took
+/// about `upstream_idle` (1 s in these tests: at least 0.7 s, at most 4 s).
+async fn closes_after_upstream_idle(fp: &FaultProxy, what: &str) {
+    let started = tokio::time::Instant::now();
+    open_becomes(fp, 0, Duration::from_secs(4), what).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "closed after {:?}, before upstream_idle",
+        started.elapsed()
+    );
+}
+
 /// Proxied requests the upstream saw on each connection that carried any,
 /// in connection order (the active health checks' connections, which only
 /// carry `GET /health`, are left out).
@@ -77,17 +98,10 @@ async fn idle_connections_past_upstream_idle_are_closed_without_a_request() {
     );
     // No request comes: the sweep closes it once a second has passed (and
     // at most a sweep's period later), and the upstream sees it closed.
-    let started = tokio::time::Instant::now();
-    wait_for(Duration::from_secs(4), "the idle connection to close", || {
-        let (c, s) = (c.clone(), &s);
-        let (addr, open) = (fp.addr, fp.open());
-        async move { open == 0 && endpoint(&admin_status(&c, s).await, "blue", addr)["idle"] == 0 }
-    })
-    .await;
-    assert!(
-        started.elapsed() >= Duration::from_millis(700),
-        "closed after {:?}, before upstream_idle",
-        started.elapsed()
+    closes_after_upstream_idle(&fp, "the idle connection to close").await;
+    assert_eq!(
+        endpoint(&admin_status(&c, &s).await, "blue", fp.addr)["idle"],
+        0
     );
     // The next request opens a new one.
     assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
@@ -137,31 +151,15 @@ async fn an_idle_shared_http2_connection_is_closed_after_upstream_idle() {
         let a = get(&c, proxy_url(&s, "/")).await;
         assert_eq!((a.status, a.upstream()), (200, "blue-1"));
     }
-    wait_for(
+    open_becomes(
+        &fp,
+        1,
         Duration::from_secs(2),
         "the shared connection alone open",
-        || {
-            let open = fp.open();
-            async move { open == 1 }
-        },
     )
     .await;
     // No request for upstream_idle: the sweep lets it go and it closes.
-    let started = tokio::time::Instant::now();
-    wait_for(
-        Duration::from_secs(4),
-        "the idle HTTP/2 connection to close",
-        || {
-            let open = fp.open();
-            async move { open == 0 }
-        },
-    )
-    .await;
-    assert!(
-        started.elapsed() >= Duration::from_millis(700),
-        "closed after {:?}, before upstream_idle",
-        started.elapsed()
-    );
+    closes_after_upstream_idle(&fp, "the idle HTTP/2 connection to close").await;
     // The next request opens a new one.
     let a = get(&c, proxy_url(&s, "/")).await;
     assert_eq!((a.status, a.upstream()), (200, "blue-1"));

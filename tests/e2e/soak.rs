@@ -380,12 +380,12 @@ async fn soak_mixed_load_flips_reloads_rollback_and_restarts_lose_nothing() {
     let sent = outcomes.len() as u64;
 
     // Descriptors back (clients gone), memory flat.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p.open_fds() > fds_warm + 8 {
-        if Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
+    let back = poll_until(Duration::from_secs(10), || {
+        let fds = p.open_fds();
+        async move { fds <= fds_warm + 8 }
+    })
+    .await;
+    if !back {
         let (_, st) = admin_json(admin, Method::GET, "/api/v1/status", None).await;
         let idle: Vec<String> = ["blue", "green"]
             .iter()

@@ -95,7 +95,20 @@ pub async fn get(c: &TestClient, url: String) -> Answer {
 }
 
 /// Wait until `check` returns true, polling every 20 ms, at most `deadline`.
-pub async fn wait_for<F, Fut>(deadline: Duration, what: &str, mut check: F)
+pub async fn wait_for<F, Fut>(deadline: Duration, what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    assert!(
+        poll_until(deadline, check).await,
+        "timed out waiting for {what}"
+    );
+}
+
+/// Like [`wait_for`], but says whether `check` came true within `deadline`
+/// instead of failing, for a caller that explains a timeout itself.
+pub async fn poll_until<F, Fut>(deadline: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -105,12 +118,11 @@ where
     loop {
         tick.tick().await;
         if check().await {
-            return;
+            return true;
         }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
     }
 }
 
