@@ -122,6 +122,9 @@ pub struct ClientIo<S> {
     /// Replacement bytes not yet written, from `pending_at`.
     pending: Vec<u8>,
     pending_at: usize,
+    /// Where a small vectored write is gathered ([`gather_write`]); its
+    /// capacity is kept, at most [`GATHER_MAX`].
+    flat: Vec<u8>,
 }
 
 impl<S> ClientIo<S> {
@@ -133,6 +136,7 @@ impl<S> ClientIo<S> {
             done: false,
             pending: Vec::new(),
             pending_at: 0,
+            flat: Vec::new(),
         }
     }
 
@@ -225,7 +229,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
                 return Poll::Ready(r);
             }
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        gather_write(Pin::new(&mut this.inner), cx, bufs, &mut this.flat)
     }
 
     #[inline]
@@ -252,6 +256,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         ready!(this.poll_pending(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
+}
+
+/// Vectored writes up to this size go out as one plain write.
+const GATHER_MAX: usize = 4096;
+
+/// Write `bufs` to `io`: a small write of several slices (hyper's head and
+/// a small body) is copied into `flat` and sent with one `send`, a
+/// cheaper system call than `writev` (which goes through the file layer:
+/// position lock, iovec import, fsnotify). Measured under load: about 2 %
+/// of the proxy's CPU. A large write keeps `writev`, where copying would
+/// cost more than it saves.
+#[inline]
+fn gather_write<S: AsyncWrite + Unpin>(
+    io: Pin<&mut S>,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+    flat: &mut Vec<u8>,
+) -> Poll<io::Result<usize>> {
+    let mut total = 0;
+    let mut slices = 0;
+    for b in bufs {
+        total += b.len();
+        slices += usize::from(!b.is_empty());
+    }
+    if slices < 2 || total > GATHER_MAX {
+        return io.poll_write_vectored(cx, bufs);
+    }
+    flat.clear();
+    for b in bufs {
+        flat.extend_from_slice(b);
+    }
+    io.poll_write(cx, flat)
 }
 
 /// The cheap first test: an HTTP/1 status line with a 4xx status.

@@ -179,3 +179,97 @@ async fn an_upgraded_connection_is_never_rewritten() {
     b.read_to_end(&mut out).await.unwrap();
     assert_eq!(out, head);
 }
+
+/// A writer that notes how each write reached it, and takes at most
+/// `limit` bytes of one.
+struct Recorder {
+    calls: Vec<(&'static str, Vec<u8>)>,
+    limit: usize,
+}
+
+impl AsyncWrite for Recorder {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = b.len().min(this.limit);
+        this.calls.push(("write", b[..n].to_vec()));
+        Poll::Ready(Ok(n))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        let n = all.len().min(this.limit);
+        this.calls.push(("writev", all[..n].to_vec()));
+        Poll::Ready(Ok(n))
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn small_vectored_writes_go_out_as_one_plain_write() {
+    let watch = Arc::new(ConnWatch::default());
+    let recorder = Recorder {
+        calls: Vec::new(),
+        limit: usize::MAX,
+    };
+    let mut io = ClientIo::new(recorder, watch.clone());
+    // A response is open: nothing hyper writes is its automatic answer.
+    let _open = watch.request_started();
+    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+    let n = io
+        .write_vectored(&[
+            io::IoSlice::new(head),
+            io::IoSlice::new(b""),
+            io::IoSlice::new(b"hello"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, head.len() + 5);
+    // One slice alone, and a write too large to copy, stay as they came.
+    let big = vec![b'x'; GATHER_MAX];
+    let one = io
+        .write_vectored(&[io::IoSlice::new(b""), io::IoSlice::new(b"one")])
+        .await
+        .unwrap();
+    assert_eq!(one, 3);
+    let large = io
+        .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(&big)])
+        .await
+        .unwrap();
+    assert_eq!(large, head.len() + big.len());
+    let calls = &io.inner.calls;
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[0].0, "write");
+    assert_eq!(calls[0].1, [&head[..], b"hello"].concat());
+    assert_eq!((calls[1].0, &calls[1].1[..]), ("writev", &b"one"[..]));
+    assert_eq!(calls[2].0, "writev");
+    assert_eq!(calls[2].1.len(), head.len() + big.len());
+}
+
+#[tokio::test]
+async fn a_gathered_write_taken_in_part_says_how_much() {
+    let watch = Arc::new(ConnWatch::default());
+    let recorder = Recorder {
+        calls: Vec::new(),
+        limit: 7,
+    };
+    let mut io = ClientIo::new(recorder, watch.clone());
+    let _open = watch.request_started();
+    let n = io
+        .write_vectored(&[io::IoSlice::new(b"abcd"), io::IoSlice::new(b"efghij")])
+        .await
+        .unwrap();
+    assert_eq!(n, 7);
+    assert_eq!(io.inner.calls, [("write", b"abcdefg".to_vec())]);
+}

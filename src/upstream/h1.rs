@@ -278,6 +278,13 @@ impl H1Conn {
 
     /// Read into `buf`; Ok(0) at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        // Read from the start of the buffer again once everything before
+        // was consumed (and nothing still holds it): the same few cache
+        // lines serve every response, where walking the whole buffer
+        // would take a cold line per read on each pooled connection.
+        if self.buf.is_empty() {
+            let _ = self.buf.try_reclaim(READ_CHUNK);
+        }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_CHUNK);
         }
@@ -777,6 +784,30 @@ fn hex_len(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn reads_start_at_the_front_of_the_buffer_once_it_is_consumed() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut conn = H1Conn::new(Box::new(ours));
+        let front = conn.buf.as_ptr();
+        theirs.write_all(b"first").await.unwrap();
+        assert_eq!(conn.fill().await.unwrap(), 5);
+        let first = conn.buf.split_to(5).freeze();
+        // Still held (a body frame not yet written): read on behind it.
+        theirs.write_all(b"second").await.unwrap();
+        conn.fill().await.unwrap();
+        assert_eq!(&conn.buf[..], b"second");
+        assert_ne!(conn.buf.as_ptr(), front);
+        assert_eq!(&first[..], b"first");
+        conn.buf.advance(6);
+        drop(first);
+        // Consumed and let go: the next read lands at the front again.
+        theirs.write_all(b"third").await.unwrap();
+        conn.fill().await.unwrap();
+        assert_eq!(&conn.buf[..], b"third");
+        assert_eq!(conn.buf.as_ptr(), front);
+    }
 
     fn decode(input: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>), H1Error> {
         let mut buf = BytesMut::from(input);
