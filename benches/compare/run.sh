@@ -317,6 +317,15 @@ cpu_ticks() {
     done
     echo "$total"
 }
+# stime alone (clock ticks): the proxy's CPU spent in the kernel.
+sys_ticks() {
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{ sub(/.*\) /, ""); print $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
 # CPU ticks of this script's finished children (wrk, h2load, curl, ...).
 children_ticks() { awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"; }
 # Busy ticks of all CPUs from /proc/stat: user nice system irq softirq steal.
@@ -640,12 +649,12 @@ measure_round() {
     read -r -a rss_pids <<<"${PEER_RSS_PIDS[$peer]}"
     run_wrk "$url" "$WARMUP" "$WORK/wrk-$peer-$round-warmup.txt"
 
-    local p0 u0 c0 b0 t0 p1 u1 c1 b1 t1
-    p0=$(cpu_ticks "${cpu_pids[@]}") u0=$(cpu_ticks "$UPSTREAM_PID")
+    local p0 u0 c0 b0 t0 p1 u1 c1 b1 t1 s0 s1
+    p0=$(cpu_ticks "${cpu_pids[@]}") u0=$(cpu_ticks "$UPSTREAM_PID") s0=$(sys_ticks "${cpu_pids[@]}")
     c0=$(children_ticks) b0=$(busy_ticks) t0=$(now_us)
     run_wrk "$url" "$DURATION" "$out"
     t1=$(now_us) b1=$(busy_ticks) c1=$(children_ticks)
-    p1=$(cpu_ticks "${cpu_pids[@]}") u1=$(cpu_ticks "$UPSTREAM_PID")
+    p1=$(cpu_ticks "${cpu_pids[@]}") u1=$(cpu_ticks "$UPSTREAM_PID") s1=$(sys_ticks "${cpu_pids[@]}")
 
     local requests rps p99 errors hwm
     read -r requests rps p99 errors < <(parse_wrk "$out")
@@ -659,16 +668,20 @@ measure_round() {
     line=$(awk -v peer="$peer" -v round="$round" -v req="$requests" -v rps="$rps" \
         -v p99="$p99" -v err="$errors" -v hwm="$hwm" -v hz="$CLK_TCK" -v max="$NOISE_MAX" \
         -v wall_us=$((t1 - t0)) -v proxy=$((p1 - p0)) -v up=$((u1 - u0)) \
-        -v ours_child=$((c1 - c0)) -v busy=$((b1 - b0)) -v has_proxy="${#cpu_pids[@]}" 'BEGIN {
+        -v ours_child=$((c1 - c0)) -v busy=$((b1 - b0)) -v has_proxy="${#cpu_pids[@]}" \
+        -v sys=$((s1 - s0)) 'BEGIN {
             wall = wall_us / 1e6
             cpu = proxy / hz
             per_cpu = (has_proxy > 0 && cpu > 0) ? sprintf("%.0f", req / cpu) : "-"
             other = (busy - proxy - up - ours_child) / hz / wall
             if (other < 0) other = 0
             noisy = (other > max) ? 1 : 0
-            printf "%s\t%d\t%d\t%d\t%.3f\t%.3f\t%s\t%.3f\t%.3f\t%d\t%.2f\t%d\t%d\t%s\n",
+            # CPU per request of the proxy, in user space and in the kernel (us).
+            us_user = (has_proxy > 0 && req > 0) ? sprintf("%.2f", 1e6 * (proxy - sys) / hz / req) : "-"
+            us_sys = (has_proxy > 0 && req > 0) ? sprintf("%.2f", 1e6 * sys / hz / req) : "-"
+            printf "%s\t%d\t%d\t%d\t%.3f\t%.3f\t%s\t%.3f\t%.3f\t%d\t%.2f\t%d\t%d\t%s\t%s\t%s\n",
                 peer, round, rps, req, wall, cpu, per_cpu, up / hz, p99, err, other, noisy, hwm,
-                (has_proxy > 0) ? sprintf("%.0f", 100 * cpu / wall) : "-"
+                (has_proxy > 0) ? sprintf("%.0f", 100 * cpu / wall) : "-", us_user, us_sys
         }')
     printf '%s\n' "$line" >>"$ROUNDS_TSV"
     awk -F'\t' '{
@@ -1236,7 +1249,7 @@ median_list() {
 report() {
     echo
     echo "== throughput: wrk -t1 -c$CONNECTIONS, $DURATION s per round, median of $ROUNDS round(s) =="
-    printf '%-10s %9s %7s %10s %9s %8s %7s %7s\n' peer 'req/s' 'CPU%' 'req/CPU-s' 'p99(ms)' 'RSS MiB' errors noisy
+    printf '%-10s %9s %7s %10s %9s %9s %9s %8s %7s %7s\n' peer 'req/s' 'CPU%' 'req/CPU-s' 'user us' 'kernel us' 'p99(ms)' 'RSS MiB' errors noisy
     local -A med_rps med_per rss_mib
     local peer
     for peer in $PEERS; do
@@ -1244,8 +1257,10 @@ report() {
             printf '%-10s %9s\n' "$peer" 'not run'
             continue
         fi
-        local pct p99 rss err noisy
+        local pct p99 rss err noisy us_user us_sys
         med_rps[$peer]=$(median "$peer" 3)
+        us_user=$(median "$peer" 15)
+        us_sys=$(median "$peer" 16)
         med_per[$peer]=$(median "$peer" 7)
         pct=$(median "$peer" 14)
         p99=$(median "$peer" 9)
@@ -1257,8 +1272,8 @@ report() {
         else
             rss_mib[$peer]=$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')
         fi
-        printf '%-10s %9s %7s %10s %9s %8s %7s %7s\n' "$peer" "${med_rps[$peer]}" "$pct" \
-            "${med_per[$peer]}" "$p99" "${rss_mib[$peer]}" "$err" "$noisy"
+        printf '%-10s %9s %7s %10s %9s %9s %9s %8s %7s %7s\n' "$peer" "${med_rps[$peer]}" "$pct" \
+            "${med_per[$peer]}" "$us_user" "$us_sys" "$p99" "${rss_mib[$peer]}" "$err" "$noisy"
     done
 
     if [[ -s "$LAT_TSV" ]]; then
