@@ -60,7 +60,6 @@ pub struct Server {
     listeners: JoinSet<()>,
     admin_task: tokio::task::JoinHandle<()>,
     health: HealthStop,
-    drain: Duration,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -79,7 +78,6 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let window = cfg.rollback.window;
     let runtimes =
         PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p, window, metrics.pool(p).clone())));
-    let drain = cfg.drain.timeout;
     let client_header = cfg.timeouts.client_header;
     let request_limits = crate::proxy::guard::RequestLimits::from_config(&cfg.limits);
     let connections = crate::proxy::guard::ConnectionLimit::new(cfg.limits.max_connections);
@@ -169,7 +167,10 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
             builder.clone(),
             tls,
             stop_accepting.clone(),
-            drain,
+            {
+                let shared = shared.clone();
+                move || shared.config.load().drain.timeout
+            },
         ));
     }
 
@@ -210,7 +211,6 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         listeners,
         admin_task,
         health: health_stop,
-        drain,
     })
 }
 
@@ -220,7 +220,8 @@ impl Server {
     pub async fn shutdown(mut self) {
         self.shared.set_shutting_down();
         self.stop_watch.cancel();
-        let deadline = tokio::time::Instant::now() + self.drain;
+        // The drain timeout in force now: a reload may have changed it.
+        let deadline = tokio::time::Instant::now() + self.shared.config.load().drain.timeout;
         self.stop_accepting.cancel();
         while self.listeners.join_next().await.is_some() {}
         self.tunnels.close();
@@ -306,6 +307,7 @@ fn reload_on_sighup(
                 tracing::info!("SIGHUP: reloading the config");
                 controller.notify(Command::Reload {
                     actor: Actor::Signal,
+                    if_generation: None,
                     reply: None,
                 });
                 for c in &certs {

@@ -397,11 +397,12 @@ async fn post_reload(
     State(st): State<AdminState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let _: GenerationBody = json_body(body)?;
+    let b: GenerationBody = json_body(body)?;
     let report = st
         .controller
         .request(|reply| Command::Reload {
             actor: Actor::Admin,
+            if_generation: b.if_generation,
             reply: Some(reply),
         })
         .await?;

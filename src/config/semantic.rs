@@ -109,8 +109,12 @@ impl Checker<'_> {
         }
     }
 
-    fn file(&mut self, path: &str, p: &Path) {
-        self.result(path, rules::readable_file(p));
+    /// A file the proxy reads: says whether it can be read.
+    fn file(&mut self, path: &str, p: &Path) -> bool {
+        let r = rules::readable_file(p);
+        let ok = r.is_ok();
+        self.result(path, r);
+        ok
     }
 
     fn binds(&mut self, cfg: &Config, _: &Environment) {
@@ -141,8 +145,16 @@ impl Checker<'_> {
                 self.err(&path, format!("{} {how} the admin bind ({admin})", l.bind));
             }
             if let Some(tls) = &l.tls {
-                self.file(&format!("listeners.{i}.tls.cert"), &tls.cert);
-                self.file(&format!("listeners.{i}.tls.key"), &tls.key);
+                let cert = self.file(&format!("listeners.{i}.tls.cert"), &tls.cert);
+                let key = self.file(&format!("listeners.{i}.tls.key"), &tls.key);
+                // Readable is not enough: what would be served is checked
+                // as a certificate reload checks it.
+                if cert && key {
+                    if let Err((key_fault, e)) = crate::proxy::tls::check_files(tls) {
+                        let field = if key_fault { "key" } else { "cert" };
+                        self.err(&format!("listeners.{i}.tls.{field}"), e);
+                    }
+                }
             }
         }
     }
@@ -194,7 +206,13 @@ impl Checker<'_> {
             }
             if let Some(tls) = &pool.tls {
                 if let Some(ca) = &tls.ca {
-                    self.file(&format!("{base}.tls.ca"), ca);
+                    let at = format!("{base}.tls.ca");
+                    if self.file(&at, ca) {
+                        self.result(
+                            &at,
+                            crate::upstream::tls::check_ca_file(ca).map_err(|e| e.to_string()),
+                        );
+                    }
                 }
                 if let Some(sn) = &tls.server_name {
                     if rustls::pki_types::ServerName::try_from(sn.as_str()).is_err() {

@@ -96,6 +96,8 @@ pub enum Command {
     /// Reload the config file; `reply` is None for the file watcher and signals.
     Reload {
         actor: Actor,
+        /// Refuse (409) if the state has moved on since this generation.
+        if_generation: Option<u64>,
         reply: Option<Reply<ReloadReport>>,
     },
 }
@@ -193,8 +195,15 @@ impl Controller {
                 let r = self.check_generation(if_generation).map(|()| self.rearm());
                 send(reply, r);
             }
-            Command::Reload { actor, reply } => {
-                let r = self.reload(actor);
+            Command::Reload {
+                actor,
+                if_generation,
+                reply,
+            } => {
+                let r = match self.check_generation(if_generation) {
+                    Ok(()) => self.reload(actor),
+                    Err(e) => Err(e),
+                };
                 if let Some(reply) = reply {
                     send(reply, r);
                 }
@@ -284,15 +293,23 @@ impl Controller {
     /// no rollback lock on the target.
     fn guard_target(&self, to: PoolName) -> Result<(), CommandError> {
         let min = self.shared.config.load().cutover.min_healthy as usize;
-        let healthy = self
-            .shared
-            .table
-            .load()
-            .pool(to)
-            .healthy_count(crate::clock::now_ms());
+        let table = self.shared.table.load();
+        let pool = table.pool(to);
+        let now = crate::clock::now_ms();
+        let healthy = pool.healthy_count(now);
         if healthy < min {
+            let unchecked = pool
+                .endpoints
+                .iter()
+                .filter(|e| e.state(now) == crate::upstream::EndpointState::Unknown)
+                .count();
+            let note = if unchecked > 0 {
+                format!(" ({unchecked} not checked yet: wait for health_check)")
+            } else {
+                String::new()
+            };
             return Err(CommandError::Conflict(format!(
-                "pool {to} has {healthy} healthy endpoint(s); cutover.min_healthy is {min}"
+                "pool {to} has {healthy} healthy endpoint(s){note}; cutover.min_healthy is {min}"
             )));
         }
         if let Some(lock) = self.lock.as_ref().filter(|l| l.pool == to) {

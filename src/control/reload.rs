@@ -11,6 +11,31 @@ use crate::upstream::health::CheckSettings;
 use std::sync::Arc;
 
 impl Controller {
+    /// A file that cannot be applied: the old config keeps serving; the
+    /// errors are logged, counted, kept for status and recorded as an event.
+    fn reject(&mut self, actor: Actor, diags: Vec<config::Diagnostic>) -> CommandError {
+        for d in &diags {
+            tracing::error!(file = %d.file, line = d.line, column = d.column, "config rejected: {}", d.message);
+        }
+        self.config_error = diags.first().map(|d| ConfigErrorView {
+            message: d.message.clone(),
+            line: d.line,
+            column: d.column,
+        });
+        self.shared.metrics.config_reload(false);
+        self.shared.events.record(
+            Event::new(EventKind::ConfigRejected, actor).reason(
+                diags
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        );
+        self.publish_view();
+        CommandError::ConfigInvalid(diags)
+    }
+
     pub(crate) fn reload(&mut self, actor: Actor) -> Result<ReloadReport, CommandError> {
         let Some(path) = self.config_path.clone() else {
             return Err(CommandError::Conflict(
@@ -19,40 +44,31 @@ impl Controller {
         };
         let new = match config::load(&path) {
             Ok(c) => c,
-            Err(e) => {
-                let diags = e.diagnostics();
-                for d in &diags {
-                    tracing::error!(file = %d.file, line = d.line, column = d.column, "config rejected: {}", d.message);
-                }
-                self.config_error = diags.first().map(|d| ConfigErrorView {
-                    message: d.message.clone(),
-                    line: d.line,
-                    column: d.column,
-                });
-                self.shared.metrics.config_reload(false);
-                self.shared.events.record(
-                    Event::new(EventKind::ConfigRejected, actor).reason(
-                        diags
-                            .iter()
-                            .map(|d| d.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    ),
-                );
-                self.publish_view();
-                return Err(CommandError::ConfigInvalid(diags));
-            }
+            Err(e) => return Err(self.reject(actor, e.diagnostics())),
         };
         let old = self.shared.config.load_full();
         let prev = self.shared.table.load_full();
-        let next = build_table(
+        let next = match build_table(
             &new,
             Some(&prev),
             &self.shared.runtimes,
             0,
             self.weights,
             self.live,
-        )?;
+        ) {
+            Ok(t) => t,
+            // Validation tries what building needs (CA files included), so
+            // this is a file changed in between: refused all the same.
+            Err(e) => {
+                let d = config::Diagnostic {
+                    file: path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: e.to_string(),
+                };
+                return Err(self.reject(actor, vec![d]));
+            }
+        };
         let removed = removed_endpoints(&prev, &next);
         let added: Vec<String> = PoolName::ALL
             .iter()
@@ -81,6 +97,15 @@ impl Controller {
         }
         if new.audit_log != old.audit_log || new.state_file != old.state_file {
             restart.push("audit_log/state_file");
+        }
+        if new.log.format != old.log.format {
+            restart.push("log.format");
+        }
+        if new.log.level != old.log.level {
+            match crate::telemetry::logging::set_level(&new.log.level) {
+                Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
+                Err(e) => tracing::error!(error = %e, "log level not changed"),
+            }
         }
         self.restart_needed = (!restart.is_empty()).then(|| {
             format!(

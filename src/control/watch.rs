@@ -70,6 +70,7 @@ pub fn spawn(
                 last = now;
                 controller.notify(Command::Reload {
                     actor: Actor::Config,
+                    if_generation: None,
                     reply: None,
                 });
             }

@@ -237,14 +237,15 @@ fn log_end<E: std::fmt::Display>(r: Result<(), E>) {
 }
 
 /// Accept and serve (over TLS when `tls` is given) until `shutdown`, then
-/// drain for at most `drain`.
+/// drain for at most `drain()`: the drain timeout of the config in force
+/// then, reloads included.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ListenerCtx>,
     builders: Arc<HttpBuilders>,
     tls: Option<TlsListener>,
     shutdown: CancellationToken,
-    drain: Duration,
+    drain: impl Fn() -> Duration,
 ) {
     let connections = Arc::new(Drain {
         started: AtomicBool::new(false),
@@ -344,6 +345,7 @@ pub async fn serve(
     connections.started.store(true, Ordering::Release);
     connections.token.cancel();
     connections.connections.close();
+    let drain = drain();
     if tokio::time::timeout(drain, connections.connections.wait())
         .await
         .is_err()

@@ -144,6 +144,26 @@ fn check(
     Ok(Checked { key, not_after })
 }
 
+/// Whether `files` could be served now, as `switchyard check` and a
+/// reload's validation ask: the same checks as [`CertStore::load`]. On
+/// failure, also whether the key file (not the certificate) is at fault.
+pub fn check_files(files: &TlsFiles) -> Result<(), (bool, TlsError)> {
+    let key_fault = |e: TlsError| {
+        let key = match &e {
+            TlsError::Read { path, .. } | TlsError::Pem { path, .. } => *path == files.key,
+            TlsError::Key { .. } | TlsError::KeyMismatch { .. } => true,
+            _ => false,
+        };
+        (key, e)
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    let cert = read(&files.cert).map_err(key_fault)?;
+    let key = read(&files.key).map_err(key_fault)?;
+    check(files, &cert, &key, &provider, now_unix())
+        .map(drop)
+        .map_err(key_fault)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_path_buf(),

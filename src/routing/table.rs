@@ -11,7 +11,7 @@ use crate::routing::sticky::Sticky;
 use crate::routing::Weights;
 use crate::telemetry::metrics::{InflightGuard as InflightGauge, PoolMetrics, UpstreamErrorKind};
 use crate::telemetry::stats::{Outcome, PoolStats};
-use crate::upstream::{Connector, Endpoint};
+use crate::upstream::{Connector, Endpoint, EndpointState};
 use http::HeaderName;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -206,10 +206,14 @@ impl Pool {
         self.endpoints.iter().any(|e| e.is_available(now_ms))
     }
 
+    /// Endpoints that passed their active checks and are neither ejected
+    /// nor draining: what the cutover guard (`cutover.min_healthy`) and
+    /// status count. An endpoint not yet checked (`unknown`) takes traffic
+    /// but is not counted: a switch to a pool nobody has checked is refused.
     pub fn healthy_count(&self, now_ms: u64) -> usize {
         self.endpoints
             .iter()
-            .filter(|e| e.is_available(now_ms))
+            .filter(|e| e.state(now_ms) == EndpointState::Healthy)
             .count()
     }
 
@@ -321,6 +325,10 @@ mod tests {
             assert_eq!(j, 2);
         }
         assert_eq!(p.pick_endpoint(0, (1 << 1) | (1 << 2)), None);
+        // Not yet checked: takes traffic, but is not counted healthy.
+        assert_eq!(p.healthy_count(0), 0);
+        p.endpoints[1].set_healthy(true);
+        p.endpoints[2].set_healthy(true);
         assert_eq!(p.healthy_count(0), 2);
     }
 

@@ -110,6 +110,11 @@ impl UpstreamTls {
     }
 }
 
+/// Whether `path` holds at least one usable CA certificate (validation).
+pub fn check_ca_file(path: &PathBuf) -> Result<(), UpstreamTlsError> {
+    roots_from_file(path).map(drop)
+}
+
 fn roots_from_file(path: &PathBuf) -> Result<RootCertStore, UpstreamTlsError> {
     let pem = std::fs::read(path).map_err(|source| UpstreamTlsError::ReadCa {
         path: path.clone(),

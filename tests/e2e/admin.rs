@@ -239,6 +239,155 @@ async fn switch_refuses_an_unhealthy_target_unless_forced_and_is_idempotent() {
     s.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_switch_to_a_pool_nobody_has_checked_yet_is_refused() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    // Checks an hour apart: green stays `unknown` for the whole test (it
+    // takes traffic, but only passed checks make it healthy).
+    let extra = "health_check:\n  interval: 1h\n  healthy_threshold: 2";
+    let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], extra)).await;
+    let st = status(&s).await;
+    assert_eq!(
+        st["pools"]["green"]["endpoints"][0]["state"], "unknown",
+        "{st}"
+    );
+    assert_eq!(st["pools"]["green"]["healthy"], 0, "{st}");
+    for body in [
+        json!({"to": "green"}),
+        json!({"to": "green", "steps": [10, 100]}),
+    ] {
+        let path = if body.get("steps").is_some() {
+            "/api/v1/rollout"
+        } else {
+            "/api/v1/switch"
+        };
+        let (code, v) = api(s.admin_addr, Method::POST, path, Some(body), None).await;
+        assert_eq!(code, 409, "{path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not checked yet"), "{path}: {v}");
+    }
+    assert_eq!(status(&s).await["weights"]["blue"], 100.0);
+    // The operator who knows better can still force it.
+    let (code, v) = api(
+        s.admin_addr,
+        Method::POST,
+        "/api/v1/switch",
+        Some(json!({"to": "green", "force": true})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, v["outcome"].as_str()),
+        (200, Some("completed")),
+        "{v}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn reloads_refused_for_any_reason_change_nothing_and_a_new_drain_timeout_applies() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cfg.yaml");
+    let base = |extra: &str| config_yaml(&[blue.addr], &[green.addr], extra);
+    std::fs::write(&path, base("drain:\n  timeout: 30s")).unwrap();
+    let cfg = switchyard::config::load(&path).unwrap();
+    let s = switchyard::server::start(cfg, Some(path.clone()))
+        .await
+        .unwrap();
+    let reload = |body: Option<serde_json::Value>| {
+        api(s.admin_addr, Method::POST, "/api/v1/reload", body, None)
+    };
+
+    // A CA file that is readable but holds no certificate: refused with
+    // the line of `ca`, like any invalid file, and the old config serves.
+    let junk = dir.path().join("ca.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let bad = base("").replace(
+        &format!("endpoints: [\"{}\"]\nstate_file", green.addr),
+        &format!(
+            "endpoints: [\"{}\"]\n    tls: {{ca: \"{}\"}}\nstate_file",
+            green.addr,
+            junk.display()
+        ),
+    );
+    assert_ne!(bad, base(""), "the test's own edit applies");
+    std::fs::write(&path, &bad).unwrap();
+    let (code, v) = reload(None).await;
+    assert_eq!(code, 422, "{v}");
+    let first = &v["error"]["errors"][0];
+    assert!(
+        first["message"].as_str().unwrap().contains("CA bundle"),
+        "{v}"
+    );
+    let ca_line = bad.lines().position(|l| l.contains("tls: {ca:")).unwrap() + 1;
+    assert_eq!(first["line"].as_u64(), Some(ca_line as u64), "{v}");
+    let st = status(&s).await;
+    assert!(!st["config"]["last_error"].is_null(), "{st}");
+    assert_eq!(get(&client(), proxy_url(&s, "/")).await.status, 200);
+    let metrics = read(
+        client()
+            .get(admin_url(&s, "/metrics").parse().unwrap())
+            .await
+            .unwrap(),
+    )
+    .await
+    .text();
+    assert!(
+        !metrics.contains("switchyard_config_reloads_total{result=\"failure\"} 0"),
+        "{metrics}"
+    );
+
+    // A reload asked against a generation that has moved on: 409, nothing read.
+    std::fs::write(&path, base("drain:\n  timeout: 300ms")).unwrap();
+    let generation = status(&s).await["generation"].as_u64().unwrap();
+    let (code, v) = reload(Some(json!({"if_generation": generation + 1}))).await;
+    assert_eq!(code, 409, "{v}");
+    assert_eq!(v["error"]["code"], "stale_generation", "{v}");
+    // The same file, asked right (the watcher may have applied it already).
+    let (code, v) = reload(Some(
+        json!({"if_generation": status(&s).await["generation"]}),
+    ))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert!(status(&s).await["config"]["last_error"].is_null());
+
+    // Shutdown drains for the reloaded 300 ms, not the 30 s it started with.
+    blue.set_delay_ms(20_000);
+    green.set_delay_ms(20_000);
+    let c = client();
+    let url = proxy_url(&s, "/");
+    let slow = tokio::spawn(async move { c.get(url.parse().unwrap()).await.map(|r| r.status()) });
+    wait_for(
+        Duration::from_secs(5),
+        "the slow request upstream",
+        || async {
+            s.shared
+                .table
+                .load()
+                .pool(switchyard::config::PoolName::Blue)
+                .runtime
+                .inflight()
+                > 0
+                || s.shared
+                    .table
+                    .load()
+                    .pool(switchyard::config::PoolName::Green)
+                    .runtime
+                    .inflight()
+                    > 0
+        },
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    s.shutdown().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    slow.abort();
+}
+
 fn process_yaml(blue: &Upstream, green: &Upstream, dir: &std::path::Path) -> String {
     format!(
         "listeners:\n  - bind: \"{{PROXY}}\"\nadmin:\n  bind: \"{{ADMIN}}\"\npools:\n  blue:\n    endpoints: [\"{}\"]\n  green:\n    endpoints: [\"{}\"]\nstate_file: \"{}\"\naudit_log: \"{}\"\nrollout:\n  bake_time: 0s\n",
@@ -255,6 +404,7 @@ async fn state_survives_sigkill_and_the_audit_log_shows_the_switch() {
     let green = Upstream::start("green-1").await;
     let dir = tempfile::tempdir().unwrap();
     let p = ProxyProcess::start(dir.path(), &process_yaml(&blue, &green, dir.path())).await;
+    wait_healthy(p.admin, "green").await;
     let (code, v) = api(
         p.admin,
         Method::POST,

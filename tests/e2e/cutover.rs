@@ -130,6 +130,7 @@ async fn switch_with_gate_holds_writes_and_loses_none() {
     })
     .await;
 
+    wait_healthy(s.admin_addr, "green").await;
     let switch_sent = Instant::now();
     let (code, report) = api(
         s.admin_addr,
@@ -229,6 +230,7 @@ async fn a_gate_that_never_opens_aborts_and_held_writes_land_on_blue() {
         blue.requests() > 200
     })
     .await;
+    wait_healthy(s.admin_addr, "green").await;
     let (code, v) = api(
         s.admin_addr,
         Method::POST,
@@ -290,6 +292,7 @@ async fn a_long_write_in_flight_delays_the_flip_until_it_completes() {
         Upstream::start("gate").await,
     );
     let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "5s", 10_000)).await;
+    wait_healthy(s.admin_addr, "green").await;
     let c = client();
     let slow_url = proxy_url(&s, "/delay/2000");
     let slow = tokio::spawn(async move { send(&c, Method::POST, slow_url, "long write").await });
@@ -342,6 +345,7 @@ async fn writes_beyond_max_held_get_503_with_retry_after_and_nothing_else_is_los
     );
     gate.set_gate_open_after(800);
     let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "3s", 5)).await;
+    wait_healthy(s.admin_addr, "green").await;
     let admin = s.admin_addr;
     let switch = tokio::spawn(async move {
         api(

@@ -38,6 +38,7 @@ async fn rollout_steps_through_and_bakes_to_stable_on_green() {
     let extra = "rollout:\n  bake_time: 1s\n";
     let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], extra)).await;
     let load = Load::start(proxy_url(&s, "/"), 2);
+    wait_healthy(s.admin_addr, "green").await;
     let (code, v) = api(
         s.admin_addr,
         Method::POST,
@@ -98,6 +99,7 @@ async fn failing_green_is_rolled_back_within_a_second_and_locked() {
     let green = Upstream::start("green-1").await;
     let extra = format!("{FAST_ROLLBACK}  max_error_rate: 0.05\n");
     let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], &extra)).await;
+    wait_healthy(s.admin_addr, "green").await;
     let (code, _) = api(
         s.admin_addr,
         Method::POST,
@@ -291,6 +293,7 @@ async fn a_rollout_survives_a_restart_and_resumes_paused() {
         dir.path().join("state.json").display()
     );
     let p = ProxyProcess::start(dir.path(), &yaml).await;
+    wait_healthy(p.admin, "green").await;
     let (code, v) = api(
         p.admin,
         Method::POST,

@@ -75,7 +75,16 @@ fn pool_tls() {
     );
     assert_has(&d, at(&t, "\"bad name\""), "not a valid DNS name");
     let dir = temp_dir();
-    let ca = temp_file(&dir, "ca.pem", "pem");
+    // Readable but no certificate in it: refused where the path is written.
+    let junk = temp_file(&dir, "junk.pem", "pem");
+    let t = POOLS.replace("8011\"]}", &format!("8011\"], tls: {{ca: \"{junk}\"}}}}"));
+    assert_one(
+        &t,
+        at(&t, &format!("\"{junk}")),
+        "pools.green.tls.ca: CA bundle",
+    );
+    let authority = crate::proxy::tls::selfsigned::Ca::new("test CA").unwrap();
+    let ca = temp_file(&dir, "ca.pem", &authority.cert_pem);
     valid(&POOLS.replace(
         "8011\"]}",
         &format!("8011\"], tls: {{ca: \"{ca}\", server_name: app.internal}}}}"),
@@ -122,10 +131,27 @@ fn listener_tls_files() {
     );
     assert_has(&d, at(&t, "/nonexistent/tls.key"), "does not exist");
     let dir = temp_dir();
-    let (cert, key) = (temp_file(&dir, "c.pem", "x"), temp_file(&dir, "k.pem", "x"));
-    valid(&with(&format!(
-        "listeners: [{{bind: \"127.0.0.1:8443\", tls: {{cert: \"{cert}\", key: \"{key}\"}}}}]\n"
-    )));
+    let listener = |cert: &str, key: &str| {
+        with(&format!(
+            "listeners: [{{bind: \"127.0.0.1:8443\", tls: {{cert: \"{cert}\", key: \"{key}\"}}}}]\n"
+        ))
+    };
+    let ca = crate::proxy::tls::selfsigned::Ca::new("test CA").unwrap();
+    let issued = ca.issue(&["localhost"]).unwrap();
+    let other = ca.issue(&["localhost"]).unwrap();
+    let cert = temp_file(&dir, "c.pem", &issued.cert_pem);
+    let key = temp_file(&dir, "k.pem", &issued.key_pem);
+    valid(&listener(&cert, &key));
+    // Readable is not enough: what would be served is checked, and the
+    // error points at the file at fault.
+    let junk = temp_file(&dir, "junk.pem", "x");
+    let t = listener(&junk, &key);
+    assert_one(&t, at(&t, &format!("\"{junk}")), "holds no certificate");
+    let t = listener(&cert, &junk);
+    assert_one(&t, at(&t, &format!("\"{junk}")), "listeners[0].tls.key:");
+    let wrong_key = temp_file(&dir, "other.key", &other.key_pem);
+    let t = listener(&cert, &wrong_key);
+    assert_one(&t, at(&t, &format!("\"{wrong_key}")), "does not match");
     let d = dir.path().display().to_string();
     let t = with(&format!(
         "listeners: [{{bind: \"127.0.0.1:8443\", tls: {{cert: \"{d}\", key: \"{key}\"}}}}]\n"

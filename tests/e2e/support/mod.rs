@@ -106,6 +106,21 @@ where
     );
 }
 
+/// Wait until the admin API at `admin` shows `pool` with a healthy endpoint
+/// (its active checks passed): a switch or rollout to a pool nobody has
+/// checked yet is refused (`cutover.min_healthy`).
+pub async fn wait_healthy(admin: SocketAddr, pool: &str) {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("{pool} healthy"),
+        || async {
+            let (code, v) = api(admin, Method::GET, "/api/v1/status", None, None).await;
+            code == 200 && v["pools"][pool]["healthy"].as_u64().unwrap_or(0) >= 1
+        },
+    )
+    .await
+}
+
 /// Like [`wait_for`], but says whether `check` came true within `deadline`
 /// instead of failing, for a caller that explains a timeout itself.
 pub async fn poll_until<F, Fut>(deadline: Duration, mut check: F) -> bool
