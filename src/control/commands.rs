@@ -218,8 +218,10 @@ impl Controller {
         Ok(())
     }
 
-    /// A manual split. Pauses a running rollout; 100 % on the candidate is a
-    /// completed move that bakes; 100 % on live is stable.
+    /// A manual split. Pauses a running rollout (SPEC.md section 3), even
+    /// at 100 % on live: the operator resumes or aborts it. 100 % on the
+    /// candidate completes the move (a rollout in progress is recorded as
+    /// completed) and bakes. Outside a rollout, 100 % on live is stable.
     pub(crate) fn set_weights(
         &mut self,
         weights: Weights,
@@ -232,12 +234,13 @@ impl Controller {
         }
         self.weights = weights;
         let sole = weights.sole_pool();
-        if sole == Some(self.live) {
-            self.rollout = None;
+        if sole == Some(self.live) && self.rollout.is_none() {
             self.bake = None;
         } else if sole == Some(self.candidate()) {
-            self.rollout = None;
-            self.start_bake();
+            if self.rollout.is_none() {
+                self.start_bake();
+            }
+            // A rollout in progress finishes below, after the weights event.
         } else {
             self.bake = None;
             if let Some(r) = self.rollout.as_mut().filter(|r| !r.paused) {
@@ -258,6 +261,10 @@ impl Controller {
                 .to(weights)
                 .weights(weights),
         );
+        if sole == Some(self.candidate()) && self.rollout.is_some() {
+            self.finish_rollout(actor);
+            return Ok(self.publish(None));
+        }
         Ok(view)
     }
 

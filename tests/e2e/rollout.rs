@@ -368,3 +368,60 @@ async fn auto_rollback_event(s: &Server) -> serde_json::Value {
     assert_eq!(rb["actor"], "auto");
     rb
 }
+
+#[tokio::test]
+async fn a_manual_split_pauses_a_rollout_even_all_on_live_and_all_on_green_completes_it() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let extra = "rollout:\n  bake_time: 1h\n";
+    let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], extra)).await;
+    wait_healthy(s.admin_addr, "green").await;
+    let c = client();
+    let start = json!({"to": "green", "steps": [10, 50, 100], "step_interval": "1h"});
+    let (code, v) = api(
+        s.admin_addr,
+        Method::POST,
+        "/api/v1/rollout",
+        Some(start),
+        None,
+    )
+    .await;
+    assert_eq!((code, &v["phase"]), (200, &json!("rolling")), "{v}");
+
+    // Everything back on blue by hand: the rollout is paused, not dropped.
+    crate::support::admin::set_weights(&c, &s, 100.0, 0.0).await;
+    let st = status(&s).await;
+    assert_eq!(st["phase"], "paused", "{st}");
+    assert_eq!(st["rollout"]["to"], "green", "{st}");
+    assert_eq!(st["rollout"]["paused"], true, "{st}");
+    assert_eq!(st["weights"]["blue"], 100.0, "{st}");
+    let kinds = |ev: Vec<serde_json::Value>| {
+        ev.iter()
+            .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    let seen = kinds(crate::support::admin::events(&c, &s).await);
+    assert!(seen.iter().any(|k| k == "rollout_paused"), "{seen:?}");
+    let (code, v) = api(
+        s.admin_addr,
+        Method::POST,
+        "/api/v1/rollout/resume",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((code, &v["phase"]), (200, &json!("rolling")), "{v}");
+
+    // Everything on green by hand: the move is complete and bakes.
+    crate::support::admin::set_weights(&c, &s, 0.0, 100.0).await;
+    let st = status(&s).await;
+    assert_eq!(st["phase"], "baking", "{st}");
+    assert!(st["rollout"].is_null(), "{st}");
+    let seen = kinds(crate::support::admin::events(&c, &s).await);
+    let at = |kind: &str| seen.iter().rposition(|k| k == kind);
+    assert!(
+        at("weights_changed") < at("rollout_completed") && at("rollout_completed").is_some(),
+        "{seen:?}"
+    );
+    s.shutdown().await;
+}
