@@ -130,7 +130,7 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            crate::telemetry::logging::init(cfg.log.format, &cfg.log.level);
+            crate::telemetry::logging::init(cfg.log.format, &cfg.log.level, cfg.log.access_log);
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -154,7 +154,7 @@ pub fn main(cli: Cli) -> ExitCode {
             control,
             traffic,
         } => {
-            crate::telemetry::logging::init(config::LogFormat::Text, "info");
+            crate::telemetry::logging::init(config::LogFormat::Text, "info", false);
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {

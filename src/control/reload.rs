@@ -101,8 +101,8 @@ impl Controller {
         if new.log.format != old.log.format {
             restart.push("log.format");
         }
-        if new.log.level != old.log.level {
-            match crate::telemetry::logging::set_level(&new.log.level) {
+        if new.log.level != old.log.level || new.log.access_log != old.log.access_log {
+            match crate::telemetry::logging::set_level(&new.log.level, new.log.access_log) {
                 Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
                 Err(e) => tracing::error!(error = %e, "log level not changed"),
             }

@@ -38,11 +38,49 @@ pub fn is_idempotent(m: &Method) -> bool {
     is_safe(m) || matches!(*m, Method::PUT | Method::DELETE)
 }
 
-/// Serve one request; never fails (errors become responses).
+/// Where a request went, noted for the access log only.
+#[derive(Default)]
+pub struct Served {
+    pub pool: Option<PoolName>,
+    pub endpoint: Option<std::sync::Arc<crate::upstream::Endpoint>>,
+}
+
+/// Serve one request; never fails (errors become responses). With
+/// `log.access_log`, one line per request once its response head is ready
+/// (target `switchyard::access`); without, nothing of it is done.
 pub async fn handle(
+    req: Request<Incoming>,
+    l: &ListenerCtx,
+    client: &ClientAddr,
+) -> Response<ProxyBody> {
+    let table = l.table.load_full();
+    if !table.settings.access_log {
+        return serve(req, l, client, table, None).await;
+    }
+    let started = std::time::Instant::now();
+    let (method, target, version) = (req.method().clone(), req.uri().clone(), req.version());
+    let mut served = Served::default();
+    let resp = serve(req, l, client, table, Some(&mut served)).await;
+    tracing::info!(
+        target: "switchyard::access",
+        client = %client.ip,
+        method = %method,
+        target = %target,
+        version = ?version,
+        status = resp.status().as_u16(),
+        pool = served.pool.map_or("-", |p| p.as_str()),
+        endpoint = served.endpoint.as_ref().map_or("-", |e| e.address.as_str()),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+    );
+    resp
+}
+
+async fn serve(
     mut req: Request<Incoming>,
     l: &ListenerCtx,
     client: &ClientAddr,
+    mut table: std::sync::Arc<RoutingTable>,
+    served: Option<&mut Served>,
 ) -> Response<ProxyBody> {
     if let Err(e) = crate::proxy::guard::check_request(&req, &l.limits) {
         tracing::debug!(error = %e, "request refused");
@@ -53,7 +91,6 @@ pub async fn handle(
             return answer;
         }
     }
-    let mut table = l.table.load_full();
     let mut write_token = None;
     if !is_safe(req.method()) {
         // Count the write, then look again: a hold published meanwhile is seen.
@@ -82,7 +119,7 @@ pub async fn handle(
             break;
         }
     }
-    match forward(req, l, client, &table, write_token).await {
+    match forward(req, l, client, &table, write_token, served).await {
         Ok(resp) => resp,
         Err(e) => {
             match &e {
@@ -165,6 +202,7 @@ async fn forward(
     client: &ClientAddr,
     table: &RoutingTable,
     mut write_token: Option<WriteToken>,
+    mut served: Option<&mut Served>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &*table.settings;
     // The clock is read here and once more when the answer is in; the
@@ -234,6 +272,10 @@ async fn forward(
         let ep = &pool.endpoints[idx];
         if idx < 64 {
             tried |= 1 << idx;
+        }
+        if let Some(s) = served.as_deref_mut() {
+            s.pool = Some(pool.name);
+            s.endpoint = Some(ep.clone());
         }
         // A retry (rare) reads the clock again: its timeout starts now.
         let (at_ms, at) = attempt_at.take().unwrap_or_else(|| {

@@ -159,6 +159,8 @@ pub struct Settings {
     pub sticky: Option<Sticky>,
     pub outlier_threshold: u32,
     pub ejection_ms: u64,
+    /// `log.access_log`: one line per request (target `switchyard::access`).
+    pub access_log: bool,
 }
 
 impl Settings {
@@ -186,6 +188,7 @@ impl Settings {
             sticky: cfg.traffic.sticky.as_ref().map(Sticky::from_config),
             outlier_threshold: cfg.outlier_detection.consecutive_failures,
             ejection_ms: cfg.outlier_detection.ejection_time.as_millis() as u64,
+            access_log: cfg.log.access_log,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Logging set-up with `tracing`: text or JSON, level from the config unless
-//! `RUST_LOG` says otherwise. The level follows config reloads
-//! ([`set_level`]); the format is chosen once, at start.
+//! `RUST_LOG` says otherwise. The level and the access log follow config
+//! reloads ([`set_level`]); the format is chosen once, at start.
+//!
+//! The access log (`log.access_log`) is target `switchyard::access` at
+//! `info`: it is let through whatever `log.level` says, so `level: warn`
+//! with `access_log: true` gives warnings and the access log.
 
 use crate::config::LogFormat;
 use std::sync::OnceLock;
@@ -11,12 +15,24 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 /// The installed filter, when the config (not `RUST_LOG`) sets it.
 static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
+/// The filter for a config's `log.level` and `log.access_log`.
+fn config_filter(level: &str, access_log: bool) -> Result<EnvFilter, String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    Ok(if access_log {
+        filter.add_directive(ACCESS.parse().map_err(|e| format!("{e}"))?)
+    } else {
+        filter
+    })
+}
+
+const ACCESS: &str = "switchyard::access=info";
+
 /// Install the global subscriber once; later calls are ignored.
-pub fn init(format: LogFormat, level: &str) {
+pub fn init(format: LogFormat, level: &str, access_log: bool) {
     let (filter, from_config) = match EnvFilter::try_from_default_env() {
         Ok(f) => (f, false),
         Err(_) => (
-            EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+            config_filter(level, access_log).unwrap_or_else(|_| EnvFilter::new("info")),
             true,
         ),
     };
@@ -36,13 +52,28 @@ pub fn init(format: LogFormat, level: &str) {
     }
 }
 
-/// Apply a reloaded config's `log.level` (already validated). Nothing
-/// changes when `RUST_LOG` set the filter at start: the environment wins,
-/// as it did then.
-pub fn set_level(level: &str) -> Result<(), String> {
+/// Apply a reloaded config's `log.level` and `log.access_log` (already
+/// validated). Nothing changes when `RUST_LOG` set the filter at start:
+/// the environment wins, as it did then.
+pub fn set_level(level: &str, access_log: bool) -> Result<(), String> {
     let Some(handle) = LEVEL.get() else {
         return Ok(());
     };
-    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-    handle.reload(filter).map_err(|e| e.to_string())
+    handle
+        .reload(config_filter(level, access_log)?)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_log_passes_whatever_the_level() {
+        let f = config_filter("warn", true).unwrap().to_string();
+        assert!(f.contains("switchyard::access=info"), "{f}");
+        assert!(f.contains("warn"), "{f}");
+        let f = config_filter("warn", false).unwrap().to_string();
+        assert!(!f.contains("access"), "{f}");
+    }
 }
