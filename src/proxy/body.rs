@@ -19,6 +19,7 @@ use crate::telemetry::metrics::UpstreamErrorKind;
 use crate::upstream::{Endpoint, UpstreamBody, UpstreamConn, UpstreamError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -116,9 +117,30 @@ impl Drop for InflightGuard {
 pub struct UpstreamResponseBody {
     inner: UpstreamBody,
     guard: Option<InflightGuard>,
+    /// Resolves at the drain deadline of the response's pool or endpoint.
+    /// Made the first time the body waits on its upstream: a response read
+    /// in one go (most) never needs it, a streaming one pays one allocation.
+    drained: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
 impl UpstreamResponseBody {
+    /// The body waits on its upstream: has the drain deadline come?
+    #[cold]
+    fn poll_drained(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(g) = &self.guard else { return false };
+        let drained = self.drained.get_or_insert_with(|| {
+            let pool = (**g.runtime.drain.tunnels_token()).clone();
+            let endpoint = g.endpoint.drain_deadline().clone();
+            Box::pin(async move {
+                tokio::select! {
+                    () = pool.cancelled() => {}
+                    () = endpoint.cancelled() => {}
+                }
+            })
+        });
+        drained.as_mut().poll(cx).is_ready()
+    }
+
     fn finish(&mut self) {
         if let Some(mut g) = self.guard.take() {
             if let Some(conn) = self.inner.take_conn() {
@@ -156,6 +178,7 @@ impl ProxyBody {
         ProxyBody::Upstream(UpstreamResponseBody {
             inner,
             guard: Some(guard),
+            drained: None,
         })
     }
 }
@@ -180,6 +203,17 @@ impl Body for ProxyBody {
                         if let Some(g) = u.guard.take() {
                             g.body_failed(e);
                         }
+                    }
+                    Poll::Pending if u.poll_drained(cx) => {
+                        // SPEC.md section 5: in-flight work gets drain.timeout.
+                        // The connection closes with the guard, and the
+                        // upstream is not blamed.
+                        tracing::info!(
+                            endpoint = %u.guard.as_ref().map_or("", |g| g.endpoint.address.as_str()),
+                            "response still streaming at the drain deadline: cut"
+                        );
+                        u.guard = None;
+                        return Poll::Ready(Some(Err(UpstreamError::Drained)));
                     }
                     _ => {}
                 }

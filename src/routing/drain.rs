@@ -1,15 +1,17 @@
 //! Draining: what happens to a pool that loses its traffic (its weight drops
 //! to 0) and to an endpoint removed by a reload.
 //!
-//! Requests already in flight complete (bounded by `timeouts.request` as
-//! always); upgraded connections (WebSocket) stay open until `drain.timeout`
-//! and are then closed; idle pooled connections are closed after
+//! Requests already in flight complete: one still waiting for its response
+//! head is bounded by `timeouts.request` as always (a slow write is not cut
+//! halfway); a response still streaming its body at `drain.timeout` (SSE, a
+//! long download) is cut there, as upgraded connections (WebSocket) are,
+//! without counting against its endpoint; idle pooled connections are closed after
 //! [`IDLE_CLOSE_GRACE`] (a flip straight back finds them still open, instead
 //! of opening them all again), and again at the deadline for those that
 //! went back to the pool meanwhile.
 //!
-//! Each pool's upgraded connections hold a clone of the pool's current
-//! *tunnel token*. A drain cancels that token at its deadline and puts a
+//! Each pool's upgraded connections (and its responses that wait on their
+//! upstream mid-body) hold a clone of the pool's current *tunnel token*. A drain cancels that token at its deadline and puts a
 //! fresh one in its place for later tunnels. A pool that regains its traffic
 //! before the deadline stops its drain: its connections are wanted again.
 //! Tunnels opened while the pool drains (a preview listener, failover) hold
@@ -73,6 +75,12 @@ pub struct DrainStatus {
 impl PoolDrain {
     pub fn is_draining(&self) -> bool {
         self.timer.load().is_some()
+    }
+
+    /// The token cancelled at the end of the pool's next (or current)
+    /// drain: what upgraded connections and streaming responses hold.
+    pub fn tunnels_token(&self) -> arc_swap::Guard<Arc<CancellationToken>> {
+        self.tunnels.load()
     }
 
     pub fn upgraded(&self) -> i64 {

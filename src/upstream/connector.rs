@@ -87,6 +87,10 @@ pub enum UpstreamError {
     Raw(#[from] H1Error),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// The response was still streaming at its pool's (or its endpoint's)
+    /// drain deadline and was cut there: not the upstream's fault.
+    #[error("response cut at the drain deadline")]
+    Drained,
 }
 
 impl UpstreamError {
@@ -97,6 +101,7 @@ impl UpstreamError {
             UpstreamError::Hyper(e) => {
                 e.is_parse() || e.is_parse_status() || e.is_parse_too_large()
             }
+            UpstreamError::Drained => false,
         }
     }
 }

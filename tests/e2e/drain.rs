@@ -1,6 +1,6 @@
 //! Draining: after a flip, what is in flight on the old pool completes, new
-//! requests go to the new pool, and upgraded connections on the old pool
-//! close at `drain.timeout`.
+//! requests go to the new pool, and upgraded connections and responses
+//! still streaming on the old pool are closed at `drain.timeout`.
 
 use crate::support::admin::*;
 use crate::support::*;
@@ -169,5 +169,65 @@ async fn a_flip_straight_back_reuses_the_idle_connections() {
     assert_eq!(endpoint(&st, "blue", blue.addr)["idle"], 1, "{st}");
     assert!(st["pools"]["blue"]["draining"].is_null());
     assert_eq!(get(&c, proxy_url(&s, "/")).await.upstream(), "blue-1");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_still_streaming_at_the_drain_deadline_is_cut_without_blaming_blue() {
+    use http_body_util::BodyExt;
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let s = start_proxy(&config_yaml(
+        &[blue.addr],
+        &[green.addr],
+        "drain:\n  timeout: 1s",
+    ))
+    .await;
+    let c = client();
+    // 100 chunks 100 ms apart: 10 s of stream, far past the drain timeout.
+    let resp = c
+        .get(proxy_url(&s, "/drip/100").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.data_ref().map(|d| &d[..]), Some(&b"tick\n"[..]));
+
+    set_weights(&c, &s, 0.0, 100.0).await;
+    let flipped = Instant::now();
+    let mut chunks = 1;
+    let end = loop {
+        match body.frame().await {
+            Some(Ok(_)) => chunks += 1,
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        }
+    };
+    let after = flipped.elapsed();
+    assert!(
+        end.is_err(),
+        "the stream ended cleanly after {chunks} chunks"
+    );
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "cut {after:?} after the flip (drain.timeout 1s), {chunks} chunks"
+    );
+    assert!(chunks < 100, "{chunks}");
+    let st = admin_status(&c, &s).await;
+    assert_eq!(st["pools"]["blue"]["inflight"], 0, "{st}");
+    // Cut by the drain, not failed by blue: no ejection, no upstream error.
+    assert_ne!(endpoint(&st, "blue", blue.addr)["state"], "ejected", "{st}");
+    let metrics = read(
+        c.get(admin_url(&s, "/metrics").parse().unwrap())
+            .await
+            .unwrap(),
+    )
+    .await
+    .text();
+    assert!(
+        metrics.contains("switchyard_upstream_errors_total{kind=\"reset\",pool=\"blue\"} 0"),
+        "{metrics}"
+    );
     s.shutdown().await;
 }

@@ -5,6 +5,7 @@
 //! - `/headers`: the request's headers as JSON
 //! - `/delay/MS`: answers after MS milliseconds
 //! - `/bytes/N`: streams N bytes in 64 KiB chunks (never buffered whole)
+//! - `/drip/N`: streams N chunks of `tick\n`, 100 ms apart
 //! - `/upload`: reads the body as it streams in, answers its length
 //! - `/status/CODE`: answers CODE
 //! - `/ws`: a WebSocket echo session (closed when the upstream stops)
@@ -298,6 +299,25 @@ async fn answer(req: Request<Incoming>, st: &Arc<State>, name: &str) -> Response
                 let len = chunk.len().min(total - i * chunk.len());
                 Ok::<_, Infallible>(Frame::data(chunk.slice(0..len)))
             }));
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+            r.headers_mut().insert("x-upstream", name.parse().unwrap());
+            r
+        }
+        ("drip", Some(n)) => {
+            // N small chunks, 100 ms apart: a long-lived stream (SSE-like).
+            let total: u64 = n.parse().unwrap_or(0);
+            let chunks = stream::unfold(0u64, move |i| async move {
+                if i == total {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from("tick\n"))),
+                    i + 1,
+                ))
+            });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
             r.headers_mut().insert("x-upstream", name.parse().unwrap());
             r
