@@ -120,6 +120,8 @@ pub struct Endpoint {
     /// upgraded connections.
     drain_deadline: CancellationToken,
     inflight: AtomicI64,
+    /// The most requests in flight at once since the last idle sweep.
+    peak_inflight: AtomicI64,
     /// Unix milliseconds of the last active check (0 = never).
     last_check_unix_ms: AtomicU64,
     last_check_ok: AtomicBool,
@@ -155,6 +157,7 @@ impl Endpoint {
             draining: AtomicBool::new(false),
             drain_deadline: CancellationToken::new(),
             inflight: AtomicI64::new(0),
+            peak_inflight: AtomicI64::new(0),
             last_check_unix_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             last_check_result: AtomicU16::new(0),
@@ -217,7 +220,11 @@ impl Endpoint {
 
     #[inline]
     pub fn inflight_inc(&self) {
-        self.inflight.fetch_add(1, Ordering::Relaxed);
+        let now = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        // Mostly a plain load: the peak moves only when a burst grows.
+        if now > self.peak_inflight.load(Ordering::Relaxed) {
+            self.peak_inflight.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     #[inline]
@@ -359,12 +366,22 @@ impl Endpoint {
     }
 
     /// Close idle connections older than `max_idle_ms` or closed by the
-    /// upstream; keeps the others. The shared HTTP/2 connection counts as
+    /// upstream, and half of those beyond the most requests in flight at
+    /// once since the last sweep (`IdlePool::trim`); keeps the others.
+    /// The shared HTTP/2 connection counts as
     /// idle when no request is in flight here and none took it for
     /// `max_idle_ms`; a request that takes it just as it is let go keeps its
     /// own handle, and the connection closes after that request.
     pub fn sweep_idle(&self, now_ms: u64, max_idle_ms: u64) {
         self.idle.sweep(now_ms, max_idle_ms);
+        // The most requests in flight at once since the last sweep is what
+        // such a load needs; the next period's peak starts from now.
+        let inflight = self.inflight().max(0);
+        let peak = self
+            .peak_inflight
+            .swap(inflight, Ordering::Relaxed)
+            .max(inflight);
+        self.idle.trim(usize::try_from(peak).unwrap_or(0));
         if self.inflight() == 0
             && now_ms.saturating_sub(self.shared_used_ms.load(Ordering::Relaxed)) >= max_idle_ms
             && self.shared.load().is_some()

@@ -5,7 +5,11 @@
 //! whole. Connections idle for `timeouts.upstream_idle`, or closed by the
 //! upstream meanwhile, are closed by [`IdlePool::sweep`], called from a
 //! timer, so the surplus a burst opened does not stay open (and, once the
-//! upstream gives up on it, in CLOSE_WAIT) until the next burst.
+//! upstream gives up on it, in CLOSE_WAIT) until the next burst. First in,
+//! first out keeps every connection in use, so age alone would never let a
+//! burst's surplus go under a steady lighter load: [`IdlePool::trim`] also
+//! closes, each sweep, half of what is idle beyond the most connections in
+//! use at once since the previous sweep (what HAProxy's idle purge does).
 //!
 //! Last in, first out (what nginx's and HAProxy's keep-alive caches do)
 //! was tried: a `Mutex<Vec>` that the data plane only `try_lock`s, with a
@@ -91,6 +95,20 @@ impl<C: IdleConn> IdlePool<C> {
         }
     }
 
+    /// Close half (rounded up) of the idle connections beyond `needed`,
+    /// the oldest first: a burst's surplus goes within a few sweeps, while
+    /// a load that comes back finds most of what it used still open.
+    /// Returns how many were closed.
+    pub fn trim(&self, needed: usize) -> usize {
+        let surplus = self.queue.len().saturating_sub(needed);
+        let close = surplus.div_ceil(2);
+        let mut closed = 0;
+        while closed < close && self.queue.pop().is_some() {
+            closed += 1;
+        }
+        closed
+    }
+
     /// Close every idle connection.
     pub fn clear(&self) {
         while self.queue.pop().is_some() {}
@@ -135,6 +153,32 @@ mod tests {
             open: true,
             closed: closed.clone(),
         }
+    }
+
+    #[test]
+    fn trimming_closes_half_the_surplus_oldest_first() {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let pool = IdlePool::new(64);
+        for id in 1..=16 {
+            pool.put(fake(id, &closed), 0);
+        }
+        // 16 idle, 4 needed: half of the 12 beyond go, the oldest ones.
+        assert_eq!(pool.trim(4), 6);
+        assert_eq!(closed.load(Ordering::Relaxed), 6);
+        assert_eq!(pool.len(), 10);
+        assert_eq!(pool.take(0, u64::MAX).map(|c| c.id), Some(7));
+        // Sweep after sweep the surplus shrinks to what is needed, never below.
+        for _ in 0..10 {
+            pool.trim(4);
+        }
+        assert_eq!(pool.len(), 4);
+        assert_eq!(pool.trim(4), 0);
+        assert_eq!(pool.trim(8), 0);
+        assert_eq!(pool.len(), 4);
+        assert_eq!(pool.trim(0), 2);
+        assert_eq!(pool.trim(0), 1);
+        assert_eq!(pool.trim(0), 1);
+        assert!(pool.is_empty());
     }
 
     #[test]

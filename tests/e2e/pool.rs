@@ -164,3 +164,43 @@ async fn an_idle_shared_http2_connection_is_closed_after_upstream_idle() {
     let a = get(&c, proxy_url(&s, "/")).await;
     assert_eq!((a.status, a.upstream()), (200, "blue-1"));
 }
+
+#[tokio::test]
+async fn a_bursts_surplus_connections_are_let_go_under_a_lighter_load() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let fp = FaultProxy::start(blue.addr, Fault::Pass).await;
+    // Checks an hour apart, connections kept for 90 s (the default): only
+    // the demand can close them here.
+    let extra = "health_check:\n  interval: 1h";
+    let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], extra)).await;
+    let c = client();
+    let burst: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, url) = (c.clone(), proxy_url(&s, "/delay/300"));
+            tokio::spawn(async move { get(&c, url).await })
+        })
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+    let opened = fp.accepted();
+    assert!(opened >= 8, "{opened}");
+    assert!(fp.open() >= 8);
+    // One request at a time: first in, first out would keep all eight in
+    // use for ever; the sweeps close the surplus, half of it a second.
+    let light = tokio::time::Instant::now();
+    wait_for(Duration::from_secs(8), "the surplus to close", || async {
+        assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
+        fp.open() <= 2
+    })
+    .await;
+    assert!(
+        light.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}: before a sweep could see the lighter load",
+        light.elapsed()
+    );
+    // And none was opened again meanwhile.
+    assert_eq!(fp.accepted(), opened);
+    s.shutdown().await;
+}
