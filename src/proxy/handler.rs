@@ -48,15 +48,28 @@ pub struct Served {
 /// Serve one request; never fails (errors become responses). With
 /// `log.access_log`, one line per request once its response head is ready
 /// (target `switchyard::access`); without, nothing of it is done.
-pub async fn handle(
+pub fn handle<'a>(
+    req: Request<Incoming>,
+    l: &'a ListenerCtx,
+    client: &'a ClientAddr,
+) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'a {
+    use futures_util::future::Either;
+    let table = l.table.load_full();
+    // Without the access log, the request's future is `serve`'s own: no
+    // layer around it.
+    if table.settings.access_log {
+        Either::Left(logged(req, l, client, table))
+    } else {
+        Either::Right(serve(req, l, client, table, None))
+    }
+}
+
+async fn logged(
     req: Request<Incoming>,
     l: &ListenerCtx,
     client: &ClientAddr,
+    table: std::sync::Arc<RoutingTable>,
 ) -> Response<ProxyBody> {
-    let table = l.table.load_full();
-    if !table.settings.access_log {
-        return serve(req, l, client, table, None).await;
-    }
     let started = std::time::Instant::now();
     let (method, target, version) = (req.method().clone(), req.uri().clone(), req.version());
     let mut served = Served::default();
