@@ -307,25 +307,22 @@ NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 HAPROXY_BIN="$(command -v haproxy || echo /usr/sbin/haproxy)"
 
 # ------------------------------------------------------------- /proc -------
-# utime + stime (clock ticks) of the given processes, threads included.
-cpu_ticks() {
-    local pid total=0 t
+# Sum over the given processes of an awk expression of the fields of
+# /proc/PID/stat after the command name ($12 utime, $13 stime, in ticks).
+stat_sum() {
+    local expr="$1" pid total=0 t
+    shift
     for pid in "$@"; do
         # The command name (field 2) may hold spaces: cut after the last ')'.
-        t=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        t=$(awk "{ sub(/.*\\) /, \"\"); print $expr }" "/proc/$pid/stat" 2>/dev/null || echo 0)
         total=$((total + t))
     done
     echo "$total"
 }
+# utime + stime (clock ticks) of the given processes, threads included.
+cpu_ticks() { stat_sum '$12 + $13' "$@"; }
 # stime alone (clock ticks): the proxy's CPU spent in the kernel.
-sys_ticks() {
-    local pid total=0 t
-    for pid in "$@"; do
-        t=$(awk '{ sub(/.*\) /, ""); print $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        total=$((total + t))
-    done
-    echo "$total"
-}
+sys_ticks() { stat_sum '$13' "$@"; }
 # CPU ticks of this script's finished children (wrk, h2load, curl, ...).
 children_ticks() { awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"; }
 # Busy ticks of all CPUs from /proc/stat: user nice system irq softirq steal.

@@ -327,14 +327,7 @@ async fn reloads_refused_for_any_reason_change_nothing_and_a_new_drain_timeout_a
     let st = status(&s).await;
     assert!(!st["config"]["last_error"].is_null(), "{st}");
     assert_eq!(get(&client(), proxy_url(&s, "/")).await.status, 200);
-    let metrics = read(
-        client()
-            .get(admin_url(&s, "/metrics").parse().unwrap())
-            .await
-            .unwrap(),
-    )
-    .await
-    .text();
+    let metrics = metrics_text(&s).await;
     assert!(
         !metrics.contains("switchyard_config_reloads_total{result=\"failure\"} 0"),
         "{metrics}"
@@ -532,14 +525,7 @@ async fn reloads_apply_valid_files_and_refuse_broken_ones_under_load() {
         "{failed} of {} requests failed during reloads",
         samples.len()
     );
-    let metrics = read(
-        client()
-            .get(admin_url(&s, "/metrics").parse().unwrap())
-            .await
-            .unwrap(),
-    )
-    .await
-    .text();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics.contains("switchyard_config_reloads_total{result=\"failure\"} 1"),
         "{metrics}"

@@ -200,14 +200,7 @@ async fn switch_with_gate_holds_writes_and_loses_none() {
         held_p99 >= Duration::from_millis(200),
         "POSTs were not held: p99 {held_p99:?}"
     );
-    let metrics = read(
-        client()
-            .get(admin_url(&s, "/metrics").parse().unwrap())
-            .await
-            .unwrap(),
-    )
-    .await
-    .text();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics.contains("switchyard_switches_total{result=\"completed\",to=\"green\"} 1"),
         "{metrics}"

@@ -218,13 +218,7 @@ async fn a_response_still_streaming_at_the_drain_deadline_is_cut_without_blaming
     assert_eq!(st["pools"]["blue"]["inflight"], 0, "{st}");
     // Cut by the drain, not failed by blue: no ejection, no upstream error.
     assert_ne!(endpoint(&st, "blue", blue.addr)["state"], "ejected", "{st}");
-    let metrics = read(
-        c.get(admin_url(&s, "/metrics").parse().unwrap())
-            .await
-            .unwrap(),
-    )
-    .await
-    .text();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics.contains("switchyard_upstream_errors_total{kind=\"reset\",pool=\"blue\"} 0"),
         "{metrics}"

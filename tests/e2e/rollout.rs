@@ -183,14 +183,7 @@ async fn failing_green_is_rolled_back_within_a_second_and_locked() {
     )
     .await;
     assert_eq!(code, 200, "after rearm: {v}");
-    let metrics = read(
-        client()
-            .get(admin_url(&s, "/metrics").parse().unwrap())
-            .await
-            .unwrap(),
-    )
-    .await
-    .text();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics.contains("switchyard_rollbacks_total{reason=\"error_rate\"} 1"),
         "{metrics}"

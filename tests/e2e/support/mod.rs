@@ -170,6 +170,18 @@ pub async fn api(
     (a.status, v)
 }
 
+/// The proxy's `/metrics` page, as text.
+pub async fn metrics_text(s: &Server) -> String {
+    read(
+        client()
+            .get(admin_url(s, "/metrics").parse().unwrap())
+            .await
+            .expect("metrics answer"),
+    )
+    .await
+    .text()
+}
+
 pub async fn status(s: &Server) -> serde_json::Value {
     let (code, v) = api(s.admin_addr, Method::GET, "/api/v1/status", None, None).await;
     assert_eq!(code, 200, "status failed: {v}");
