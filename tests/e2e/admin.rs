@@ -293,10 +293,7 @@ async fn reloads_refused_for_any_reason_change_nothing_and_a_new_drain_timeout_a
     let path = dir.path().join("cfg.yaml");
     let base = |extra: &str| config_yaml(&[blue.addr], &[green.addr], extra);
     std::fs::write(&path, base("drain:\n  timeout: 30s")).unwrap();
-    let cfg = switchyard::config::load(&path).unwrap();
-    let s = switchyard::server::start(cfg, Some(path.clone()))
-        .await
-        .unwrap();
+    let s = start_proxy_from_file(&path).await;
     let reload = |body: Option<serde_json::Value>| {
         api(s.admin_addr, Method::POST, "/api/v1/reload", body, None)
     };
@@ -441,10 +438,7 @@ async fn reloads_apply_valid_files_and_refuse_broken_ones_under_load() {
     std::os::unix::fs::symlink("v1", dir.path().join("..data")).unwrap();
     let path = dir.path().join("cfg.yaml");
     std::os::unix::fs::symlink("..data/cfg.yaml", &path).unwrap();
-    let cfg = switchyard::config::load(&path).unwrap();
-    let s = switchyard::server::start(cfg, Some(path.clone()))
-        .await
-        .unwrap();
+    let s = start_proxy_from_file(&path).await;
     let load = Load::start(proxy_url(&s, "/"), 4);
     let endpoints = |st: &serde_json::Value| {
         st["pools"]["blue"]["endpoints"]
@@ -540,9 +534,7 @@ async fn removed_endpoint_drains_its_in_flight_requests() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cfg.yaml");
     std::fs::write(&path, config_yaml(&[b1.addr, b2.addr], &[b1.addr], "")).unwrap();
-    let s = switchyard::server::start(switchyard::config::load(&path).unwrap(), Some(path.clone()))
-        .await
-        .unwrap();
+    let s = start_proxy_from_file(&path).await;
     let c = client();
     let slow: Vec<_> = (0..12)
         .map(|_| {

@@ -177,42 +177,18 @@ async fn idempotent_requests_retry_on_another_endpoint_and_posts_do_not() {
     s.shutdown().await;
 }
 
-/// Log output written by a test's own subscriber.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn access_lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains("switchyard::access"))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 // The default (current-thread) runtime: the proxy's tasks run on this
 // thread, so the subscriber set here sees what they log.
 #[tokio::test]
 async fn the_access_log_has_a_line_per_request_when_asked_and_none_otherwise() {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = crate::support::logs::Logs::capture();
+    let access_lines = || {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("switchyard::access"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     let blue = Upstream::start("blue-1").await;
     let green = Upstream::start("green-1").await;
     let c = client();
@@ -227,7 +203,7 @@ async fn the_access_log_has_a_line_per_request_when_asked_and_none_otherwise() {
     let a = send(&c, Method::POST, proxy_url(&s, "/form"), "data").await;
     assert_eq!(a.status, 200);
     s.shutdown().await;
-    let lines = out.access_lines();
+    let lines = access_lines();
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for (line, method, target) in [
         (&lines[0], "GET", "/hello?x=1"),
@@ -249,5 +225,5 @@ async fn the_access_log_has_a_line_per_request_when_asked_and_none_otherwise() {
     let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], "")).await;
     assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
     s.shutdown().await;
-    assert_eq!(out.access_lines().len(), 2);
+    assert_eq!(access_lines().len(), 2);
 }

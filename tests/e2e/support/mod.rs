@@ -43,6 +43,15 @@ pub async fn start_proxy(yaml: &str) -> Server {
     server::start(cfg, None).await.expect("proxy starts")
 }
 
+/// Start the proxy from the config file at `path`, which it then watches
+/// and reloads (the tests that change the file).
+pub async fn start_proxy_from_file(path: &std::path::Path) -> Server {
+    let cfg = switchyard::config::load(path).expect("test config file is valid");
+    server::start(cfg, Some(path.to_path_buf()))
+        .await
+        .expect("proxy starts")
+}
+
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn client() -> TestClient {
