@@ -15,11 +15,20 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 /// The installed filter, when the config (not `RUST_LOG`) sets it.
 static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
+/// Why a config's logging settings could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("log.level: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("the log filter could not be swapped: {0}")]
+    Reload(#[from] reload::Error),
+}
+
 /// The filter for a config's `log.level` and `log.access_log`.
-fn config_filter(level: &str, access_log: bool) -> Result<EnvFilter, String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+fn config_filter(level: &str, access_log: bool) -> Result<EnvFilter, LoggingError> {
+    let filter = EnvFilter::try_new(level)?;
     Ok(if access_log {
-        filter.add_directive(ACCESS.parse().map_err(|e| format!("{e}"))?)
+        filter.add_directive(ACCESS.parse()?)
     } else {
         filter
     })
@@ -45,7 +54,10 @@ pub fn init(format: LogFormat, level: &str, access_log: bool) {
     };
     match installed {
         Ok(()) if from_config => {
-            let _ = LEVEL.set(handle);
+            // Set once: only the subscriber installed first gets here.
+            if LEVEL.set(handle).is_err() {
+                tracing::debug!("the log filter handle was already kept");
+            }
         }
         Ok(()) => {}
         Err(_) => tracing::debug!("a tracing subscriber was already installed"),
@@ -55,13 +67,11 @@ pub fn init(format: LogFormat, level: &str, access_log: bool) {
 /// Apply a reloaded config's `log.level` and `log.access_log` (already
 /// validated). Nothing changes when `RUST_LOG` set the filter at start:
 /// the environment wins, as it did then.
-pub fn set_level(level: &str, access_log: bool) -> Result<(), String> {
+pub fn set_level(level: &str, access_log: bool) -> Result<(), LoggingError> {
     let Some(handle) = LEVEL.get() else {
         return Ok(());
     };
-    handle
-        .reload(config_filter(level, access_log)?)
-        .map_err(|e| e.to_string())
+    Ok(handle.reload(config_filter(level, access_log)?)?)
 }
 
 #[cfg(test)]

@@ -9,16 +9,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn a_slow_request_on_blue_completes_after_the_flip_while_new_requests_go_to_green() {
+/// One blue and one green upstream behind a proxy whose drain timeout is 1 s.
+async fn blue_green_draining_in_1s() -> (Upstream, Upstream, switchyard::server::Server) {
     let blue = Upstream::start("blue-1").await;
     let green = Upstream::start("green-1").await;
-    let s = start_proxy(&config_yaml(
-        &[blue.addr],
-        &[green.addr],
-        "drain:\n  timeout: 1s",
-    ))
-    .await;
+    let yaml = config_yaml(&[blue.addr], &[green.addr], "drain:\n  timeout: 1s");
+    (blue, green, start_proxy(&yaml).await)
+}
+
+#[tokio::test]
+async fn a_slow_request_on_blue_completes_after_the_flip_while_new_requests_go_to_green() {
+    let (blue, _green, s) = blue_green_draining_in_1s().await;
     let c = client();
     // A pooled connection to blue sits idle before the flip.
     assert_eq!(get(&c, proxy_url(&s, "/")).await.upstream(), "blue-1");
@@ -86,15 +87,8 @@ async fn echo(
 
 #[tokio::test]
 async fn a_websocket_on_blue_outlives_the_flip_until_the_drain_timeout() {
-    let blue = Upstream::start("blue-1").await;
-    let green = Upstream::start("green-1").await;
+    let (blue, green, s) = blue_green_draining_in_1s().await;
     let drain = Duration::from_millis(1000);
-    let s = start_proxy(&config_yaml(
-        &[blue.addr],
-        &[green.addr],
-        "drain:\n  timeout: 1s",
-    ))
-    .await;
     let c = client();
     let url = format!("ws://{}/ws", s.proxy_addrs[0]);
     let (mut on_blue, resp) = tokio_tungstenite::connect_async(url.as_str())
@@ -175,14 +169,7 @@ async fn a_flip_straight_back_reuses_the_idle_connections() {
 #[tokio::test]
 async fn a_response_still_streaming_at_the_drain_deadline_is_cut_without_blaming_blue() {
     use http_body_util::BodyExt;
-    let blue = Upstream::start("blue-1").await;
-    let green = Upstream::start("green-1").await;
-    let s = start_proxy(&config_yaml(
-        &[blue.addr],
-        &[green.addr],
-        "drain:\n  timeout: 1s",
-    ))
-    .await;
+    let (blue, _green, s) = blue_green_draining_in_1s().await;
     let c = client();
     // 100 chunks 100 ms apart: 10 s of stream, far past the drain timeout.
     let resp = c

@@ -45,6 +45,19 @@ fn requests_per_connection(fp: &FaultProxy) -> Vec<usize> {
         .collect()
 }
 
+/// `n` GETs of `url` at the same time (so on `n` connections), each 200.
+async fn all_at_once(c: &TestClient, url: String, n: usize) {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { get(&c, url).await })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+}
+
 #[tokio::test]
 async fn sequential_requests_reuse_the_idle_connections_and_open_none() {
     let blue = Upstream::start("blue-1").await;
@@ -53,15 +66,7 @@ async fn sequential_requests_reuse_the_idle_connections_and_open_none() {
     let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], "")).await;
     let c = client();
     // Three requests at once open three connections...
-    let slow: Vec<_> = (0..3)
-        .map(|_| {
-            let (c, url) = (c.clone(), proxy_url(&s, "/delay/200"));
-            tokio::spawn(async move { get(&c, url).await })
-        })
-        .collect();
-    for r in slow {
-        assert_eq!(r.await.unwrap().status, 200);
-    }
+    all_at_once(&c, proxy_url(&s, "/delay/200"), 3).await;
     assert_eq!(requests_per_connection(&fp).len(), 3);
     assert_eq!(
         endpoint(&admin_status(&c, &s).await, "blue", fp.addr)["idle"],
@@ -175,15 +180,7 @@ async fn a_bursts_surplus_connections_are_let_go_under_a_lighter_load() {
     let extra = "health_check:\n  interval: 1h";
     let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], extra)).await;
     let c = client();
-    let burst: Vec<_> = (0..8)
-        .map(|_| {
-            let (c, url) = (c.clone(), proxy_url(&s, "/delay/300"));
-            tokio::spawn(async move { get(&c, url).await })
-        })
-        .collect();
-    for r in burst {
-        assert_eq!(r.await.unwrap().status, 200);
-    }
+    all_at_once(&c, proxy_url(&s, "/delay/300"), 8).await;
     let opened = fp.accepted();
     assert!(opened >= 8, "{opened}");
     assert!(fp.open() >= 8);

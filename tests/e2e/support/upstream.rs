@@ -306,17 +306,15 @@ async fn answer(req: Request<Incoming>, st: &Arc<State>, name: &str) -> Response
         ("drip", Some(n)) => {
             // N small chunks, 100 ms apart: a long-lived stream (SSE-like).
             let total: u64 = n.parse().unwrap_or(0);
-            let chunks = stream::unfold(0u64, move |i| async move {
+            // Paced by an interval (its first tick is at once), not slept.
+            let pace = tokio::time::interval(Duration::from_millis(100));
+            let chunks = stream::unfold((0u64, pace), move |(i, mut pace)| async move {
                 if i == total {
                     return None;
                 }
-                if i > 0 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Some((
-                    Ok::<_, Infallible>(Frame::data(Bytes::from("tick\n"))),
-                    i + 1,
-                ))
+                pace.tick().await;
+                let chunk = Ok::<_, Infallible>(Frame::data(Bytes::from("tick\n")));
+                Some((chunk, (i + 1, pace)))
             });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
             r.headers_mut().insert("x-upstream", name.parse().unwrap());
