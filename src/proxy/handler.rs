@@ -11,15 +11,21 @@ use crate::config::{PoolName, PoolSelector, UpstreamProtocol};
 use crate::proxy::body::{InflightGuard, Passive, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::headers::{self, ClientAddr};
-use crate::proxy::request_body::ClientBody;
+use crate::proxy::request_body::{BodyFate, ClientBody};
 use crate::proxy::ListenerCtx;
 use crate::routing::drain::TunnelDrain;
 use crate::routing::hold::WriteToken;
-use crate::routing::{sticky, RoutingTable};
+use crate::routing::{sticky, Pool, RoutingTable, Settings};
+use crate::upstream::connector::UpstreamBody;
+use crate::upstream::Endpoint;
+use futures_util::future::{ready, Either, Ready};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 
 pub const X_SWITCHYARD_POOL: HeaderName = HeaderName::from_static("x-switchyard-pool");
 
@@ -48,17 +54,20 @@ pub struct Served {
 /// Serve one request; never fails (errors become responses). With
 /// `log.access_log`, one line per request once its response head is ready
 /// (target `switchyard::access`); without, nothing of it is done.
+///
+/// The future is kept small, because it is moved (copied) as it is built
+/// and handed to hyper: what can be decided before the first wait (the
+/// checks, the pool and endpoint, the upstream request) is done here,
+/// synchronously, and only [`exchange`] is a state machine. The rare paths
+/// (the access log, a write arriving during a hold) are boxed.
 pub fn handle<'a>(
     req: Request<Incoming>,
     l: &'a ListenerCtx,
     client: &'a ClientAddr,
 ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + 'a {
-    use futures_util::future::Either;
     let table = l.table.load_full();
-    // Without the access log, the request's future is `serve`'s own: no
-    // layer around it.
     if table.settings.access_log {
-        Either::Left(logged(req, l, client, table))
+        Either::Left(Box::pin(logged(req, l, client, table)))
     } else {
         Either::Right(serve(req, l, client, table, None))
     }
@@ -88,62 +97,119 @@ async fn logged(
     resp
 }
 
-async fn serve(
+/// A request's answer: ready at once (refused, or no endpoint), the
+/// exchange with an upstream, or (boxed) a write waiting out a hold.
+type Serving<'a, X> = Either<
+    Ready<Response<ProxyBody>>,
+    Either<X, Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'a>>>,
+>;
+
+fn serve<'a>(
     mut req: Request<Incoming>,
-    l: &ListenerCtx,
-    client: &ClientAddr,
-    mut table: std::sync::Arc<RoutingTable>,
-    served: Option<&mut Served>,
-) -> Response<ProxyBody> {
+    l: &'a ListenerCtx,
+    client: &'a ClientAddr,
+    table: Arc<RoutingTable>,
+    served: Option<&'a mut Served>,
+) -> Serving<'a, impl Future<Output = Response<ProxyBody>> + Send + 'a> {
     if let Err(e) = crate::proxy::guard::check_request(&req, &l.limits) {
         tracing::debug!(error = %e, "request refused");
-        return error_response(&e);
+        return Either::Left(ready(error_response(&e)));
     }
     if matches!(*req.method(), Method::OPTIONS | Method::TRACE) {
         if let Some(answer) = crate::proxy::max_forwards::apply(&mut req) {
-            return answer;
+            return Either::Left(ready(answer));
         }
     }
     let mut write_token = None;
+    let mut table = table;
     if !is_safe(req.method()) {
-        // Count the write, then look again: a hold published meanwhile is seen.
-        let mut waited = false;
-        loop {
-            if let (Some(hold), false) = (table.hold.clone(), waited) {
-                let Some(ticket) = hold.enter() else {
-                    return error_response(&ProxyError::HoldQueueFull);
-                };
-                ticket.wait().await;
-                waited = true;
-                table = l.table.load_full();
-                continue;
+        match enter_write(l, table) {
+            Ok((token, now)) => {
+                write_token = Some(token);
+                table = now;
             }
-            let token = l.writes.enter();
-            let again = l.table.load_full();
-            if !waited && again.hold.is_some() {
-                drop(token);
-                table = again;
-                continue;
+            Err(held) => {
+                return Either::Right(Either::Right(Box::pin(serve_held(
+                    req, l, client, held, served,
+                ))))
             }
-            if again.generation != table.generation {
-                table = again;
-            }
-            write_token = Some(token);
-            break;
         }
     }
-    match forward(req, l, client, &table, write_token, served).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            match &e {
-                ProxyError::NoHealthyEndpoint | ProxyError::HoldQueueFull => {
-                    tracing::debug!(error = %e, "request refused")
-                }
-                _ => tracing::warn!(error = %e, "request failed"),
-            }
-            error_response(&e)
-        }
+    match prepare(req, l, client, table, write_token, served) {
+        Ok(p) => Either::Right(Either::Left(exchange(p, l))),
+        Err(e) => Either::Left(ready(failed(&e))),
     }
+}
+
+/// Counts a write on the table in force, unless a write hold is published:
+/// then `Err` with the table that holds it.
+fn enter_write(
+    l: &ListenerCtx,
+    table: Arc<RoutingTable>,
+) -> Result<(WriteToken, Arc<RoutingTable>), Arc<RoutingTable>> {
+    if table.hold.is_some() {
+        return Err(table);
+    }
+    // Count the write, then look again: a hold published meanwhile is seen.
+    let token = l.writes.enter();
+    let again = l.table.load_full();
+    if again.hold.is_some() {
+        drop(token);
+        return Err(again);
+    }
+    if again.generation != table.generation {
+        return Ok((token, again));
+    }
+    Ok((token, table))
+}
+
+/// A write that met a hold: it waits (once) for the switch to end, then
+/// goes to whichever pool the table then names.
+async fn serve_held(
+    req: Request<Incoming>,
+    l: &ListenerCtx,
+    client: &ClientAddr,
+    mut table: Arc<RoutingTable>,
+    served: Option<&mut Served>,
+) -> Response<ProxyBody> {
+    let mut waited = false;
+    let token = loop {
+        if let (Some(hold), false) = (table.hold.clone(), waited) {
+            let Some(ticket) = hold.enter() else {
+                return error_response(&ProxyError::HoldQueueFull);
+            };
+            ticket.wait().await;
+            waited = true;
+            table = l.table.load_full();
+            continue;
+        }
+        let token = l.writes.enter();
+        let again = l.table.load_full();
+        if !waited && again.hold.is_some() {
+            drop(token);
+            table = again;
+            continue;
+        }
+        if again.generation != table.generation {
+            table = again;
+        }
+        break token;
+    };
+    match prepare(req, l, client, table, Some(token), served) {
+        Ok(p) => exchange(p, l).await,
+        Err(e) => failed(&e),
+    }
+}
+
+/// The answer to a request that could not be served, logged by kind.
+fn failed(e: &ProxyError) -> Response<ProxyBody> {
+    match e {
+        ProxyError::NoHealthyEndpoint | ProxyError::HoldQueueFull => {
+            tracing::debug!(error = %e, "request refused")
+        }
+        _ => tracing::warn!(error = %e, "request failed"),
+    }
+    error_response(e)
 }
 
 /// The pool a request goes to, and how it was chosen.
@@ -209,23 +275,44 @@ fn choose_pool(
     }
 }
 
-async fn forward(
+/// A request ready to go upstream: its pool and endpoint are chosen and
+/// its head rewritten. Everything [`exchange`] needs, in one place.
+struct Prepared<'a> {
+    req: Request<ClientBody>,
+    table: Arc<RoutingTable>,
+    pool: PoolName,
+    idx: usize,
+    new_bucket: Option<u16>,
+    body_fate: Option<Arc<BodyFate>>,
+    write: bool,
+    idempotent: bool,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// When the request was taken up: the clock as a millisecond count
+    /// ([`crate::clock::ms_at`]) and as an instant.
+    now: u64,
+    started: tokio::time::Instant,
+    write_token: Option<WriteToken>,
+    served: Option<&'a mut Served>,
+}
+
+/// Choose the pool and the endpoint, and make the upstream request.
+fn prepare<'a>(
     req: Request<Incoming>,
     l: &ListenerCtx,
     client: &ClientAddr,
-    table: &RoutingTable,
-    mut write_token: Option<WriteToken>,
-    mut served: Option<&mut Served>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    table: Arc<RoutingTable>,
+    write_token: Option<WriteToken>,
+    served: Option<&'a mut Served>,
+) -> Result<Prepared<'a>, ProxyError> {
     let settings = &*table.settings;
     // The clock is read here and once more when the answer is in; the
     // rest of the first attempt goes by these two.
     let started = tokio::time::Instant::now();
     let now = crate::clock::ms_at(started.into_std());
-    let choice = choose_pool(req.headers(), l, table, client.ip);
+    let choice = choose_pool(req.headers(), l, &table, client.ip);
     let chosen = choice.pool;
     let mut pool = table.pool(chosen);
-    let mut idx = match pool.pick_endpoint(now, 0) {
+    let idx = match pool.pick_endpoint(now, 0) {
         Some(i) => {
             pool.runtime.note_served();
             i
@@ -276,175 +363,239 @@ async fn forward(
     }
     let mut req = Request::from_parts(parts, body);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let pool = pool.name;
+    Ok(Prepared {
+        req,
+        table,
+        pool,
+        idx,
+        new_bucket: choice.new_bucket,
+        body_fate,
+        write,
+        idempotent,
+        client_upgrade,
+        now,
+        started,
+        write_token,
+        served,
+    })
+}
 
-    let mut attempt_at = Some((now, started));
-    let mut tried = 0u64;
-    let mut retries_left = settings.retry_attempts;
-    let mut stale_left = 2u32;
-    loop {
-        let ep = &pool.endpoints[idx];
-        if idx < 64 {
-            tried |= 1 << idx;
-        }
-        if let Some(s) = served.as_deref_mut() {
-            s.pool = Some(pool.name);
-            s.endpoint = Some(ep.clone());
-        }
-        // A retry (rare) reads the clock again: its timeout starts now.
-        let (at_ms, at) = attempt_at.take().unwrap_or_else(|| {
-            let at = tokio::time::Instant::now();
-            (crate::clock::ms_at(at.into_std()), at)
-        });
-        let conn = match pool
-            .connector
-            .acquire(
-                ep,
-                at_ms,
-                settings.upstream_idle_ms,
-                client_upgrade.is_some(),
-            )
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(pool = %pool.name, error = %e, "upstream connect failed");
-                ep.record_failure(
-                    crate::clock::now_ms(),
-                    settings.outlier_threshold,
-                    settings.ejection_ms,
-                );
-                pool.runtime
-                    .record_error(crate::proxy::error::UpstreamErrorKind::Connect);
-                if idempotent && retries_left > 0 {
-                    if let Some(next) = pool.pick_endpoint(crate::clock::now_ms(), tried) {
-                        retries_left -= 1;
-                        idx = next;
-                        continue;
-                    }
-                }
-                pool.runtime.record_response(None, started.elapsed());
-                return Err(e.into());
+/// Forward a prepared request (retrying where that is safe) and turn the
+/// upstream's answer, or the failure, into the client's response.
+///
+/// Not an `async fn`: an async fn keeps its arguments and a moved copy of
+/// them in its state, so `p` would be there twice. The block below uses
+/// the captured `p` in place.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its argument twice"
+)]
+fn exchange<'a>(
+    mut p: Prepared<'a>,
+    l: &'a ListenerCtx,
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
+    async move {
+        let table = &*p.table;
+        let settings = &*table.settings;
+        let pool = table.pool(p.pool);
+        let mut attempt_at = Some((p.now, p.started));
+        let mut tried = 0u64;
+        let mut retries_left = settings.retry_attempts;
+        let mut stale_left = 2u32;
+        loop {
+            let idx = p.idx;
+            let ep = &pool.endpoints[idx];
+            if idx < 64 {
+                tried |= 1 << idx;
             }
-        };
-
-        let mut guard = InflightGuard::new(ep.clone(), pool.runtime.clone(), write);
-        guard.write_token = write_token.take();
-        let (keep, sent) = conn.send(req);
-        guard.conn = keep;
-        let result = tokio::time::timeout_at(at + settings.request_timeout, sent).await;
-        let mut resp = match result {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(mut e)) => {
-                guard.conn = None;
-                if let Some(unsent) = e.unsent.take() {
-                    if stale_left > 0 {
-                        // The pooled connection closed before the request was written.
-                        stale_left -= 1;
-                        req = unsent;
-                        write_token = guard.write_token.take();
-                        continue;
-                    }
-                }
-                let err = match body_fate.as_deref() {
-                    // An HTTP/2 upstream reports the body's failure as a reset.
-                    Some(f) if f.stalled() => {
-                        ProxyError::ClientBodyStalled(settings.client_body_idle)
-                    }
-                    Some(f) if f.broken() => ProxyError::ClientBody(e.error.into()),
-                    _ => ProxyError::from_send(e.error),
-                };
-                if let Some(kind) = err.upstream_kind() {
+            if let Some(s) = p.served.as_deref_mut() {
+                s.pool = Some(pool.name);
+                s.endpoint = Some(ep.clone());
+            }
+            // A retry (rare) reads the clock again: its timeout starts now.
+            let (at_ms, at) = attempt_at.take().unwrap_or_else(|| {
+                let at = tokio::time::Instant::now();
+                (crate::clock::ms_at(at.into_std()), at)
+            });
+            let conn = match pool
+                .connector
+                .acquire(
+                    ep,
+                    at_ms,
+                    settings.upstream_idle_ms,
+                    p.client_upgrade.is_some(),
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(pool = %pool.name, error = %e, "upstream connect failed");
                     ep.record_failure(
                         crate::clock::now_ms(),
                         settings.outlier_threshold,
                         settings.ejection_ms,
                     );
-                    pool.runtime.record_error(kind);
-                    pool.runtime.record_response(None, started.elapsed());
-                } else {
-                    // A broken or stalled client body says nothing about the
-                    // upstream: no ejection, no rollback verdict from it.
-                    let status = crate::proxy::error::status_of(&err).0;
                     pool.runtime
-                        .record_response(Some(status.as_u16()), started.elapsed());
+                        .record_error(crate::proxy::error::UpstreamErrorKind::Connect);
+                    if p.idempotent && retries_left > 0 {
+                        if let Some(next) = pool.pick_endpoint(crate::clock::now_ms(), tried) {
+                            retries_left -= 1;
+                            p.idx = next;
+                            continue;
+                        }
+                    }
+                    pool.runtime.record_response(None, p.started.elapsed());
+                    return failed(&e.into());
                 }
-                return Err(err);
-            }
-            Err(_elapsed) => {
-                // Dropping the connection cancels the exchange and closes it.
-                guard.conn = None;
-                ep.record_failure(
-                    crate::clock::now_ms(),
-                    settings.outlier_threshold,
-                    settings.ejection_ms,
-                );
-                pool.runtime
-                    .record_error(crate::proxy::error::UpstreamErrorKind::Timeout);
-                pool.runtime.record_response(None, started.elapsed());
-                return Err(ProxyError::Timeout(settings.request_timeout));
-            }
-        };
+            };
 
-        let status = resp.status();
-        pool.runtime
-            .record_response(Some(status.as_u16()), started.elapsed());
-        if status.is_server_error() {
-            ep.record_failure(
-                crate::clock::now_ms(),
-                settings.outlier_threshold,
-                settings.ejection_ms,
-            );
+            let mut guard = InflightGuard::new(ep.clone(), pool.runtime.clone(), p.write);
+            guard.write_token = p.write_token.take();
+            let (keep, sent) = conn.send(p.req);
+            guard.conn = keep;
+            let result = tokio::time::timeout_at(at + settings.request_timeout, sent).await;
+            let resp = match result {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(mut e)) => {
+                    guard.conn = None;
+                    if let Some(unsent) = e.unsent.take() {
+                        if stale_left > 0 {
+                            // The pooled connection closed before the request was written.
+                            stale_left -= 1;
+                            p.req = unsent;
+                            p.write_token = guard.write_token.take();
+                            continue;
+                        }
+                    }
+                    let err = match p.body_fate.as_deref() {
+                        // An HTTP/2 upstream reports the body's failure as a reset.
+                        Some(f) if f.stalled() => {
+                            ProxyError::ClientBodyStalled(settings.client_body_idle)
+                        }
+                        Some(f) if f.broken() => ProxyError::ClientBody(e.error.into()),
+                        _ => ProxyError::from_send(e.error),
+                    };
+                    if let Some(kind) = err.upstream_kind() {
+                        ep.record_failure(
+                            crate::clock::now_ms(),
+                            settings.outlier_threshold,
+                            settings.ejection_ms,
+                        );
+                        pool.runtime.record_error(kind);
+                        pool.runtime.record_response(None, p.started.elapsed());
+                    } else {
+                        // A broken or stalled client body says nothing about the
+                        // upstream: no ejection, no rollback verdict from it.
+                        let status = crate::proxy::error::status_of(&err).0;
+                        pool.runtime
+                            .record_response(Some(status.as_u16()), p.started.elapsed());
+                    }
+                    return failed(&err);
+                }
+                Err(_elapsed) => {
+                    // Dropping the connection cancels the exchange and closes it.
+                    guard.conn = None;
+                    ep.record_failure(
+                        crate::clock::now_ms(),
+                        settings.outlier_threshold,
+                        settings.ejection_ms,
+                    );
+                    pool.runtime
+                        .record_error(crate::proxy::error::UpstreamErrorKind::Timeout);
+                    pool.runtime.record_response(None, p.started.elapsed());
+                    return failed(&ProxyError::Timeout(settings.request_timeout));
+                }
+            };
+            let answer = Answer {
+                new_bucket: p.new_bucket,
+                body_fate: p.body_fate.take(),
+                client_upgrade: p.client_upgrade.take(),
+                started: p.started,
+            };
+            return respond(answer, settings, l, pool, ep, guard, resp);
         }
-        // Success is recorded when the body has been read whole: a reset
-        // mid-body is a failure like one before the head.
-        guard.passive = Some(Passive {
-            threshold: settings.outlier_threshold,
-            ejection_ms: settings.ejection_ms,
-            head_ok: !status.is_server_error(),
-            client_body: body_fate.clone(),
-        });
-        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-        let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
-        let (mut rparts, rbody) = resp.into_parts();
-        headers::prepare_response(&mut rparts.headers, switching);
-        // RFC 9110 section 7.6.3: a proxy adds Via to what it forwards, in
-        // both directions; here, the protocol the response came in.
-        rparts.headers.append(
-            header::VIA,
-            HeaderValue::from_static(match pool.protocol {
-                UpstreamProtocol::H2 => "2 switchyard",
-                UpstreamProtocol::Http1 => "1.1 switchyard",
-            }),
-        );
-        if settings.expose_pool_header {
-            rparts.headers.insert(
-                X_SWITCHYARD_POOL,
-                HeaderValue::from_static(pool.name.as_str()),
-            );
-        }
-        if let (Some(bucket), Some(st)) = (choice.new_bucket, &settings.sticky) {
-            if let Some(v) = st.set_cookie(bucket, l.tls) {
-                rparts.headers.append(header::SET_COOKIE, v);
-            }
-        }
-        let body = match (client_upgrade, upstream_upgrade) {
-            (Some(client), Some(upstream)) => {
-                guard.conn = None;
-                ep.record_success();
-                let drain = TunnelDrain::open(&pool.runtime, ep);
-                l.tunnels.spawn(tunnel(
-                    client,
-                    upstream,
-                    guard,
-                    drain,
-                    l.tunnels_cancel.clone(),
-                ));
-                ProxyBody::empty()
-            }
-            _ => ProxyBody::upstream(rbody, guard),
-        };
-        return Ok(Response::from_parts(rparts, body));
     }
+}
+
+/// What [`respond`] takes of a [`Prepared`] request.
+struct Answer {
+    new_bucket: Option<u16>,
+    body_fate: Option<Arc<BodyFate>>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    started: tokio::time::Instant,
+}
+
+/// The client's response from the upstream's: outcome recorded, head
+/// rewritten, the body streamed (or the connection tunnelled on an upgrade).
+fn respond(
+    p: Answer,
+    settings: &Settings,
+    l: &ListenerCtx,
+    pool: &Pool,
+    ep: &Arc<Endpoint>,
+    mut guard: InflightGuard,
+    mut resp: Response<UpstreamBody>,
+) -> Response<ProxyBody> {
+    let status = resp.status();
+    pool.runtime
+        .record_response(Some(status.as_u16()), p.started.elapsed());
+    if status.is_server_error() {
+        ep.record_failure(
+            crate::clock::now_ms(),
+            settings.outlier_threshold,
+            settings.ejection_ms,
+        );
+    }
+    // Success is recorded when the body has been read whole: a reset
+    // mid-body is a failure like one before the head.
+    guard.passive = Some(Passive {
+        threshold: settings.outlier_threshold,
+        ejection_ms: settings.ejection_ms,
+        head_ok: !status.is_server_error(),
+        client_body: p.body_fate,
+    });
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
+    let (mut rparts, rbody) = resp.into_parts();
+    headers::prepare_response(&mut rparts.headers, switching);
+    // RFC 9110 section 7.6.3: a proxy adds Via to what it forwards, in
+    // both directions; here, the protocol the response came in.
+    rparts.headers.append(
+        header::VIA,
+        HeaderValue::from_static(match pool.protocol {
+            UpstreamProtocol::H2 => "2 switchyard",
+            UpstreamProtocol::Http1 => "1.1 switchyard",
+        }),
+    );
+    if settings.expose_pool_header {
+        rparts.headers.insert(
+            X_SWITCHYARD_POOL,
+            HeaderValue::from_static(pool.name.as_str()),
+        );
+    }
+    if let (Some(bucket), Some(st)) = (p.new_bucket, &settings.sticky) {
+        if let Some(v) = st.set_cookie(bucket, l.tls) {
+            rparts.headers.append(header::SET_COOKIE, v);
+        }
+    }
+    let body = match (p.client_upgrade, upstream_upgrade) {
+        (Some(client), Some(upstream)) => {
+            guard.conn = None;
+            ep.record_success();
+            let drain = TunnelDrain::open(&pool.runtime, ep);
+            l.tunnels.spawn(tunnel(
+                client,
+                upstream,
+                guard,
+                drain,
+                l.tunnels_cancel.clone(),
+            ));
+            ProxyBody::empty()
+        }
+        _ => ProxyBody::upstream(rbody, guard),
+    };
+    Response::from_parts(rparts, body)
 }
 
 /// Copy bytes both ways between an upgraded client and upstream connection.

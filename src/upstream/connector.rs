@@ -18,6 +18,7 @@ use crate::upstream::h1::{H1Body, H1Conn, H1Error};
 use crate::upstream::tls::UpstreamTls;
 use crate::upstream::Endpoint;
 use futures_util::future::Either;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper::rt::{Read, Write};
@@ -160,6 +161,10 @@ impl UpstreamConn {
     /// then the response body), and the exchange. On an error before
     /// anything was written, the request comes back with it.
     #[inline]
+    #[expect(
+        clippy::result_large_err,
+        reason = "the failure carries an unsent request back, for a retry"
+    )]
     pub fn send(
         self,
         req: http::Request<ClientBody>,
@@ -168,17 +173,17 @@ impl UpstreamConn {
         impl Future<Output = SendResult> + Send + 'static,
     ) {
         match self.sender {
+            // Mapped, not wrapped in an async block: a block would be a
+            // state machine of its own around the exchange's.
             Sender::Raw(c) => (
                 None,
-                Either::Left(async move {
-                    match c.send(req).await {
-                        Ok(resp) => Ok(resp.map(UpstreamBody::Raw)),
-                        Err(e) => Err(SendFailure {
-                            error: e.error.into(),
-                            unsent: e.unsent,
-                        }),
-                    }
-                }),
+                Either::Left(c.send(req).map(|r| match r {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::Raw)),
+                    Err(e) => Err(SendFailure {
+                        error: e.error.into(),
+                        unsent: e.unsent,
+                    }),
+                })),
             ),
             Sender::Upgrade(mut s) => {
                 let fut = s.try_send_request(req);
@@ -230,11 +235,15 @@ impl UpstreamConn {
     }
 }
 
-async fn hyper_result<F>(fut: F) -> SendResult
+#[expect(
+    clippy::result_large_err,
+    reason = "the failure carries an unsent request back, for a retry"
+)]
+fn hyper_result<F>(fut: F) -> impl Future<Output = SendResult>
 where
     F: Future<Output = Result<http::Response<Incoming>, TrySendError<http::Request<ClientBody>>>>,
 {
-    match fut.await {
+    fut.map(|r| match r {
         Ok(resp) => Ok(resp.map(UpstreamBody::Hyper)),
         Err(mut e) => {
             let unsent = e.take_message();
@@ -243,7 +252,7 @@ where
                 unsent,
             })
         }
-    }
+    })
 }
 
 impl http_body::Body for UpstreamBody {

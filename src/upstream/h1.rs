@@ -23,6 +23,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -118,50 +119,55 @@ impl H1Conn {
 
     /// Send `req` and read the response head. The response's body owns the
     /// connection and offers it back ([`H1Body::take_conn`]) when read whole.
-    pub async fn send(
+    ///
+    /// The head is encoded before the future is made, and the future uses
+    /// what it captured in place (an `async fn` would hold the request twice).
+    pub fn send(
         mut self: Box<Self>,
         mut req: Request<ClientBody>,
-    ) -> Result<Response<H1Body>, SendError> {
+    ) -> impl Future<Output = Result<Response<H1Body>, SendError>> + Send + 'static {
         let reused = self.served > 0;
         self.served += 1;
         let head_only = req.body().is_end_stream();
+        let is_head = req.method() == Method::HEAD;
         self.encode_head(&req);
-        if head_only {
-            if let Err(e) = self.io.write_all(&self.wbuf).await {
-                // Nothing of a request without a body reached a stale
-                // connection that refuses writes: it may go elsewhere.
-                let unsent = reused.then_some(req);
+        let mut conn = self;
+        async move {
+            if head_only {
+                if let Err(e) = conn.io.write_all(&conn.wbuf).await {
+                    // Nothing of a request without a body reached a stale
+                    // connection that refuses writes: it may go elsewhere.
+                    let unsent = reused.then_some(req);
+                    return Err(SendError {
+                        error: H1Error::Io(e),
+                        unsent,
+                    });
+                }
+            } else if let Err(error) = conn.write_body(req.body_mut()).await {
+                // An upstream may answer before reading the whole body (an early
+                // 413) and stop reading: if that answer is already here, it is
+                // the client's, not a 502.
+                if matches!(error, H1Error::Io(_)) {
+                    drop(req);
+                    return match conn.early_answer(is_head).await {
+                        Some(resp) => Ok(resp),
+                        None => Err(SendError {
+                            error,
+                            unsent: None,
+                        }),
+                    };
+                }
                 return Err(SendError {
-                    error: H1Error::Io(e),
-                    unsent,
+                    error,
+                    unsent: None,
                 });
             }
-        } else if let Err(error) = self.write_body(req.body_mut()).await {
-            // An upstream may answer before reading the whole body (an early
-            // 413) and stop reading: if that answer is already here, it is
-            // the client's, not a 502.
-            if matches!(error, H1Error::Io(_)) {
-                let is_head = req.method() == Method::HEAD;
-                drop(req);
-                return match self.early_answer(is_head).await {
-                    Some(resp) => Ok(resp),
-                    None => Err(SendError {
-                        error,
-                        unsent: None,
-                    }),
-                };
-            }
-            return Err(SendError {
+            drop(req);
+            conn.read_head(is_head).await.map_err(|error| SendError {
                 error,
                 unsent: None,
-            });
+            })
         }
-        let is_head = req.method() == Method::HEAD;
-        drop(req);
-        self.read_head(is_head).await.map_err(|error| SendError {
-            error,
-            unsent: None,
-        })
     }
 
     fn encode_head(&mut self, req: &Request<ClientBody>) {
