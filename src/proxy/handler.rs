@@ -454,10 +454,16 @@ fn exchange<'a>(
             guard.write_token = p.write_token.take();
             let (keep, sent) = conn.send(p.req);
             guard.conn = keep;
-            let result = tokio::time::timeout_at(at + settings.request_timeout, sent).await;
+            let result = answer_in_time(
+                sent,
+                (at, at_ms),
+                settings.request_timeout,
+                p.body_fate.as_deref(),
+            )
+            .await;
             let resp = match result {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(mut e)) => {
+                Some(Ok(resp)) => resp,
+                Some(Err(mut e)) => {
                     guard.conn = None;
                     if let Some(unsent) = e.unsent.take() {
                         if stale_left > 0 {
@@ -493,7 +499,7 @@ fn exchange<'a>(
                     }
                     return failed(&err);
                 }
-                Err(_elapsed) => {
+                None => {
                     // Dropping the connection cancels the exchange and closes it.
                     guard.conn = None;
                     ep.record_failure(
@@ -514,6 +520,65 @@ fn exchange<'a>(
                 started: p.started,
             };
             return respond(answer, settings, l, pool, ep, guard, resp);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's answer to a request sent at `at` (an instant and its
+    /// [`crate::clock::ms_at`]), or `None` once it is late: `limit`
+    /// (`timeouts.request`) after the request's end, which for a request
+    /// with a body is when the body was read whole
+    /// ([`BodyFate::upstream_deadline`]). A slow upload is the client's
+    /// time, not the upstream's. Without a body, this is a plain timeout.
+    struct InTime<'f, F> {
+        #[pin]
+        sent: F,
+        #[pin]
+        timer: tokio::time::Sleep,
+        at: (tokio::time::Instant, u64),
+        limit: std::time::Duration,
+        fate: Option<&'f BodyFate>,
+    }
+}
+
+fn answer_in_time<F: Future>(
+    sent: F,
+    at: (tokio::time::Instant, u64),
+    limit: std::time::Duration,
+    fate: Option<&BodyFate>,
+) -> InTime<'_, F> {
+    InTime {
+        sent,
+        timer: tokio::time::sleep_until(at.0 + limit),
+        at,
+        limit,
+        fate,
+    }
+}
+
+impl<F: Future> Future for InTime<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.sent.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        loop {
+            std::task::ready!(this.timer.as_mut().poll(cx));
+            let now = crate::clock::ms_at(tokio::time::Instant::now().into_std());
+            let limit = this.limit.as_millis() as u64;
+            let Some(due) = this.fate.and_then(|f| f.upstream_deadline(now, limit)) else {
+                return Poll::Ready(None);
+            };
+            let (at, at_ms) = *this.at;
+            let later = at + std::time::Duration::from_millis(due.saturating_sub(at_ms));
+            this.timer.as_mut().reset(later);
         }
     }
 }

@@ -3,8 +3,11 @@
 //! two pieces of it (the first counts from when the upstream connection
 //! starts to read it).
 //!
-//! A client that stalls mid-body would otherwise hold the upstream's request
-//! open until `timeouts.request` and have it blamed on the upstream (504).
+//! `timeouts.request` is the upstream's time to answer once it has the
+//! whole request; while the client is still uploading, the clock is the
+//! client's ([`BodyFate::upstream_deadline`]). A client that stalls
+//! mid-body would otherwise hold the upstream's request open and have it
+//! blamed on the upstream (504).
 //! Here the body fails with [`ClientBodyError::Stalled`] instead: hyper
 //! aborts the upstream request, and the handler answers 408 and blames
 //! nobody. What happened to the body is also kept in a [`BodyFate`] the
@@ -17,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,28 +43,87 @@ const FATE_BROKEN: u8 = 1;
 const FATE_STALLED: u8 = 2;
 
 /// What happened to one request body, for the handler to read after the
-/// upstream exchange failed.
+/// upstream exchange failed, and when it was read whole: the upstream's
+/// time to answer (`timeouts.request`) counts from then.
+///
+/// Times are [`crate::clock::ms_at`] milliseconds, plus one so that 0 can
+/// mean "not yet".
 #[derive(Debug, Default)]
-pub struct BodyFate(AtomicU8);
+pub struct BodyFate {
+    fate: AtomicU8,
+    /// When the body was read whole.
+    ended: AtomicU64,
+    /// When the last piece of it was handed on.
+    last_frame: AtomicU64,
+    /// The sender asked for more and the client has not sent it yet.
+    waiting_on_client: AtomicBool,
+}
+
+fn clock_ms() -> u64 {
+    crate::clock::ms_at(Instant::now().into_std()) + 1
+}
 
 impl BodyFate {
     fn set(&self, fate: u8) {
-        self.0.store(fate, Ordering::Release);
+        self.fate.store(fate, Ordering::Release);
+    }
+
+    fn framed(&self, last: bool) {
+        let now = clock_ms();
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+        self.last_frame.store(now, Ordering::Relaxed);
+        if last {
+            self.end_at(now);
+        }
+    }
+
+    fn end_at(&self, now: u64) {
+        if self.ended.load(Ordering::Relaxed) == 0 {
+            self.ended.store(now, Ordering::Release);
+        }
+    }
+
+    /// When the body was read whole, if it was.
+    pub fn ended_at_ms(&self) -> Option<u64> {
+        self.ended.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// `timeouts.request` (`limit` ms) is the upstream's time to answer once
+    /// it has the whole request, not the client's time to upload it. At
+    /// `now`, past the deadline counted from the request's start: `None` if
+    /// the upstream is late, else the later deadline to wait for.
+    ///
+    /// - Read whole: the limit counts from then.
+    /// - The client owes the next piece: not the upstream's fault; the
+    ///   client's own limit (`timeouts.client_body`) ends it if it stalls.
+    /// - The upstream has not taken a piece for the whole limit (it stopped
+    ///   reading): late.
+    pub fn upstream_deadline(&self, now: u64, limit: u64) -> Option<u64> {
+        if let Some(ended) = self.ended_at_ms() {
+            let due = ended.saturating_add(limit);
+            return (due > now).then_some(due);
+        }
+        if self.waiting_on_client.load(Ordering::Relaxed) {
+            return Some(now.saturating_add(limit));
+        }
+        let last = self.last_frame.load(Ordering::Relaxed).checked_sub(1)?;
+        let due = last.saturating_add(limit);
+        (due > now).then_some(due)
     }
 
     /// The body broke on the client's side (bad framing, a client gone).
     pub fn broken(&self) -> bool {
-        self.0.load(Ordering::Acquire) == FATE_BROKEN
+        self.fate.load(Ordering::Acquire) == FATE_BROKEN
     }
 
     /// The client paused longer than `timeouts.client_body`.
     pub fn stalled(&self) -> bool {
-        self.0.load(Ordering::Acquire) == FATE_STALLED
+        self.fate.load(Ordering::Acquire) == FATE_STALLED
     }
 
     /// Either: the client's fault, not the upstream's.
     pub fn failed(&self) -> bool {
-        self.0.load(Ordering::Acquire) != FATE_WHOLE
+        self.fate.load(Ordering::Acquire) != FATE_WHOLE
     }
 }
 
@@ -99,6 +161,12 @@ impl<B: Body> ClientBody<B> {
             f.set(fate);
         }
     }
+
+    fn framed(&self, last: bool) {
+        if let Some(f) = &self.fate {
+            f.framed(last);
+        }
+    }
 }
 
 impl<B> Body for ClientBody<B>
@@ -117,14 +185,25 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.progressed = true;
+                // A sender (hyper's HTTP/2 client) may stop at the last
+                // frame without asking for the end.
+                this.framed(this.inner.is_end_stream());
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.fail(FATE_BROKEN);
                 Poll::Ready(Some(Err(ClientBodyError::Read(e.into()))))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(f) = &this.fate {
+                    f.end_at(clock_ms());
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => {
+                if let Some(f) = &this.fate {
+                    f.waiting_on_client.store(true, Ordering::Relaxed);
+                }
                 let timer = match &mut this.timer {
                     Some(t) => {
                         if this.progressed {
@@ -215,6 +294,50 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(30));
         assert!(fate.stalled() && fate.failed() && !fate.broken());
         drop(tx);
+    }
+
+    fn ms() -> u64 {
+        crate::clock::ms_at(Instant::now().into_std())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_upstreams_time_counts_from_the_end_of_the_body() {
+        // The paused clock starts at the real time this test began; other
+        // tests may have started the process's millisecond clock a little
+        // later, and times before its start read as 0. An hour on, they
+        // cannot have.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let limit = 1_000;
+        let (tx, mut body) = fed(Duration::from_secs(30));
+        let fate = body.fate().expect("a body");
+        // Nothing of the body was taken yet, and nobody waits on the
+        // client: the upstream has not read it, so it is late.
+        assert_eq!(fate.upstream_deadline(ms(), limit), None);
+        // Waiting on the client: not the upstream's fault; look again a
+        // whole limit later.
+        let mut next = Box::pin(body.frame());
+        assert!(futures_util::poll!(next.as_mut()).is_pending());
+        let now = ms();
+        assert_eq!(fate.upstream_deadline(now, limit), Some(now + limit));
+        // A piece came and was taken: the upstream is reading.
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
+        assert!(next.await.unwrap().is_ok());
+        let taken = ms();
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert_eq!(fate.upstream_deadline(ms(), limit), Some(taken + limit));
+        // ... and then stopped taking them for the whole limit: late.
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert_eq!(fate.upstream_deadline(ms(), limit), None);
+        assert_eq!(fate.ended_at_ms(), None);
+        // The end: the limit counts from it.
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        let ended = fate.ended_at_ms().expect("read whole");
+        assert_eq!(ended, ms());
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(fate.upstream_deadline(ms(), limit), Some(ended + limit));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(fate.upstream_deadline(ms(), limit), None);
     }
 
     #[tokio::test]

@@ -231,6 +231,75 @@ async fn stalled_body(h2: bool) {
     s.shutdown().await;
 }
 
+/// `timeouts.request` is the upstream's time to answer the whole request,
+/// not the client's time to send it: an upload that keeps coming for longer
+/// than that gets its answer, and nothing is held against the upstream
+/// (one failure would eject it here). An answer that is late after the
+/// body was read whole still gets 504, counted from the body's end.
+#[tokio::test]
+async fn a_slow_upload_is_not_an_upstream_timeout() {
+    slow_upload(false).await;
+}
+
+#[tokio::test]
+async fn a_slow_upload_to_an_h2_upstream_is_not_an_upstream_timeout() {
+    slow_upload(true).await;
+}
+
+async fn slow_upload(h2: bool) {
+    let up = Upstream::start("blue-1").await;
+    let mut yaml = quiet_yaml(
+        up.addr,
+        "outlier_detection:\n  consecutive_failures: 1\n  ejection_time: 1m\n\
+         timeouts:\n  client_body: 5s\n  request: 300ms\n",
+    );
+    if h2 {
+        yaml = yaml.replace("endpoints: [", "protocol: h2\n    endpoints: [");
+    }
+    let s = start_proxy(&yaml).await;
+    let c = client();
+    let mut raw = RawConn::connect(s.proxy_addrs[0]).await;
+    raw.send(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n")
+        .await;
+    let started = Instant::now();
+    // One byte every 100 ms: a second in all, three times the limit.
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    for b in b"0123456789" {
+        pace.tick().await;
+        raw.send(&[*b]).await;
+    }
+    let r = raw
+        .response(Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert_eq!((r.status, r.text().trim()), (200, "10"), "h2 {h2}: {r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    for kind in ["timeout", "reset", "protocol", "connect"] {
+        assert_eq!(upstream_errors(&c, &s, "blue", kind).await, 0, "{kind}");
+    }
+    let state = crate::support::admin::endpoint_state(&c, &s, "blue", up.addr).await;
+    assert!(state == "unknown" || state == "healthy", "h2 {h2}: {state}");
+
+    // The whole body at once, and an upstream that answers after 2 s: 504
+    // at the limit, counted from the end of the body.
+    let mut raw = RawConn::connect(s.proxy_addrs[0]).await;
+    let sent = Instant::now();
+    raw.send(b"POST /delay/2000 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody")
+        .await;
+    let r = raw
+        .response(Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    let took = sent.elapsed();
+    assert_eq!(r.status, 504, "h2 {h2}: {r:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "h2 {h2}: 504 after {took:?}, the limit is 300ms"
+    );
+    assert_eq!(upstream_errors(&c, &s, "blue", "timeout").await, 1);
+    s.shutdown().await;
+}
+
 async fn with_max_forwards(
     c: &TestClient,
     method: http::Method,
