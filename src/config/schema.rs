@@ -238,6 +238,10 @@ pub struct OutlierConfig {
     pub consecutive_failures: u32,
     #[serde(with = "humantime_serde")]
     pub ejection_time: Duration,
+    /// At most this share of a pool's endpoints is ejected at once (at
+    /// least one may always be): one bad route answering 500 must not
+    /// empty a pool and send everyone to the other version.
+    pub max_ejection_percent: u32,
 }
 
 impl Default for OutlierConfig {
@@ -245,6 +249,7 @@ impl Default for OutlierConfig {
         OutlierConfig {
             consecutive_failures: 5,
             ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 50,
         }
     }
 }

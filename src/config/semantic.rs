@@ -267,6 +267,15 @@ impl Checker<'_> {
             "outlier_detection.consecutive_failures",
             cfg.outlier_detection.consecutive_failures.into(),
         );
+        if cfg.outlier_detection.max_ejection_percent > 100 {
+            self.err(
+                "outlier_detection.max_ejection_percent",
+                format!(
+                    "{} is more than 100",
+                    cfg.outlier_detection.max_ejection_percent
+                ),
+            );
+        }
         if cfg.retries.attempts > MAX_RETRIES {
             self.err(
                 "retries.attempts",

@@ -96,11 +96,17 @@ pub fn build_table(
     weights: Weights,
     live: PoolName,
 ) -> Result<RoutingTable, BuildError> {
+    let pools = build_pools(cfg, prev, runtimes)?;
+    // Both callers publish the table they get: from now on, these are the
+    // pools' endpoints for the ejection cap.
+    for pool in &pools {
+        pool.runtime.set_members(&pool.endpoints);
+    }
     Ok(RoutingTable {
         generation,
         weights,
         live,
-        pools: build_pools(cfg, prev, runtimes)?,
+        pools,
         settings: Arc::new(Settings::from_config(cfg)),
         hold: None,
     })

@@ -40,10 +40,8 @@ pub struct InflightGuard {
 
 /// How the end of a response body counts for its endpoint's passive health.
 pub struct Passive {
-    /// `outlier_detection.consecutive_failures`.
-    pub threshold: u32,
-    /// `outlier_detection.ejection_time`.
-    pub ejection_ms: u64,
+    /// `outlier_detection`.
+    pub outlier: crate::routing::table::Outlier,
     /// The head was not already counted as a failure (a 5xx).
     pub head_ok: bool,
     /// The client's request body: when it failed, so did the exchange, and
@@ -96,11 +94,8 @@ impl InflightGuard {
         tracing::warn!(error = %err, "upstream response body failed");
         self.runtime.record_error(kind);
         if passive.head_ok {
-            self.endpoint.record_failure(
-                crate::clock::now_ms(),
-                passive.threshold,
-                passive.ejection_ms,
-            );
+            self.runtime
+                .record_failure(&self.endpoint, crate::clock::now_ms(), passive.outlier);
         }
     }
 }

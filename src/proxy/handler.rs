@@ -431,11 +431,8 @@ fn exchange<'a>(
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(pool = %pool.name, error = %e, "upstream connect failed");
-                    ep.record_failure(
-                        crate::clock::now_ms(),
-                        settings.outlier_threshold,
-                        settings.ejection_ms,
-                    );
+                    pool.runtime
+                        .record_failure(ep, crate::clock::now_ms(), settings.outlier);
                     pool.runtime
                         .record_error(crate::proxy::error::UpstreamErrorKind::Connect);
                     if p.idempotent && retries_left > 0 {
@@ -483,11 +480,8 @@ fn exchange<'a>(
                         _ => ProxyError::from_send(e.error),
                     };
                     if let Some(kind) = err.upstream_kind() {
-                        ep.record_failure(
-                            crate::clock::now_ms(),
-                            settings.outlier_threshold,
-                            settings.ejection_ms,
-                        );
+                        pool.runtime
+                            .record_failure(ep, crate::clock::now_ms(), settings.outlier);
                         pool.runtime.record_error(kind);
                         pool.runtime.record_response(None, p.started.elapsed());
                     } else {
@@ -502,11 +496,8 @@ fn exchange<'a>(
                 None => {
                     // Dropping the connection cancels the exchange and closes it.
                     guard.conn = None;
-                    ep.record_failure(
-                        crate::clock::now_ms(),
-                        settings.outlier_threshold,
-                        settings.ejection_ms,
-                    );
+                    pool.runtime
+                        .record_failure(ep, crate::clock::now_ms(), settings.outlier);
                     pool.runtime
                         .record_error(crate::proxy::error::UpstreamErrorKind::Timeout);
                     pool.runtime.record_response(None, p.started.elapsed());
@@ -606,17 +597,13 @@ fn respond(
     pool.runtime
         .record_response(Some(status.as_u16()), p.started.elapsed());
     if status.is_server_error() {
-        ep.record_failure(
-            crate::clock::now_ms(),
-            settings.outlier_threshold,
-            settings.ejection_ms,
-        );
+        pool.runtime
+            .record_failure(ep, crate::clock::now_ms(), settings.outlier);
     }
     // Success is recorded when the body has been read whole: a reset
     // mid-body is a failure like one before the head.
     guard.passive = Some(Passive {
-        threshold: settings.outlier_threshold,
-        ejection_ms: settings.ejection_ms,
+        outlier: settings.outlier,
         head_ok: !status.is_server_error(),
         client_body: p.body_fate,
     });

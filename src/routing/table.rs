@@ -12,6 +12,7 @@ use crate::routing::Weights;
 use crate::telemetry::metrics::{InflightGuard as InflightGauge, PoolMetrics, UpstreamErrorKind};
 use crate::telemetry::stats::{Outcome, PoolStats};
 use crate::upstream::{Connector, Endpoint, EndpointState};
+use arc_swap::ArcSwap;
 use http::HeaderName;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub struct PoolRuntime {
     failovers: AtomicU64,
     /// The last request meant for this pool went to the other one.
     failing_over: AtomicBool,
+    /// The pool's endpoints in the table in force, for the ejection cap;
+    /// set by the controller with each table.
+    members: ArcSwap<Vec<Arc<Endpoint>>>,
 }
 
 impl std::fmt::Debug for PoolRuntime {
@@ -49,7 +53,48 @@ impl PoolRuntime {
             inflight_writes: AtomicI64::new(0),
             failovers: AtomicU64::new(0),
             failing_over: AtomicBool::new(false),
+            members: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// The pool's endpoints from now on (the controller, with each table).
+    pub fn set_members(&self, endpoints: &[Arc<Endpoint>]) {
+        self.members.store(Arc::new(endpoints.to_vec()));
+    }
+
+    /// A failure of `ep`, one of this pool's endpoints: outlier detection
+    /// ejects it after `outlier.threshold` in a row, unless that would put
+    /// more than `max_ejection_percent` of the pool out at once (one may
+    /// always go). Returns whether it was ejected now.
+    pub fn record_failure(&self, ep: &Endpoint, now_ms: u64, outlier: Outlier) -> bool {
+        ep.record_failure(now_ms, outlier.threshold, outlier.ejection_ms, || {
+            self.may_eject(ep, now_ms, outlier.max_ejection_percent)
+        })
+    }
+
+    /// Whether the cap leaves room to eject `ep` at `now_ms`. Only asked
+    /// when a threshold is reached: a scan of a few endpoints.
+    #[cold]
+    fn may_eject(&self, ep: &Endpoint, now_ms: u64, max_percent: u32) -> bool {
+        if max_percent == 0 {
+            return false;
+        }
+        let members = self.members.load();
+        let cap = (members.len() * max_percent as usize / 100).max(1);
+        let out = members
+            .iter()
+            .filter(|m| !std::ptr::eq(&***m, ep) && m.ejected_until_ms() > now_ms)
+            .count();
+        if out >= cap {
+            tracing::debug!(
+                pool = %self.name,
+                endpoint = %ep.address,
+                ejected = out,
+                "not ejected: outlier_detection.max_ejection_percent reached"
+            );
+            return false;
+        }
+        true
     }
 
     /// Requests in flight on this pool (upgraded connections included).
@@ -157,8 +202,7 @@ pub struct Settings {
     /// Clients whose override header is honoured.
     pub override_trusted: Vec<Cidr>,
     pub sticky: Option<Sticky>,
-    pub outlier_threshold: u32,
-    pub ejection_ms: u64,
+    pub outlier: Outlier,
     /// `log.access_log`: one line per request (target `switchyard::access`).
     pub access_log: bool,
 }
@@ -186,11 +230,23 @@ impl Settings {
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
             override_trusted: cfg.traffic.override_trusted.clone(),
             sticky: cfg.traffic.sticky.as_ref().map(Sticky::from_config),
-            outlier_threshold: cfg.outlier_detection.consecutive_failures,
-            ejection_ms: cfg.outlier_detection.ejection_time.as_millis() as u64,
+            outlier: Outlier {
+                threshold: cfg.outlier_detection.consecutive_failures,
+                ejection_ms: cfg.outlier_detection.ejection_time.as_millis() as u64,
+                max_ejection_percent: cfg.outlier_detection.max_ejection_percent,
+            },
             access_log: cfg.log.access_log,
         }
     }
+}
+
+/// `outlier_detection`, as the request path applies it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outlier {
+    /// Failures in a row that eject an endpoint.
+    pub threshold: u32,
+    pub ejection_ms: u64,
+    pub max_ejection_percent: u32,
 }
 
 /// One pool as this table generation sees it.
@@ -315,6 +371,54 @@ mod tests {
                     .clone(),
             )),
         }
+    }
+
+    fn outlier(max_ejection_percent: u32) -> Outlier {
+        Outlier {
+            threshold: 2,
+            ejection_ms: 1_000,
+            max_ejection_percent,
+        }
+    }
+
+    /// Fail `ep` `threshold` times in a row at `now`: ejected?
+    fn fail(p: &Pool, ep: usize, now: u64, o: Outlier) -> bool {
+        let mut ejected = false;
+        for _ in 0..o.threshold {
+            ejected |= p.runtime.record_failure(&p.endpoints[ep], now, o);
+        }
+        ejected
+    }
+
+    #[test]
+    fn outlier_detection_never_ejects_past_its_share_of_the_pool() {
+        // Two endpoints at 50 %: one may go, never both.
+        let p = pool(2);
+        p.runtime.set_members(&p.endpoints);
+        let o = outlier(50);
+        assert!(fail(&p, 0, 100, o));
+        assert!(!fail(&p, 1, 100, o));
+        assert_eq!(p.pick_endpoint(100, 0), Some(1));
+        // The first one's ejection may still be extended...
+        assert!(!fail(&p, 0, 200, o));
+        assert!(p.endpoints[0].ejected_until_ms() > 1_100);
+        // ... and once it is back, the other may go.
+        assert!(fail(&p, 1, 1_300, o));
+        assert!(!fail(&p, 0, 1_300, o));
+
+        // Four at 50 %: two; one endpoint: it may always go (failover then
+        // takes over); 0 %: none.
+        let p = pool(4);
+        p.runtime.set_members(&p.endpoints);
+        let ejected: Vec<bool> = (0..4).map(|i| fail(&p, i, 100, o)).collect();
+        assert_eq!(ejected, [true, true, false, false]);
+        let p = pool(1);
+        p.runtime.set_members(&p.endpoints);
+        assert!(fail(&p, 0, 100, o));
+        let p = pool(2);
+        p.runtime.set_members(&p.endpoints);
+        assert!(!fail(&p, 0, 100, outlier(0)));
+        assert!(!fail(&p, 1, 100, outlier(0)));
     }
 
     #[test]

@@ -273,7 +273,13 @@ impl Endpoint {
     /// A 5xx or transport failure. Ejects the endpoint for `ejection_ms` when
     /// `threshold` failures came in a row, or at once when it is back on
     /// probation after an ejection; returns true when this call ejected it.
-    pub fn record_failure(&self, now_ms: u64, threshold: u32, ejection_ms: u64) -> bool {
+    pub fn record_failure(
+        &self,
+        now_ms: u64,
+        threshold: u32,
+        ejection_ms: u64,
+        may_eject: impl FnOnce() -> bool,
+    ) -> bool {
         if threshold == 0 {
             return false;
         }
@@ -284,6 +290,11 @@ impl Endpoint {
             return false;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        // Already out: the ejection is only extended. Otherwise the pool
+        // may have no room for another ejection.
+        if until <= now_ms && !may_eject() {
+            return false;
+        }
         self.probation.store(true, Ordering::Relaxed);
         let prev = self
             .ejected_until_ms
@@ -402,13 +413,13 @@ mod tests {
     #[test]
     fn failures_in_a_row_eject_and_success_resets() {
         let ep = Endpoint::new(PoolName::Blue, "127.0.0.1:1").unwrap();
-        assert!(!ep.record_failure(1000, 3, 500));
-        assert!(!ep.record_failure(1000, 3, 500));
+        assert!(!ep.record_failure(1000, 3, 500, || true));
+        assert!(!ep.record_failure(1000, 3, 500, || true));
         ep.record_success();
-        assert!(!ep.record_failure(1000, 3, 500));
-        assert!(!ep.record_failure(1000, 3, 500));
+        assert!(!ep.record_failure(1000, 3, 500, || true));
+        assert!(!ep.record_failure(1000, 3, 500, || true));
         assert!(ep.is_available(1000));
-        assert!(ep.record_failure(1000, 3, 500));
+        assert!(ep.record_failure(1000, 3, 500, || true));
         assert_eq!(ep.state(1000), EndpointState::Ejected);
         assert!(!ep.is_available(1499));
         // Back on probation once the ejection time has passed.
@@ -421,26 +432,26 @@ mod tests {
     fn on_probation_one_failure_ejects_again_and_a_success_ends_it() {
         let ep = Endpoint::new(PoolName::Blue, "127.0.0.1:1").unwrap();
         for _ in 0..3 {
-            ep.record_failure(0, 3, 100);
+            ep.record_failure(0, 3, 100, || true);
         }
         assert_eq!(ep.state(50), EndpointState::Ejected);
         // A straggler failing during the ejection does not extend it.
-        assert!(!ep.record_failure(50, 3, 100));
+        assert!(!ep.record_failure(50, 3, 100, || true));
         assert_eq!(ep.ejected_until_ms(), 100);
         // Back: the first failure ejects again at once.
-        assert!(ep.record_failure(100, 3, 100));
+        assert!(ep.record_failure(100, 3, 100, || true));
         assert_eq!(ep.state(150), EndpointState::Ejected);
         // Back again, and a success ends the probation: the threshold rules again.
         ep.record_success();
         assert!(!ep.on_probation(200));
-        assert!(!ep.record_failure(200, 3, 100));
+        assert!(!ep.record_failure(200, 3, 100, || true));
         assert!(ep.is_available(200));
     }
 
     #[tokio::test]
     async fn an_ejection_wakes_the_watcher_even_when_nobody_waited_yet() {
         let ep = Endpoint::new(PoolName::Blue, "127.0.0.1:1").unwrap();
-        assert!(ep.record_failure(0, 1, 100));
+        assert!(ep.record_failure(0, 1, 100, || true));
         tokio::time::timeout(std::time::Duration::from_secs(1), ep.ejected())
             .await
             .expect("the ejection was signalled");

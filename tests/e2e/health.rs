@@ -151,6 +151,43 @@ async fn five_500s_in_a_row_eject_an_endpoint_until_the_ejection_time_is_over() 
     s.shutdown().await;
 }
 
+/// One route that answers 500 on every endpoint of a pool must not empty
+/// the pool and send everyone to the other version: outlier detection
+/// ejects at most `max_ejection_percent` (50 %) of it, so one of the two
+/// blue endpoints keeps serving blue's traffic, 500s included.
+#[tokio::test]
+async fn outlier_detection_leaves_half_of_a_pool_in() {
+    let b1 = Upstream::start("blue-1").await;
+    let b2 = Upstream::start("blue-2").await;
+    let green = Upstream::start("green-1").await;
+    let extra = format!(
+        "{}outlier_detection:\n  consecutive_failures: 2\n  ejection_time: 1m\n",
+        checks(3, 2)
+    );
+    let s = start_proxy(&config_yaml(&[b1.addr, b2.addr], &[green.addr], &extra)).await;
+    let c = client();
+    for _ in 0..20 {
+        let a = get(&c, proxy_url(&s, "/status/500")).await;
+        assert_eq!(a.status, 500);
+        assert!(a.upstream().starts_with("blue-"), "{}", a.upstream());
+    }
+    let states = [
+        endpoint_state(&c, &s, "blue", b1.addr).await,
+        endpoint_state(&c, &s, "blue", b2.addr).await,
+    ];
+    assert_eq!(
+        states.iter().filter(|st| *st == "ejected").count(),
+        1,
+        "{states:?}"
+    );
+    // Every other route still works, on blue.
+    let a = get(&c, proxy_url(&s, "/")).await;
+    assert_eq!(a.status, 200);
+    assert!(a.upstream().starts_with("blue-"), "{}", a.upstream());
+    assert_eq!(green.requests(), 0);
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn with_blue_down_failover_sends_to_green_and_without_it_503() {
     let blue = Upstream::start("blue-1").await;

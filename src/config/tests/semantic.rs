@@ -230,6 +230,22 @@ fn zero_thresholds() {
 }
 
 #[test]
+fn ejection_share_is_a_percentage() {
+    let t = with("outlier_detection: {max_ejection_percent: 150}\n");
+    assert_one(
+        &t,
+        after(&t, "max_ejection_percent: "),
+        "outlier_detection.max_ejection_percent: 150 is more than 100",
+    );
+    for ok in [0, 50, 100] {
+        let t = with(&format!(
+            "outlier_detection: {{max_ejection_percent: {ok}}}\n"
+        ));
+        assert_eq!(valid(&t).outlier_detection.max_ejection_percent, ok);
+    }
+}
+
+#[test]
 fn zero_durations() {
     for (section, key) in [
         ("health_check", "interval"),

@@ -173,7 +173,7 @@ async fn an_ejection_is_reported_at_once_and_its_end_after_the_ejection_time() {
 
     // Live traffic: five failures in a row eject it for 1 s.
     for _ in 0..5 {
-        ep.record_failure(test_clock(), 5, 1000);
+        ep.record_failure(test_clock(), 5, 1000, || true);
     }
     let ejected = Instant::now();
     run_for(1).await;
