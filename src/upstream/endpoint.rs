@@ -122,6 +122,8 @@ pub struct Endpoint {
     inflight: AtomicI64,
     /// The most requests in flight at once since the last idle sweep.
     peak_inflight: AtomicI64,
+    /// The peaks of the last few sweeps (the sweeper's alone).
+    recent_peaks: std::sync::Mutex<PeakWindow>,
     /// Unix milliseconds of the last active check (0 = never).
     last_check_unix_ms: AtomicU64,
     last_check_ok: AtomicBool,
@@ -158,6 +160,7 @@ impl Endpoint {
             drain_deadline: CancellationToken::new(),
             inflight: AtomicI64::new(0),
             peak_inflight: AtomicI64::new(0),
+            recent_peaks: std::sync::Mutex::new(PeakWindow::default()),
             last_check_unix_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             last_check_result: AtomicU16::new(0),
@@ -392,7 +395,12 @@ impl Endpoint {
             .peak_inflight
             .swap(inflight, Ordering::Relaxed)
             .max(inflight);
-        self.idle.trim(usize::try_from(peak).unwrap_or(0));
+        // Only the sweeper locks it, once a second.
+        let needed = match self.recent_peaks.lock() {
+            Ok(mut w) => w.push(peak),
+            Err(poisoned) => poisoned.into_inner().push(peak),
+        };
+        self.idle.trim(needed);
         if self.inflight() == 0
             && now_ms.saturating_sub(self.shared_used_ms.load(Ordering::Relaxed)) >= max_idle_ms
             && self.shared.load().is_some()
@@ -406,9 +414,51 @@ impl Endpoint {
     }
 }
 
+/// How many idle connections an endpoint keeps through a sweep: the most
+/// requests it had in flight at once over the last [`PEAK_SWEEPS`] sweeps
+/// (a burst's surplus stays that long before it is trimmed, like HAProxy's
+/// `pool-purge-delay`), and always one: an endpoint that gets a request
+/// every few seconds keeps its connection until `timeouts.upstream_idle`,
+/// instead of opening one (a TLS handshake, maybe) per request.
+#[derive(Debug, Default)]
+struct PeakWindow {
+    peaks: [i64; PEAK_SWEEPS],
+    next: usize,
+}
+
+/// Sweeps (seconds) a peak of requests in flight is remembered.
+const PEAK_SWEEPS: usize = 5;
+
+impl PeakWindow {
+    /// Record this sweep's peak; the connections to keep.
+    fn push(&mut self, peak: i64) -> usize {
+        self.peaks[self.next] = peak;
+        self.next = (self.next + 1) % PEAK_SWEEPS;
+        let most = self.peaks.iter().copied().max().unwrap_or(0);
+        usize::try_from(most).unwrap_or(0).max(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peak_is_kept_for_five_sweeps_and_one_connection_always() {
+        let mut w = PeakWindow::default();
+        assert_eq!(w.push(0), 1);
+        assert_eq!(w.push(8), 8);
+        for _ in 0..4 {
+            assert_eq!(w.push(1), 8);
+        }
+        assert_eq!(w.push(1), 1);
+        assert_eq!(w.push(3), 3);
+        for _ in 0..10 {
+            w.push(0);
+        }
+        assert_eq!(w.push(0), 1);
+        assert_eq!(w.push(-1), 1);
+    }
 
     #[test]
     fn failures_in_a_row_eject_and_success_resets() {

@@ -9,7 +9,8 @@
 //! first out keeps every connection in use, so age alone would never let a
 //! burst's surplus go under a steady lighter load: [`IdlePool::trim`] also
 //! closes, each sweep, half of what is idle beyond the most connections in
-//! use at once since the previous sweep (what HAProxy's idle purge does).
+//! use at once over the last few sweeps, keeping one at least (what
+//! HAProxy's idle purge does; see `PeakWindow` in the endpoint).
 //!
 //! Last in, first out (what nginx's and HAProxy's keep-alive caches do)
 //! was tried: a `Mutex<Vec>` that the data plane only `try_lock`s, with a

@@ -185,19 +185,40 @@ async fn a_bursts_surplus_connections_are_let_go_under_a_lighter_load() {
     assert!(opened >= 8, "{opened}");
     assert!(fp.open() >= 8);
     // One request at a time: first in, first out would keep all eight in
-    // use for ever; the sweeps close the surplus, half of it a second.
+    // use for ever; the sweeps close the surplus, half of it a second, once
+    // the burst's peak is 5 s old.
     let light = tokio::time::Instant::now();
-    wait_for(Duration::from_secs(8), "the surplus to close", || async {
+    wait_for(Duration::from_secs(15), "the surplus to close", || async {
         assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
         fp.open() <= 2
     })
     .await;
     assert!(
-        light.elapsed() >= Duration::from_millis(900),
-        "closed after {:?}: before a sweep could see the lighter load",
+        light.elapsed() >= Duration::from_secs(3),
+        "closed after {:?}: before the burst's peak was forgotten",
         light.elapsed()
     );
     // And none was opened again meanwhile.
     assert_eq!(fp.accepted(), opened);
+    s.shutdown().await;
+}
+
+/// An endpoint that gets a request every second and a half keeps its one
+/// connection (until `timeouts.upstream_idle`), instead of a new one per
+/// request.
+#[tokio::test]
+async fn a_slow_trickle_of_requests_keeps_its_connection() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let fp = FaultProxy::start(blue.addr, Fault::Pass).await;
+    let extra = "health_check:\n  interval: 1h";
+    let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], extra)).await;
+    let c = client();
+    let mut pace = tokio::time::interval(Duration::from_millis(1500));
+    for _ in 0..3 {
+        pace.tick().await;
+        assert_eq!(get(&c, proxy_url(&s, "/")).await.status, 200);
+    }
+    assert_eq!(fp.accepted(), 1);
     s.shutdown().await;
 }
