@@ -176,6 +176,8 @@ async fn serve_held(
     let token = loop {
         if let (Some(hold), false) = (table.hold.clone(), waited) {
             let Some(ticket) = hold.enter() else {
+                // Counted where held writes wait: the live pool.
+                table.pool(table.live).runtime.metrics.record_refused();
                 return error_response(&ProxyError::HoldQueueFull);
             };
             ticket.wait().await;
@@ -245,10 +247,13 @@ fn choose_pool(
     if let Some(name) = &settings.override_header {
         if let Some(v) = headers.get(name) {
             if settings.override_trusted(client_ip) {
-                match v.as_bytes() {
-                    b"blue" => return pinned(PoolName::Blue),
-                    b"green" => return pinned(PoolName::Green),
-                    _ => {}
+                // Any case, as header names: `GREEN` is not silently blue.
+                let v = v.as_bytes();
+                if v.eq_ignore_ascii_case(b"blue") {
+                    return pinned(PoolName::Blue);
+                }
+                if v.eq_ignore_ascii_case(b"green") {
+                    return pinned(PoolName::Green);
                 }
             }
         }
@@ -320,14 +325,16 @@ fn prepare<'a>(
         None if !choice.pinned && settings.failover => {
             let other = table.pool(chosen.other());
             pool.runtime.note_failover();
-            let i = other
-                .pick_endpoint(now, 0)
-                .ok_or(ProxyError::NoHealthyEndpoint)?;
+            let Some(i) = other.pick_endpoint(now, 0) else {
+                pool.runtime.metrics.record_refused();
+                return Err(ProxyError::NoHealthyEndpoint);
+            };
             pool = other;
             i
         }
         None => {
             pool.runtime.note_unserved();
+            pool.runtime.metrics.record_refused();
             return Err(ProxyError::NoHealthyEndpoint);
         }
     };

@@ -181,6 +181,7 @@ pub fn start_pool(pool: &Arc<Pool>, timeout: Duration) {
             () = stop.cancelled() => return,
         }
         let drain = &pool.runtime.drain;
+        let upgraded = drain.upgraded();
         let old = drain.tunnels.swap(Arc::new(CancellationToken::new()));
         old.cancel();
         for ep in &pool.endpoints {
@@ -193,7 +194,11 @@ pub fn start_pool(pool: &Arc<Pool>, timeout: Duration) {
             drain.since_unix_ms.store(0, Ordering::Relaxed);
             drain.deadline_unix_ms.store(0, Ordering::Relaxed);
         }
-        tracing::info!(pool = %pool.name, inflight = pool.runtime.inflight(), "pool drained: upgraded connections closed");
+        if upgraded > 0 {
+            tracing::info!(pool = %pool.name, closed = upgraded, inflight = pool.runtime.inflight(), "drain timeout: upgraded connections closed");
+        } else {
+            tracing::info!(pool = %pool.name, inflight = pool.runtime.inflight(), "pool drained");
+        }
     });
 }
 

@@ -146,6 +146,14 @@ impl PoolMetrics {
         self.duration.observe(latency.as_secs_f64());
     }
 
+    /// A request meant for this pool that the proxy answered itself, with
+    /// no upstream attempt (503: no healthy endpoint, or the write-hold
+    /// queue full): `code="error"`, no duration sample.
+    #[cold]
+    pub fn record_refused(&self) {
+        self.requests[code_index(Outcome::TransportError)].inc();
+    }
+
     /// Count one failed upstream attempt. A request retried on another
     /// endpoint may count several; its final outcome goes to [`record`](Self::record).
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
@@ -212,7 +220,7 @@ impl Metrics {
             IntCounterVec::new(
                 opts(
                     "switchyard_requests_total",
-                    "Requests proxied, by pool and response status class; code=\"error\" when the upstream gave no response.",
+                    "Requests by the pool they were meant for and the response's status class; code=\"error\" when no upstream answered (the proxy's own 502, 503 or 504).",
                 ),
                 &["pool", "code"],
             ),

@@ -381,6 +381,15 @@ async fn writes_beyond_max_held_get_503_with_retry_after_and_nothing_else_is_los
         );
     }
     assert!(report["held_requests"].as_u64().unwrap() <= 5 * 20);
+    // The refused writes are in the request metrics, for blue (live while
+    // they were held), as answers no upstream gave.
+    let text = metrics_text(&s).await;
+    let blue_errors: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_requests_total{code=\"error\",pool=\"blue\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(blue_errors, refused.len(), "{text}");
     s.shutdown().await;
 }
 

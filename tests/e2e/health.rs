@@ -215,6 +215,21 @@ async fn with_blue_down_failover_sends_to_green_and_without_it_503() {
     assert_eq!(st["pools"]["blue"]["failing_over"], true);
     assert_eq!(st["pools"]["blue"]["failovers"], 10);
     assert_eq!(st["pools"]["blue"]["healthy"], 0);
+    // An outage shows in the request metrics: the proxy's own 503s are
+    // counted for the pool they were meant for (an error-rate alert must
+    // not stay flat); the failed-over requests are green's 2xx.
+    let requests = |text: &str, pool: &str, code: &str| -> u64 {
+        let series = format!("switchyard_requests_total{{code=\"{code}\",pool=\"{pool}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let off_metrics = metrics_text(&off).await;
+    assert_eq!(requests(&off_metrics, "blue", "error"), 10, "{off_metrics}");
+    let on_metrics = metrics_text(&on).await;
+    assert_eq!(requests(&on_metrics, "blue", "error"), 0);
+    assert_eq!(requests(&on_metrics, "green", "2xx"), 10);
     on.shutdown().await;
     off.shutdown().await;
 }

@@ -117,9 +117,9 @@ async fn a_preview_listener_pinned_to_candidate_reaches_green_while_main_sends_a
 async fn the_override_header_is_honoured_only_from_trusted_clients_and_never_forwarded() {
     let blue = Upstream::start("blue-1").await;
     let green = Upstream::start("green-1").await;
-    let ask_green = |s: &Server| {
+    let ask = |s: &Server, pool: &str| {
         Request::get(proxy_url(s, "/headers"))
-            .header("x-pool", "green")
+            .header("x-pool", pool)
             .body(Full::default())
             .unwrap()
     };
@@ -130,8 +130,11 @@ async fn the_override_header_is_honoured_only_from_trusted_clients_and_never_for
     ] {
         let extra = format!("traffic:\n  override_header: X-Pool{trust}");
         let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], &extra)).await;
-        let a = read(c.request(ask_green(&s)).await.unwrap()).await;
+        let a = read(c.request(ask(&s, "green")).await.unwrap()).await;
         assert_eq!(a.upstream(), expected, "trust list {trust:?}");
+        // The value in any case, as the header's name.
+        let a = read(c.request(ask(&s, "GREEN")).await.unwrap()).await;
+        assert_eq!(a.upstream(), expected, "trust list {trust:?}, GREEN");
         let seen: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
         assert!(
             seen.get("x-pool").is_none(),
