@@ -278,7 +278,10 @@ impl Controller {
         } else {
             self.bake = Some(Bake {
                 pool,
-                until_unix_ms: crate::clock::unix_ms() + cfg.rollout.bake_time.as_millis() as u64,
+                until_unix_ms: crate::clock::unix_ms_after(
+                    crate::clock::unix_ms(),
+                    cfg.rollout.bake_time,
+                ),
             });
         }
     }
@@ -428,6 +431,10 @@ impl Controller {
                 "step_interval must be above 0".into(),
             ));
         }
+        // The same bound as the config file's: a step past it could not
+        // even be shown as a time.
+        crate::config::rules::duration_at_most(interval, crate::config::rules::MAX_STEP_INTERVAL)
+            .map_err(|e| CommandError::Invalid(format!("step_interval: {e}")))?;
         self.guard_target(to)?;
         let rollout = Rollout::new(
             to,

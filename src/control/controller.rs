@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::control::commands::{Command, RolloutAction, SwitchReport};
 
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
 /// The deployment phase (SPEC.md section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -390,7 +392,9 @@ impl Controller {
         .into_iter()
         .flatten()
         .min()?;
-        let wait = at.saturating_sub(crate::clock::unix_ms());
+        // Held to a day: the loop computes the deadline again after every
+        // wake-up, and an Instant far in the future can overflow.
+        let wait = at.saturating_sub(crate::clock::unix_ms()).min(DAY_MS);
         Some(tokio::time::Instant::now() + Duration::from_millis(wait))
     }
 

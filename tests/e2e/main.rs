@@ -13,6 +13,7 @@ mod faults;
 mod grpc;
 mod health;
 mod hostile;
+mod limits;
 mod openapi;
 mod operator_input;
 mod pool;
