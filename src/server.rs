@@ -83,7 +83,6 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let connections = crate::proxy::guard::ConnectionLimit::new(cfg.limits.max_connections);
     let listener_cfgs = cfg.listeners.clone();
     let admin_bind = cfg.admin.bind;
-    let metrics_public = cfg.admin.metrics_public;
 
     // Bind everything before starting anything, so a busy port fails cleanly.
     // Certificates too: a TLS listener without a usable one does not start.
@@ -117,6 +116,8 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     health.reconcile(shared.table.load().endpoints(), &checks);
     let health_stop = health.stopper();
     controller.set_health_checks(health);
+    let token = Arc::new(arc_swap::ArcSwapOption::from(token.map(Arc::new)));
+    controller.set_admin_token(token.clone());
     tokio::spawn(controller.run());
     let stop_watch = CancellationToken::new();
     if let Some(path) = config_path {
@@ -183,8 +184,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let router = admin::router(AdminState {
         shared: shared.clone(),
         controller: handle.clone(),
-        token: token.map(Arc::from),
-        metrics_public,
+        token,
         certs: certs.clone().into(),
     });
     let admin_stop = stop_admin.clone();

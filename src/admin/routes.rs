@@ -8,6 +8,7 @@ use crate::control::controller::{Actor, ControllerHandle};
 use crate::control::Shared;
 use crate::control::{Command, RolloutAction};
 use crate::routing::Weights;
+use arc_swap::ArcSwapOption;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::Path;
@@ -28,8 +29,10 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub controller: ControllerHandle,
-    pub token: Option<Arc<str>>,
-    pub metrics_public: bool,
+    /// The bearer token in force. A reload replaces it when the content of
+    /// `admin.token_file` changed (a rotated Kubernetes Secret), so it is
+    /// read per request, as cheaply as the routing table.
+    pub token: Arc<ArcSwapOption<String>>,
     /// The certificates of the TLS listeners, for status.
     pub certs: Arc<[Arc<crate::proxy::tls::CertStore>]>,
 }
@@ -66,8 +69,9 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
         )
         .into_response();
     }
-    if let Some(token) = &st.token {
-        let public = st.metrics_public && req.uri().path() == "/metrics";
+    if let Some(token) = st.token.load().as_deref() {
+        // Read per request: `metrics_public` follows reloads too.
+        let public = req.uri().path() == "/metrics" && st.shared.config.load().admin.metrics_public;
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -16,7 +16,7 @@ use crate::routing::{Hold, PoolRuntime, RoutingTable, Weights, WritesInFlight};
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::health::HealthChecks;
 use crate::upstream::EndpointState;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +52,8 @@ pub struct ConfigView {
     pub path: Option<PathBuf>,
     pub loaded_at: String,
     pub last_error: Option<ConfigErrorView>,
-    /// Set when a reload changed something only a restart applies (listeners, admin).
+    /// Set while the file differs from the running config in something only
+    /// a restart applies (listeners, admin.bind, limits, ...).
     pub restart_needed: Option<String>,
 }
 
@@ -204,6 +205,13 @@ pub struct Controller {
     state_error: Option<String>,
     /// One checker per endpoint, kept in step with every table.
     pub(crate) health: Option<HealthChecks>,
+    /// The config the process started with: what the sections applied only
+    /// at start (listeners, admin.bind, limits, ...) still run on, whatever
+    /// reloads stored since.
+    pub(crate) started: Arc<Config>,
+    /// The admin API's bearer token, replaced by a reload when the content
+    /// of `admin.token_file` changed.
+    pub(crate) admin_token: Option<Arc<ArcSwapOption<String>>>,
 }
 
 impl Controller {
@@ -259,6 +267,7 @@ impl Controller {
         let table = build_table(&cfg, None, &runtimes, generation, weights, live)?;
         let judge = RollbackJudge::new(&cfg.rollback);
         let state_file = cfg.state_file.clone();
+        let started = Arc::new(cfg.clone());
         let placeholder = ControlView {
             generation,
             phase: Phase::Stable,
@@ -285,7 +294,7 @@ impl Controller {
             view: ArcSwap::from_pointee(placeholder),
             runtimes,
             metrics,
-            config: ArcSwap::from_pointee(cfg),
+            config: ArcSwap::new(started.clone()),
             events,
             writes: Arc::new(WritesInFlight::default()),
             shutting_down: AtomicBool::new(false),
@@ -311,6 +320,8 @@ impl Controller {
             state_file,
             state_error: None,
             health: None,
+            started,
+            admin_token: None,
         };
         ctl.judge.reset(tokio::time::Instant::now());
         ctl.publish(None);
@@ -325,6 +336,11 @@ impl Controller {
     /// table; the controller keeps them in step with later tables.
     pub fn set_health_checks(&mut self, health: HealthChecks) {
         self.health = Some(health);
+    }
+
+    /// Hand over the admin API's token, which reloads keep current.
+    pub fn set_admin_token(&mut self, token: Arc<ArcSwapOption<String>>) {
+        self.admin_token = Some(token);
     }
 
     /// The current phase, derived from the state.

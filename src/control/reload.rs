@@ -11,6 +11,60 @@ use crate::upstream::health::CheckSettings;
 use std::sync::Arc;
 
 impl Controller {
+    /// The sections applied only at start that `new` would change: compared
+    /// with the config the process started with, not with the previous
+    /// file, so the note stays until a restart (or until the file matches
+    /// what runs again). `admin.token_file` and `admin.metrics_public` are
+    /// not among them: both are read per request and follow reloads.
+    fn restart_only_changes(&self, new: &config::Config) -> Vec<&'static str> {
+        let run = &self.started;
+        let mut restart = Vec::new();
+        if new.listeners != run.listeners {
+            restart.push("listeners");
+        }
+        if new.admin.bind != run.admin.bind {
+            restart.push("admin.bind");
+        }
+        if new.rollback.window > self.shared.runtimes[0].stats.capacity() {
+            restart.push("rollback.window (longer than the statistics kept)");
+        }
+        if new.limits != run.limits || new.timeouts.client_header != run.timeouts.client_header {
+            restart.push("limits/timeouts.client_header");
+        }
+        if new.audit_log != run.audit_log || new.state_file != run.state_file {
+            restart.push("audit_log/state_file");
+        }
+        if new.log.format != run.log.format {
+            restart.push("log.format");
+        }
+        restart
+    }
+
+    /// Read the admin token again (`admin.token_file`, else the
+    /// environment) and put it in force when it differs: rotating a
+    /// Kubernetes Secret changes the file's content, not the config.
+    /// Whether it was replaced; the token itself is never logged.
+    fn reload_admin_token(&mut self, new: &config::Config) -> bool {
+        let Some(slot) = &self.admin_token else {
+            return false;
+        };
+        let fresh = match crate::admin::auth::load_token(new.admin.token_file.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                // Validation read the file a moment ago: this is a race
+                // with whoever writes it. The old token stays in force.
+                tracing::error!(error = %e, "admin token not reloaded; the old one stays in force");
+                return false;
+            }
+        };
+        if slot.load().as_deref().map(String::as_str) == fresh.as_deref() {
+            return false;
+        }
+        slot.store(fresh.map(Arc::new));
+        tracing::info!("admin token replaced");
+        true
+    }
+
     /// A file that cannot be applied: the old config keeps serving; the
     /// errors are logged, counted, kept for status and recorded as an event.
     fn reject(&mut self, actor: Actor, diags: Vec<config::Diagnostic>) -> CommandError {
@@ -82,25 +136,8 @@ impl Controller {
             })
             .map(|e| format!("{}/{}", e.pool, e.address))
             .collect();
-        let mut restart = Vec::new();
-        if new.listeners != old.listeners {
-            restart.push("listeners");
-        }
-        if new.admin != old.admin {
-            restart.push("admin");
-        }
-        if new.rollback.window > self.shared.runtimes[0].stats.capacity() {
-            restart.push("rollback.window (longer than the statistics kept)");
-        }
-        if new.limits != old.limits || new.timeouts.client_header != old.timeouts.client_header {
-            restart.push("limits/timeouts.client_header");
-        }
-        if new.audit_log != old.audit_log || new.state_file != old.state_file {
-            restart.push("audit_log/state_file");
-        }
-        if new.log.format != old.log.format {
-            restart.push("log.format");
-        }
+        let restart = self.restart_only_changes(&new);
+        let token_replaced = self.reload_admin_token(&new);
         if new.log.level != old.log.level || new.log.access_log != old.log.access_log {
             match crate::telemetry::logging::set_level(&new.log.level, new.log.access_log) {
                 Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
@@ -117,7 +154,7 @@ impl Controller {
             tracing::warn!("{note}");
         }
         let initial_changed = new.traffic.initial != old.traffic.initial;
-        let changed = *old != new;
+        let changed = *old != new || token_replaced;
         self.judge.set_config(&new.rollback);
         self.shared.config.store(Arc::new(new));
         self.config_error = None;
@@ -151,11 +188,17 @@ impl Controller {
                     "endpoints_added": added,
                     "endpoints_removed": removed_names,
                 }))
-                .reason(
-                    self.restart_needed
-                        .clone()
-                        .unwrap_or_else(|| "applied".into()),
-                ),
+                .reason({
+                    let mut notes: Vec<String> = self.restart_needed.iter().cloned().collect();
+                    if token_replaced {
+                        notes.push("admin token replaced".into());
+                    }
+                    if notes.is_empty() {
+                        "applied".into()
+                    } else {
+                        notes.join("; ")
+                    }
+                }),
         );
         if initial_changed {
             let w = Weights::from_config(&self.shared.config.load().traffic.initial);

@@ -19,6 +19,7 @@ mod operator_input;
 mod pool;
 mod proxy;
 mod refusals;
+mod reload;
 mod rollout;
 mod security;
 mod shutdown;
