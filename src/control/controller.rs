@@ -90,6 +90,12 @@ pub struct Shared {
     pub events: EventLog,
     /// Writes being routed or in flight (what a write hold waits for).
     pub writes: Arc<WritesInFlight>,
+    /// The config file's bytes as the last reload read them; None before
+    /// the first reload or when the file could not be read. The file
+    /// watcher asks for a reload only when the file differs from them, so
+    /// an edit that `POST /reload` already applied is not reloaded again,
+    /// and a file that comes back after a failed read is.
+    pub config_read: ArcSwapOption<Vec<u8>>,
     shutting_down: AtomicBool,
 }
 
@@ -297,6 +303,7 @@ impl Controller {
             config: ArcSwap::new(started.clone()),
             events,
             writes: Arc::new(WritesInFlight::default()),
+            config_read: ArcSwapOption::empty(),
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(256);
@@ -460,6 +467,19 @@ impl Controller {
         }
         self.persist();
         self.publish_view()
+    }
+
+    /// Swap in a table rebuilt from an unchanged config under the same
+    /// generation: the deployment state did not move, so an
+    /// `if_generation` read before it still holds; the table is still
+    /// replaced because files it was built from (an upstream CA bundle)
+    /// may have changed.
+    pub(crate) fn replace_table(&mut self, mut table: RoutingTable) {
+        table.hold = self.hold.clone();
+        table.generation = self.generation;
+        table.weights = self.weights;
+        table.live = self.live;
+        self.shared.table.store(Arc::new(table));
     }
 
     /// Publish the view alone (e.g. a rejected reload changes no state).

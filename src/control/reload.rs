@@ -96,7 +96,11 @@ impl Controller {
                 "started from an embedded config: there is no file to reload".into(),
             ));
         };
-        let new = match config::load(&path) {
+        let text = config::read(&path);
+        self.shared
+            .config_read
+            .store(text.as_ref().ok().map(|t| Arc::new(t.clone().into_bytes())));
+        let new = match text.and_then(|t| config::parse(&t, &path.display().to_string())) {
             Ok(c) => c,
             Err(e) => return Err(self.reject(actor, e.diagnostics())),
         };
@@ -154,12 +158,21 @@ impl Controller {
             tracing::warn!("{note}");
         }
         let initial_changed = new.traffic.initial != old.traffic.initial;
-        let changed = *old != new || token_replaced;
+        let config_changed = *old != new;
+        let changed = config_changed || token_replaced;
         self.judge.set_config(&new.rollback);
         self.shared.config.store(Arc::new(new));
-        self.config_error = None;
+        let error_cleared = self.config_error.take().is_some();
         self.loaded_at = crate::clock::rfc3339(crate::clock::unix_ms());
-        self.publish(Some(next));
+        if config_changed {
+            self.publish(Some(next));
+        } else {
+            // Nothing a generation guards has changed: a script holding
+            // `if_generation` must not be refused because config
+            // management sent a SIGHUP.
+            self.replace_table(next);
+            self.publish_view();
+        }
         let cfg = self.shared.config.load_full();
         if let Some(health) = self.health.as_mut() {
             match CheckSettings::from_config(&cfg.health_check) {
@@ -180,26 +193,32 @@ impl Controller {
             .iter()
             .map(|e| format!("{}/{}", e.pool, e.address))
             .collect();
-        self.shared.events.record(
-            Event::new(EventKind::ConfigReloaded, actor)
-                .to(serde_json::json!({
-                    "path": path,
-                    "changed": changed,
-                    "endpoints_added": added,
-                    "endpoints_removed": removed_names,
-                }))
-                .reason({
-                    let mut notes: Vec<String> = self.restart_needed.iter().cloned().collect();
-                    if token_replaced {
-                        notes.push("admin token replaced".into());
-                    }
-                    if notes.is_empty() {
-                        "applied".into()
-                    } else {
-                        notes.join("; ")
-                    }
-                }),
-        );
+        // The watcher may ask again for what a reload already read; that
+        // changes nothing and is not worth an event. Asked by a person (API,
+        // SIGHUP), or clearing an error, it is.
+        let worth_an_event = changed || error_cleared || actor != Actor::Config;
+        if worth_an_event {
+            self.shared.events.record(
+                Event::new(EventKind::ConfigReloaded, actor)
+                    .to(serde_json::json!({
+                        "path": path,
+                        "changed": changed,
+                        "endpoints_added": added,
+                        "endpoints_removed": removed_names,
+                    }))
+                    .reason({
+                        let mut notes: Vec<String> = self.restart_needed.iter().cloned().collect();
+                        if token_replaced {
+                            notes.push("admin token replaced".into());
+                        }
+                        if notes.is_empty() {
+                            "applied".into()
+                        } else {
+                            notes.join("; ")
+                        }
+                    }),
+            );
+        }
         if initial_changed {
             let w = Weights::from_config(&self.shared.config.load().traffic.initial);
             if let Err(e) = self.set_weights(w, Actor::Config) {
