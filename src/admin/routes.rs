@@ -237,6 +237,9 @@ pub fn parse_body(route: &str, bytes: &[u8]) -> Result<(), ApiError> {
 struct WeightsBody {
     blue: f64,
     green: f64,
+    /// Give a rollback-locked pool traffic all the same.
+    #[serde(default)]
+    force: bool,
     #[serde(default)]
     if_generation: Option<u64>,
 }
@@ -255,6 +258,7 @@ async fn put_weights(
         .controller
         .request(|reply| Command::SetWeights {
             weights,
+            force: b.force,
             if_generation: b.if_generation,
             actor: Actor::Admin,
             reply,

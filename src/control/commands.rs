@@ -49,6 +49,10 @@ pub struct ReloadReport {
     pub endpoints_added: Vec<String>,
     pub endpoints_removed: Vec<String>,
     pub restart_needed: Option<String>,
+    /// Set when `traffic.initial` changed but was not applied as weights
+    /// (it would give a rollback-locked pool traffic); the rest of the
+    /// file was applied.
+    pub weights_not_applied: Option<String>,
 }
 
 pub enum Command {
@@ -61,6 +65,8 @@ pub enum Command {
     },
     SetWeights {
         weights: Weights,
+        /// Give a rollback-locked pool traffic all the same.
+        force: bool,
         if_generation: Option<u64>,
         actor: Actor,
         reply: Reply<ControlView>,
@@ -119,12 +125,17 @@ impl Controller {
             } => self.record_endpoint_health(pool, address, state, reason),
             Command::SetWeights {
                 weights,
+                force,
                 if_generation,
                 actor,
                 reply,
             } => {
                 let r = self
                     .check_generation(if_generation)
+                    .and_then(|()| match force {
+                        true => Ok(()),
+                        false => self.guard_locked_weights(weights),
+                    })
                     .and_then(|()| self.set_weights(weights, actor));
                 send(reply, r);
             }
@@ -323,12 +334,24 @@ impl Controller {
             )));
         }
         if let Some(lock) = self.lock.as_ref().filter(|l| l.pool == to) {
-            return Err(CommandError::Conflict(format!(
-                "pool {to} is rollback-locked since {} ({}); rearm first",
-                lock.since, lock.reason
-            )));
+            return Err(CommandError::Conflict(locked(lock)));
         }
         Ok(())
+    }
+
+    /// The rollback lock covers weights too: a manual split is a partial
+    /// rollout, and a GitOps re-sync of `traffic.initial` must not undo an
+    /// automatic rollback. Refused when `weights` give the locked pool
+    /// more than it has now; taking traffic away from it is always allowed.
+    pub(crate) fn guard_locked_weights(&self, weights: Weights) -> Result<(), CommandError> {
+        match self
+            .lock
+            .as_ref()
+            .filter(|l| weights.bp(l.pool) > self.weights.bp(l.pool))
+        {
+            Some(lock) => Err(CommandError::Conflict(locked(lock))),
+            None => Ok(()),
+        }
     }
 
     pub(crate) async fn switch(
@@ -674,6 +697,14 @@ impl Controller {
             }
         }
     }
+}
+
+/// Why a change towards a rollback-locked pool is refused.
+fn locked(lock: &RollbackLock) -> String {
+    format!(
+        "pool {} is rollback-locked since {} ({}); rearm first",
+        lock.pool, lock.since, lock.reason
+    )
 }
 
 fn describe(reason: BreachReason, f: &rules::Figures) -> String {

@@ -157,7 +157,16 @@ impl Controller {
         if let Some(note) = &self.restart_needed {
             tracing::warn!("{note}");
         }
-        let initial_changed = new.traffic.initial != old.traffic.initial;
+        // A change of traffic.initial that would give a rollback-locked
+        // pool traffic is not applied; the rest of the file is.
+        let initial = (new.traffic.initial != old.traffic.initial)
+            .then(|| Weights::from_config(&new.traffic.initial));
+        let weights_not_applied = initial.and_then(|w| {
+            let refused = self.guard_locked_weights(w).err()?;
+            let note = format!("traffic.initial not applied: {refused}");
+            tracing::warn!("{note}");
+            Some(note)
+        });
         let config_changed = *old != new;
         let changed = config_changed || token_replaced;
         self.judge.set_config(&new.rollback);
@@ -211,6 +220,7 @@ impl Controller {
                         if token_replaced {
                             notes.push("admin token replaced".into());
                         }
+                        notes.extend(weights_not_applied.iter().cloned());
                         if notes.is_empty() {
                             "applied".into()
                         } else {
@@ -219,8 +229,7 @@ impl Controller {
                     }),
             );
         }
-        if initial_changed {
-            let w = Weights::from_config(&self.shared.config.load().traffic.initial);
+        if let Some(w) = initial.filter(|_| weights_not_applied.is_none()) {
             if let Err(e) = self.set_weights(w, Actor::Config) {
                 tracing::warn!(error = %e, "traffic.initial changed but could not be applied now");
             }
@@ -231,6 +240,7 @@ impl Controller {
             endpoints_added: added,
             endpoints_removed: removed_names,
             restart_needed: self.restart_needed.clone(),
+            weights_not_applied,
         })
     }
 }

@@ -14,6 +14,7 @@ mod grpc;
 mod health;
 mod hostile;
 mod limits;
+mod locked;
 mod openapi;
 mod operator_input;
 mod pool;
