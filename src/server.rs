@@ -190,14 +190,13 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         certs: certs.clone().into(),
     });
     let admin_stop = stop_admin.clone();
-    let admin_task = tokio::spawn(async move {
-        let served = axum::serve(admin_listener, router)
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin API stopped with an error");
-        }
-    });
+    // The admin API's heads are bounded like the proxy's (a restart applies a new value).
+    let admin_task = tokio::spawn(admin::serve::serve(
+        admin_listener,
+        router,
+        client_header,
+        admin_stop,
+    ));
     tracing::info!(?proxy_addrs, %admin_addr, "switchyard is serving");
     Ok(Server {
         proxy_addrs,
