@@ -83,7 +83,6 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let connections = crate::proxy::guard::ConnectionLimit::new(cfg.limits.max_connections);
     let listener_cfgs = cfg.listeners.clone();
     let admin_bind = cfg.admin.bind;
-    let metrics_public = cfg.admin.metrics_public;
 
     // Bind everything before starting anything, so a busy port fails cleanly.
     // Certificates too: a TLS listener without a usable one does not start.
@@ -117,10 +116,14 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     health.reconcile(shared.table.load().endpoints(), &checks);
     let health_stop = health.stopper();
     controller.set_health_checks(health);
+    let token = Arc::new(arc_swap::ArcSwapOption::from(token.map(Arc::new)));
+    controller.set_admin_token(token.clone());
     tokio::spawn(controller.run());
     let stop_watch = CancellationToken::new();
     if let Some(path) = config_path {
-        if let Err(e) = crate::control::watch::spawn(path, handle.clone(), stop_watch.clone()) {
+        if let Err(e) =
+            crate::control::watch::spawn(path, handle.clone(), shared.clone(), stop_watch.clone())
+        {
             tracing::error!(error = %e, "config file is not watched; reload with SIGHUP or the API");
         }
     }
@@ -183,19 +186,17 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let router = admin::router(AdminState {
         shared: shared.clone(),
         controller: handle.clone(),
-        token: token.map(Arc::from),
-        metrics_public,
+        token,
         certs: certs.clone().into(),
     });
     let admin_stop = stop_admin.clone();
-    let admin_task = tokio::spawn(async move {
-        let served = axum::serve(admin_listener, router)
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin API stopped with an error");
-        }
-    });
+    // The admin API's heads are bounded like the proxy's (a restart applies a new value).
+    let admin_task = tokio::spawn(admin::serve::serve(
+        admin_listener,
+        router,
+        client_header,
+        admin_stop,
+    ));
     tracing::info!(?proxy_addrs, %admin_addr, "switchyard is serving");
     Ok(Server {
         proxy_addrs,

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod routes;
+pub mod serve;
 pub mod status;
 
 pub use routes::{router, AdminState};

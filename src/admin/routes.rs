@@ -4,10 +4,11 @@ use crate::admin::auth;
 use crate::admin::error::ApiError;
 use crate::admin::status;
 use crate::config::PoolName;
-use crate::control::controller::{Actor, ControllerHandle};
+use crate::control::controller::{Actor, ControllerHandle, Phase};
 use crate::control::Shared;
 use crate::control::{Command, RolloutAction};
 use crate::routing::Weights;
+use arc_swap::ArcSwapOption;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::Path;
@@ -28,8 +29,10 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub controller: ControllerHandle,
-    pub token: Option<Arc<str>>,
-    pub metrics_public: bool,
+    /// The bearer token in force. A reload replaces it when the content of
+    /// `admin.token_file` changed (a rotated Kubernetes Secret), so it is
+    /// read per request, as cheaply as the routing table.
+    pub token: Arc<ArcSwapOption<String>>,
     /// The certificates of the TLS listeners, for status.
     pub certs: Arc<[Arc<crate::proxy::tls::CertStore>]>,
 }
@@ -66,8 +69,9 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
         )
         .into_response();
     }
-    if let Some(token) = &st.token {
-        let public = st.metrics_public && req.uri().path() == "/metrics";
+    if let Some(token) = st.token.load().as_deref() {
+        // Read per request: `metrics_public` follows reloads too.
+        let public = req.uri().path() == "/metrics" && st.shared.config.load().admin.metrics_public;
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -233,6 +237,9 @@ pub fn parse_body(route: &str, bytes: &[u8]) -> Result<(), ApiError> {
 struct WeightsBody {
     blue: f64,
     green: f64,
+    /// Give a rollback-locked pool traffic all the same.
+    #[serde(default)]
+    force: bool,
     #[serde(default)]
     if_generation: Option<u64>,
 }
@@ -247,16 +254,33 @@ async fn put_weights(
         blue: b.blue,
         green: b.green,
     });
-    let view = st
-        .controller
-        .request(|reply| Command::SetWeights {
-            weights,
-            if_generation: b.if_generation,
-            actor: Actor::Admin,
-            reply,
-        })
-        .await?;
+    let view = command(&st, |reply| Command::SetWeights {
+        weights,
+        force: b.force,
+        if_generation: b.if_generation,
+        actor: Actor::Admin,
+        reply,
+    })
+    .await?;
     Ok(to_json(view))
+}
+
+/// Send a change to the controller. While a switch holds writes the
+/// controller is busy with it for up to `cutover.max_hold`, and a command
+/// would wait silently in its inbox (past ctl's timeout); it is answered
+/// 409 at once instead, from the published phase. A command that slips in
+/// just before the phase is published waits, as before, at most max_hold.
+async fn command<T>(
+    st: &AdminState,
+    make: impl FnOnce(crate::control::controller::Reply<T>) -> Command,
+) -> Result<T, ApiError> {
+    if st.shared.view.load().phase == Phase::Switching {
+        return Err(crate::control::CommandError::Conflict(
+            "a switch is in progress; try again when it has completed or aborted".into(),
+        )
+        .into());
+    }
+    Ok(st.controller.request(make).await?)
 }
 
 fn to_json<T: serde::Serialize>(v: T) -> Json<serde_json::Value> {
@@ -278,16 +302,14 @@ async fn post_switch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: SwitchBody = json_body(body)?;
-    let report = st
-        .controller
-        .request(|reply| Command::Switch {
-            to: b.to,
-            force: b.force,
-            if_generation: b.if_generation,
-            actor: Actor::Admin,
-            reply,
-        })
-        .await?;
+    let report = command(&st, |reply| Command::Switch {
+        to: b.to,
+        force: b.force,
+        if_generation: b.if_generation,
+        actor: Actor::Admin,
+        reply,
+    })
+    .await?;
     Ok(to_json(report))
 }
 
@@ -308,16 +330,14 @@ async fn post_rollout(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: RolloutBody = json_body(body)?;
-    let view = st
-        .controller
-        .request(|reply| Command::RolloutStart {
-            to: b.to,
-            steps: b.steps,
-            step_interval: b.step_interval,
-            if_generation: b.if_generation,
-            reply,
-        })
-        .await?;
+    let view = command(&st, |reply| Command::RolloutStart {
+        to: b.to,
+        steps: b.steps,
+        step_interval: b.step_interval,
+        if_generation: b.if_generation,
+        reply,
+    })
+    .await?;
     Ok(to_json(view))
 }
 
@@ -342,14 +362,12 @@ async fn post_rollout_action(
         _ => return Err(ApiError::not_found()),
     };
     let b: GenerationBody = json_body(body)?;
-    let view = st
-        .controller
-        .request(|reply| Command::Rollout {
-            action,
-            if_generation: b.if_generation,
-            reply,
-        })
-        .await?;
+    let view = command(&st, |reply| Command::Rollout {
+        action,
+        if_generation: b.if_generation,
+        reply,
+    })
+    .await?;
     Ok(to_json(view))
 }
 
@@ -367,14 +385,12 @@ async fn post_rollback(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: RollbackBody = json_body(body)?;
-    let view = st
-        .controller
-        .request(|reply| Command::Rollback {
-            reason: b.reason,
-            if_generation: b.if_generation,
-            reply,
-        })
-        .await?;
+    let view = command(&st, |reply| Command::Rollback {
+        reason: b.reason,
+        if_generation: b.if_generation,
+        reply,
+    })
+    .await?;
     Ok(to_json(view))
 }
 
@@ -383,13 +399,11 @@ async fn post_rearm(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: GenerationBody = json_body(body)?;
-    let view = st
-        .controller
-        .request(|reply| Command::Rearm {
-            if_generation: b.if_generation,
-            reply,
-        })
-        .await?;
+    let view = command(&st, |reply| Command::Rearm {
+        if_generation: b.if_generation,
+        reply,
+    })
+    .await?;
     Ok(to_json(view))
 }
 
@@ -398,13 +412,11 @@ async fn post_reload(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: GenerationBody = json_body(body)?;
-    let report = st
-        .controller
-        .request(|reply| Command::Reload {
-            actor: Actor::Admin,
-            if_generation: b.if_generation,
-            reply: Some(reply),
-        })
-        .await?;
+    let report = command(&st, |reply| Command::Reload {
+        actor: Actor::Admin,
+        if_generation: b.if_generation,
+        reply: Some(reply),
+    })
+    .await?;
     Ok(to_json(report))
 }

@@ -44,7 +44,13 @@ pub enum CtlCmd {
     /// A live view of status, refreshed every second (Ctrl-C ends it).
     Watch,
     /// Set a manual split, e.g. `weights 90 10`.
-    Weights { blue: f64, green: f64 },
+    Weights {
+        blue: f64,
+        green: f64,
+        /// Give traffic to a rollback-locked pool all the same.
+        #[arg(long)]
+        force: bool,
+    },
     /// Instant switch to a pool.
     Switch {
         to: PoolName,
@@ -194,10 +200,10 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
     let (method, path, body) = match &args.cmd {
         CtlCmd::Status => (Method::GET, "/api/v1/status".to_string(), None),
         CtlCmd::Watch => return watch(&api).await,
-        CtlCmd::Weights { blue, green } => (
+        CtlCmd::Weights { blue, green, force } => (
             Method::PUT,
             "/api/v1/weights".into(),
-            Some(json!({"blue": blue, "green": green})),
+            Some(json!({"blue": blue, "green": green, "force": force})),
         ),
         CtlCmd::Switch { to, force } => (
             Method::POST,

@@ -68,11 +68,16 @@ fn render(diags: &[Diagnostic]) -> String {
 
 /// Read, parse and validate the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    parse(&read(path)?, &path.display().to_string())
+}
+
+/// The text of the file at `path`, for a caller that keeps it (a reload
+/// remembers what it read) before [`parse`].
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(&text, &path.display().to_string())
+    })
 }
 
 /// Parse and validate YAML text; `file` names it in diagnostics.

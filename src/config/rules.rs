@@ -7,6 +7,37 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use std::time::Duration;
+
+/// A year as humantime counts it (365.25 days), so that it prints as `1year`.
+pub const YEAR: Duration = Duration::from_secs(31_557_600);
+pub const DAY: Duration = Duration::from_secs(86_400);
+pub const HOUR: Duration = Duration::from_secs(3_600);
+
+/// Upper bounds of durations. Without them `10000years` passed validation
+/// and a bake or step that long could not even be written as a time (the
+/// proxy crashed). A year is far beyond any real rollout, bake or cookie;
+/// settings that bound a wait on the request path or a health verdict get
+/// a day or an hour, and the write hold, during which a switch blocks the
+/// controller and clients' writes wait, five minutes.
+pub const MAX_STEP_INTERVAL: Duration = YEAR;
+pub const MAX_BAKE_TIME: Duration = YEAR;
+pub const MAX_STICKY_AGE: Duration = YEAR;
+pub const MAX_TIMEOUT: Duration = DAY;
+pub const MAX_CHECK_INTERVAL: Duration = HOUR;
+pub const MAX_HOLD: Duration = Duration::from_secs(300);
+
+/// Why a duration setting is too long, naming the bound.
+pub fn duration_at_most(d: Duration, max: Duration) -> Result<(), String> {
+    if d <= max {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is longer than the maximum of {}",
+        humantime::format_duration(d),
+        humantime::format_duration(max)
+    ))
+}
 
 /// Why a percentage is not one: out of `0..=100`, or finer than 0.01.
 pub fn percent(x: f64) -> Result<(), String> {
@@ -263,6 +294,18 @@ mod tests {
             let err = endpoint(bad).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn durations_are_bounded_and_the_bound_is_named() {
+        assert_eq!(duration_at_most(YEAR, MAX_BAKE_TIME), Ok(()));
+        let err = duration_at_most(YEAR + Duration::from_secs(1), MAX_BAKE_TIME).unwrap_err();
+        assert_eq!(err, "1year 1s is longer than the maximum of 1year");
+        assert_eq!(
+            duration_at_most(Duration::from_secs(301), MAX_HOLD).unwrap_err(),
+            "5m 1s is longer than the maximum of 5m"
+        );
+        assert!(duration_at_most(Duration::MAX, DAY).is_err());
     }
 
     #[test]

@@ -109,6 +109,12 @@ impl Checker<'_> {
         }
     }
 
+    /// Above 0 and at most `max` (see [`rules::MAX_TIMEOUT`] and its kin).
+    fn span(&mut self, path: &str, d: Duration, max: Duration) {
+        self.nonzero(path, d);
+        self.result(path, rules::duration_at_most(d, max));
+    }
+
     /// A file the proxy reads: says whether it can be read.
     fn file(&mut self, path: &str, p: &Path) -> bool {
         let r = rules::readable_file(p);
@@ -239,8 +245,12 @@ impl Checker<'_> {
                 format!("`{}` is not a valid request path", h.path),
             );
         }
-        self.nonzero("health_check.interval", h.interval);
-        self.nonzero("health_check.timeout", h.timeout);
+        self.span(
+            "health_check.interval",
+            h.interval,
+            rules::MAX_CHECK_INTERVAL,
+        );
+        self.span("health_check.timeout", h.timeout, rules::MAX_CHECK_INTERVAL);
         if h.timeout > h.interval && !h.interval.is_zero() {
             let path = self.written(&["health_check.timeout", "health_check.interval"]);
             self.err(
@@ -282,13 +292,25 @@ impl Checker<'_> {
                 format!("{} is more than {MAX_RETRIES}", cfg.retries.attempts),
             );
         }
-        self.nonzero("drain.timeout", cfg.drain.timeout);
+        self.result(
+            "outlier_detection.ejection_time",
+            rules::duration_at_most(cfg.outlier_detection.ejection_time, rules::MAX_TIMEOUT),
+        );
+        self.span("drain.timeout", cfg.drain.timeout, rules::MAX_TIMEOUT);
         let t = &cfg.timeouts;
-        self.nonzero("timeouts.connect", t.connect);
-        self.nonzero("timeouts.request", t.request);
-        self.nonzero("timeouts.client_header", t.client_header);
-        self.nonzero("timeouts.client_body", t.client_body);
-        self.nonzero("timeouts.upstream_idle", t.upstream_idle);
+        self.span("timeouts.connect", t.connect, rules::MAX_TIMEOUT);
+        self.span("timeouts.request", t.request, rules::MAX_TIMEOUT);
+        self.span(
+            "timeouts.client_header",
+            t.client_header,
+            rules::MAX_TIMEOUT,
+        );
+        self.span("timeouts.client_body", t.client_body, rules::MAX_TIMEOUT);
+        self.span(
+            "timeouts.upstream_idle",
+            t.upstream_idle,
+            rules::MAX_TIMEOUT,
+        );
     }
 
     fn traffic(&mut self, cfg: &Config, _: &Environment) {
@@ -301,7 +323,11 @@ impl Checker<'_> {
         }
         if let Some(sticky) = &t.sticky {
             self.result("traffic.sticky.cookie", rules::cookie_name(&sticky.cookie));
-            self.nonzero("traffic.sticky.max_age", sticky.max_age);
+            self.span(
+                "traffic.sticky.max_age",
+                sticky.max_age,
+                rules::MAX_STICKY_AGE,
+            );
         }
         if let Some(h) = &t.override_header {
             self.result("traffic.override_header", rules::header_name(h));
@@ -316,14 +342,27 @@ impl Checker<'_> {
                 None => self.err("rollout.steps", msg),
             }
         }
-        self.nonzero("rollout.step_interval", r.step_interval);
+        self.span(
+            "rollout.step_interval",
+            r.step_interval,
+            rules::MAX_STEP_INTERVAL,
+        );
+        self.result(
+            "rollout.bake_time",
+            rules::duration_at_most(r.bake_time, rules::MAX_BAKE_TIME),
+        );
     }
 
     fn rollback(&mut self, cfg: &Config, _: &Environment) {
         let r = &cfg.rollback;
-        self.nonzero("rollback.interval", r.interval);
+        self.span("rollback.interval", r.interval, rules::MAX_CHECK_INTERVAL);
         if r.window < Duration::from_secs(1) {
             self.err("rollback.window", "must be at least 1s");
+        } else if r.window > rules::MAX_TIMEOUT {
+            self.result(
+                "rollback.window",
+                rules::duration_at_most(r.window, rules::MAX_TIMEOUT),
+            );
         } else if r.window < r.interval {
             let path = self.written(&["rollback.window", "rollback.interval"]);
             self.err(
@@ -350,22 +389,30 @@ impl Checker<'_> {
             }
         }
         if let Some(d) = r.max_p99_latency {
-            self.nonzero("rollback.max_p99_latency", d);
+            self.span("rollback.max_p99_latency", d, rules::MAX_CHECK_INTERVAL);
         }
         self.positive(
             "rollback.consecutive_breaches",
             r.consecutive_breaches.into(),
         );
+        self.result(
+            "rollback.grace",
+            rules::duration_at_most(r.grace, rules::MAX_TIMEOUT),
+        );
     }
 
     fn cutover(&mut self, cfg: &Config, _: &Environment) {
         let c = &cfg.cutover;
-        self.nonzero("cutover.max_hold", c.max_hold);
+        self.span("cutover.max_hold", c.max_hold, rules::MAX_HOLD);
         self.positive("cutover.max_held_requests", c.max_held_requests as u64);
         if let Some(gate) = &c.gate {
             self.result("cutover.gate.url", rules::gate_url(&gate.url));
-            self.nonzero("cutover.gate.timeout", gate.timeout);
-            self.nonzero("cutover.gate.poll_interval", gate.poll_interval);
+            self.span("cutover.gate.timeout", gate.timeout, rules::MAX_HOLD);
+            self.span(
+                "cutover.gate.poll_interval",
+                gate.poll_interval,
+                rules::MAX_HOLD,
+            );
         }
         for name in PoolName::ALL {
             let n = cfg.pools.get(name).endpoints.len();

@@ -49,6 +49,10 @@ pub struct ReloadReport {
     pub endpoints_added: Vec<String>,
     pub endpoints_removed: Vec<String>,
     pub restart_needed: Option<String>,
+    /// Set when `traffic.initial` changed but was not applied as weights
+    /// (it would give a rollback-locked pool traffic); the rest of the
+    /// file was applied.
+    pub weights_not_applied: Option<String>,
 }
 
 pub enum Command {
@@ -61,6 +65,8 @@ pub enum Command {
     },
     SetWeights {
         weights: Weights,
+        /// Give a rollback-locked pool traffic all the same.
+        force: bool,
         if_generation: Option<u64>,
         actor: Actor,
         reply: Reply<ControlView>,
@@ -119,12 +125,17 @@ impl Controller {
             } => self.record_endpoint_health(pool, address, state, reason),
             Command::SetWeights {
                 weights,
+                force,
                 if_generation,
                 actor,
                 reply,
             } => {
                 let r = self
                     .check_generation(if_generation)
+                    .and_then(|()| match force {
+                        true => Ok(()),
+                        false => self.guard_locked_weights(weights),
+                    })
                     .and_then(|()| self.set_weights(weights, actor));
                 send(reply, r);
             }
@@ -278,7 +289,10 @@ impl Controller {
         } else {
             self.bake = Some(Bake {
                 pool,
-                until_unix_ms: crate::clock::unix_ms() + cfg.rollout.bake_time.as_millis() as u64,
+                until_unix_ms: crate::clock::unix_ms_after(
+                    crate::clock::unix_ms(),
+                    cfg.rollout.bake_time,
+                ),
             });
         }
     }
@@ -320,12 +334,24 @@ impl Controller {
             )));
         }
         if let Some(lock) = self.lock.as_ref().filter(|l| l.pool == to) {
-            return Err(CommandError::Conflict(format!(
-                "pool {to} is rollback-locked since {} ({}); rearm first",
-                lock.since, lock.reason
-            )));
+            return Err(CommandError::Conflict(locked(lock)));
         }
         Ok(())
+    }
+
+    /// The rollback lock covers weights too: a manual split is a partial
+    /// rollout, and a GitOps re-sync of `traffic.initial` must not undo an
+    /// automatic rollback. Refused when `weights` give the locked pool
+    /// more than it has now; taking traffic away from it is always allowed.
+    pub(crate) fn guard_locked_weights(&self, weights: Weights) -> Result<(), CommandError> {
+        match self
+            .lock
+            .as_ref()
+            .filter(|l| weights.bp(l.pool) > self.weights.bp(l.pool))
+        {
+            Some(lock) => Err(CommandError::Conflict(locked(lock))),
+            None => Ok(()),
+        }
     }
 
     pub(crate) async fn switch(
@@ -428,6 +454,10 @@ impl Controller {
                 "step_interval must be above 0".into(),
             ));
         }
+        // The same bound as the config file's: a step past it could not
+        // even be shown as a time.
+        crate::config::rules::duration_at_most(interval, crate::config::rules::MAX_STEP_INTERVAL)
+            .map_err(|e| CommandError::Invalid(format!("step_interval: {e}")))?;
         self.guard_target(to)?;
         let rollout = Rollout::new(
             to,
@@ -667,6 +697,14 @@ impl Controller {
             }
         }
     }
+}
+
+/// Why a change towards a rollback-locked pool is refused.
+fn locked(lock: &RollbackLock) -> String {
+    format!(
+        "pool {} is rollback-locked since {} ({}); rearm first",
+        lock.pool, lock.since, lock.reason
+    )
 }
 
 fn describe(reason: BreachReason, f: &rules::Figures) -> String {

@@ -16,7 +16,7 @@ use crate::routing::{Hold, PoolRuntime, RoutingTable, Weights, WritesInFlight};
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::health::HealthChecks;
 use crate::upstream::EndpointState;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::control::commands::{Command, RolloutAction, SwitchReport};
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// The deployment phase (SPEC.md section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -50,7 +52,8 @@ pub struct ConfigView {
     pub path: Option<PathBuf>,
     pub loaded_at: String,
     pub last_error: Option<ConfigErrorView>,
-    /// Set when a reload changed something only a restart applies (listeners, admin).
+    /// Set while the file differs from the running config in something only
+    /// a restart applies (listeners, admin.bind, limits, ...).
     pub restart_needed: Option<String>,
 }
 
@@ -87,6 +90,12 @@ pub struct Shared {
     pub events: EventLog,
     /// Writes being routed or in flight (what a write hold waits for).
     pub writes: Arc<WritesInFlight>,
+    /// The config file's bytes as the last reload read them; None before
+    /// the first reload or when the file could not be read. The file
+    /// watcher asks for a reload only when the file differs from them, so
+    /// an edit that `POST /reload` already applied is not reloaded again,
+    /// and a file that comes back after a failed read is.
+    pub config_read: ArcSwapOption<Vec<u8>>,
     shutting_down: AtomicBool,
 }
 
@@ -202,6 +211,13 @@ pub struct Controller {
     state_error: Option<String>,
     /// One checker per endpoint, kept in step with every table.
     pub(crate) health: Option<HealthChecks>,
+    /// The config the process started with: what the sections applied only
+    /// at start (listeners, admin.bind, limits, ...) still run on, whatever
+    /// reloads stored since.
+    pub(crate) started: Arc<Config>,
+    /// The admin API's bearer token, replaced by a reload when the content
+    /// of `admin.token_file` changed.
+    pub(crate) admin_token: Option<Arc<ArcSwapOption<String>>>,
 }
 
 impl Controller {
@@ -257,6 +273,7 @@ impl Controller {
         let table = build_table(&cfg, None, &runtimes, generation, weights, live)?;
         let judge = RollbackJudge::new(&cfg.rollback);
         let state_file = cfg.state_file.clone();
+        let started = Arc::new(cfg.clone());
         let placeholder = ControlView {
             generation,
             phase: Phase::Stable,
@@ -283,9 +300,10 @@ impl Controller {
             view: ArcSwap::from_pointee(placeholder),
             runtimes,
             metrics,
-            config: ArcSwap::from_pointee(cfg),
+            config: ArcSwap::new(started.clone()),
             events,
             writes: Arc::new(WritesInFlight::default()),
+            config_read: ArcSwapOption::empty(),
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(256);
@@ -309,6 +327,8 @@ impl Controller {
             state_file,
             state_error: None,
             health: None,
+            started,
+            admin_token: None,
         };
         ctl.judge.reset(tokio::time::Instant::now());
         ctl.publish(None);
@@ -323,6 +343,11 @@ impl Controller {
     /// table; the controller keeps them in step with later tables.
     pub fn set_health_checks(&mut self, health: HealthChecks) {
         self.health = Some(health);
+    }
+
+    /// Hand over the admin API's token, which reloads keep current.
+    pub fn set_admin_token(&mut self, token: Arc<ArcSwapOption<String>>) {
+        self.admin_token = Some(token);
     }
 
     /// The current phase, derived from the state.
@@ -390,7 +415,9 @@ impl Controller {
         .into_iter()
         .flatten()
         .min()?;
-        let wait = at.saturating_sub(crate::clock::unix_ms());
+        // Held to a day: the loop computes the deadline again after every
+        // wake-up, and an Instant far in the future can overflow.
+        let wait = at.saturating_sub(crate::clock::unix_ms()).min(DAY_MS);
         Some(tokio::time::Instant::now() + Duration::from_millis(wait))
     }
 
@@ -440,6 +467,19 @@ impl Controller {
         }
         self.persist();
         self.publish_view()
+    }
+
+    /// Swap in a table rebuilt from an unchanged config under the same
+    /// generation: the deployment state did not move, so an
+    /// `if_generation` read before it still holds; the table is still
+    /// replaced because files it was built from (an upstream CA bundle)
+    /// may have changed.
+    pub(crate) fn replace_table(&mut self, mut table: RoutingTable) {
+        table.hold = self.hold.clone();
+        table.generation = self.generation;
+        table.weights = self.weights;
+        table.live = self.live;
+        self.shared.table.store(Arc::new(table));
     }
 
     /// Publish the view alone (e.g. a rejected reload changes no state).

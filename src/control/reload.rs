@@ -11,6 +11,60 @@ use crate::upstream::health::CheckSettings;
 use std::sync::Arc;
 
 impl Controller {
+    /// The sections applied only at start that `new` would change: compared
+    /// with the config the process started with, not with the previous
+    /// file, so the note stays until a restart (or until the file matches
+    /// what runs again). `admin.token_file` and `admin.metrics_public` are
+    /// not among them: both are read per request and follow reloads.
+    fn restart_only_changes(&self, new: &config::Config) -> Vec<&'static str> {
+        let run = &self.started;
+        let mut restart = Vec::new();
+        if new.listeners != run.listeners {
+            restart.push("listeners");
+        }
+        if new.admin.bind != run.admin.bind {
+            restart.push("admin.bind");
+        }
+        if new.rollback.window > self.shared.runtimes[0].stats.capacity() {
+            restart.push("rollback.window (longer than the statistics kept)");
+        }
+        if new.limits != run.limits || new.timeouts.client_header != run.timeouts.client_header {
+            restart.push("limits/timeouts.client_header");
+        }
+        if new.audit_log != run.audit_log || new.state_file != run.state_file {
+            restart.push("audit_log/state_file");
+        }
+        if new.log.format != run.log.format {
+            restart.push("log.format");
+        }
+        restart
+    }
+
+    /// Read the admin token again (`admin.token_file`, else the
+    /// environment) and put it in force when it differs: rotating a
+    /// Kubernetes Secret changes the file's content, not the config.
+    /// Whether it was replaced; the token itself is never logged.
+    fn reload_admin_token(&mut self, new: &config::Config) -> bool {
+        let Some(slot) = &self.admin_token else {
+            return false;
+        };
+        let fresh = match crate::admin::auth::load_token(new.admin.token_file.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                // Validation read the file a moment ago: this is a race
+                // with whoever writes it. The old token stays in force.
+                tracing::error!(error = %e, "admin token not reloaded; the old one stays in force");
+                return false;
+            }
+        };
+        if slot.load().as_deref().map(String::as_str) == fresh.as_deref() {
+            return false;
+        }
+        slot.store(fresh.map(Arc::new));
+        tracing::info!("admin token replaced");
+        true
+    }
+
     /// A file that cannot be applied: the old config keeps serving; the
     /// errors are logged, counted, kept for status and recorded as an event.
     fn reject(&mut self, actor: Actor, diags: Vec<config::Diagnostic>) -> CommandError {
@@ -42,7 +96,11 @@ impl Controller {
                 "started from an embedded config: there is no file to reload".into(),
             ));
         };
-        let new = match config::load(&path) {
+        let text = config::read(&path);
+        self.shared
+            .config_read
+            .store(text.as_ref().ok().map(|t| Arc::new(t.clone().into_bytes())));
+        let new = match text.and_then(|t| config::parse(&t, &path.display().to_string())) {
             Ok(c) => c,
             Err(e) => return Err(self.reject(actor, e.diagnostics())),
         };
@@ -82,25 +140,8 @@ impl Controller {
             })
             .map(|e| format!("{}/{}", e.pool, e.address))
             .collect();
-        let mut restart = Vec::new();
-        if new.listeners != old.listeners {
-            restart.push("listeners");
-        }
-        if new.admin != old.admin {
-            restart.push("admin");
-        }
-        if new.rollback.window > self.shared.runtimes[0].stats.capacity() {
-            restart.push("rollback.window (longer than the statistics kept)");
-        }
-        if new.limits != old.limits || new.timeouts.client_header != old.timeouts.client_header {
-            restart.push("limits/timeouts.client_header");
-        }
-        if new.audit_log != old.audit_log || new.state_file != old.state_file {
-            restart.push("audit_log/state_file");
-        }
-        if new.log.format != old.log.format {
-            restart.push("log.format");
-        }
+        let restart = self.restart_only_changes(&new);
+        let token_replaced = self.reload_admin_token(&new);
         if new.log.level != old.log.level || new.log.access_log != old.log.access_log {
             match crate::telemetry::logging::set_level(&new.log.level, new.log.access_log) {
                 Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
@@ -116,13 +157,31 @@ impl Controller {
         if let Some(note) = &self.restart_needed {
             tracing::warn!("{note}");
         }
-        let initial_changed = new.traffic.initial != old.traffic.initial;
-        let changed = *old != new;
+        // A change of traffic.initial that would give a rollback-locked
+        // pool traffic is not applied; the rest of the file is.
+        let initial = (new.traffic.initial != old.traffic.initial)
+            .then(|| Weights::from_config(&new.traffic.initial));
+        let weights_not_applied = initial.and_then(|w| {
+            let refused = self.guard_locked_weights(w).err()?;
+            let note = format!("traffic.initial not applied: {refused}");
+            tracing::warn!("{note}");
+            Some(note)
+        });
+        let config_changed = *old != new;
+        let changed = config_changed || token_replaced;
         self.judge.set_config(&new.rollback);
         self.shared.config.store(Arc::new(new));
-        self.config_error = None;
+        let error_cleared = self.config_error.take().is_some();
         self.loaded_at = crate::clock::rfc3339(crate::clock::unix_ms());
-        self.publish(Some(next));
+        if config_changed {
+            self.publish(Some(next));
+        } else {
+            // Nothing a generation guards has changed: a script holding
+            // `if_generation` must not be refused because config
+            // management sent a SIGHUP.
+            self.replace_table(next);
+            self.publish_view();
+        }
         let cfg = self.shared.config.load_full();
         if let Some(health) = self.health.as_mut() {
             match CheckSettings::from_config(&cfg.health_check) {
@@ -143,22 +202,34 @@ impl Controller {
             .iter()
             .map(|e| format!("{}/{}", e.pool, e.address))
             .collect();
-        self.shared.events.record(
-            Event::new(EventKind::ConfigReloaded, actor)
-                .to(serde_json::json!({
-                    "path": path,
-                    "changed": changed,
-                    "endpoints_added": added,
-                    "endpoints_removed": removed_names,
-                }))
-                .reason(
-                    self.restart_needed
-                        .clone()
-                        .unwrap_or_else(|| "applied".into()),
-                ),
-        );
-        if initial_changed {
-            let w = Weights::from_config(&self.shared.config.load().traffic.initial);
+        // The watcher may ask again for what a reload already read; that
+        // changes nothing and is not worth an event. Asked by a person (API,
+        // SIGHUP), or clearing an error, it is.
+        let worth_an_event = changed || error_cleared || actor != Actor::Config;
+        if worth_an_event {
+            self.shared.events.record(
+                Event::new(EventKind::ConfigReloaded, actor)
+                    .to(serde_json::json!({
+                        "path": path,
+                        "changed": changed,
+                        "endpoints_added": added,
+                        "endpoints_removed": removed_names,
+                    }))
+                    .reason({
+                        let mut notes: Vec<String> = self.restart_needed.iter().cloned().collect();
+                        if token_replaced {
+                            notes.push("admin token replaced".into());
+                        }
+                        notes.extend(weights_not_applied.iter().cloned());
+                        if notes.is_empty() {
+                            "applied".into()
+                        } else {
+                            notes.join("; ")
+                        }
+                    }),
+            );
+        }
+        if let Some(w) = initial.filter(|_| weights_not_applied.is_none()) {
             if let Err(e) = self.set_weights(w, Actor::Config) {
                 tracing::warn!(error = %e, "traffic.initial changed but could not be applied now");
             }
@@ -169,6 +240,7 @@ impl Controller {
             endpoints_added: added,
             endpoints_removed: removed_names,
             restart_needed: self.restart_needed.clone(),
+            weights_not_applied,
         })
     }
 }

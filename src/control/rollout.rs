@@ -68,7 +68,7 @@ impl Rollout {
     /// Set the time of the next automatic step, if there is one.
     pub fn schedule(&mut self, now_unix_ms: u64) {
         self.next_step_at_unix_ms = (self.auto_promote && !self.paused && !self.is_last_step())
-            .then(|| now_unix_ms + self.step_interval.as_millis() as u64);
+            .then(|| crate::clock::unix_ms_after(now_unix_ms, self.step_interval));
     }
 
     /// Is an automatic step due at `now`?

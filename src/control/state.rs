@@ -83,7 +83,10 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
         }
     };
     let reason = match serde_json::from_slice::<PersistedState>(&bytes) {
-        Ok(s) if s.version == STATE_VERSION => return Ok(Some(s)),
+        Ok(s) if s.version == STATE_VERSION => match out_of_range(&s) {
+            None => return Ok(Some(s)),
+            Some(why) => why,
+        },
         Ok(s) => format!("unknown version {}", s.version),
         Err(e) => e.to_string(),
     };
@@ -98,6 +101,26 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
         kept,
         reason,
     })
+}
+
+/// A time no valid run can have written: past year 9999, where RFC 3339
+/// ends. An older build wrote such times (a bake of 10000 years) and then
+/// crashed formatting them at every start; the file is set aside instead.
+fn out_of_range(s: &PersistedState) -> Option<String> {
+    let max = crate::clock::MAX_RFC3339_MS;
+    if let Some(b) = s.bake.as_ref().filter(|b| b.until_unix_ms > max) {
+        return Some(format!(
+            "bake.until_unix_ms {} is past year 9999",
+            b.until_unix_ms
+        ));
+    }
+    let next = s.rollout.as_ref().and_then(|r| r.next_step_at_unix_ms);
+    if let Some(t) = next.filter(|&t| t > max) {
+        return Some(format!(
+            "rollout.next_step_at_unix_ms {t} is past year 9999"
+        ));
+    }
+    None
 }
 
 /// Remove `<name>.tmp-*` beside `path`, the leftovers of interrupted writes.
@@ -207,6 +230,45 @@ mod tests {
             }
             other => panic!("expected Corrupt, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn times_past_year_9999_make_the_file_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut baking = sample();
+        baking.bake = Some(Bake {
+            pool: PoolName::Green,
+            until_unix_ms: 317_371_251_631_413,
+        });
+        let mut rolling = sample();
+        rolling.rollout = Some(Rollout::new(
+            PoolName::Green,
+            vec![10.0, 100.0],
+            std::time::Duration::from_secs(60),
+            true,
+            crate::clock::MAX_RFC3339_MS,
+        ));
+        for (state, field) in [(baking, "bake"), (rolling, "rollout")] {
+            save(&path, &state).unwrap();
+            match load(&path) {
+                Err(StateError::Corrupt { kept, reason, .. }) => {
+                    assert!(reason.contains(field), "{reason}");
+                    assert!(kept.exists());
+                    assert!(!path.exists());
+                    std::fs::remove_file(kept).unwrap();
+                }
+                other => panic!("expected Corrupt for {field}, got {other:?}"),
+            }
+        }
+        // The last millisecond of year 9999 is still a valid time.
+        let mut edge = sample();
+        edge.bake = Some(Bake {
+            pool: PoolName::Green,
+            until_unix_ms: crate::clock::MAX_RFC3339_MS,
+        });
+        save(&path, &edge).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(edge));
     }
 
     #[test]

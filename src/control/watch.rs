@@ -8,9 +8,10 @@
 //! a reload is asked for only when the content really changed.
 
 use crate::config::fswatch::Interest;
-use crate::control::{Actor, Command, ControllerHandle};
+use crate::control::{Actor, Command, ControllerHandle, Shared};
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,10 +29,21 @@ pub enum WatchError {
     },
 }
 
+/// Whether the file as it is `now` needs a reload, given what the last
+/// reload read (`Shared::config_read`). Compared with what was loaded, not
+/// with what the watcher saw last: an edit `POST /reload` already applied
+/// needs no second reload, and a file that comes back unchanged after a
+/// reload failed to read it does (its error must clear). A missing file
+/// (mid-rename) waits for its return.
+pub fn needs_reload(now: Option<&[u8]>, last_read: Option<&[u8]>) -> bool {
+    now.is_some() && now != last_read
+}
+
 /// Watch `path` until `stop`; each real change sends `Command::Reload`.
 pub fn spawn(
     path: PathBuf,
     controller: ControllerHandle,
+    shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> Result<(), WatchError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
@@ -54,7 +66,6 @@ pub fn spawn(
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|source| WatchError::Watch { dir, source })?;
     }
-    let mut last = std::fs::read(&path).ok();
     tokio::spawn(async move {
         let _watcher = watcher;
         loop {
@@ -65,9 +76,9 @@ pub fn spawn(
             // Debounce: wait for a quiet moment.
             while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
             let now = std::fs::read(&path).ok();
-            if now.is_some() && now != last {
+            let last_read = shared.config_read.load_full();
+            if needs_reload(now.as_deref(), last_read.as_deref().map(Vec::as_slice)) {
                 tracing::info!(path = %path.display(), "config file changed: reloading");
-                last = now;
                 controller.notify(Command::Reload {
                     actor: Actor::Config,
                     if_generation: None,
@@ -77,4 +88,24 @@ pub fn spawn(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_reload;
+
+    #[test]
+    fn reloads_only_what_the_last_reload_did_not_read() {
+        // Never read yet (start): any file is worth a (no-op) reload.
+        assert!(needs_reload(Some(b"a"), None));
+        // POST /reload already read this edit: no second reload.
+        assert!(!needs_reload(Some(b"b"), Some(b"b")));
+        assert!(needs_reload(Some(b"b"), Some(b"a")));
+        // Gone mid-rename: wait for it.
+        assert!(!needs_reload(None, Some(b"a")));
+        assert!(!needs_reload(None, None));
+        // Back, unchanged, after a reload could not read it: reload, so
+        // the error clears.
+        assert!(needs_reload(Some(b"a"), None));
+    }
 }

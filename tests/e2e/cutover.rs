@@ -451,3 +451,63 @@ async fn a_rollback_holds_writes_but_never_waits_for_the_gate() {
     assert_eq!(st["rollback_lock"]["pool"], "green");
     s.shutdown().await;
 }
+
+/// While a switch holds writes the controller is busy with it for up to
+/// max_hold: an admin change is answered 409 at once instead of waiting
+/// silently in its inbox (past ctl's timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_during_a_switch_are_refused_at_once() {
+    let (blue, green, gate) = (
+        Upstream::start("blue-1").await,
+        Upstream::start("green-1").await,
+        Upstream::start("gate").await,
+    );
+    gate.set_gate_open_after(u64::MAX);
+    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "3s", 10_000)).await;
+    wait_healthy(s.admin_addr, "green").await;
+    let admin = s.admin_addr;
+    let switch = tokio::spawn(async move {
+        api(
+            admin,
+            Method::POST,
+            "/api/v1/switch",
+            Some(json!({"to": "green"})),
+            None,
+        )
+        .await
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the switch to hold writes",
+        || async { status(&s).await["phase"] == "switching" },
+    )
+    .await;
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            "/api/v1/weights",
+            json!({"blue": 50, "green": 50}),
+        ),
+        (Method::POST, "/api/v1/rollback", json!({})),
+        (Method::POST, "/api/v1/reload", json!({})),
+    ] {
+        let (code, v) = api(admin, method, path, Some(body), None).await;
+        assert_eq!(code, 409, "{path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("a switch is in progress"),
+            "{path}: {v}"
+        );
+    }
+    assert!(
+        !switch.is_finished(),
+        "the refusals came only after the switch ended"
+    );
+    let (code, v) = switch.await.unwrap();
+    assert_eq!(code, 409, "{v}");
+    assert_eq!(v["error"]["code"], "switch_aborted", "{v}");
+    assert_eq!(status(&s).await["weights"]["blue"], 100.0);
+    s.shutdown().await;
+}

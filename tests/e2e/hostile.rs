@@ -390,3 +390,31 @@ async fn an_answer_with_both_framings_reaches_the_client_one_way() {
     }
     s.shutdown().await;
 }
+
+/// Slowloris against the admin API: a client that never finishes its head
+/// is closed after `timeouts.client_header`, like on the proxy listeners,
+/// and the API keeps answering others meanwhile.
+#[tokio::test]
+async fn the_admin_api_closes_a_connection_whose_head_never_ends() {
+    let up = Upstream::start("blue-1").await;
+    let s = start_proxy(&config_yaml(
+        &[up.addr],
+        &[up.addr],
+        "timeouts:\n  client_header: 300ms",
+    ))
+    .await;
+    let mut c = RawConn::connect(s.admin_addr).await;
+    c.send(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n").await;
+    let started = Instant::now();
+    assert_eq!(status(&s).await["phase"], "stable");
+    assert!(
+        c.closes_within(Duration::from_secs(5)).await,
+        "the admin API kept a half-sent head open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before the timeout",
+        started.elapsed()
+    );
+    s.shutdown().await;
+}

@@ -270,6 +270,95 @@ fn zero_durations() {
     }
 }
 
+/// No duration may be so long that the times it leads to cannot be shown
+/// (10000 years crashed the proxy): each bound is named at its value.
+#[test]
+fn too_long_durations() {
+    for (yaml, key, max) in [
+        (
+            "rollout: {step_interval: 10000years}",
+            "rollout.step_interval",
+            "1year",
+        ),
+        (
+            "rollout: {bake_time: 10000years}",
+            "rollout.bake_time",
+            "1year",
+        ),
+        (
+            "traffic: {sticky: {max_age: 2years}}",
+            "traffic.sticky.max_age",
+            "1year",
+        ),
+        (
+            "outlier_detection: {ejection_time: 2days}",
+            "outlier_detection.ejection_time",
+            "1day",
+        ),
+        ("drain: {timeout: 10000years}", "drain.timeout", "1day"),
+        ("timeouts: {connect: 25h}", "timeouts.connect", "1day"),
+        ("timeouts: {request: 25h}", "timeouts.request", "1day"),
+        (
+            "timeouts: {client_header: 25h}",
+            "timeouts.client_header",
+            "1day",
+        ),
+        (
+            "timeouts: {client_body: 25h}",
+            "timeouts.client_body",
+            "1day",
+        ),
+        (
+            "timeouts: {upstream_idle: 25h}",
+            "timeouts.upstream_idle",
+            "1day",
+        ),
+        (
+            "health_check: {interval: 2h}",
+            "health_check.interval",
+            "1h",
+        ),
+        (
+            "rollback: {interval: 2h, window: 2h}",
+            "rollback.interval",
+            "1h",
+        ),
+        ("rollback: {window: 2days}", "rollback.window", "1day"),
+        ("rollback: {grace: 2days}", "rollback.grace", "1day"),
+        (
+            "rollback: {max_p99_latency: 2h}",
+            "rollback.max_p99_latency",
+            "1h",
+        ),
+        ("cutover: {max_hold: 6m}", "cutover.max_hold", "5m"),
+        (
+            "cutover: {max_hold: 5m, gate: {url: \"http://127.0.0.1:1/\", timeout: 6m}}",
+            "cutover.gate.timeout",
+            "5m",
+        ),
+        (
+            "cutover: {gate: {url: \"http://127.0.0.1:1/\", poll_interval: 6m}}",
+            "cutover.gate.poll_interval",
+            "5m",
+        ),
+    ] {
+        let t = with(&format!("{yaml}\n"));
+        let field = key.rsplit('.').next().unwrap_or(key);
+        assert_one(&t, after(&t, &format!("{field}: ")), &format!("{key}: "));
+        let d = errors(&t);
+        assert!(
+            d[0].message
+                .ends_with(&format!("is longer than the maximum of {max}")),
+            "{key}: {}",
+            d[0].message
+        );
+    }
+    // The bounds themselves are allowed.
+    valid(&with(
+        "rollout: {step_interval: 1year, bake_time: 1year}\ncutover: {max_hold: 5m}\ntimeouts: {request: 1day}\n",
+    ));
+}
+
 #[test]
 fn rollback_rules() {
     let t = with("rollback: {window: 500ms}\n");
