@@ -2,6 +2,7 @@
 //! default, `--json` for scripts, and a non-zero exit with the server's
 //! message on any error.
 
+use super::render::{render_change, render_events, render_status};
 use crate::config::PoolName;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -99,6 +100,11 @@ pub enum CtlError {
     Api { status: StatusCode, message: String },
     #[error("unexpected answer from the admin API: {0}")]
     Decode(String),
+    /// Something answered, but not the admin API: often the proxy listener
+    /// (8080) instead of the admin port (9901), whose application may well
+    /// answer 200 to anything.
+    #[error("not a switchyard admin API at {url}: {why}")]
+    NotAdminApi { url: String, why: String },
 }
 
 struct Api {
@@ -150,22 +156,68 @@ impl Api {
                     .unwrap_or_else(|| e.to_string()),
             })?;
         let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| CtlError::Decode(e.to_string()))?
             .to_bytes();
-        let value: Value = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).trim().to_string()));
-        if !status.is_success() {
-            let message = value["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
-            return Err(CtlError::Api { status, message });
-        }
+        judge_answer(status, &content_type, &body).map_err(|answer| match answer {
+            Answer::Refused { message } => CtlError::Api { status, message },
+            Answer::Foreign(why) => CtlError::NotAdminApi {
+                url: self.base.clone(),
+                why,
+            },
+        })
+    }
+}
+
+/// Why an answer is not a success.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// The admin API refused, in its error shape.
+    Refused { message: String },
+    /// Not the admin API's shape at all (wrong port, another server).
+    Foreign(String),
+}
+
+/// Accept only what the admin API sends: JSON objects, `{"error": {"message"}}`
+/// on failure, and on success either `generation` (every state and change
+/// answer) or `events`. Anything else, even a 200, must not be reported as
+/// done: a script would believe the weights changed.
+fn judge_answer(status: StatusCode, content_type: &str, body: &[u8]) -> Result<Value, Answer> {
+    let foreign = |what: &str| Answer::Foreign(format!("it answered {status} with {what}"));
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        let shown = if mime.is_empty() {
+            "no content type"
+        } else {
+            mime
+        };
+        return Err(foreign(shown));
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return Err(foreign("JSON that is not an object")),
+    };
+    if !status.is_success() {
+        return match value["error"]["message"].as_str() {
+            Some(m) => Err(Answer::Refused {
+                message: m.to_string(),
+            }),
+            None => Err(foreign("JSON without an error message")),
+        };
+    }
+    if value["generation"].is_u64() || value["events"].is_array() {
         Ok(value)
+    } else {
+        Err(foreign("JSON of another shape"))
     }
 }
 
@@ -251,162 +303,6 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
     }
     Ok(())
 }
-
-fn pct(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
-fn bar(green: f64, width: usize) -> String {
-    let g = ((green / 100.0) * width as f64).round() as usize;
-    format!(
-        "{}{}",
-        "#".repeat(width.saturating_sub(g)),
-        "=".repeat(g.min(width))
-    )
-}
-
-fn ms(v: &Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.1}ms"))
-        .unwrap_or_else(|| "-".into())
-}
-
-/// A human summary of `GET /api/v1/status`.
-pub fn render_status(s: &Value) -> String {
-    let mut out = String::new();
-    let w = &s["weights"];
-    out.push_str(&format!(
-        "phase {}   live {}   candidate {}   generation {}\n",
-        s["phase"].as_str().unwrap_or("?"),
-        s["live"].as_str().unwrap_or("?"),
-        s["candidate"].as_str().unwrap_or("?"),
-        s["generation"]
-    ));
-    out.push_str(&format!(
-        "weights  blue {:>6.2}% [{}] green {:>6.2}%\n",
-        pct(&w["blue"]),
-        bar(pct(&w["green"]), 40),
-        pct(&w["green"])
-    ));
-    if let Some(r) = s["rollout"].as_object() {
-        let steps: Vec<String> = r
-            .get("steps")
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().map(|x| format!("{}", pct(x))).collect())
-            .unwrap_or_default();
-        let paused = r.get("paused").and_then(|v| v.as_bool()).unwrap_or(false);
-        let next = match r.get("next_step_at").and_then(|v| v.as_str()) {
-            _ if paused => "paused".to_string(),
-            Some(t) => format!("next step at {t}"),
-            None => "waiting for promote".to_string(),
-        };
-        out.push_str(&format!(
-            "rollout  to {} step {}/{} ({}%) of {}; {}\n",
-            r.get("to").and_then(|v| v.as_str()).unwrap_or("?"),
-            r.get("step").cloned().unwrap_or(Value::Null),
-            steps.len(),
-            r.get("percent").map(pct).unwrap_or(0.0),
-            steps.join(","),
-            next
-        ));
-    }
-    if let Some(b) = s["bake"].as_object() {
-        out.push_str(&format!(
-            "baking   {} until {} (rollback still armed)\n",
-            b.get("pool").and_then(|v| v.as_str()).unwrap_or("?"),
-            b.get("until").and_then(|v| v.as_str()).unwrap_or("?"),
-        ));
-    }
-    if let Some(l) = s["rollback_lock"].as_object() {
-        out.push_str(&format!(
-            "LOCKED   rollback lock on {} since {}: {}\n",
-            l.get("pool").and_then(|v| v.as_str()).unwrap_or("?"),
-            l.get("since").and_then(|v| v.as_str()).unwrap_or("?"),
-            l.get("reason").and_then(|v| v.as_str()).unwrap_or("?"),
-        ));
-    }
-    for pool in ["blue", "green"] {
-        let p = &s["pools"][pool];
-        let st = &p["stats"];
-        let eps = p["endpoints"].as_array().map(Vec::len).unwrap_or(0);
-        out.push_str(&format!(
-            "{pool:<6} healthy {}/{}  in flight {}  {:.1} req/s  errors {:.2}%  p50 {}  p99 {}\n",
-            p["healthy"],
-            eps,
-            p["inflight"],
-            st["rps"].as_f64().unwrap_or(0.0),
-            st["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-            ms(&st["p50_ms"]),
-            ms(&st["p99_ms"]),
-        ));
-        for e in p["endpoints"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "         {:<22} {:<9} in flight {}\n",
-                e["address"].as_str().unwrap_or("?"),
-                e["state"].as_str().unwrap_or("?"),
-                e["inflight"]
-            ));
-        }
-    }
-    if let Some(err) = s["config"]["last_error"].as_object() {
-        out.push_str(&format!(
-            "config   last reload FAILED at line {} column {}: {}\n",
-            err.get("line").cloned().unwrap_or(Value::Null),
-            err.get("column").cloned().unwrap_or(Value::Null),
-            err.get("message").and_then(|v| v.as_str()).unwrap_or("?")
-        ));
-    }
-    out
-}
-
-fn render_events(v: &Value) -> String {
-    let mut out = String::new();
-    let list = v["events"].as_array().or_else(|| v.as_array());
-    for e in list.into_iter().flatten() {
-        out.push_str(&format!(
-            "{} #{} {:<18} by {:<6} {}\n",
-            e["time"].as_str().unwrap_or("?"),
-            e["id"],
-            e["kind"].as_str().unwrap_or("?"),
-            e["actor"].as_str().unwrap_or("?"),
-            e["reason"].as_str().unwrap_or(""),
-        ));
-    }
-    out
-}
-
-fn render_change(v: &Value) -> String {
-    let mut parts = Vec::new();
-    for key in ["outcome", "phase", "live"] {
-        if let Some(s) = v[key].as_str() {
-            parts.push(format!("{key} {s}"));
-        }
-    }
-    if v["weights"].is_object() {
-        parts.push(format!(
-            "weights blue {}% green {}%",
-            pct(&v["weights"]["blue"]),
-            pct(&v["weights"]["green"])
-        ));
-    }
-    for key in [
-        "held_requests",
-        "hold_ms",
-        "drain_ms",
-        "gate_ms",
-        "generation",
-    ] {
-        if !v[key].is_null() {
-            parts.push(format!("{key} {}", v[key]));
-        }
-    }
-    if parts.is_empty() {
-        v.to_string()
-    } else {
-        format!("ok: {}", parts.join(", "))
-    }
-}
-
 async fn watch(api: &Api) -> Result<(), CtlError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -429,23 +325,45 @@ async fn watch(api: &Api) -> Result<(), CtlError> {
 mod tests {
     use super::*;
 
+    const JSON: &str = "application/json";
+
     #[test]
-    fn status_rendering_shows_the_split_and_pools() {
-        let s = json!({
-            "phase": "paused", "live": "blue", "candidate": "green", "generation": 4,
-            "weights": {"blue": 90.0, "green": 10.0}, "rollout": null, "rollback_lock": null,
-            "pools": {
-                "blue": {"healthy": 2, "inflight": 1, "stats": {"rps": 5.0, "error_rate": 0.0, "p50_ms": 1.0, "p99_ms": 2.0},
-                         "endpoints": [{"address": "127.0.0.1:1", "state": "healthy", "inflight": 1}]},
-                "green": {"healthy": 0, "inflight": 0, "stats": {}, "endpoints": []}
-            },
-            "config": {"last_error": {"message": "bad", "line": 3, "column": 5}}
-        });
-        let out = render_status(&s);
-        assert!(out.contains("phase paused"), "{out}");
-        assert!(out.contains("blue  90.00%"), "{out}");
-        assert!(out.contains("green  10.00%"), "{out}");
-        assert!(out.contains("127.0.0.1:1"), "{out}");
-        assert!(out.contains("line 3 column 5"), "{out}");
+    fn only_the_admin_api_shape_is_success() {
+        let ok = |status, ct, body: &str| judge_answer(status, ct, body.as_bytes());
+        assert!(ok(StatusCode::OK, JSON, r#"{"generation": 3}"#).is_ok());
+        assert!(ok(
+            StatusCode::OK,
+            "Application/JSON; charset=utf-8",
+            r#"{"events": []}"#
+        )
+        .is_ok());
+        // An application's 200 (the proxy port, an SPA catch-all) is not success.
+        for (ct, body) in [
+            ("text/plain", "blue-1"),
+            ("", "{\"generation\": 3}"),
+            (JSON, "\"xxxx\""),
+            (JSON, "[1, 2]"),
+            (JSON, "{\"status\": \"ok\"}"),
+            (JSON, "not json"),
+        ] {
+            match ok(StatusCode::OK, ct, body) {
+                Err(Answer::Foreign(why)) => assert!(why.contains("200"), "{why}"),
+                other => panic!("{ct} {body}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            ok(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                JSON,
+                r#"{"error": {"code": "invalid", "message": "sum is 99"}}"#
+            ),
+            Err(Answer::Refused {
+                message: "sum is 99".into()
+            })
+        );
+        assert!(matches!(
+            ok(StatusCode::NOT_FOUND, "text/html", "<h1>nope</h1>"),
+            Err(Answer::Foreign(_))
+        ));
     }
 }

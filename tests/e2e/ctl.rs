@@ -1,0 +1,61 @@
+//! `switchyard ctl` as an operator and a script use it: what it prints,
+//! what it refuses, and its exit status.
+
+use crate::support::process::BIN;
+use crate::support::*;
+use std::process::{Command, Output};
+
+/// What a ctl run gave: exit code, stdout, stderr.
+struct Ran {
+    code: Option<i32>,
+    out: String,
+    err: String,
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Ran {
+        Ran {
+            code: o.status.code(),
+            out: String::from_utf8_lossy(&o.stdout).into_owned(),
+            err: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// `switchyard ctl ARGS` with none of the ctl variables inherited from the
+/// test's environment. Blocking: call it from `block_in_place`, or from a
+/// test whose servers run on another thread.
+fn ctl(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut c = Command::new(BIN);
+    c.arg("ctl")
+        .args(args)
+        .env_remove("SWITCHYARD_ADMIN")
+        .env_remove("SWITCHYARD_ADMIN_TOKEN");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run switchyard ctl").into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_refuses_an_answer_that_is_not_the_admin_api() {
+    // The slip this guards against: --admin pointing at the application (or
+    // the proxy in front of it), which answers 200 text to anything.
+    let app = Upstream::start("blue-1").await;
+    let admin = format!("http://{}", app.addr);
+    for args in [
+        vec!["--admin", &admin, "weights", "50", "50"],
+        vec!["--admin", &admin, "status"],
+        vec!["--admin", &admin, "--json", "status"],
+    ] {
+        let r = tokio::task::block_in_place(|| ctl(&args, &[]));
+        assert_eq!(r.code, Some(1), "{args:?} succeeded: {}{}", r.out, r.err);
+        assert!(
+            r.err
+                .contains(&format!("not a switchyard admin API at {admin}")),
+            "{args:?}: {}",
+            r.err
+        );
+        assert!(r.out.is_empty(), "{args:?} printed {}", r.out);
+    }
+}
