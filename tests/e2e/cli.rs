@@ -93,3 +93,40 @@ async fn demo_serves_blue_on_8080_and_stops_on_sigterm() {
     };
     assert!(status.success(), "demo exited with {status}");
 }
+
+/// `check` and `run` agree on a blank `$SWITCHYARD_ADMIN_TOKEN`: it is no
+/// token (`run` serves no auth with it, and refuses a non-loopback bind), so
+/// `check` must not report "token from $SWITCHYARD_ADMIN_TOKEN".
+#[test]
+fn check_treats_a_blank_token_variable_as_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    let check = |bind: &str| {
+        std::fs::write(
+            &path,
+            format!("admin:\n  bind: \"{bind}\"\npools:\n  blue:\n    endpoints: [\"127.0.0.1:8001\"]\n  green:\n    endpoints: [\"127.0.0.1:8011\"]\n"),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .env("SWITCHYARD_ADMIN_TOKEN", " \n")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // 192.0.2.1 (TEST-NET-1): not loopback; `check` binds nothing.
+    let (code, text) = check("192.0.2.1:9901");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("admin.bind"), "{text}");
+    let (code, text) = check("127.0.0.1:9901");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("no token (loopback only)"), "{text}");
+}
