@@ -100,6 +100,11 @@ pub fn render_status(s: &Value) -> String {
             ));
         }
     }
+    // The reload was applied except for these keys: say so on every view,
+    // or an operator reads "ok" and never restarts.
+    if let Some(note) = s["config"]["restart_needed"].as_str() {
+        out.push_str(&format!("config   RESTART NEEDED: {note}\n"));
+    }
     if let Some(err) = s["config"]["last_error"].as_object() {
         out.push_str(&format!(
             "config   last reload FAILED at line {} column {}: {}\n",
@@ -152,11 +157,32 @@ pub fn render_change(v: &Value) -> String {
             parts.push(format!("{key} {}", v[key]));
         }
     }
-    if parts.is_empty() {
+    // A reload's answer.
+    match v["changed"].as_bool() {
+        Some(true) => parts.push("config changed".into()),
+        Some(false) => parts.push("config unchanged".into()),
+        None => {}
+    }
+    for key in ["endpoints_added", "endpoints_removed"] {
+        let list: Vec<&str> = v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !list.is_empty() {
+            parts.push(format!("{} {}", key.replace('_', " "), list.join(" ")));
+        }
+    }
+    let mut out = if parts.is_empty() {
         v.to_string()
     } else {
         format!("ok: {}", parts.join(", "))
+    };
+    if let Some(note) = v["restart_needed"].as_str() {
+        out.push_str(&format!("\nRESTART NEEDED: {note}"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -182,5 +208,30 @@ mod tests {
         assert!(out.contains("green  10.00%"), "{out}");
         assert!(out.contains("127.0.0.1:1"), "{out}");
         assert!(out.contains("line 3 column 5"), "{out}");
+        assert!(!out.contains("RESTART"), "{out}");
+    }
+
+    #[test]
+    fn restart_needed_is_shown_by_reload_and_status() {
+        let note = "changed but applied only at restart: listeners";
+        let reload = json!({
+            "generation": 27, "changed": true, "endpoints_added": ["blue/127.0.0.1:8003"],
+            "endpoints_removed": [], "restart_needed": note
+        });
+        let out = render_change(&reload);
+        assert!(
+            out.starts_with("ok: generation 27, config changed"),
+            "{out}"
+        );
+        assert!(out.contains("endpoints added blue/127.0.0.1:8003"), "{out}");
+        assert!(out.ends_with(&format!("\nRESTART NEEDED: {note}")), "{out}");
+        let quiet = json!({"generation": 28, "changed": false, "restart_needed": null});
+        assert_eq!(render_change(&quiet), "ok: generation 28, config unchanged");
+        let status = json!({"config": {"restart_needed": note, "last_error": null}});
+        let out = render_status(&status);
+        assert!(
+            out.contains(&format!("config   RESTART NEEDED: {note}")),
+            "{out}"
+        );
     }
 }

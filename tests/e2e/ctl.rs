@@ -59,3 +59,39 @@ async fn ctl_refuses_an_answer_that_is_not_the_admin_api() {
         assert!(r.out.is_empty(), "{args:?} printed {}", r.out);
     }
 }
+
+/// A reload that changed a key only a restart applies (here `log.format`)
+/// says so in `ctl status`, not only in the JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_status_says_when_a_restart_is_needed() {
+    let blue = Upstream::start("blue-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(&path, config_yaml(&[blue.addr], &[blue.addr], "")).unwrap();
+    let s = start_proxy_from_file(&path).await;
+    let admin = format!("http://{}", s.admin_addr);
+    let r = tokio::task::block_in_place(|| ctl(&["--admin", &admin, "status"], &[]));
+    assert_eq!(r.code, Some(0), "{}", r.err);
+    assert!(!r.out.contains("RESTART NEEDED"), "{}", r.out);
+    std::fs::write(
+        &path,
+        config_yaml(&[blue.addr], &[blue.addr], "log:\n  format: json\n"),
+    )
+    .unwrap();
+    // The file watcher reloads it.
+    wait_for(
+        std::time::Duration::from_secs(10),
+        "the reload to note a restart",
+        || async { status(&s).await["config"]["restart_needed"].is_string() },
+    )
+    .await;
+    let r = tokio::task::block_in_place(|| ctl(&["--admin", &admin, "status"], &[]));
+    assert_eq!(r.code, Some(0), "{}", r.err);
+    assert!(
+        r.out
+            .contains("RESTART NEEDED: changed but applied only at restart: log.format"),
+        "{}",
+        r.out
+    );
+    s.shutdown().await;
+}
