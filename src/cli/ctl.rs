@@ -5,7 +5,7 @@
 use super::render::{render_change, render_events, render_status};
 use crate::config::PoolName;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -13,13 +13,19 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Where ctl looks for the admin API when told nothing else.
+pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
+
+/// How long ctl waits for an answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
     /// Admin API base URL.
     #[arg(
         long,
         env = "SWITCHYARD_ADMIN",
-        default_value = "http://127.0.0.1:9901",
+        default_value = DEFAULT_ADMIN,
         global = true
     )]
     pub admin: String,
@@ -92,10 +98,17 @@ pub enum RolloutCmd {
 /// Why a ctl call failed; printed as is.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
+    /// Nothing listens there: the one case where the hint fits.
     #[error("cannot reach the admin API at {url}: {reason} (is switchyard running?)")]
+    Refused { url: String, reason: String },
+    #[error("cannot reach the admin API at {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error("bad admin URL {0:?}")]
-    BadUrl(String),
+    #[error("no answer from the admin API at {url} within {}s", .after.as_secs())]
+    TimedOut { url: String, after: Duration },
+    #[error("bad admin URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("bad admin token: it has characters an HTTP header cannot carry (control characters or non-ASCII)")]
+    BadToken,
     #[error("{status}: {message}")]
     Api { status: StatusCode, message: String },
     #[error("unexpected answer from the admin API: {0}")]
@@ -109,17 +122,20 @@ pub enum CtlError {
 
 struct Api {
     base: String,
-    token: Option<String>,
+    /// `Authorization: Bearer TOKEN`, built once and marked sensitive.
+    auth: Option<HeaderValue>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 impl Api {
-    fn new(base: &str, token: Option<String>) -> Self {
-        Api {
-            base: base.trim_end_matches('/').to_string(),
-            token,
+    /// Check the URL and token before any request, so that a mistake in
+    /// either is named as such rather than as a failed connection.
+    fn new(admin: &str, token: Option<&str>) -> Result<Self, CtlError> {
+        Ok(Api {
+            base: admin_base(admin)?,
+            auth: auth_header(token)?,
             client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        })
     }
 
     async fn call(
@@ -130,8 +146,8 @@ impl Api {
     ) -> Result<Value, CtlError> {
         let url = format!("{}{}", self.base, path);
         let mut b = Request::builder().method(method).uri(&url);
-        if let Some(t) = &self.token {
-            b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        if let Some(auth) = &self.auth {
+            b = b.header(http::header::AUTHORIZATION, auth.clone());
         }
         let bytes = match &body {
             Some(v) => {
@@ -140,20 +156,26 @@ impl Api {
             }
             None => Bytes::new(),
         };
-        let req = b
-            .body(Full::new(bytes))
-            .map_err(|_| CtlError::BadUrl(url.clone()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+        let req = b.body(Full::new(bytes)).map_err(|e| CtlError::BadUrl {
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
+        let resp = tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(req))
             .await
-            .map_err(|_| CtlError::Unreachable {
+            .map_err(|_| CtlError::TimedOut {
                 url: self.base.clone(),
-                reason: "timed out".into(),
+                after: ANSWER_TIMEOUT,
             })?
-            .map_err(|e| CtlError::Unreachable {
-                url: self.base.clone(),
-                reason: std::error::Error::source(&e)
+            .map_err(|e| {
+                let url = self.base.clone();
+                let reason = std::error::Error::source(&e)
                     .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string()),
+                    .unwrap_or_else(|| e.to_string());
+                if connection_refused(&e) {
+                    CtlError::Refused { url, reason }
+                } else {
+                    CtlError::Unreachable { url, reason }
+                }
             })?;
         let status = resp.status();
         let content_type = resp
@@ -176,6 +198,66 @@ impl Api {
             },
         })
     }
+}
+
+/// The admin base URL from `--admin` or `$SWITCHYARD_ADMIN`, checked. Blank
+/// means the default: `SWITCHYARD_ADMIN=` in a script or an env file means
+/// "not set", not "no URL".
+fn admin_base(raw: &str) -> Result<String, CtlError> {
+    let raw = raw.trim();
+    let base = if raw.is_empty() { DEFAULT_ADMIN } else { raw }.trim_end_matches('/');
+    let bad = |why: String| CtlError::BadUrl {
+        url: base.to_string(),
+        why,
+    };
+    let uri: http::Uri = base.parse().map_err(|e| bad(format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "the admin API serves plain HTTP; use http://".to_string()
+            ))
+        }
+        Some(other) => {
+            return Err(bad(format!(
+                "scheme {other}:// is not supported; use http://"
+            )))
+        }
+        None => return Err(bad(format!("missing http:// (write http://{base})"))),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host".to_string()));
+    }
+    Ok(base.to_string())
+}
+
+/// The `Authorization` header for a token from `--token` or
+/// `$SWITCHYARD_ADMIN_TOKEN`, trimmed and blank-means-none as the server
+/// reads its own (a token from `$(cat file)` or a Secret often ends in a
+/// newline).
+fn auth_header(token: Option<&str>) -> Result<Option<HeaderValue>, CtlError> {
+    let Some(token) = crate::config::validate::admin_token_value(token) else {
+        return Ok(None);
+    };
+    let mut v =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| CtlError::BadToken)?;
+    v.set_sensitive(true);
+    Ok(Some(v))
+}
+
+/// Was the connection refused (nothing listening), as opposed to a timeout,
+/// a reset or a name that does not resolve?
+fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Why an answer is not a success.
@@ -242,7 +324,7 @@ pub fn main(args: CtlArgs) -> ExitCode {
 }
 
 async fn run(args: CtlArgs) -> Result<(), CtlError> {
-    let api = Api::new(&args.admin, args.token.clone());
+    let api = Api::new(&args.admin, args.token.as_deref())?;
     let (method, path, body) = match &args.cmd {
         CtlCmd::Status => (Method::GET, "/api/v1/status".to_string(), None),
         CtlCmd::Watch => return watch(&api).await,
@@ -326,6 +408,61 @@ mod tests {
     use super::*;
 
     const JSON: &str = "application/json";
+
+    #[test]
+    fn the_admin_url_is_checked_and_blank_means_the_default() {
+        assert_eq!(admin_base("").unwrap(), DEFAULT_ADMIN);
+        assert_eq!(admin_base("  ").unwrap(), DEFAULT_ADMIN);
+        assert_eq!(
+            admin_base("http://[::1]:9901/").unwrap(),
+            "http://[::1]:9901"
+        );
+        for (url, says) in [
+            ("127.0.0.1:9901", "missing http://"),
+            ("https://127.0.0.1:9901", "plain HTTP"),
+            ("ftp://127.0.0.1:9901", "use http://"),
+            ("http://", "bad admin URL"),
+        ] {
+            let e = admin_base(url).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_trimmed_and_a_bad_one_is_named() {
+        let h = auth_header(Some(" s3cret\n")).unwrap().unwrap();
+        assert_eq!(h, "Bearer s3cret");
+        assert!(h.is_sensitive());
+        assert!(auth_header(Some(" \n")).unwrap().is_none());
+        assert!(matches!(
+            auth_header(Some("s3c\nret")),
+            Err(CtlError::BadToken)
+        ));
+    }
+
+    #[test]
+    fn only_a_refused_connection_asks_whether_switchyard_runs() {
+        let url = "http://127.0.0.1:9".to_string();
+        let hint = "is switchyard running?";
+        let refused = CtlError::Refused {
+            url: url.clone(),
+            reason: "Connection refused".into(),
+        };
+        assert!(refused.to_string().contains(hint));
+        let timed_out = CtlError::TimedOut {
+            url: url.clone(),
+            after: ANSWER_TIMEOUT,
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            format!("no answer from the admin API at {url} within 30s")
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(connection_refused(&io));
+        assert!(!connection_refused(&std::io::Error::from(
+            std::io::ErrorKind::TimedOut
+        )));
+    }
 
     #[test]
     fn only_the_admin_api_shape_is_success() {

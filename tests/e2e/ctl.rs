@@ -1,6 +1,7 @@
 //! `switchyard ctl` as an operator and a script use it: what it prints,
 //! what it refuses, and its exit status.
 
+use crate::support::process::free_addr;
 use crate::support::process::BIN;
 use crate::support::*;
 use std::process::{Command, Output};
@@ -94,4 +95,77 @@ async fn ctl_status_says_when_a_restart_is_needed() {
         r.out
     );
     s.shutdown().await;
+}
+
+/// A token copied with its newline (`$(cat file)`, a Kubernetes Secret)
+/// works, as the server trims its own; one a header cannot carry is named
+/// as a bad token, not a bad URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_trims_the_token_and_names_a_bad_one() {
+    const TOKEN: &str = "s3cret-token";
+    let blue = Upstream::start("blue-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let yaml = config_yaml(&[blue.addr], &[blue.addr], "").replacen(
+        "admin:\n  bind: \"127.0.0.1:0\"\n",
+        &format!(
+            "admin:\n  bind: \"127.0.0.1:0\"\n  token_file: \"{}\"\n",
+            token_file.display()
+        ),
+        1,
+    );
+    let s = start_proxy(&yaml).await;
+    let admin = format!("http://{}", s.admin_addr);
+    let with_newline = format!("{TOKEN}\n");
+    let r = tokio::task::block_in_place(|| {
+        ctl(
+            &["--admin", &admin, "status"],
+            &[("SWITCHYARD_ADMIN_TOKEN", &with_newline)],
+        )
+    });
+    assert_eq!(r.code, Some(0), "token from the environment: {}", r.err);
+    let r = tokio::task::block_in_place(|| {
+        ctl(
+            &["--admin", &admin, "--token", &with_newline, "status"],
+            &[],
+        )
+    });
+    assert_eq!(r.code, Some(0), "token from the flag: {}", r.err);
+    let r = tokio::task::block_in_place(|| {
+        ctl(
+            &["--admin", &admin, "--token", "s3cret\u{1}token", "status"],
+            &[],
+        )
+    });
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.err.contains("bad admin token") && !r.err.contains("URL"),
+        "{}",
+        r.err
+    );
+    s.shutdown().await;
+}
+
+/// "is switchyard running?" only when nothing listens; a URL without
+/// `http://`, or with `https://`, says what to write instead.
+#[test]
+fn ctl_messages_say_what_is_wrong() {
+    let closed = free_addr();
+    let r = ctl(&["--admin", &format!("http://{closed}"), "status"], &[]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.err.contains("is switchyard running?"), "{}", r.err);
+    for (admin, says) in [
+        (format!("{closed}"), "missing http://"),
+        (format!("https://{closed}"), "use http://"),
+    ] {
+        let r = ctl(&["--admin", &admin, "status"], &[]);
+        assert_eq!(r.code, Some(1), "{admin}");
+        assert!(r.err.contains(says), "{admin}: {}", r.err);
+        assert!(
+            !r.err.contains("is switchyard running?"),
+            "{admin}: {}",
+            r.err
+        );
+    }
 }
