@@ -2,6 +2,7 @@
 //! default, `--json` for scripts, and a non-zero exit with the server's
 //! message on any error.
 
+use super::output;
 use super::render::{render_change, render_events, render_status};
 use crate::config::PoolName;
 use bytes::Bytes;
@@ -113,6 +114,10 @@ pub enum CtlError {
     Api { status: StatusCode, message: String },
     #[error("unexpected answer from the admin API: {0}")]
     Decode(String),
+    /// Printing failed (a reader that closed the pipe is one case: see
+    /// [`super::output::reader_gone`]).
+    #[error("cannot print the answer: {0}")]
+    Output(#[source] std::io::Error),
     /// Something answered, but not the admin API: often the proxy listener
     /// (8080) instead of the admin port (9901), whose application may well
     /// answer 200 to anything.
@@ -310,14 +315,17 @@ pub fn main(args: CtlArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            output::err(&format!("cannot start the runtime: {e}\n"));
             return ExitCode::FAILURE;
         }
     };
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader has what it wanted (`ctl status | head -1`): the
+        // request itself succeeded.
+        Err(CtlError::Output(e)) if output::reader_gone(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("switchyard ctl: {e}");
+            output::err(&format!("switchyard ctl: {e}\n"));
             ExitCode::FAILURE
         }
     }
@@ -371,19 +379,23 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCmd::Reload => (Method::POST, "/api/v1/reload".into(), None),
     };
     let value = api.call(method, &path, body).await?;
-    if args.json {
-        println!(
-            "{}",
+    let text = if args.json {
+        format!(
+            "{}\n",
             serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return Ok(());
-    }
-    match &args.cmd {
-        CtlCmd::Status => print!("{}", render_status(&value)),
-        CtlCmd::Events { .. } => print!("{}", render_events(&value)),
-        _ => println!("{}", render_change(&value)),
-    }
-    Ok(())
+        )
+    } else {
+        match &args.cmd {
+            CtlCmd::Status => render_status(&value),
+            CtlCmd::Events { .. } => render_events(&value),
+            _ => format!("{}\n", render_change(&value)),
+        }
+    };
+    print(&text)
+}
+
+fn print(text: &str) -> Result<(), CtlError> {
+    output::out(text).map_err(CtlError::Output)
 }
 async fn watch(api: &Api) -> Result<(), CtlError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -391,15 +403,14 @@ async fn watch(api: &Api) -> Result<(), CtlError> {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => {
-                println!();
-                return Ok(());
-            }
+            _ = tokio::signal::ctrl_c() => return print("\n"),
         }
         let s = api.call(Method::GET, "/api/v1/status", None).await?;
         // Clear the screen and draw from the top left.
-        print!("\x1b[2J\x1b[H{}", render_status(&s));
-        println!("\n(refreshing every second; Ctrl-C to stop)");
+        print(&format!(
+            "\x1b[2J\x1b[H{}\n(refreshing every second; Ctrl-C to stop)\n",
+            render_status(&s)
+        ))?;
     }
 }
 

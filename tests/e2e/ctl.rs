@@ -4,7 +4,7 @@
 use crate::support::process::free_addr;
 use crate::support::process::BIN;
 use crate::support::*;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// What a ctl run gave: exit code, stdout, stderr.
 struct Ran {
@@ -168,4 +168,41 @@ fn ctl_messages_say_what_is_wrong() {
             r.err
         );
     }
+}
+
+/// A stdout whose reader is already gone, as in `switchyard ctl status |
+/// true` once `true` has exited: every write fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let (writer, reader) = tokio::net::unix::pipe::pipe().expect("a pipe");
+    drop(reader);
+    Stdio::from(writer.into_blocking_fd().expect("the pipe's fd"))
+}
+
+/// `check` and `ctl` (`watch` too) piped into a reader that goes away stop
+/// quietly with their own verdict: no panic, no backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    let blue = Upstream::start("blue-1").await;
+    let s = start_proxy(&config_yaml(&[blue.addr], &[blue.addr], "")).await;
+    let admin = format!("http://{}", s.admin_addr);
+    for args in [
+        vec!["check", "-c", "config/minimal.yaml"],
+        vec!["ctl", "--admin", &admin, "status"],
+        vec!["ctl", "--admin", &admin, "--json", "status"],
+        vec!["ctl", "--admin", &admin, "watch"],
+    ] {
+        let out = tokio::task::block_in_place(|| {
+            Command::new(BIN)
+                .args(&args)
+                .env_remove("SWITCHYARD_ADMIN_TOKEN")
+                .env("RUST_BACKTRACE", "1")
+                .stdout(closed_pipe())
+                .output()
+                .expect("run switchyard")
+        });
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} complained: {err}");
+    }
+    s.shutdown().await;
 }
