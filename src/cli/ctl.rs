@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -110,8 +111,13 @@ pub enum CtlError {
     BadUrl { url: String, why: String },
     #[error("bad admin token: it has characters an HTTP header cannot carry (control characters or non-ASCII)")]
     BadToken,
+    /// The admin API refused; `body` is its JSON answer, for `--json`.
     #[error("{status}: {message}")]
-    Api { status: StatusCode, message: String },
+    Api {
+        status: StatusCode,
+        message: String,
+        body: Value,
+    },
     #[error("unexpected answer from the admin API: {0}")]
     Decode(String),
     /// Printing failed (a reader that closed the pipe is one case: see
@@ -196,7 +202,11 @@ impl Api {
             .map_err(|e| CtlError::Decode(e.to_string()))?
             .to_bytes();
         judge_answer(status, &content_type, &body).map_err(|answer| match answer {
-            Answer::Refused { message } => CtlError::Api { status, message },
+            Answer::Refused { message, body } => CtlError::Api {
+                status,
+                message,
+                body,
+            },
             Answer::Foreign(why) => CtlError::NotAdminApi {
                 url: self.base.clone(),
                 why,
@@ -269,7 +279,7 @@ fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
 #[derive(Debug, PartialEq)]
 enum Answer {
     /// The admin API refused, in its error shape.
-    Refused { message: String },
+    Refused { message: String, body: Value },
     /// Not the admin API's shape at all (wrong port, another server).
     Foreign(String),
 }
@@ -297,6 +307,7 @@ fn judge_answer(status: StatusCode, content_type: &str, body: &[u8]) -> Result<V
         return match value["error"]["message"].as_str() {
             Some(m) => Err(Answer::Refused {
                 message: m.to_string(),
+                body: value.clone(),
             }),
             None => Err(foreign("JSON without an error message")),
         };
@@ -319,12 +330,23 @@ pub fn main(args: CtlArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = args.json;
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader has what it wanted (`ctl status | head -1`): the
         // request itself succeeded.
         Err(CtlError::Output(e)) if output::reader_gone(&e) => ExitCode::SUCCESS,
         Err(e) => {
+            // A script asked for JSON: it gets the API's error document
+            // (code, message, and for a reload every error's line and
+            // column) on stdout; people still read the message on stderr.
+            if let (true, CtlError::Api { body, .. }) = (json, &e) {
+                if let Err(w) = output::out(&pretty(body)) {
+                    if !output::reader_gone(&w) {
+                        output::err(&format!("switchyard ctl: cannot print the answer: {w}\n"));
+                    }
+                }
+            }
             output::err(&format!("switchyard ctl: {e}\n"));
             ExitCode::FAILURE
         }
@@ -335,7 +357,7 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
     let api = Api::new(&args.admin, args.token.as_deref())?;
     let (method, path, body) = match &args.cmd {
         CtlCmd::Status => (Method::GET, "/api/v1/status".to_string(), None),
-        CtlCmd::Watch => return watch(&api).await,
+        CtlCmd::Watch => return watch(&api, args.json).await,
         CtlCmd::Weights { blue, green } => (
             Method::PUT,
             "/api/v1/weights".into(),
@@ -380,10 +402,7 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
     };
     let value = api.call(method, &path, body).await?;
     let text = if args.json {
-        format!(
-            "{}\n",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )
+        pretty(&value)
     } else {
         match &args.cmd {
             CtlCmd::Status => render_status(&value),
@@ -394,23 +413,39 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
     print(&text)
 }
 
+/// An API document as `--json` prints it.
+fn pretty(v: &Value) -> String {
+    format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
+}
+
 fn print(text: &str) -> Result<(), CtlError> {
     output::out(text).map_err(CtlError::Output)
 }
-async fn watch(api: &Api) -> Result<(), CtlError> {
+/// Refresh the status every second. Only a terminal gets the screen
+/// cleared and redrawn; into a file or a pipe those escapes are noise, so
+/// each refresh is appended as plain text, or with `--json` as one JSON
+/// line (a stream a script can read line by line).
+async fn watch(api: &Api, json: bool) -> Result<(), CtlError> {
+    let terminal = !json && std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => return print("\n"),
+            _ = tokio::signal::ctrl_c() => return if terminal { print("\n") } else { Ok(()) },
         }
         let s = api.call(Method::GET, "/api/v1/status", None).await?;
-        // Clear the screen and draw from the top left.
-        print(&format!(
-            "\x1b[2J\x1b[H{}\n(refreshing every second; Ctrl-C to stop)\n",
-            render_status(&s)
-        ))?;
+        print(&if json {
+            format!("{s}\n")
+        } else if terminal {
+            // Clear the screen and draw from the top left.
+            format!(
+                "\x1b[2J\x1b[H{}\n(refreshing every second; Ctrl-C to stop)\n",
+                render_status(&s)
+            )
+        } else {
+            format!("{}\n", render_status(&s))
+        })?;
     }
 }
 
@@ -506,7 +541,8 @@ mod tests {
                 r#"{"error": {"code": "invalid", "message": "sum is 99"}}"#
             ),
             Err(Answer::Refused {
-                message: "sum is 99".into()
+                message: "sum is 99".into(),
+                body: json!({"error": {"code": "invalid", "message": "sum is 99"}})
             })
         );
         assert!(matches!(

@@ -206,3 +206,69 @@ async fn output_into_a_closed_pipe_ends_quietly() {
     }
     s.shutdown().await;
 }
+
+/// With `--json`, a refusal prints the API's error document on stdout (a
+/// script parses it) and still exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_json_prints_the_api_error_document() {
+    let blue = Upstream::start("blue-1").await;
+    let s = start_proxy(&config_yaml(&[blue.addr], &[blue.addr], "")).await;
+    let admin = format!("http://{}", s.admin_addr);
+    let r = tokio::task::block_in_place(|| {
+        ctl(&["--admin", &admin, "--json", "weights", "80", "19"], &[])
+    });
+    assert_eq!(r.code, Some(1), "{}", r.out);
+    let v: serde_json::Value = serde_json::from_str(&r.out)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", r.out));
+    assert!(v["error"]["code"].is_string(), "{v}");
+    assert!(r.err.contains("422"), "{}", r.err);
+    s.shutdown().await;
+}
+
+/// The first `lines` lines `ctl watch ARGS` prints into a pipe; the child
+/// is then stopped.
+fn watch_lines(admin: &str, json: bool, lines: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let mut c = Command::new(BIN);
+    c.args(["ctl", "--admin", admin, "watch"]);
+    if json {
+        c.arg("--json");
+    }
+    let mut child = c
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ctl watch");
+    let stdout = child.stdout.take().expect("stdout");
+    // Ends at EOF too: a watch that fails exits, and the test sees too few lines.
+    let got: Vec<String> = std::io::BufReader::new(stdout)
+        .lines()
+        .take(lines)
+        .map(|l| l.expect("read watch output"))
+        .collect();
+    let _stopped = child.kill();
+    let _reaped = child.wait();
+    got
+}
+
+/// Into a pipe, `ctl watch` appends plain refreshes (no clear-screen
+/// escapes), and with `--json` one JSON document per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_watch_into_a_pipe_prints_plain_refreshes() {
+    let blue = Upstream::start("blue-1").await;
+    let s = start_proxy(&config_yaml(&[blue.addr], &[blue.addr], "")).await;
+    let admin = format!("http://{}", s.admin_addr);
+    let plain = tokio::task::block_in_place(|| watch_lines(&admin, false, 3));
+    assert_eq!(plain.len(), 3, "{plain:?}");
+    assert!(plain[0].starts_with("phase "), "{plain:?}");
+    assert!(!plain.concat().contains('\u{1b}'), "{plain:?}");
+    let json = tokio::task::block_in_place(|| watch_lines(&admin, true, 2));
+    assert_eq!(json.len(), 2, "{json:?}");
+    for line in &json {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        assert!(v["generation"].is_u64(), "{v}");
+    }
+    s.shutdown().await;
+}
