@@ -130,3 +130,37 @@ fn check_treats_a_blank_token_variable_as_no_token() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("no token (loopback only)"), "{text}");
 }
+
+/// `switchyard run 2> run.log`: no colour escapes in the file, and events
+/// logged with the API's words (`endpoint_up`, `auto`), so one grep finds
+/// them in the log, the audit log and the API alike.
+#[tokio::test]
+async fn the_log_in_a_file_is_plain_and_uses_the_api_words() {
+    let blue = Upstream::start("blue-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    let yaml = format!(
+        "listeners:\n  - bind: \"{{PROXY}}\"\nadmin:\n  bind: \"{{ADMIN}}\"\npools:\n  blue:\n    endpoints: [\"{b}\"]\n  green:\n    endpoints: [\"{b}\"]\nhealth_check:\n  interval: 100ms\n  timeout: 50ms\n  healthy_threshold: 1\nstate_file: null\n",
+        b = blue.addr
+    );
+    let p = crate::support::process::ProxyProcess::start_logging_to(dir.path(), &yaml, &log).await;
+    // The event is logged before the API shows it.
+    wait_for(Duration::from_secs(10), "an endpoint_up event", || async {
+        let (_, v) = api(p.admin, http::Method::GET, "/api/v1/events", None, None).await;
+        v["events"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["kind"] == "endpoint_up"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour escapes in the log:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("kind=endpoint_up") && l.contains("actor=auto")),
+        "{text}"
+    );
+    assert!(!text.contains("EndpointUp"), "{text}");
+}
