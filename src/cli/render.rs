@@ -120,16 +120,49 @@ pub fn render_events(v: &Value) -> String {
     let mut out = String::new();
     let list = v["events"].as_array().or_else(|| v.as_array());
     for e in list.into_iter().flatten() {
+        // What changed, not only that something did: "#5 weights_changed
+        // by admin" alone sends the operator to --json.
+        let mut what = Vec::new();
+        match (brief(&e["from"]), brief(&e["to"])) {
+            (Some(f), Some(t)) => what.push(format!("{f} -> {t}")),
+            (None, Some(t)) => what.push(format!("-> {t}")),
+            _ => {}
+        }
+        if let Some(w) = brief(&e["weights"]).filter(|w| !what.iter().any(|x| x.contains(w))) {
+            what.push(format!("now {w}"));
+        }
+        if let Some(r) = e["reason"].as_str().filter(|r| !r.is_empty()) {
+            what.push(r.to_string());
+        }
         out.push_str(&format!(
             "{} #{} {:<18} by {:<6} {}\n",
             e["time"].as_str().unwrap_or("?"),
             e["id"],
             e["kind"].as_str().unwrap_or("?"),
             e["actor"].as_str().unwrap_or("?"),
-            e["reason"].as_str().unwrap_or(""),
+            what.join("; "),
         ));
     }
     out
+}
+
+/// A short form of an event's `from`, `to` or `weights`, for the shapes
+/// worth a few words: a pool, a split, an endpoint. Others are left to --json.
+fn brief(v: &Value) -> Option<String> {
+    if let Some(s) = v.as_str() {
+        return Some(s.to_string());
+    }
+    if let (Some(b), Some(g)) = (v["blue"].as_f64(), v["green"].as_f64()) {
+        return Some(format!("blue {b}% green {g}%"));
+    }
+    if let (Some(p), Some(ep)) = (v["pool"].as_str(), v["endpoint"].as_str()) {
+        let state = v["state"]
+            .as_str()
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default();
+        return Some(format!("{p}/{ep}{state}"));
+    }
+    None
 }
 
 pub fn render_change(v: &Value) -> String {
@@ -209,6 +242,34 @@ mod tests {
         assert!(out.contains("127.0.0.1:1"), "{out}");
         assert!(out.contains("line 3 column 5"), "{out}");
         assert!(!out.contains("RESTART"), "{out}");
+    }
+
+    #[test]
+    fn events_say_what_changed() {
+        let v = json!({"events": [
+            {"id": 5, "time": "t", "kind": "weights_changed", "actor": "admin",
+             "from": {"blue": 100.0, "green": 0.0}, "to": {"blue": 90.0, "green": 10.0},
+             "weights": {"blue": 90.0, "green": 10.0}, "reason": null},
+            {"id": 6, "time": "t", "kind": "endpoint_down", "actor": "auto", "from": null,
+             "to": {"pool": "blue", "endpoint": "127.0.0.1:8001", "state": "unhealthy"},
+             "weights": null, "reason": "3 failed checks"},
+            {"id": 7, "time": "t", "kind": "rollback", "actor": "auto", "from": "green",
+             "to": "blue", "weights": {"blue": 100.0, "green": 0.0}, "reason": "error_rate"}
+        ]});
+        let out = render_events(&v);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].ends_with("by admin  blue 100% green 0% -> blue 90% green 10%"),
+            "{out}"
+        );
+        assert!(
+            lines[1].ends_with("-> blue/127.0.0.1:8001 unhealthy; 3 failed checks"),
+            "{out}"
+        );
+        assert!(
+            lines[2].ends_with("green -> blue; now blue 100% green 0%; error_rate"),
+            "{out}"
+        );
     }
 
     #[test]
