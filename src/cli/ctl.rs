@@ -179,9 +179,7 @@ impl Api {
             })?
             .map_err(|e| {
                 let url = self.base.clone();
-                let reason = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
+                let reason = root_cause(&e);
                 if connection_refused(&e) {
                     CtlError::Refused { url, reason }
                 } else {
@@ -258,6 +256,16 @@ fn auth_header(token: Option<&str>) -> Result<Option<HeaderValue>, CtlError> {
         HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| CtlError::BadToken)?;
     v.set_sensitive(true);
     Ok(Some(v))
+}
+
+/// The innermost cause: "Connection refused (os error 111)" says more than
+/// the layers above it ("client error (Connect)", "tcp connect error").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// Was the connection refused (nothing listening), as opposed to a timeout,
@@ -505,6 +513,12 @@ mod tests {
         );
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(connection_refused(&io));
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Connect(#[source] std::io::Error);
+        let wrapped = Connect(io);
+        assert!(connection_refused(&wrapped));
+        assert_eq!(root_cause(&wrapped), "connection refused");
         assert!(!connection_refused(&std::io::Error::from(
             std::io::ErrorKind::TimedOut
         )));
