@@ -3,7 +3,7 @@
 use std::path::Path;
 use subtle::ConstantTimeEq;
 
-pub const TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
+pub const TOKEN_ENV: &str = crate::config::validate::ADMIN_TOKEN_ENV;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -32,10 +32,7 @@ pub fn load_token(token_file: Option<&Path>) -> Result<Option<String>, AuthError
         }
         return Ok(Some(token));
     }
-    Ok(std::env::var(TOKEN_ENV)
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty()))
+    Ok(crate::config::validate::admin_token_from_env())
 }
 
 /// Does the `Authorization` header carry exactly `Bearer <token>`? The

@@ -2,15 +2,24 @@
 //! default, `--json` for scripts, and a non-zero exit with the server's
 //! message on any error.
 
+use super::output;
+use super::render::{render_change, render_events, render_status};
 use crate::config::PoolName;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// Where ctl looks for the admin API when told nothing else.
+pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
+
+/// How long ctl waits for an answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
@@ -18,7 +27,7 @@ pub struct CtlArgs {
     #[arg(
         long,
         env = "SWITCHYARD_ADMIN",
-        default_value = "http://127.0.0.1:9901",
+        default_value = DEFAULT_ADMIN,
         global = true
     )]
     pub admin: String,
@@ -97,29 +106,53 @@ pub enum RolloutCmd {
 /// Why a ctl call failed; printed as is.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
+    /// Nothing listens there: the one case where the hint fits.
     #[error("cannot reach the admin API at {url}: {reason} (is switchyard running?)")]
+    Refused { url: String, reason: String },
+    #[error("cannot reach the admin API at {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error("bad admin URL {0:?}")]
-    BadUrl(String),
+    #[error("no answer from the admin API at {url} within {}s", .after.as_secs())]
+    TimedOut { url: String, after: Duration },
+    #[error("bad admin URL {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("bad admin token: it has characters an HTTP header cannot carry (control characters or non-ASCII)")]
+    BadToken,
+    /// The admin API refused; `body` is its JSON answer, for `--json`.
     #[error("{status}: {message}")]
-    Api { status: StatusCode, message: String },
+    Api {
+        status: StatusCode,
+        message: String,
+        body: Value,
+    },
     #[error("unexpected answer from the admin API: {0}")]
     Decode(String),
+    /// Printing failed (a reader that closed the pipe is one case: see
+    /// [`super::output::reader_gone`]).
+    #[error("cannot print the answer: {0}")]
+    Output(#[source] std::io::Error),
+    /// Something answered, but not the admin API: often the proxy listener
+    /// (8080) instead of the admin port (9901), whose application may well
+    /// answer 200 to anything.
+    #[error("not a switchyard admin API at {url}: {why}")]
+    NotAdminApi { url: String, why: String },
 }
 
 struct Api {
     base: String,
-    token: Option<String>,
+    /// `Authorization: Bearer TOKEN`, built once and marked sensitive.
+    auth: Option<HeaderValue>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 impl Api {
-    fn new(base: &str, token: Option<String>) -> Self {
-        Api {
-            base: base.trim_end_matches('/').to_string(),
-            token,
+    /// Check the URL and token before any request, so that a mistake in
+    /// either is named as such rather than as a failed connection.
+    fn new(admin: &str, token: Option<&str>) -> Result<Self, CtlError> {
+        Ok(Api {
+            base: admin_base(admin)?,
+            auth: auth_header(token)?,
             client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        })
     }
 
     async fn call(
@@ -130,8 +163,8 @@ impl Api {
     ) -> Result<Value, CtlError> {
         let url = format!("{}{}", self.base, path);
         let mut b = Request::builder().method(method).uri(&url);
-        if let Some(t) = &self.token {
-            b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        if let Some(auth) = &self.auth {
+            b = b.header(http::header::AUTHORIZATION, auth.clone());
         }
         let bytes = match &body {
             Some(v) => {
@@ -140,38 +173,163 @@ impl Api {
             }
             None => Bytes::new(),
         };
-        let req = b
-            .body(Full::new(bytes))
-            .map_err(|_| CtlError::BadUrl(url.clone()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+        let req = b.body(Full::new(bytes)).map_err(|e| CtlError::BadUrl {
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
+        let resp = tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(req))
             .await
-            .map_err(|_| CtlError::Unreachable {
+            .map_err(|_| CtlError::TimedOut {
                 url: self.base.clone(),
-                reason: "timed out".into(),
+                after: ANSWER_TIMEOUT,
             })?
-            .map_err(|e| CtlError::Unreachable {
-                url: self.base.clone(),
-                reason: std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string()),
+            .map_err(|e| {
+                let url = self.base.clone();
+                let reason = root_cause(&e);
+                if connection_refused(&e) {
+                    CtlError::Refused { url, reason }
+                } else {
+                    CtlError::Unreachable { url, reason }
+                }
             })?;
         let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| CtlError::Decode(e.to_string()))?
             .to_bytes();
-        let value: Value = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).trim().to_string()));
-        if !status.is_success() {
-            let message = value["error"]["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
-            return Err(CtlError::Api { status, message });
+        judge_answer(status, &content_type, &body).map_err(|answer| match answer {
+            Answer::Refused { message, body } => CtlError::Api {
+                status,
+                message,
+                body,
+            },
+            Answer::Foreign(why) => CtlError::NotAdminApi {
+                url: self.base.clone(),
+                why,
+            },
+        })
+    }
+}
+
+/// The admin base URL from `--admin` or `$SWITCHYARD_ADMIN`, checked. Blank
+/// means the default: `SWITCHYARD_ADMIN=` in a script or an env file means
+/// "not set", not "no URL".
+fn admin_base(raw: &str) -> Result<String, CtlError> {
+    let raw = raw.trim();
+    let base = if raw.is_empty() { DEFAULT_ADMIN } else { raw }.trim_end_matches('/');
+    let bad = |why: String| CtlError::BadUrl {
+        url: base.to_string(),
+        why,
+    };
+    let uri: http::Uri = base.parse().map_err(|e| bad(format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "the admin API serves plain HTTP; use http://".to_string()
+            ))
         }
+        Some(other) => {
+            return Err(bad(format!(
+                "scheme {other}:// is not supported; use http://"
+            )))
+        }
+        None => return Err(bad(format!("missing http:// (write http://{base})"))),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host".to_string()));
+    }
+    Ok(base.to_string())
+}
+
+/// The `Authorization` header for a token from `--token` or
+/// `$SWITCHYARD_ADMIN_TOKEN`, trimmed and blank-means-none as the server
+/// reads its own (a token from `$(cat file)` or a Secret often ends in a
+/// newline).
+fn auth_header(token: Option<&str>) -> Result<Option<HeaderValue>, CtlError> {
+    let Some(token) = crate::config::validate::admin_token_value(token) else {
+        return Ok(None);
+    };
+    let mut v =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| CtlError::BadToken)?;
+    v.set_sensitive(true);
+    Ok(Some(v))
+}
+
+/// The innermost cause: "Connection refused (os error 111)" says more than
+/// the layers above it ("client error (Connect)", "tcp connect error").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
+/// Was the connection refused (nothing listening), as opposed to a timeout,
+/// a reset or a name that does not resolve?
+fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Why an answer is not a success.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// The admin API refused, in its error shape.
+    Refused { message: String, body: Value },
+    /// Not the admin API's shape at all (wrong port, another server).
+    Foreign(String),
+}
+
+/// Accept only what the admin API sends: JSON objects, `{"error": {"message"}}`
+/// on failure, and on success either `generation` (every state and change
+/// answer) or `events`. Anything else, even a 200, must not be reported as
+/// done: a script would believe the weights changed.
+fn judge_answer(status: StatusCode, content_type: &str, body: &[u8]) -> Result<Value, Answer> {
+    let foreign = |what: &str| Answer::Foreign(format!("it answered {status} with {what}"));
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        let shown = if mime.is_empty() {
+            "no content type"
+        } else {
+            mime
+        };
+        return Err(foreign(shown));
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return Err(foreign("JSON that is not an object")),
+    };
+    if !status.is_success() {
+        return match value["error"]["message"].as_str() {
+            Some(m) => Err(Answer::Refused {
+                message: m.to_string(),
+                body: value.clone(),
+            }),
+            None => Err(foreign("JSON without an error message")),
+        };
+    }
+    if value["generation"].is_u64() || value["events"].is_array() {
         Ok(value)
+    } else {
+        Err(foreign("JSON of another shape"))
     }
 }
 
@@ -182,24 +340,38 @@ pub fn main(args: CtlArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            output::err(&format!("cannot start the runtime: {e}\n"));
             return ExitCode::FAILURE;
         }
     };
+    let json = args.json;
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader has what it wanted (`ctl status | head -1`): the
+        // request itself succeeded.
+        Err(CtlError::Output(e)) if output::reader_gone(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("switchyard ctl: {e}");
+            // A script asked for JSON: it gets the API's error document
+            // (code, message, and for a reload every error's line and
+            // column) on stdout; people still read the message on stderr.
+            if let (true, CtlError::Api { body, .. }) = (json, &e) {
+                if let Err(w) = output::out(&pretty(body)) {
+                    if !output::reader_gone(&w) {
+                        output::err(&format!("switchyard ctl: cannot print the answer: {w}\n"));
+                    }
+                }
+            }
+            output::err(&format!("switchyard ctl: {e}\n"));
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run(args: CtlArgs) -> Result<(), CtlError> {
-    let api = Api::new(&args.admin, args.token.clone());
+    let api = Api::new(&args.admin, args.token.as_deref())?;
     let (method, path, body) = match &args.cmd {
         CtlCmd::Status => (Method::GET, "/api/v1/status".to_string(), None),
-        CtlCmd::Watch => return watch(&api).await,
+        CtlCmd::Watch => return watch(&api, args.json).await,
         CtlCmd::Weights { blue, green, force } => (
             Method::PUT,
             "/api/v1/weights".into(),
@@ -243,191 +415,51 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCmd::Reload => (Method::POST, "/api/v1/reload".into(), None),
     };
     let value = api.call(method, &path, body).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return Ok(());
-    }
-    match &args.cmd {
-        CtlCmd::Status => print!("{}", render_status(&value)),
-        CtlCmd::Events { .. } => print!("{}", render_events(&value)),
-        _ => println!("{}", render_change(&value)),
-    }
-    Ok(())
-}
-
-fn pct(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
-fn bar(green: f64, width: usize) -> String {
-    let g = ((green / 100.0) * width as f64).round() as usize;
-    format!(
-        "{}{}",
-        "#".repeat(width.saturating_sub(g)),
-        "=".repeat(g.min(width))
-    )
-}
-
-fn ms(v: &Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.1}ms"))
-        .unwrap_or_else(|| "-".into())
-}
-
-/// A human summary of `GET /api/v1/status`.
-pub fn render_status(s: &Value) -> String {
-    let mut out = String::new();
-    let w = &s["weights"];
-    out.push_str(&format!(
-        "phase {}   live {}   candidate {}   generation {}\n",
-        s["phase"].as_str().unwrap_or("?"),
-        s["live"].as_str().unwrap_or("?"),
-        s["candidate"].as_str().unwrap_or("?"),
-        s["generation"]
-    ));
-    out.push_str(&format!(
-        "weights  blue {:>6.2}% [{}] green {:>6.2}%\n",
-        pct(&w["blue"]),
-        bar(pct(&w["green"]), 40),
-        pct(&w["green"])
-    ));
-    if let Some(r) = s["rollout"].as_object() {
-        let steps: Vec<String> = r
-            .get("steps")
-            .and_then(|v| v.as_array())
-            .map(|a| a.iter().map(|x| format!("{}", pct(x))).collect())
-            .unwrap_or_default();
-        let paused = r.get("paused").and_then(|v| v.as_bool()).unwrap_or(false);
-        let next = match r.get("next_step_at").and_then(|v| v.as_str()) {
-            _ if paused => "paused".to_string(),
-            Some(t) => format!("next step at {t}"),
-            None => "waiting for promote".to_string(),
-        };
-        out.push_str(&format!(
-            "rollout  to {} step {}/{} ({}%) of {}; {}\n",
-            r.get("to").and_then(|v| v.as_str()).unwrap_or("?"),
-            r.get("step").cloned().unwrap_or(Value::Null),
-            steps.len(),
-            r.get("percent").map(pct).unwrap_or(0.0),
-            steps.join(","),
-            next
-        ));
-    }
-    if let Some(b) = s["bake"].as_object() {
-        out.push_str(&format!(
-            "baking   {} until {} (rollback still armed)\n",
-            b.get("pool").and_then(|v| v.as_str()).unwrap_or("?"),
-            b.get("until").and_then(|v| v.as_str()).unwrap_or("?"),
-        ));
-    }
-    if let Some(l) = s["rollback_lock"].as_object() {
-        out.push_str(&format!(
-            "LOCKED   rollback lock on {} since {}: {}\n",
-            l.get("pool").and_then(|v| v.as_str()).unwrap_or("?"),
-            l.get("since").and_then(|v| v.as_str()).unwrap_or("?"),
-            l.get("reason").and_then(|v| v.as_str()).unwrap_or("?"),
-        ));
-    }
-    for pool in ["blue", "green"] {
-        let p = &s["pools"][pool];
-        let st = &p["stats"];
-        let eps = p["endpoints"].as_array().map(Vec::len).unwrap_or(0);
-        out.push_str(&format!(
-            "{pool:<6} healthy {}/{}  in flight {}  {:.1} req/s  errors {:.2}%  p50 {}  p99 {}\n",
-            p["healthy"],
-            eps,
-            p["inflight"],
-            st["rps"].as_f64().unwrap_or(0.0),
-            st["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-            ms(&st["p50_ms"]),
-            ms(&st["p99_ms"]),
-        ));
-        for e in p["endpoints"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "         {:<22} {:<9} in flight {}\n",
-                e["address"].as_str().unwrap_or("?"),
-                e["state"].as_str().unwrap_or("?"),
-                e["inflight"]
-            ));
-        }
-    }
-    if let Some(err) = s["config"]["last_error"].as_object() {
-        out.push_str(&format!(
-            "config   last reload FAILED at line {} column {}: {}\n",
-            err.get("line").cloned().unwrap_or(Value::Null),
-            err.get("column").cloned().unwrap_or(Value::Null),
-            err.get("message").and_then(|v| v.as_str()).unwrap_or("?")
-        ));
-    }
-    out
-}
-
-fn render_events(v: &Value) -> String {
-    let mut out = String::new();
-    let list = v["events"].as_array().or_else(|| v.as_array());
-    for e in list.into_iter().flatten() {
-        out.push_str(&format!(
-            "{} #{} {:<18} by {:<6} {}\n",
-            e["time"].as_str().unwrap_or("?"),
-            e["id"],
-            e["kind"].as_str().unwrap_or("?"),
-            e["actor"].as_str().unwrap_or("?"),
-            e["reason"].as_str().unwrap_or(""),
-        ));
-    }
-    out
-}
-
-fn render_change(v: &Value) -> String {
-    let mut parts = Vec::new();
-    for key in ["outcome", "phase", "live"] {
-        if let Some(s) = v[key].as_str() {
-            parts.push(format!("{key} {s}"));
-        }
-    }
-    if v["weights"].is_object() {
-        parts.push(format!(
-            "weights blue {}% green {}%",
-            pct(&v["weights"]["blue"]),
-            pct(&v["weights"]["green"])
-        ));
-    }
-    for key in [
-        "held_requests",
-        "hold_ms",
-        "drain_ms",
-        "gate_ms",
-        "generation",
-    ] {
-        if !v[key].is_null() {
-            parts.push(format!("{key} {}", v[key]));
-        }
-    }
-    if parts.is_empty() {
-        v.to_string()
+    let text = if args.json {
+        pretty(&value)
     } else {
-        format!("ok: {}", parts.join(", "))
-    }
+        match &args.cmd {
+            CtlCmd::Status => render_status(&value),
+            CtlCmd::Events { .. } => render_events(&value),
+            _ => format!("{}\n", render_change(&value)),
+        }
+    };
+    print(&text)
 }
 
-async fn watch(api: &Api) -> Result<(), CtlError> {
+/// An API document as `--json` prints it.
+fn pretty(v: &Value) -> String {
+    format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
+}
+
+fn print(text: &str) -> Result<(), CtlError> {
+    output::out(text).map_err(CtlError::Output)
+}
+/// Refresh the status every second. Only a terminal gets the screen
+/// cleared and redrawn; into a file or a pipe those escapes are noise, so
+/// each refresh is appended as plain text, or with `--json` as one JSON
+/// line (a stream a script can read line by line).
+async fn watch(api: &Api, json: bool) -> Result<(), CtlError> {
+    let terminal = !json && std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => {
-                println!();
-                return Ok(());
-            }
+            _ = tokio::signal::ctrl_c() => return if terminal { print("\n") } else { Ok(()) },
         }
         let s = api.call(Method::GET, "/api/v1/status", None).await?;
-        // Clear the screen and draw from the top left.
-        print!("\x1b[2J\x1b[H{}", render_status(&s));
-        println!("\n(refreshing every second; Ctrl-C to stop)");
+        print(&if json {
+            format!("{s}\n")
+        } else if terminal {
+            // Clear the screen and draw from the top left.
+            format!(
+                "\x1b[2J\x1b[H{}\n(refreshing every second; Ctrl-C to stop)\n",
+                render_status(&s)
+            )
+        } else {
+            format!("{}\n", render_status(&s))
+        })?;
     }
 }
 
@@ -435,23 +467,107 @@ async fn watch(api: &Api) -> Result<(), CtlError> {
 mod tests {
     use super::*;
 
+    const JSON: &str = "application/json";
+
     #[test]
-    fn status_rendering_shows_the_split_and_pools() {
-        let s = json!({
-            "phase": "paused", "live": "blue", "candidate": "green", "generation": 4,
-            "weights": {"blue": 90.0, "green": 10.0}, "rollout": null, "rollback_lock": null,
-            "pools": {
-                "blue": {"healthy": 2, "inflight": 1, "stats": {"rps": 5.0, "error_rate": 0.0, "p50_ms": 1.0, "p99_ms": 2.0},
-                         "endpoints": [{"address": "127.0.0.1:1", "state": "healthy", "inflight": 1}]},
-                "green": {"healthy": 0, "inflight": 0, "stats": {}, "endpoints": []}
-            },
-            "config": {"last_error": {"message": "bad", "line": 3, "column": 5}}
-        });
-        let out = render_status(&s);
-        assert!(out.contains("phase paused"), "{out}");
-        assert!(out.contains("blue  90.00%"), "{out}");
-        assert!(out.contains("green  10.00%"), "{out}");
-        assert!(out.contains("127.0.0.1:1"), "{out}");
-        assert!(out.contains("line 3 column 5"), "{out}");
+    fn the_admin_url_is_checked_and_blank_means_the_default() {
+        assert_eq!(admin_base("").unwrap(), DEFAULT_ADMIN);
+        assert_eq!(admin_base("  ").unwrap(), DEFAULT_ADMIN);
+        assert_eq!(
+            admin_base("http://[::1]:9901/").unwrap(),
+            "http://[::1]:9901"
+        );
+        for (url, says) in [
+            ("127.0.0.1:9901", "missing http://"),
+            ("https://127.0.0.1:9901", "plain HTTP"),
+            ("ftp://127.0.0.1:9901", "use http://"),
+            ("http://", "bad admin URL"),
+        ] {
+            let e = admin_base(url).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_trimmed_and_a_bad_one_is_named() {
+        let h = auth_header(Some(" s3cret\n")).unwrap().unwrap();
+        assert_eq!(h, "Bearer s3cret");
+        assert!(h.is_sensitive());
+        assert!(auth_header(Some(" \n")).unwrap().is_none());
+        assert!(matches!(
+            auth_header(Some("s3c\nret")),
+            Err(CtlError::BadToken)
+        ));
+    }
+
+    #[test]
+    fn only_a_refused_connection_asks_whether_switchyard_runs() {
+        let url = "http://127.0.0.1:9".to_string();
+        let hint = "is switchyard running?";
+        let refused = CtlError::Refused {
+            url: url.clone(),
+            reason: "Connection refused".into(),
+        };
+        assert!(refused.to_string().contains(hint));
+        let timed_out = CtlError::TimedOut {
+            url: url.clone(),
+            after: ANSWER_TIMEOUT,
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            format!("no answer from the admin API at {url} within 30s")
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(connection_refused(&io));
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Connect(#[source] std::io::Error);
+        let wrapped = Connect(io);
+        assert!(connection_refused(&wrapped));
+        assert_eq!(root_cause(&wrapped), "connection refused");
+        assert!(!connection_refused(&std::io::Error::from(
+            std::io::ErrorKind::TimedOut
+        )));
+    }
+
+    #[test]
+    fn only_the_admin_api_shape_is_success() {
+        let ok = |status, ct, body: &str| judge_answer(status, ct, body.as_bytes());
+        assert!(ok(StatusCode::OK, JSON, r#"{"generation": 3}"#).is_ok());
+        assert!(ok(
+            StatusCode::OK,
+            "Application/JSON; charset=utf-8",
+            r#"{"events": []}"#
+        )
+        .is_ok());
+        // An application's 200 (the proxy port, an SPA catch-all) is not success.
+        for (ct, body) in [
+            ("text/plain", "blue-1"),
+            ("", "{\"generation\": 3}"),
+            (JSON, "\"xxxx\""),
+            (JSON, "[1, 2]"),
+            (JSON, "{\"status\": \"ok\"}"),
+            (JSON, "not json"),
+        ] {
+            match ok(StatusCode::OK, ct, body) {
+                Err(Answer::Foreign(why)) => assert!(why.contains("200"), "{why}"),
+                other => panic!("{ct} {body}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            ok(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                JSON,
+                r#"{"error": {"code": "invalid", "message": "sum is 99"}}"#
+            ),
+            Err(Answer::Refused {
+                message: "sum is 99".into(),
+                body: json!({"error": {"code": "invalid", "message": "sum is 99"}})
+            })
+        );
+        assert!(matches!(
+            ok(StatusCode::NOT_FOUND, "text/html", "<h1>nope</h1>"),
+            Err(Answer::Foreign(_))
+        ));
     }
 }

@@ -5,6 +5,8 @@
 //! Everything it runs lives in the library.
 
 pub mod ctl;
+pub mod output;
+pub mod render;
 
 use crate::config;
 use clap::{Parser, Subcommand};
@@ -114,19 +116,25 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Cmd::Check { config } => {
             let (ok, report) = config::check::run(&config);
-            if ok {
-                println!("{report}");
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("{report}");
-                ExitCode::FAILURE
+            if !ok {
+                output::err(&format!("{report}\n"));
+                return ExitCode::FAILURE;
+            }
+            match output::out(&format!("{report}\n")) {
+                Err(e) if !output::reader_gone(&e) => {
+                    output::err(&format!(
+                        "switchyard check: cannot print the summary: {e}\n"
+                    ));
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
             }
         }
         Cmd::Run { config: path } => {
             let cfg = match config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{e}");
+                    output::err(&format!("{e}\n"));
                     return ExitCode::FAILURE;
                 }
             };
@@ -134,7 +142,7 @@ pub fn main(cli: Cli) -> ExitCode {
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
+                    output::err(&format!("cannot start the runtime: {e}\n"));
                     return ExitCode::FAILURE;
                 }
             };
@@ -142,7 +150,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "switchyard failed to start");
-                    eprintln!("switchyard: {e}");
+                    output::err(&format!("switchyard: {e}\n"));
                     ExitCode::FAILURE
                 }
             }
@@ -158,7 +166,7 @@ pub fn main(cli: Cli) -> ExitCode {
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
+                    output::err(&format!("cannot start the runtime: {e}\n"));
                     return ExitCode::FAILURE;
                 }
             };
@@ -174,7 +182,7 @@ pub fn main(cli: Cli) -> ExitCode {
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("switchyard demo: {e}");
+                    output::err(&format!("switchyard demo: {e}\n"));
                     ExitCode::FAILURE
                 }
             }

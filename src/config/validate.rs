@@ -61,11 +61,30 @@ impl StatusRanges {
     }
 }
 
+/// The environment variable that may hold the admin token.
+pub const ADMIN_TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
+
+/// The admin token in `$SWITCHYARD_ADMIN_TOKEN`, if any. `check` (through
+/// [`Environment`]) and `run` (the admin API's auth) both read it here, so
+/// they cannot disagree on whether there is one.
+pub fn admin_token_from_env() -> Option<String> {
+    admin_token_value(std::env::var(ADMIN_TOKEN_ENV).ok().as_deref())
+}
+
+/// A token as given (a file, a variable, a flag), trimmed: tokens copied
+/// from files and secrets often end in a newline. Blank means no token:
+/// a token of spaces would be one nobody meant to set.
+pub fn admin_token_value(raw: Option<&str>) -> Option<String> {
+    raw.map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
 /// What validation needs from outside the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Environment {
-    /// `$SWITCHYARD_ADMIN_TOKEN` is set and not empty: a non-loopback admin
-    /// bind is then allowed without `token_file`.
+    /// `$SWITCHYARD_ADMIN_TOKEN` holds a token (not blank): a non-loopback
+    /// admin bind is then allowed without `token_file`.
     pub admin_token_in_env: bool,
 }
 
@@ -73,8 +92,7 @@ impl Environment {
     /// Read from this process's environment.
     pub fn from_process() -> Self {
         Environment {
-            admin_token_in_env: std::env::var_os("SWITCHYARD_ADMIN_TOKEN")
-                .is_some_and(|v| !v.is_empty()),
+            admin_token_in_env: admin_token_from_env().is_some(),
         }
     }
 }
@@ -155,5 +173,22 @@ pub fn validate_steps(steps: &[f64]) -> Result<(), String> {
     match rules::step_problems(steps).into_iter().next() {
         Some((_, msg)) => Err(msg),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_token_is_no_token() {
+        assert_eq!(admin_token_value(None), None);
+        for blank in ["", "  ", "\n", " \t\r\n"] {
+            assert_eq!(admin_token_value(Some(blank)), None, "{blank:?}");
+        }
+        assert_eq!(
+            admin_token_value(Some(" s3cret\n")).as_deref(),
+            Some("s3cret")
+        );
     }
 }

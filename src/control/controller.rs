@@ -119,6 +119,13 @@ pub enum Actor {
     Signal,
 }
 
+/// `admin`, `config`, `auto`, `signal`: the API's words, for the log.
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::control::events::api_word(self, f)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The state moved on since the generation the caller saw.

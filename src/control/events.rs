@@ -40,6 +40,24 @@ pub enum EventKind {
     StateFileError,
 }
 
+/// The word the API and the audit log use (`endpoint_up`, `auto`), so the
+/// log says the same: SPEC.md section 3, "Events use the same words", and a
+/// grep for `config_rejected` finds it everywhere. Derived from the serde
+/// name so the two cannot drift apart.
+pub(crate) fn api_word(v: &impl Serialize, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(word)) => f.write_str(&word),
+        // Not reached for unit variants; never fail a log line over it.
+        _ => f.write_str("?"),
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        api_word(self, f)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: u64,
@@ -165,8 +183,8 @@ impl EventLog {
         event.time = crate::clock::rfc3339(crate::clock::unix_ms());
         tracing::info!(
             id = event.id,
-            kind = ?event.kind,
-            actor = ?event.actor,
+            kind = %event.kind,
+            actor = %event.actor,
             reason = event.reason.as_deref().unwrap_or(""),
             "event"
         );
@@ -193,6 +211,13 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_and_actors_display_as_the_api_words() {
+        assert_eq!(EventKind::EndpointUp.to_string(), "endpoint_up");
+        assert_eq!(EventKind::ConfigRejected.to_string(), "config_rejected");
+        assert_eq!(Actor::Auto.to_string(), "auto");
+    }
 
     #[test]
     fn events_are_numbered_bounded_and_survive_in_the_audit_log() {

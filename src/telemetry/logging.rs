@@ -7,6 +7,7 @@
 //! with `access_log: true` gives warnings and the access log.
 
 use crate::config::LogFormat;
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -46,7 +47,11 @@ pub fn init(format: LogFormat, level: &str, access_log: bool) {
         ),
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: in a file or a log
+    // collector the escape codes are noise that breaks grep.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {
         LogFormat::Json => registry.with(fmt.json()).try_init(),

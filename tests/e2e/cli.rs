@@ -93,3 +93,74 @@ async fn demo_serves_blue_on_8080_and_stops_on_sigterm() {
     };
     assert!(status.success(), "demo exited with {status}");
 }
+
+/// `check` and `run` agree on a blank `$SWITCHYARD_ADMIN_TOKEN`: it is no
+/// token (`run` serves no auth with it, and refuses a non-loopback bind), so
+/// `check` must not report "token from $SWITCHYARD_ADMIN_TOKEN".
+#[test]
+fn check_treats_a_blank_token_variable_as_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    let check = |bind: &str| {
+        std::fs::write(
+            &path,
+            format!("admin:\n  bind: \"{bind}\"\npools:\n  blue:\n    endpoints: [\"127.0.0.1:8001\"]\n  green:\n    endpoints: [\"127.0.0.1:8011\"]\n"),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .env("SWITCHYARD_ADMIN_TOKEN", " \n")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // 192.0.2.1 (TEST-NET-1): not loopback; `check` binds nothing.
+    let (code, text) = check("192.0.2.1:9901");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("admin.bind"), "{text}");
+    let (code, text) = check("127.0.0.1:9901");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("no token (loopback only)"), "{text}");
+}
+
+/// `switchyard run 2> run.log`: no colour escapes in the file, and events
+/// logged with the API's words (`endpoint_up`, `auto`), so one grep finds
+/// them in the log, the audit log and the API alike.
+#[tokio::test]
+async fn the_log_in_a_file_is_plain_and_uses_the_api_words() {
+    let blue = Upstream::start("blue-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    let yaml = format!(
+        "listeners:\n  - bind: \"{{PROXY}}\"\nadmin:\n  bind: \"{{ADMIN}}\"\npools:\n  blue:\n    endpoints: [\"{b}\"]\n  green:\n    endpoints: [\"{b}\"]\nhealth_check:\n  interval: 100ms\n  timeout: 50ms\n  healthy_threshold: 1\nstate_file: null\n",
+        b = blue.addr
+    );
+    let p = crate::support::process::ProxyProcess::start_logging_to(dir.path(), &yaml, &log).await;
+    // The event is logged before the API shows it.
+    wait_for(Duration::from_secs(10), "an endpoint_up event", || async {
+        let (_, v) = api(p.admin, http::Method::GET, "/api/v1/events", None, None).await;
+        v["events"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["kind"] == "endpoint_up"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour escapes in the log:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("kind=endpoint_up") && l.contains("actor=auto")),
+        "{text}"
+    );
+    assert!(!text.contains("EndpointUp"), "{text}");
+}

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod conformance;
+mod ctl;
 mod cutover;
 mod disk;
 mod drain;

@@ -14,6 +14,19 @@ pub fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// `yaml` with its `{PROXY}` and `{ADMIN}` placeholders on free ports,
+/// written to `dir/switchyard.yaml`.
+fn write_config(dir: &Path, yaml: &str) -> (PathBuf, SocketAddr, SocketAddr) {
+    let proxy = free_addr();
+    let admin = free_addr();
+    let text = yaml
+        .replace("{PROXY}", &proxy.to_string())
+        .replace("{ADMIN}", &admin.to_string());
+    let config = dir.join("switchyard.yaml");
+    std::fs::write(&config, text).unwrap();
+    (config, proxy, admin)
+}
+
 pub struct ProxyProcess {
     pub child: Child,
     pub proxy: SocketAddr,
@@ -25,24 +38,36 @@ impl ProxyProcess {
     /// Write `yaml` (with `{PROXY}` and `{ADMIN}` placeholders) to
     /// `dir/switchyard.yaml`, start `switchyard run`, wait until ready.
     pub async fn start(dir: &Path, yaml: &str) -> ProxyProcess {
-        let proxy = free_addr();
-        let admin = free_addr();
-        let text = yaml
-            .replace("{PROXY}", &proxy.to_string())
-            .replace("{ADMIN}", &admin.to_string());
-        let config = dir.join("switchyard.yaml");
-        std::fs::write(&config, text).unwrap();
+        let (config, proxy, admin) = write_config(dir, yaml);
         Self::start_with(config, proxy, admin).await
     }
 
     pub async fn start_with(config: PathBuf, proxy: SocketAddr, admin: SocketAddr) -> ProxyProcess {
+        Self::spawn(config, proxy, admin, "warn", Stdio::inherit()).await
+    }
+
+    /// Like [`ProxyProcess::start`], with the log (stderr, level `info`)
+    /// written to `log`, a file: what an operator's `2> run.log` gets.
+    pub async fn start_logging_to(dir: &Path, yaml: &str, log: &Path) -> ProxyProcess {
+        let (config, proxy, admin) = write_config(dir, yaml);
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(config, proxy, admin, "info", Stdio::from(file)).await
+    }
+
+    async fn spawn(
+        config: PathBuf,
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        level: &str,
+        stderr: Stdio,
+    ) -> ProxyProcess {
         let child = Command::new(BIN)
             .args(["run", "-c"])
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn switchyard");
         let p = ProxyProcess {
