@@ -157,6 +157,8 @@ async fn killed_mid_write_the_state_file_is_whole_and_resumed() {
                 "round {round}: not resumed"
             );
         }
+        let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = acks.clone();
         let writer = tokio::spawn(async move {
             let c = client();
             let mut acked = Vec::new();
@@ -168,16 +170,25 @@ async fn killed_mid_write_the_state_file_is_whole_and_resumed() {
                     .unwrap();
                 let sent = tokio::time::timeout(Duration::from_secs(2), c.request(req)).await;
                 match sent {
-                    Ok(Ok(r)) if r.status() == 200 => acked.push(green),
+                    Ok(Ok(r)) if r.status() == 200 => {
+                        acked.push(green);
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     // Killed: no answer, or none that says it was applied.
                     _ => return (acked, Some(green)),
                 }
             }
             (acked, None)
         });
-        // Let some changes through, then kill at a random moment.
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(150 + fastrand::u64(0..250));
+        // Let some changes through (however loaded the machine), then kill
+        // at a random moment: the pause is the randomness, not a wait.
+        wait_for(
+            Duration::from_secs(20),
+            "a few acknowledged changes",
+            || std::future::ready(acks.load(std::sync::atomic::Ordering::Relaxed) > 3),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(fastrand::u64(0..250));
         tokio::time::sleep_until(deadline).await;
         child.kill().unwrap();
         child.wait().unwrap();
