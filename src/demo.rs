@@ -165,6 +165,8 @@ pub struct Demo {
     pub apps: Vec<Arc<SampleApp>>,
     pub server: server::Server,
     pub control_addr: SocketAddr,
+    /// Background requests per second (0: none).
+    pub traffic: u32,
     stop: CancellationToken,
     pub certs: DemoCerts,
 }
@@ -317,6 +319,14 @@ pub struct DemoOptions {
 /// failure switch and the background traffic.
 pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
     let (listen, tls_listen, admin) = (opts.listen, opts.tls_listen, opts.admin);
+    // First, so a busy port stops the demo before anything says "serving",
+    // and named, as the proxy names its own.
+    let control_listener = TcpListener::bind(opts.control).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {} (the failure switch, --control): {e}",
+            opts.control
+        )
+    })?;
     let certs = DemoCerts::create()?;
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut apps = Vec::new();
@@ -339,7 +349,6 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
     let cfg = config::parse(&text, "<demo>")?;
     let server = server::start(cfg, None).await?;
     let stop = CancellationToken::new();
-    let control_listener = TcpListener::bind(opts.control).await?;
     let control_addr = control_listener.local_addr()?;
     let shared_apps = Arc::new(apps.clone());
     let token = stop.clone();
@@ -366,14 +375,41 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         apps,
         server,
         control_addr,
+        traffic: opts.traffic,
         stop,
         certs,
     })
 }
 
+/// The admin address `ctl` uses when given none.
+const CTL_DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
+
+/// `switchyard ctl` as the guide's reader must type it: with `--admin` when
+/// the demo's admin API is not where `ctl` looks by default (copied without
+/// it, the hints would go to whatever listens on 9901, maybe a real proxy).
+fn ctl_command(admin: SocketAddr) -> String {
+    if admin == CTL_DEFAULT_ADMIN {
+        "switchyard ctl".to_string()
+    } else {
+        format!("switchyard ctl --admin http://{admin}")
+    }
+}
+
+/// One line of the guide: a command, and what it does when `note` says.
+fn hint(s: &mut String, command: &str, note: &str) {
+    if note.is_empty() {
+        s.push_str(&format!("  {command}\n"));
+    } else {
+        s.push_str(&format!("  {command:<46}  # {note}\n"));
+    }
+}
+
 fn guide(demo: &Demo) -> String {
     let proxy = demo.server.proxy_addrs[0];
     let admin = demo.server.admin_addr;
+    let ctl = ctl_command(admin);
+    let control = demo.control_addr;
     let mut s = String::new();
     s.push_str("switchyard demo is running.\n\n");
     for a in &demo.apps {
@@ -394,42 +430,67 @@ fn guide(demo: &Demo) -> String {
     }
     s.push_str(&format!("  admin API          on http://{admin}\n\n"));
     s.push_str("Try, in another terminal:\n");
-    s.push_str(&format!(
-        "  curl -i http://{proxy}/                      # answered by blue\n"
-    ));
+    hint(
+        &mut s,
+        &format!("curl -i http://{proxy}/"),
+        "answered by blue",
+    );
     if let Some(tls) = demo.server.proxy_addrs.get(1) {
+        hint(
+            &mut s,
+            &format!(
+                "curl --cacert {} --http2 https://localhost:{}/",
+                demo.certs.ca.display(),
+                tls.port()
+            ),
+            "",
+        );
+    }
+    hint(
+        &mut s,
+        &format!("curl -s http://{admin}/api/v1/status"),
+        "phase, weights, health",
+    );
+    hint(&mut s, &format!("{ctl} status"), "");
+    hint(&mut s, &format!("{ctl} weights 90 10"), "10 % to green");
+    hint(
+        &mut s,
+        &format!("for i in $(seq 20); do curl -s http://{proxy}/; done"),
+        "",
+    );
+    hint(&mut s, &format!("{ctl} weights 100 0"), "back to blue");
+    s.push('\n');
+    if demo.traffic == 0 {
+        s.push_str(
+            "Watch an automatic rollback (--traffic 0: the demo sends no requests itself;\n\
+             send some, e.g. with the loop above, or there is nothing to judge):\n",
+        );
+    } else {
         s.push_str(&format!(
-            "  curl --cacert {} --http2 https://localhost:{}/\n",
-            demo.certs.ca.display(),
-            tls.port()
+            "Watch an automatic rollback (the demo sends {} requests/s itself):\n",
+            demo.traffic
         ));
     }
-    s.push_str(&format!(
-        "  curl -s http://{admin}/api/v1/status         # phase, weights, health\n"
-    ));
-    s.push_str("  switchyard ctl status\n");
-    s.push_str("  switchyard ctl weights 90 10                  # 10 % to green\n");
-    s.push_str(&format!(
-        "  for i in $(seq 20); do curl -s http://{proxy}/; done\n"
-    ));
-    s.push_str("  switchyard ctl weights 100 0                  # back to blue\n\n");
-    s.push_str("Watch an automatic rollback (the demo sends ~50 requests/s itself):\n");
-    s.push_str("  switchyard ctl watch                          # live view; Ctrl-C ends it\n");
-    s.push_str(
-        "  switchyard ctl rollout start green            # 10, 25, 50, 75, 100 % every 15 s\n",
+    hint(&mut s, &format!("{ctl} watch"), "live view; Ctrl-C ends it");
+    hint(
+        &mut s,
+        &format!("{ctl} rollout start green"),
+        "10, 25, 50, 75, 100 % every 15 s",
     );
-    s.push_str(&format!(
-        "  curl -X POST 'http://{}/fail/green?rate=0.2'   # green now fails 20 %\n",
-        demo.control_addr
-    ));
+    hint(
+        &mut s,
+        &format!("curl -X POST 'http://{control}/fail/green?rate=0.2'"),
+        "green now fails 20 %",
+    );
     s.push_str("  # within about a second: weights back at 100/0, a rollback lock on green\n");
-    s.push_str("  switchyard ctl events\n");
-    s.push_str(&format!(
-        "  curl -X POST 'http://{}/fail/green?rate=0'     # heal green\n",
-        demo.control_addr
-    ));
-    s.push_str("  switchyard ctl rearm                          # allow green again\n\n");
-    s.push_str("Ctrl-C stops everything.\n");
+    hint(&mut s, &format!("{ctl} events"), "");
+    hint(
+        &mut s,
+        &format!("curl -X POST 'http://{control}/fail/green?rate=0'"),
+        "heal green",
+    );
+    hint(&mut s, &format!("{ctl} rearm"), "allow green again");
+    s.push_str("\nCtrl-C stops everything.\n");
     s
 }
 

@@ -164,3 +164,115 @@ async fn the_log_in_a_file_is_plain_and_uses_the_api_words() {
     );
     assert!(!text.contains("EndpointUp"), "{text}");
 }
+
+/// `demo` on ports of the test's choosing: its guide, read from stdout
+/// until its last line, then the demo stopped.
+fn demo_guide(admin: std::net::SocketAddr, traffic: &str) -> String {
+    use crate::support::process::free_addr;
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .args(["--listen", &free_addr().to_string()])
+        .args(["--tls-listen", &free_addr().to_string()])
+        .args(["--admin", &admin.to_string()])
+        .args(["--control", &free_addr().to_string()])
+        .args(["--traffic", traffic])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let mut guide = String::new();
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                guide.push_str(&line);
+                guide.push('\n');
+                if line.starts_with("Ctrl-C stops everything") {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _killed = child.kill();
+                panic!("no whole guide from the demo ({e}):\n{guide}");
+            }
+        }
+    }
+    // SIGTERM, not a kill: the demo removes its temporary CA on the way out.
+    let termed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(termed.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait()));
+    let status = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("demo did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "demo exited with {status}");
+    guide
+}
+
+/// Copied as printed, the guide's `ctl` lines must reach this demo, not
+/// whatever answers on the default 127.0.0.1:9901; and it says the rate
+/// of background traffic it was given.
+#[test]
+fn the_demo_guide_matches_its_flags() {
+    let admin = crate::support::process::free_addr();
+    let guide = demo_guide(admin, "2");
+    let ctl: Vec<&str> = guide
+        .lines()
+        .filter(|l| l.contains("switchyard ctl"))
+        .collect();
+    assert!(ctl.len() >= 6, "{guide}");
+    for l in &ctl {
+        assert!(
+            l.contains(&format!("switchyard ctl --admin http://{admin} ")),
+            "{l}\n{guide}"
+        );
+    }
+    assert!(guide.contains("sends 2 requests/s"), "{guide}");
+    assert!(!guide.contains("~50"), "{guide}");
+
+    let quiet = demo_guide(crate::support::process::free_addr(), "0");
+    assert!(quiet.contains("sends no requests"), "{quiet}");
+    assert!(!quiet.contains("requests/s"), "{quiet}");
+}
+
+/// A busy `--control` port is named, as the proxy's own ports are, and
+/// stops the demo before anything says it is serving.
+#[test]
+fn demo_names_a_busy_control_port() {
+    use crate::support::process::free_addr;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .args(["--listen", &free_addr().to_string()])
+        .args(["--tls-listen", &free_addr().to_string()])
+        .args(["--admin", &free_addr().to_string()])
+        .args(["--control", &addr.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving"), "{stderr}");
+}
