@@ -149,7 +149,7 @@ pub fn main(cli: Cli) -> ExitCode {
             match rt.block_on(crate::server::run(cfg, Some(path), shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %e, "switchyard failed to start");
+                    // Once, plainly, as a bad config is: not also as a log line.
                     output::err(&format!("switchyard: {e}\n"));
                     ExitCode::FAILURE
                 }

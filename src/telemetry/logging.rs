@@ -27,7 +27,14 @@ pub enum LoggingError {
 
 /// The filter for a config's `log.level` and `log.access_log`.
 fn config_filter(level: &str, access_log: bool) -> Result<EnvFilter, LoggingError> {
-    let filter = EnvFilter::try_new(level)?;
+    let mut filter = EnvFilter::try_new(level)?;
+    // The file watcher's library says at `info` what it calls "not a real
+    // error" (`unable to remove watch descriptor`, when a watched directory
+    // went away first): noise an operator reads as a fault. Its warnings
+    // and errors still pass; a level that names `notify` itself wins.
+    if !level.contains("notify") {
+        filter = filter.add_directive(QUIET_WATCHER.parse()?);
+    }
     Ok(if access_log {
         filter.add_directive(ACCESS.parse()?)
     } else {
@@ -36,6 +43,7 @@ fn config_filter(level: &str, access_log: bool) -> Result<EnvFilter, LoggingErro
 }
 
 const ACCESS: &str = "switchyard::access=info";
+const QUIET_WATCHER: &str = "notify=warn";
 
 /// Install the global subscriber once; later calls are ignored.
 pub fn init(format: LogFormat, level: &str, access_log: bool) {
@@ -90,5 +98,43 @@ mod tests {
         assert!(f.contains("warn"), "{f}");
         let f = config_filter("warn", false).unwrap().to_string();
         assert!(!f.contains("access"), "{f}");
+    }
+
+    /// What passes `filter`, of an info and a warning from the file
+    /// watcher's library and an info of switchyard's own.
+    fn passed(filter: EnvFilter) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::{Context, Layer};
+        struct Capture(Arc<Mutex<Vec<String>>>);
+        impl<S: tracing::Subscriber> Layer<S> for Capture {
+            fn on_event(&self, ev: &tracing::Event<'_>, _: Context<'_, S>) {
+                let m = ev.metadata();
+                if let Ok(mut seen) = self.0.lock() {
+                    seen.push(format!("{} {}", m.level(), m.target()));
+                }
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = Registry::default().with(filter).with(Capture(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "notify::inotify", "unable to remove watch descriptor");
+            tracing::warn!(target: "notify::inotify", "a real warning");
+            tracing::info!(target: "switchyard::server", "switchyard stopped");
+        });
+        let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        seen
+    }
+
+    #[test]
+    fn the_watchers_info_lines_are_quiet_and_its_warnings_are_not() {
+        assert_eq!(
+            passed(config_filter("info", false).unwrap()),
+            ["WARN notify::inotify", "INFO switchyard::server"]
+        );
+        // Asked for by name, it is shown.
+        assert_eq!(
+            passed(config_filter("info,notify=info", false).unwrap()).len(),
+            3
+        );
     }
 }

@@ -276,3 +276,35 @@ fn demo_names_a_busy_control_port() {
     );
     assert!(!stderr.contains("serving"), "{stderr}");
 }
+
+/// A port that is taken at start-up is said once, plainly: not also as a
+/// log line repeating it.
+#[test]
+fn a_busy_listener_is_reported_once() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &path,
+        format!("listeners:\n  - bind: \"{addr}\"\nadmin:\n  bind: \"127.0.0.1:0\"\npools:\n  blue:\n    endpoints: [\"127.0.0.1:8001\"]\n  green:\n    endpoints: [\"127.0.0.1:8011\"]\nstate_file: null\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let said = format!("cannot listen on {addr}");
+    assert_eq!(stderr.matches(&said).count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l == format!("switchyard: {said}: Address already in use (os error 98)")),
+        "{stderr}"
+    );
+}
