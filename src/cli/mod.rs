@@ -34,7 +34,8 @@ pub enum Cmd {
             short,
             long,
             env = "SWITCHYARD_CONFIG",
-            default_value = "./switchyard.yaml"
+            default_value = DEFAULT_CONFIG,
+            value_parser = config_path
         )]
         config: PathBuf,
     },
@@ -44,7 +45,8 @@ pub enum Cmd {
             short,
             long,
             env = "SWITCHYARD_CONFIG",
-            default_value = "./switchyard.yaml"
+            default_value = DEFAULT_CONFIG,
+            value_parser = config_path
         )]
         config: PathBuf,
     },
@@ -66,6 +68,20 @@ pub enum Cmd {
     },
     /// Talk to a running proxy's admin API.
     Ctl(ctl::CtlArgs),
+}
+
+/// The config file when neither `-c` nor `$SWITCHYARD_CONFIG` names one.
+pub const DEFAULT_CONFIG: &str = "./switchyard.yaml";
+
+/// A config path from `-c` or `$SWITCHYARD_CONFIG`. Blank means the default:
+/// `SWITCHYARD_CONFIG=` in a script or an env file means "not set", as
+/// `SWITCHYARD_ADMIN=` does for `ctl`, not "a value is required".
+fn config_path(raw: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(if raw.trim().is_empty() {
+        DEFAULT_CONFIG
+    } else {
+        raw
+    }))
 }
 
 /// Worker threads: `$SWITCHYARD_WORKERS`, else one per core the process
@@ -188,5 +204,27 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
         Cmd::Ctl(args) => ctl::main(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_config_path_is_the_default() {
+        for blank in ["", " ", "\n"] {
+            assert_eq!(config_path(blank).unwrap(), PathBuf::from(DEFAULT_CONFIG));
+        }
+        assert_eq!(config_path("a.yaml").unwrap(), PathBuf::from("a.yaml"));
+    }
+
+    #[test]
+    fn an_empty_config_flag_parses() {
+        let cli = Cli::try_parse_from(["switchyard", "check", "-c", ""]).expect("parses");
+        let Cmd::Check { config } = cli.command else {
+            panic!("not check: {cli:?}");
+        };
+        assert_eq!(config, PathBuf::from(DEFAULT_CONFIG));
     }
 }

@@ -106,12 +106,16 @@ pub fn render_status(s: &Value) -> String {
         out.push_str(&format!("config   RESTART NEEDED: {note}\n"));
     }
     if let Some(err) = s["config"]["last_error"].as_object() {
-        out.push_str(&format!(
-            "config   last reload FAILED at line {} column {}: {}\n",
-            err.get("line").cloned().unwrap_or(Value::Null),
-            err.get("column").cloned().unwrap_or(Value::Null),
-            err.get("message").and_then(|v| v.as_str()).unwrap_or("?")
-        ));
+        let message = err.get("message").and_then(|v| v.as_str()).unwrap_or("?");
+        // Line 0 is the API's "no position" (the file could not be read).
+        match err.get("line").and_then(Value::as_u64) {
+            Some(0) => out.push_str(&format!("config   last reload FAILED: {message}\n")),
+            line => out.push_str(&format!(
+                "config   last reload FAILED at line {} column {}: {message}\n",
+                line.map_or(Value::Null, Value::from),
+                err.get("column").cloned().unwrap_or(Value::Null),
+            )),
+        }
     }
     out
 }
@@ -242,6 +246,17 @@ mod tests {
         assert!(out.contains("127.0.0.1:1"), "{out}");
         assert!(out.contains("line 3 column 5"), "{out}");
         assert!(!out.contains("RESTART"), "{out}");
+    }
+
+    #[test]
+    fn a_reload_error_without_a_position_shows_none() {
+        let s = json!({"config": {"last_error": {"message": "cannot read file: gone", "line": 0, "column": 0}}});
+        let out = render_status(&s);
+        assert!(
+            out.contains("config   last reload FAILED: cannot read file: gone"),
+            "{out}"
+        );
+        assert!(!out.contains("line 0"), "{out}");
     }
 
     #[test]

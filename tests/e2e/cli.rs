@@ -308,3 +308,47 @@ fn a_busy_listener_is_reported_once() {
         "{stderr}"
     );
 }
+
+/// `SWITCHYARD_CONFIG=` (set, but empty) is "not set": the default file,
+/// not clap's "a value is required for '--config'" that nobody typed.
+#[test]
+fn an_empty_config_variable_means_the_default_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("switchyard.yaml"),
+        "pools:\n  blue:\n    endpoints: [\"127.0.0.1:8001\"]\n  green:\n    endpoints: [\"127.0.0.1:8011\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("SWITCHYARD_CONFIG", "")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A file that cannot be read is a mistake about the file: no `:0:0:`,
+/// which reads as a position.
+#[test]
+fn an_unreadable_file_has_no_fake_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nonexistent.yaml");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}: cannot read file", path.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(":0:0"), "{stderr}");
+}
