@@ -56,6 +56,9 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // The API router's fallback does not cover these two routes: without
+        // it, `POST /healthz` is a 405 with an empty body.
+        .method_not_allowed_fallback(method_not_allowed)
         .merge(api)
         .with_state(state)
 }
@@ -77,7 +80,13 @@ async fn require_token(State(st): State<AdminState>, req: Request, next: Next) -
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         if !public && !auth::authorized(given, token) {
-            return ApiError::unauthorized().into_response();
+            // RFC 6750 section 3: a 401 names the scheme it wants.
+            let mut resp = ApiError::unauthorized().into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return resp;
         }
     }
     next.run(req).await
@@ -319,7 +328,7 @@ struct RolloutBody {
     to: PoolName,
     #[serde(default)]
     steps: Option<Vec<f64>>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     step_interval: Option<Duration>,
     #[serde(default)]
     if_generation: Option<u64>,
@@ -339,6 +348,17 @@ async fn post_rollout(
     })
     .await?;
     Ok(to_json(view))
+}
+
+/// An optional duration such as `"30s"`, refused in the config check's
+/// words: the API and `check` tell an operator the same thing.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    crate::config::parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Bodies that carry nothing but the optional generation check.
@@ -419,4 +439,29 @@ async fn post_reload(
     })
     .await?;
     Ok(to_json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_duration_is_explained_as_the_config_check_does() {
+        let e = parse_json::<RolloutBody>(br#"{"to": "green", "step_interval": "5"}"#)
+            .expect_err("no unit");
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            e.message.contains("durations look like 250ms, 2s or 1m"),
+            "{}",
+            e.message
+        );
+        let b: RolloutBody =
+            parse_json(br#"{"to": "green", "step_interval": "30s"}"#).expect("valid");
+        assert_eq!(b.step_interval, Some(Duration::from_secs(30)));
+        let b: RolloutBody =
+            parse_json(br#"{"to": "green", "step_interval": null}"#).expect("valid");
+        assert_eq!(b.step_interval, None);
+        let b: RolloutBody = parse_json(br#"{"to": "green"}"#).expect("valid");
+        assert_eq!(b.step_interval, None);
+    }
 }

@@ -26,6 +26,7 @@ pub mod validate;
 
 pub use cidr::Cidr;
 pub use schema::*;
+pub use typed::parse_duration;
 pub use validate::{validate_steps, validate_weights, Diagnostic, Environment, StatusRanges};
 
 use std::path::{Path, PathBuf};

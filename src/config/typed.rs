@@ -225,6 +225,14 @@ impl de::Error for DeError {
     }
 }
 
+/// A duration such as `250ms`, `2s` or `1m`, or why not, in the words
+/// `check` uses (the admin API says the same).
+pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(value).map_err(|why| {
+        format!("invalid duration {value:?}: {why} (durations look like 250ms, 2s or 1m)")
+    })
+}
+
 /// A string that its type refused (a duration, a socket address), said with
 /// the reason the parser gives, once.
 fn explain_str_error(e: DeError, what: &str, value: &str) -> DeError {
@@ -232,10 +240,13 @@ fn explain_str_error(e: DeError, what: &str, value: &str) -> DeError {
         return e;
     }
     let message = if what == "a duration" {
-        let why = humantime::parse_duration(value)
-            .err()
-            .map_or_else(|| e.message.clone(), |h| h.to_string());
-        format!("invalid duration {value:?}: {why} (durations look like 250ms, 2s or 1m)")
+        match parse_duration(value) {
+            Err(message) => message,
+            Ok(_) => format!(
+                "invalid duration {value:?}: {} (durations look like 250ms, 2s or 1m)",
+                e.message
+            ),
+        }
     } else if e.message.starts_with("invalid value") {
         e.message
     } else {

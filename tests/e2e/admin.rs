@@ -615,3 +615,49 @@ async fn ctl_status_and_weights_work_and_fail_clearly_when_stopped() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot reach the admin API"), "{err}");
 }
+
+/// The admin API's refusals follow the standards a client library expects:
+/// a 401 names its scheme (RFC 6750), and a 405 on any path, also
+/// `/healthz`, has the same `{"error": {...}}` body as every other error.
+#[tokio::test]
+async fn a_401_names_bearer_and_every_405_has_the_error_body() {
+    let blue = Upstream::start("blue-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let yaml = config_yaml(
+        &[blue.addr],
+        &[blue.addr],
+        &format!(
+            "admin:\n  bind: \"127.0.0.1:0\"\n  token_file: \"{}\"",
+            token_file.display()
+        ),
+    )
+    .replacen("admin:\n  bind: \"127.0.0.1:0\"\n", "", 1);
+    let s = start_proxy(&yaml).await;
+    let a = s.admin_addr;
+
+    let r = read(
+        client()
+            .get(format!("http://{a}/api/v1/status").parse().unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+
+    for (method, path, token) in [
+        (Method::POST, "/healthz", None),
+        (Method::DELETE, "/readyz", None),
+        (Method::POST, "/api/v1/status", Some("s3cret")),
+    ] {
+        let (code, v) = api(a, method.clone(), path, None, token).await;
+        assert_eq!(
+            (code, v["error"]["code"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method} {path}: {v}"
+        );
+    }
+    s.shutdown().await;
+}
