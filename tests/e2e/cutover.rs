@@ -331,29 +331,7 @@ async fn a_long_write_in_flight_delays_the_flip_until_it_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_beyond_max_held_get_503_with_retry_after_and_nothing_else_is_lost() {
-    let (blue, green, gate) = (
-        Upstream::start("blue-1").await,
-        Upstream::start("green-1").await,
-        Upstream::start("gate").await,
-    );
-    gate.set_gate_open_after(800);
-    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "3s", 5)).await;
-    wait_healthy(s.admin_addr, "green").await;
-    let admin = s.admin_addr;
-    let switch = tokio::spawn(async move {
-        api(
-            admin,
-            Method::POST,
-            "/api/v1/switch",
-            Some(json!({"to": "green"})),
-            None,
-        )
-        .await
-    });
-    wait_for(Duration::from_secs(5), "the switch to hold", || async {
-        status(&s).await["phase"] == "switching"
-    })
-    .await;
+    let ([blue, green, _gate], s, switch) = switch_in_progress(800, 5).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let load = mixed_load(proxy_url(&s, "/"), 20, 1, stop.clone());
     let (code, report) = switch.await.unwrap();
@@ -457,31 +435,8 @@ async fn a_rollback_holds_writes_but_never_waits_for_the_gate() {
 /// silently in its inbox (past ctl's timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_changes_during_a_switch_are_refused_at_once() {
-    let (blue, green, gate) = (
-        Upstream::start("blue-1").await,
-        Upstream::start("green-1").await,
-        Upstream::start("gate").await,
-    );
-    gate.set_gate_open_after(u64::MAX);
-    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "3s", 10_000)).await;
-    wait_healthy(s.admin_addr, "green").await;
+    let ([_blue, _green, _gate], s, switch) = switch_in_progress(u64::MAX, 10_000).await;
     let admin = s.admin_addr;
-    let switch = tokio::spawn(async move {
-        api(
-            admin,
-            Method::POST,
-            "/api/v1/switch",
-            Some(json!({"to": "green"})),
-            None,
-        )
-        .await
-    });
-    wait_for(
-        Duration::from_secs(5),
-        "the switch to hold writes",
-        || async { status(&s).await["phase"] == "switching" },
-    )
-    .await;
     for (method, path, body) in [
         (
             Method::PUT,
@@ -510,4 +465,43 @@ async fn admin_changes_during_a_switch_are_refused_at_once() {
     assert_eq!(v["error"]["code"], "switch_aborted", "{v}");
     assert_eq!(status(&s).await["weights"]["blue"], 100.0);
     s.shutdown().await;
+}
+
+/// Blue live and green healthy, writes held (`max_hold` 3 s, at most
+/// `max_held` of them), a gate that opens `gate_after_ms` after its first
+/// poll, and a switch to green under way: its answer comes from the handle.
+async fn switch_in_progress(
+    gate_after_ms: u64,
+    max_held: usize,
+) -> (
+    [Upstream; 3],
+    switchyard::server::Server,
+    tokio::task::JoinHandle<(u16, serde_json::Value)>,
+) {
+    let (blue, green, gate) = (
+        Upstream::start("blue-1").await,
+        Upstream::start("green-1").await,
+        Upstream::start("gate").await,
+    );
+    gate.set_gate_open_after(gate_after_ms);
+    let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "3s", max_held)).await;
+    wait_healthy(s.admin_addr, "green").await;
+    let admin = s.admin_addr;
+    let switch = tokio::spawn(async move {
+        api(
+            admin,
+            Method::POST,
+            "/api/v1/switch",
+            Some(json!({"to": "green"})),
+            None,
+        )
+        .await
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the switch to hold writes",
+        || async { status(&s).await["phase"] == "switching" },
+    )
+    .await;
+    ([blue, green, gate], s, switch)
 }

@@ -172,13 +172,7 @@ async fn an_idle_shared_http2_connection_is_closed_after_upstream_idle() {
 
 #[tokio::test]
 async fn a_bursts_surplus_connections_are_let_go_under_a_lighter_load() {
-    let blue = Upstream::start("blue-1").await;
-    let green = Upstream::start("green-1").await;
-    let fp = FaultProxy::start(blue.addr, Fault::Pass).await;
-    // Checks an hour apart, connections kept for 90 s (the default): only
-    // the demand can close them here.
-    let extra = "health_check:\n  interval: 1h";
-    let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], extra)).await;
+    let (_up, fp, s) = behind_a_counting_proxy().await;
     let c = client();
     all_at_once(&c, proxy_url(&s, "/delay/300"), 8).await;
     let opened = fp.accepted();
@@ -208,11 +202,7 @@ async fn a_bursts_surplus_connections_are_let_go_under_a_lighter_load() {
 /// request.
 #[tokio::test]
 async fn a_slow_trickle_of_requests_keeps_its_connection() {
-    let blue = Upstream::start("blue-1").await;
-    let green = Upstream::start("green-1").await;
-    let fp = FaultProxy::start(blue.addr, Fault::Pass).await;
-    let extra = "health_check:\n  interval: 1h";
-    let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], extra)).await;
+    let (_up, fp, s) = behind_a_counting_proxy().await;
     let c = client();
     let mut pace = tokio::time::interval(Duration::from_millis(1500));
     for _ in 0..3 {
@@ -221,4 +211,16 @@ async fn a_slow_trickle_of_requests_keeps_its_connection() {
     }
     assert_eq!(fp.accepted(), 1);
     s.shutdown().await;
+}
+
+/// Blue's one endpoint behind a TCP proxy that counts its connections;
+/// checks an hour apart and connections kept for 90 s (the default), so
+/// only the demand opens and closes them.
+async fn behind_a_counting_proxy() -> ([Upstream; 2], FaultProxy, switchyard::server::Server) {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let fp = FaultProxy::start(blue.addr, Fault::Pass).await;
+    let extra = "health_check:\n  interval: 1h";
+    let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], extra)).await;
+    ([blue, green], fp, s)
 }
