@@ -322,3 +322,24 @@ fn reload_on_sighup(
         drop((controller, certs));
     })
 }
+
+/// After a failed accept, the pause before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The next connection on `listener` (`what` names it in the log). A
+/// failed accept (out of file descriptors, mostly) is logged and retried
+/// after [`ACCEPT_BACKOFF`]: the pending connection keeps the listener
+/// readable, so retrying at once would spin, and the pause is the time
+/// for connections to close and free descriptors. Cancel-safe, for
+/// `select!` against a shutdown.
+pub async fn accept(listener: &TcpListener, what: &str) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, listener = what, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}

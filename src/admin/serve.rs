@@ -16,10 +16,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// After a failed accept (e.g. out of file descriptors), the pause before
-/// the next one, so the loop does not spin on the error.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
 /// Serve `router` on `listener` until `stop`, then let the requests in
 /// flight finish.
 pub async fn serve(
@@ -36,14 +32,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin API: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+            (stream, _) = crate::server::accept(&listener, "admin") => stream,
         };
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {

@@ -254,15 +254,7 @@ pub async fn serve(
     });
     loop {
         let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+            accepted = crate::server::accept(&listener, "proxy") => accepted,
             _ = shutdown.cancelled() => break,
         };
         let Some(slot) = ctx.connections.try_open() else {

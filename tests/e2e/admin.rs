@@ -1,6 +1,7 @@
 //! The admin API and `ctl`: weight changes under load, refusals with the
 //! right status, restarts that keep the state, and `ctl` as a client.
 
+use crate::support::admin::start_with_token_file;
 use crate::support::process::{ProxyProcess, BIN};
 use crate::support::*;
 use http::Method;
@@ -62,7 +63,7 @@ async fn weights_change_under_load_takes_effect_at_once_and_loses_nothing() {
 #[tokio::test]
 async fn refusals_carry_the_right_status_and_change_nothing() {
     let blue = Upstream::start("blue-1").await;
-    let (s, _dir) = start_with_token(&blue).await;
+    let (s, _dir) = start_with_token_file(&blue, "s3cret\n").await;
     let a = s.admin_addr;
     let t = Some("s3cret");
 
@@ -610,7 +611,7 @@ async fn ctl_status_and_weights_work_and_fail_clearly_when_stopped() {
 #[tokio::test]
 async fn a_401_names_bearer_and_every_405_has_the_error_body() {
     let blue = Upstream::start("blue-1").await;
-    let (s, _dir) = start_with_token(&blue).await;
+    let (s, _dir) = start_with_token_file(&blue, "s3cret\n").await;
     let a = s.admin_addr;
 
     let r = read(
@@ -636,23 +637,4 @@ async fn a_401_names_bearer_and_every_405_has_the_error_body() {
         );
     }
     s.shutdown().await;
-}
-
-/// A proxy whose admin API wants the token `s3cret` (from a token file,
-/// with a trailing newline, as secrets are often written); the directory
-/// lives as long as the returned guard.
-async fn start_with_token(blue: &Upstream) -> (switchyard::server::Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret\n").unwrap();
-    let yaml = config_yaml(
-        &[blue.addr],
-        &[blue.addr],
-        &format!(
-            "admin:\n  bind: \"127.0.0.1:0\"\n  token_file: \"{}\"",
-            token_file.display()
-        ),
-    )
-    .replacen("admin:\n  bind: \"127.0.0.1:0\"\n", "", 1);
-    (start_proxy(&yaml).await, dir)
 }

@@ -104,18 +104,7 @@ async fn ctl_status_says_when_a_restart_is_needed() {
 async fn ctl_trims_the_token_and_names_a_bad_one() {
     const TOKEN: &str = "s3cret-token";
     let blue = Upstream::start("blue-1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let yaml = config_yaml(&[blue.addr], &[blue.addr], "").replacen(
-        "admin:\n  bind: \"127.0.0.1:0\"\n",
-        &format!(
-            "admin:\n  bind: \"127.0.0.1:0\"\n  token_file: \"{}\"\n",
-            token_file.display()
-        ),
-        1,
-    );
-    let s = start_proxy(&yaml).await;
+    let (s, _dir) = crate::support::admin::start_with_token_file(&blue, TOKEN).await;
     let admin = format!("http://{}", s.admin_addr);
     let with_newline = format!("{TOKEN}\n");
     let r = tokio::task::block_in_place(|| {

@@ -294,16 +294,7 @@ async fn a_long_write_in_flight_delays_the_flip_until_it_completes() {
     })
     .await;
     let admin = s.admin_addr;
-    let switch = tokio::spawn(async move {
-        api(
-            admin,
-            Method::POST,
-            "/api/v1/switch",
-            Some(json!({"to": "green"})),
-            None,
-        )
-        .await
-    });
+    let switch = spawn_switch_to_green(admin);
     wait_for(Duration::from_secs(5), "the switch to hold", || async {
         status(&s).await["phase"] == "switching"
     })
@@ -487,7 +478,22 @@ async fn switch_in_progress(
     let s = start_proxy(&cutover_yaml(&blue, &green, &gate, "3s", max_held)).await;
     wait_healthy(s.admin_addr, "green").await;
     let admin = s.admin_addr;
-    let switch = tokio::spawn(async move {
+    let switch = spawn_switch_to_green(admin);
+    wait_for(
+        Duration::from_secs(5),
+        "the switch to hold writes",
+        || async { status(&s).await["phase"] == "switching" },
+    )
+    .await;
+    ([blue, green, gate], s, switch)
+}
+
+/// `POST /api/v1/switch` to green, answered through the handle: a held
+/// switch answers only when it ends.
+fn spawn_switch_to_green(
+    admin: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    tokio::spawn(async move {
         api(
             admin,
             Method::POST,
@@ -496,12 +502,5 @@ async fn switch_in_progress(
             None,
         )
         .await
-    });
-    wait_for(
-        Duration::from_secs(5),
-        "the switch to hold writes",
-        || async { status(&s).await["phase"] == "switching" },
-    )
-    .await;
-    ([blue, green, gate], s, switch)
+    })
 }

@@ -16,13 +16,7 @@ async fn reload(s: &switchyard::server::Server, token: Option<&str>) -> serde_js
 /// later no-op reload does not hide it, and restoring the file clears it.
 #[tokio::test]
 async fn restart_needed_stays_until_the_file_matches_what_runs_again() {
-    let blue = Upstream::start("blue-1").await;
-    let green = Upstream::start("green-1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cfg.yaml");
-    let original = config_yaml(&[blue.addr], &[green.addr], "");
-    std::fs::write(&path, &original).unwrap();
-    let s = start_proxy_from_file(&path).await;
+    let (s, path, original, _upstreams, _dir) = from_file().await;
 
     let more = original.replacen("listeners:\n", "listeners:\n  - bind: \"127.0.0.2:0\"\n", 1);
     std::fs::write(&path, &more).unwrap();
@@ -114,13 +108,7 @@ async fn a_reload_puts_a_rotated_admin_token_and_metrics_public_in_force() {
 /// reload.
 #[tokio::test]
 async fn a_reload_that_changes_nothing_keeps_the_generation() {
-    let blue = Upstream::start("blue-1").await;
-    let green = Upstream::start("green-1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cfg.yaml");
-    let original = config_yaml(&[blue.addr], &[green.addr], "");
-    std::fs::write(&path, &original).unwrap();
-    let s = start_proxy_from_file(&path).await;
+    let (s, path, _, [blue, green], _dir) = from_file().await;
     let generation = status(&s).await["generation"].as_u64().unwrap();
 
     let v = reload(&s, None).await;
@@ -158,13 +146,8 @@ async fn a_reload_that_changes_nothing_keeps_the_generation() {
 /// unchanged: the watcher reloads it, and the error clears.
 #[tokio::test]
 async fn last_error_clears_when_the_file_comes_back_unchanged() {
-    let blue = Upstream::start("blue-1").await;
-    let green = Upstream::start("green-1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cfg.yaml");
-    let aside = dir.path().join("cfg.yaml.bak");
-    std::fs::write(&path, config_yaml(&[blue.addr], &[green.addr], "")).unwrap();
-    let s = start_proxy_from_file(&path).await;
+    let (s, path, _, _upstreams, _dir) = from_file().await;
+    let aside = path.with_extension("yaml.bak");
 
     std::fs::rename(&path, &aside).unwrap();
     let (code, v) = api(s.admin_addr, Method::POST, "/api/v1/reload", None, None).await;
@@ -183,4 +166,24 @@ async fn last_error_clears_when_the_file_comes_back_unchanged() {
         "the same file again is no change"
     );
     s.shutdown().await;
+}
+
+/// A proxy started from a config file (blue and green upstreams, defaults
+/// otherwise) that the test then edits: the proxy, the file, what it held
+/// at start, the upstreams, and the directory's guard.
+async fn from_file() -> (
+    switchyard::server::Server,
+    std::path::PathBuf,
+    String,
+    [Upstream; 2],
+    tempfile::TempDir,
+) {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cfg.yaml");
+    let original = config_yaml(&[blue.addr], &[green.addr], "");
+    std::fs::write(&path, &original).unwrap();
+    let s = start_proxy_from_file(&path).await;
+    (s, path, original, [blue, green], dir)
 }

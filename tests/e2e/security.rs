@@ -42,18 +42,8 @@ async fn raw_api(
 #[tokio::test]
 async fn admin_refusals_have_the_right_status_and_change_nothing() {
     let blue = Upstream::start("blue-1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let yaml = config_yaml(&[blue.addr], &[blue.addr], "").replacen(
-        "admin:\n  bind: \"127.0.0.1:0\"\n",
-        &format!(
-            "admin:\n  bind: \"127.0.0.1:0\"\n  token_file: \"{}\"\n",
-            token_file.display()
-        ),
-        1,
-    );
-    let s = start_proxy(&yaml).await;
+    let (s, _dir) =
+        crate::support::admin::start_with_token_file(&blue, &format!("{TOKEN}\n")).await;
     let a = s.admin_addr;
     let bearer = format!("Bearer {TOKEN}");
     let ok = Some(bearer.as_str());

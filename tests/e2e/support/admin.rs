@@ -98,3 +98,25 @@ pub async fn endpoint_gauge(
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A proxy in front of `blue` (both pools) whose admin API wants a token,
+/// read from a token file holding `contents` (a trailing newline included,
+/// as secrets are often written); the file's directory lives as long as
+/// the returned guard.
+pub async fn start_with_token_file(
+    blue: &super::Upstream,
+    contents: &str,
+) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, contents).unwrap();
+    let yaml = super::config_yaml(&[blue.addr], &[blue.addr], "").replacen(
+        "admin:\n  bind: \"127.0.0.1:0\"\n",
+        &format!(
+            "admin:\n  bind: \"127.0.0.1:0\"\n  token_file: \"{}\"\n",
+            token_file.display()
+        ),
+        1,
+    );
+    (super::start_proxy(&yaml).await, dir)
+}
