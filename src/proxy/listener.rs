@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,27 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// After a failed accept, the pause before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The next connection on `listener` (`what` names it in the log). A
+/// failed accept (out of file descriptors, mostly) is logged and retried
+/// after [`ACCEPT_BACKOFF`]: the pending connection keeps the listener
+/// readable, so retrying at once would spin, and the pause is the time
+/// for connections to close and free descriptors. Cancel-safe, for
+/// `select!` against a shutdown.
+pub async fn accept(listener: &TcpListener, what: &str) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, listener = what, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
 
 /// What every connection of one listener shares.
 pub struct ListenerCtx {
@@ -254,7 +276,7 @@ pub async fn serve(
     });
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = crate::server::accept(&listener, "proxy") => accepted,
+            accepted = accept(&listener, "proxy") => accepted,
             _ = shutdown.cancelled() => break,
         };
         let Some(slot) = ctx.connections.try_open() else {

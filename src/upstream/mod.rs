@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod h1;
 pub mod health;
 pub mod idle;
+pub mod request_body;
 pub mod tls;
 
 pub use connector::{Connector, UpstreamBody, UpstreamConn, UpstreamError};

@@ -35,7 +35,7 @@ mod checker_tests;
 pub mod probe;
 mod set;
 
-pub use probe::{HttpProbe, Probe};
+pub use probe::{HttpProbe, PoolConnectors, Probe};
 pub use set::{HealthChecks, HealthSink, HealthStop, Reconciled};
 
 use crate::config::{HealthCheckConfig, StatusRanges};
