@@ -9,8 +9,6 @@
 //! bundle holds a usable certificate). It must not keep state: no store,
 //! no reload, no sockets (those are `proxy`'s and `upstream`'s).
 
-mod validity;
-
 use crate::config::TlsFiles;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -18,6 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 use std::path::{Path, PathBuf};
+use x509_parser::error::X509Error;
 
 /// Why a certificate, key or CA bundle cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +54,7 @@ pub enum TlsFileError {
     Certificate {
         path: PathBuf,
         #[source]
-        source: validity::DerError,
+        source: X509Error,
     },
     #[error("TLS settings refused: {0}")]
     Rustls(#[source] rustls::Error),
@@ -110,11 +109,10 @@ pub fn check_cert_key(
     let leaf = chain.first().ok_or_else(|| TlsFileError::NoCertificate {
         path: files.cert.clone(),
     })?;
-    let (not_before, not_after) =
-        validity::validity(leaf).map_err(|source| TlsFileError::Certificate {
-            path: files.cert.clone(),
-            source,
-        })?;
+    let (not_before, not_after) = validity(leaf).map_err(|source| TlsFileError::Certificate {
+        path: files.cert.clone(),
+        source,
+    })?;
     if now_unix < not_before || now_unix > not_after {
         return Err(TlsFileError::OutsideValidity {
             path: files.cert.clone(),
@@ -168,6 +166,17 @@ pub fn check_cert_files(files: &TlsFiles) -> Result<(), (bool, TlsFileError)> {
     check_cert_key(files, &cert, &key, &provider, now_unix())
         .map(drop)
         .map_err(key_fault)
+}
+
+/// `(not_before, not_after)` of a DER certificate, in Unix seconds
+/// (RFC 5280 section 4.1.2.5; x509-parser reads both time forms).
+pub fn validity(cert_der: &[u8]) -> Result<(i64, i64), X509Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| match e {
+        x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
+        x509_parser::nom::Err::Incomplete(_) => X509Error::InvalidCertificate,
+    })?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 /// The bytes of a certificate or key file.
@@ -230,6 +239,39 @@ mod tests {
             &provider,
             now_unix(),
         )
+    }
+
+    fn der(not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+        p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn validity_reads_utc_and_generalized_times() {
+        // Up to 2049 a UTCTime (YY >= 50 is 19YY), from 2050 a GeneralizedTime.
+        let cert = der((2020, 1, 2), (2060, 6, 30));
+        assert_eq!(validity(&cert).unwrap(), (1_577_923_200, 2_855_779_200));
+        let cert = der((1999, 12, 31), (2049, 12, 31));
+        assert_eq!(validity(&cert).unwrap(), (946_598_400, 2_524_521_600));
+        let cert = der((1950, 1, 1), (2050, 1, 1));
+        assert_eq!(validity(&cert).unwrap(), (-631_152_000, 2_524_608_000));
+    }
+
+    #[test]
+    fn a_malformed_certificate_is_an_error_not_a_panic() {
+        let cert = der((2020, 1, 2), (2060, 6, 30));
+        for cut in [0, 1, 5, 40, cert.len() / 2, cert.len() - 1] {
+            assert!(validity(&cert[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(validity(b"\x30\x84\xff\xff\xff\xff").is_err());
+        // Through the whole check: named as a certificate that cannot be read.
+        let pem = format!("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n");
+        let err = checked(&pem, "").unwrap_err();
+        assert!(matches!(err, TlsFileError::Certificate { .. }), "{err}");
+        assert!(err.to_string().contains("cannot be read"), "{err}");
     }
 
     #[test]
