@@ -218,7 +218,7 @@ pub fn ca_roots(path: &Path) -> Result<RootCertStore, TlsFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::tls::selfsigned::Ca;
+    use crate::proxy::listener_tls::selfsigned::Ca;
     use std::time::{Duration, SystemTime};
 
     const DAY: Duration = Duration::from_secs(86_400);
@@ -268,8 +268,8 @@ mod tests {
         }
         assert!(validity(b"\x30\x84\xff\xff\xff\xff").is_err());
         // Through the whole check: named as a certificate that cannot be read.
-        let pem = format!("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n");
-        let err = checked(&pem, "").unwrap_err();
+        let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n";
+        let err = checked(pem, "").unwrap_err();
         assert!(matches!(err, TlsFileError::Certificate { .. }), "{err}");
         assert!(err.to_string().contains("cannot be read"), "{err}");
     }
