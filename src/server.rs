@@ -8,7 +8,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, PoolName};
 use crate::control::{Actor, Command, CommandError, Controller, ControllerHandle, Shared};
 use crate::proxy::listener::{http_builder, serve, ListenerCtx};
-use crate::proxy::tls::{self, CertStore, TlsListener};
+use crate::proxy::listener_tls::{self, CertStore, TlsListener};
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::health::{CheckSettings, HealthChecks, HealthConfigError, HealthStop};
@@ -42,7 +42,7 @@ pub enum StartError {
     Tls {
         addr: SocketAddr,
         #[source]
-        source: tls::TlsError,
+        source: listener_tls::TlsError,
     },
 }
 
@@ -81,8 +81,8 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let runtimes =
         PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p, window, metrics.pool(p).clone())));
     let client_header = cfg.timeouts.client_header;
-    let request_limits = crate::proxy::guard::RequestLimits::from_config(&cfg.limits);
-    let connections = crate::proxy::guard::ConnectionLimit::new(cfg.limits.max_connections);
+    let request_limits = crate::proxy::limits::RequestLimits::from_config(&cfg.limits);
+    let connections = crate::proxy::limits::ConnectionLimit::new(cfg.limits.max_connections);
     let listener_cfgs = cfg.listeners.clone();
     let admin_bind = cfg.admin.bind;
 
@@ -150,7 +150,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
             Some(store) => {
                 let tls = TlsListener::new(&store, client_header)
                     .map_err(|source| StartError::Tls { addr, source })?;
-                tls::watch::spawn(store.clone(), stop_accepting.clone());
+                listener_tls::cert_watch::spawn(store.clone(), stop_accepting.clone());
                 certs.push(store);
                 Some(tls)
             }

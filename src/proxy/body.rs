@@ -13,7 +13,7 @@
 
 use crate::routing::hold::WriteToken;
 use crate::routing::PoolRuntime;
-use crate::telemetry::metrics::InflightGuard as InflightGauge;
+use crate::telemetry::metrics::InflightGauge;
 use crate::telemetry::metrics::UpstreamErrorKind;
 use crate::upstream::request_body::BodyFate;
 use crate::upstream::{Endpoint, UpstreamBody, UpstreamConn, UpstreamError};

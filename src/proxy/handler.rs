@@ -111,7 +111,7 @@ fn serve<'a>(
     table: Arc<RoutingTable>,
     served: Option<&'a mut Served>,
 ) -> Serving<'a, impl Future<Output = Response<ProxyBody>> + Send + 'a> {
-    if let Err(e) = crate::proxy::guard::check_request(&req, &l.limits) {
+    if let Err(e) = crate::proxy::limits::check_request(&req, &l.limits) {
         tracing::debug!(error = %e, "request refused");
         return Either::Left(ready(error_response(&e)));
     }

@@ -1,4 +1,4 @@
-//! TLS listeners: rustls with its safe defaults (TLS 1.2 and 1.3), ALPN `h2`
+//! TLS listeners (`listeners[].tls`): rustls with its safe defaults (TLS 1.2 and 1.3), ALPN `h2`
 //! and `http/1.1`, and a certificate reloaded without a restart.
 //!
 //! Each TLS listener has a [`CertStore`]: the certificate in use, behind an
@@ -9,10 +9,11 @@
 //! refused with an error in the log and in status, and the old one keeps
 //! serving. Connections already open keep the certificate they shook hands
 //! with. The listener is never rebound. The files are read and checked by
-//! [`crate::config::tls_files`], as validation checks them.
+//! [`crate::config::tls_files`], as validation checks them. (TLS to the
+//! upstreams is `upstream::pool_tls`.)
 
+pub mod cert_watch;
 pub mod selfsigned;
-pub mod watch;
 
 use crate::config::tls_files::{check_cert_key, now_unix, read, TlsFileError};
 use crate::config::TlsFiles;

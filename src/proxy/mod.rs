@@ -10,11 +10,11 @@
 pub mod body;
 pub mod client_io;
 pub mod error;
-pub mod guard;
 pub mod handler;
 pub mod headers;
+pub mod limits;
 pub mod listener;
+pub mod listener_tls;
 pub mod max_forwards;
-pub mod tls;
 
 pub use listener::{serve, ListenerCtx};

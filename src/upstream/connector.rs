@@ -14,8 +14,8 @@
 
 use crate::config::UpstreamProtocol;
 use crate::upstream::h1::{H1Body, H1Conn, H1Error};
+use crate::upstream::pool_tls::UpstreamTls;
 use crate::upstream::request_body::ClientBody;
-use crate::upstream::tls::UpstreamTls;
 use crate::upstream::Endpoint;
 use futures_util::future::Either;
 use futures_util::FutureExt;

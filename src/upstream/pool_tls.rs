@@ -1,4 +1,5 @@
-//! TLS to upstream endpoints (`pools.*.tls`).
+//! TLS to upstream endpoints (`pools.*.tls`). (TLS of the proxy's own
+//! listeners is `proxy::listener_tls`.)
 //!
 //! One [`UpstreamTls`] per pool, built when the routing table is built (never
 //! per connection): the trusted roots (the pool's `ca` bundle, or the
