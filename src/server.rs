@@ -8,7 +8,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, PoolName};
 use crate::control::{Actor, Command, CommandError, Controller, ControllerHandle, Shared};
 use crate::proxy::listener::{http_builder, serve, ListenerCtx};
-use crate::proxy::tls::{self, CertStore, TlsListener};
+use crate::proxy::listener_tls::{self, CertStore, TlsListener};
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::health::{CheckSettings, HealthChecks, HealthConfigError, HealthStop};
@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Auth(#[from] admin::auth::AuthError),
+    #[error(transparent)]
+    Token(#[from] crate::config::token::TokenError),
     #[error("cannot build the routing table: {0}")]
     Controller(#[from] CommandError),
     #[error(transparent)]
@@ -40,7 +42,7 @@ pub enum StartError {
     Tls {
         addr: SocketAddr,
         #[source]
-        source: tls::TlsError,
+        source: listener_tls::TlsError,
     },
 }
 
@@ -70,7 +72,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 /// Start everything for `cfg`; `config_path` is what reloads read.
 pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, StartError> {
-    let token = admin::auth::load_token(cfg.admin.token_file.as_deref())?;
+    let token = crate::config::token::load_token(cfg.admin.token_file.as_deref())?;
     if token.is_none() && !cfg.admin.bind.ip().is_loopback() {
         return Err(admin::auth::AuthError::TokenRequired(cfg.admin.bind).into());
     }
@@ -79,8 +81,8 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let runtimes =
         PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p, window, metrics.pool(p).clone())));
     let client_header = cfg.timeouts.client_header;
-    let request_limits = crate::proxy::guard::RequestLimits::from_config(&cfg.limits);
-    let connections = crate::proxy::guard::ConnectionLimit::new(cfg.limits.max_connections);
+    let request_limits = crate::proxy::limits::RequestLimits::from_config(&cfg.limits);
+    let connections = crate::proxy::limits::ConnectionLimit::new(cfg.limits.max_connections);
     let listener_cfgs = cfg.listeners.clone();
     let admin_bind = cfg.admin.bind;
 
@@ -148,7 +150,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
             Some(store) => {
                 let tls = TlsListener::new(&store, client_header)
                     .map_err(|source| StartError::Tls { addr, source })?;
-                tls::watch::spawn(store.clone(), stop_accepting.clone());
+                listener_tls::cert_watch::spawn(store.clone(), stop_accepting.clone());
                 certs.push(store);
                 Some(tls)
             }
@@ -321,25 +323,4 @@ fn reload_on_sighup(
         #[cfg(not(unix))]
         drop((controller, certs));
     })
-}
-
-/// After a failed accept, the pause before the next one.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// The next connection on `listener` (`what` names it in the log). A
-/// failed accept (out of file descriptors, mostly) is logged and retried
-/// after [`ACCEPT_BACKOFF`]: the pending connection keeps the listener
-/// readable, so retrying at once would spin, and the pause is the time
-/// for connections to close and free descriptors. Cancel-safe, for
-/// `select!` against a shutdown.
-pub async fn accept(listener: &TcpListener, what: &str) -> (tokio::net::TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, listener = what, "accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-        }
-    }
 }

@@ -1,38 +1,14 @@
 //! Bearer-token authentication for the admin API, compared in constant time.
+//! The token itself is read by [`crate::config::token`].
 
-use std::path::Path;
 use subtle::ConstantTimeEq;
 
 pub const TOKEN_ENV: &str = crate::config::validate::ADMIN_TOKEN_ENV;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("cannot read admin token file {path}: {source}")]
-    TokenFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("admin token file {0} is empty")]
-    EmptyToken(String),
     #[error("admin.bind {0} is not a loopback address: a token is required (admin.token_file or ${TOKEN_ENV})")]
     TokenRequired(std::net::SocketAddr),
-}
-
-/// The admin token: from `token_file`, else from the environment.
-pub fn load_token(token_file: Option<&Path>) -> Result<Option<String>, AuthError> {
-    if let Some(path) = token_file {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::TokenFile {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let token = text.trim().to_string();
-        if token.is_empty() {
-            return Err(AuthError::EmptyToken(path.display().to_string()));
-        }
-        return Ok(Some(token));
-    }
-    Ok(crate::config::validate::admin_token_from_env())
 }
 
 /// Does the `Authorization` header carry exactly `Bearer <token>`? The

@@ -34,7 +34,7 @@ pub struct AdminState {
     /// read per request, as cheaply as the routing table.
     pub token: Arc<ArcSwapOption<String>>,
     /// The certificates of the TLS listeners, for status.
-    pub certs: Arc<[Arc<crate::proxy::tls::CertStore>]>,
+    pub certs: Arc<[Arc<crate::proxy::listener_tls::CertStore>]>,
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -32,7 +32,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
-            (stream, _) = crate::server::accept(&listener, "admin") => stream,
+            (stream, _) = crate::proxy::listener::accept(&listener, "admin") => stream,
         };
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {

@@ -49,7 +49,7 @@ pub struct Status {
     pub shutting_down: bool,
     /// One entry per TLS listener: its certificate and last reload error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tls: Vec<crate::proxy::tls::CertStatus>,
+    pub tls: Vec<crate::proxy::listener_tls::CertStatus>,
 }
 
 #[derive(Debug, Serialize)]

@@ -1,47 +1,35 @@
 //! An address range written `10.0.0.0/8`, `::1/128` or a bare address, as
-//! used by `traffic.override_trusted`.
+//! used by `traffic.override_trusted`. The range and its test are
+//! `ipnet`'s; this adds the config's spelling (a bare address is one host).
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::str::FromStr;
 
+/// An [`IpNet`] that also reads a bare address (as `/32` or `/128`) and
+/// counts an IPv4-mapped IPv6 peer as IPv4. The address is kept as written
+/// (`10.1.2.3/8` stays so when shown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     pub const fn new_v4(a: [u8; 4], prefix: u8) -> Self {
-        Cidr {
-            addr: IpAddr::V4(std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+        Cidr(IpNet::V4(Ipv4Net::new_assert(
+            std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]),
             prefix,
-        }
+        )))
     }
 
-    pub const IPV6_LOOPBACK: Cidr = Cidr {
-        addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        prefix: 128,
-    };
+    pub const IPV6_LOOPBACK: Cidr = Cidr(IpNet::V6(Ipv6Net::new_assert(
+        std::net::Ipv6Addr::LOCALHOST,
+        128,
+    )));
 
     /// Is `ip` in this range? An IPv4-mapped IPv6 peer counts as IPv4.
     #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -57,21 +45,21 @@ impl FromStr for Cidr {
             .trim()
             .parse()
             .map_err(|_| format!("{s:?} is not an address or address/prefix"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.trim().parse::<u8>() {
-                Ok(p) if p <= max => p,
-                _ => return Err(format!("{s:?}: prefix must be 0 to {max}")),
-            },
+        let Some(prefix) = prefix else {
+            return Ok(Cidr(IpNet::from(addr)));
         };
-        Ok(Cidr { addr, prefix })
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_error = || format!("{s:?}: prefix must be 0 to {max}");
+        let prefix = prefix.trim().parse::<u8>().map_err(|_| prefix_error())?;
+        IpNet::new(addr, prefix)
+            .map(Cidr)
+            .map_err(|_| prefix_error())
     }
 }
 
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}", self.0)
     }
 }
 
@@ -123,5 +111,49 @@ mod tests {
             "10.0.0.0/8".parse::<Cidr>().unwrap().to_string(),
             "10.0.0.0/8"
         );
+        let err = "10.0.0.0/33".parse::<Cidr>().unwrap_err();
+        assert!(err.ends_with("prefix must be 0 to 32"), "{err}");
+        let err = "::/200".parse::<Cidr>().unwrap_err();
+        assert!(err.ends_with("prefix must be 0 to 128"), "{err}");
+        let err = "10.0.0/8".parse::<Cidr>().unwrap_err();
+        assert!(
+            err.ends_with("is not an address or address/prefix"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bare_addresses_are_one_host_and_ranges_keep_their_spelling() {
+        assert_eq!(
+            "10.1.2.3".parse::<Cidr>().unwrap().to_string(),
+            "10.1.2.3/32"
+        );
+        assert_eq!("::1".parse::<Cidr>().unwrap(), Cidr::IPV6_LOOPBACK);
+        assert_eq!(
+            " 10.1.2.3 / 8 ".parse::<Cidr>().unwrap().to_string(),
+            "10.1.2.3/8"
+        );
+        assert_eq!(
+            "127.0.0.0/8".parse::<Cidr>().unwrap(),
+            Cidr::new_v4([127, 0, 0, 0], 8)
+        );
+        // /0 holds every address of its family and none of the other.
+        let all6: Cidr = "::/0".parse().unwrap();
+        assert!(all6.contains(ip("2001:db8::1")));
+        assert!(!all6.contains(ip("192.0.2.1")));
+        assert!(
+            !all6.contains(ip("::ffff:192.0.2.1")),
+            "a mapped peer is IPv4"
+        );
+    }
+
+    #[test]
+    fn ranges_round_trip_through_serde() {
+        let v: Vec<Cidr> = serde_json::from_str(r#"["10.0.0.0/8", "::1"]"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"["10.0.0.0/8","::1/128"]"#
+        );
+        assert!(serde_json::from_str::<Cidr>(r#""10.0.0.0/40""#).is_err());
     }
 }

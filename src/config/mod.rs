@@ -13,6 +13,9 @@
 //! - `rules`: single-value rules, shared with the admin API.
 //! - `check`: the text of `switchyard check`.
 //! - `fswatch`: which file system events concern a watched file.
+//! - `tls_files`: reading and checking certificates, keys and CA bundles,
+//!   for validation and for the proxy and upstream clients alike.
+//! - `token`: reading the admin token, for validation and the admin API.
 
 pub mod check;
 pub mod cidr;
@@ -21,6 +24,8 @@ mod position;
 pub mod rules;
 pub mod schema;
 mod semantic;
+pub mod tls_files;
+pub mod token;
 mod typed;
 pub mod validate;
 

@@ -156,7 +156,7 @@ impl Checker<'_> {
                 // Readable is not enough: what would be served is checked
                 // as a certificate reload checks it.
                 if cert && key {
-                    if let Err((key_fault, e)) = crate::proxy::tls::check_files(tls) {
+                    if let Err((key_fault, e)) = super::tls_files::check_cert_files(tls) {
                         let field = if key_fault { "key" } else { "cert" };
                         self.err(&format!("listeners.{i}.tls.{field}"), e);
                     }
@@ -216,7 +216,9 @@ impl Checker<'_> {
                     if self.file(&at, ca) {
                         self.result(
                             &at,
-                            crate::upstream::tls::check_ca_file(ca).map_err(|e| e.to_string()),
+                            super::tls_files::ca_roots(ca)
+                                .map(drop)
+                                .map_err(|e| e.to_string()),
                         );
                     }
                 }

@@ -5,7 +5,7 @@
 
 use crate::config::{Config, PoolName};
 use crate::routing::{Pool, PoolRuntime, RoutingTable, Settings, Weights};
-use crate::upstream::tls::{UpstreamTls, UpstreamTlsError};
+use crate::upstream::pool_tls::{UpstreamTls, UpstreamTlsError};
 use crate::upstream::{Connector, Endpoint};
 use std::sync::Arc;
 

@@ -48,7 +48,7 @@ impl Controller {
         let Some(slot) = &self.admin_token else {
             return false;
         };
-        let fresh = match crate::admin::auth::load_token(new.admin.token_file.as_deref()) {
+        let fresh = match crate::config::token::load_token(new.admin.token_file.as_deref()) {
             Ok(t) => t,
             Err(e) => {
                 // Validation read the file a moment ago: this is a race

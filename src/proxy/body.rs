@@ -11,11 +11,11 @@
 //! error of its kind, like one before the head. Dropped early by the client,
 //! it is neither.
 
-use crate::proxy::request_body::BodyFate;
 use crate::routing::hold::WriteToken;
 use crate::routing::PoolRuntime;
-use crate::telemetry::metrics::InflightGuard as InflightGauge;
+use crate::telemetry::metrics::InflightGauge;
 use crate::telemetry::metrics::UpstreamErrorKind;
+use crate::upstream::request_body::BodyFate;
 use crate::upstream::{Endpoint, UpstreamBody, UpstreamConn, UpstreamError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

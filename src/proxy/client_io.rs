@@ -353,5 +353,4 @@ fn replace_automatic(buf: &[u8]) -> Option<(usize, Vec<u8>)> {
 }
 
 #[cfg(test)]
-#[path = "client_io_tests.rs"]
 mod tests;

@@ -5,9 +5,9 @@
 //! address; the log gets the detail.
 
 use crate::proxy::body::ProxyBody;
-use crate::proxy::request_body::ClientBodyError;
 use crate::upstream::connector::ConnectError;
 use crate::upstream::h1::H1Error;
+use crate::upstream::request_body::ClientBodyError;
 use crate::upstream::UpstreamError;
 use http::{header, HeaderValue, Response, StatusCode};
 use std::time::Duration;

@@ -11,12 +11,12 @@ use crate::config::{PoolName, PoolSelector, UpstreamProtocol};
 use crate::proxy::body::{InflightGuard, Passive, ProxyBody};
 use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::headers::{self, ClientAddr};
-use crate::proxy::request_body::{BodyFate, ClientBody};
 use crate::proxy::ListenerCtx;
 use crate::routing::drain::TunnelDrain;
 use crate::routing::hold::WriteToken;
 use crate::routing::{sticky, Pool, RoutingTable, Settings};
 use crate::upstream::connector::UpstreamBody;
+use crate::upstream::request_body::{BodyFate, ClientBody};
 use crate::upstream::Endpoint;
 use futures_util::future::{ready, Either, Ready};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -111,7 +111,7 @@ fn serve<'a>(
     table: Arc<RoutingTable>,
     served: Option<&'a mut Served>,
 ) -> Serving<'a, impl Future<Output = Response<ProxyBody>> + Send + 'a> {
-    if let Err(e) = crate::proxy::guard::check_request(&req, &l.limits) {
+    if let Err(e) = crate::proxy::limits::check_request(&req, &l.limits) {
         tracing::debug!(error = %e, "request refused");
         return Either::Left(ready(error_response(&e)));
     }

@@ -7,17 +7,20 @@
 //!
 //! On shutdown the listener stops accepting (new connections are refused),
 //! HTTP/1 connections close after their current response, HTTP/2 ones get
-//! GOAWAY, and in-flight work gets up to the drain timeout.
+//! GOAWAY, and in-flight work gets up to `drain.timeout` (SPEC.md section 6;
+//! here that is the listener's *shutdown*: "drain" in the code is what a
+//! pool that lost its traffic does, `routing::drain`). [`accept`], the
+//! accept loop with its backoff, serves the admin listener too.
 //!
 //! Every HTTP/1 client stream goes through [`ClientIo`], which gives hyper's own
 //! answers to unparseable requests the proxy's plain-text body.
 
 use crate::config::PoolSelector;
 use crate::proxy::client_io::{ClientIo, ConnWatch};
-use crate::proxy::guard::{ConnectionLimit, RequestLimits};
 use crate::proxy::handler::handle;
 use crate::proxy::headers::ClientAddr;
-use crate::proxy::tls::TlsListener;
+use crate::proxy::limits::{ConnectionLimit, RequestLimits};
+use crate::proxy::listener_tls::TlsListener;
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
@@ -26,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +38,27 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// After a failed accept, the pause before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The next connection on `listener` (`what` names it in the log). A
+/// failed accept (out of file descriptors, mostly) is logged and retried
+/// after [`ACCEPT_BACKOFF`]: the pending connection keeps the listener
+/// readable, so retrying at once would spin, and the pause is the time
+/// for connections to close and free descriptors. Cancel-safe, for
+/// `select!` against a shutdown.
+pub async fn accept(listener: &TcpListener, what: &str) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, listener = what, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
 
 /// What every connection of one listener shares.
 pub struct ListenerCtx {
@@ -71,7 +96,7 @@ pub struct HttpBuilders {
 /// A request head larger than hyper's read buffer (about 400 KB) or with
 /// more than [`MAX_HEADERS`] fields gets 431 from hyper itself, a target
 /// over 64 KB 414; the smaller `limits` are checked per request
-/// ([`crate::proxy::guard`]).
+/// ([`crate::proxy::limits`]).
 pub fn http_builder(client_header_timeout: Duration, limits: &RequestLimits) -> HttpBuilders {
     let max_header_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
     let mut auto = auto::Builder::new(TokioExecutor::new());
@@ -126,7 +151,7 @@ async fn sniff(stream: &TcpStream, within: Duration) -> Sniffed {
 /// `GracefulShutdown`, whose watch future each connection polls (a lock and
 /// a version check) on every wake-up, a connection here checks one atomic
 /// flag and polls the cancellation only when its task's waker changes.
-struct Drain {
+struct Shutdown {
     started: AtomicBool,
     token: CancellationToken,
     connections: TaskTracker,
@@ -184,19 +209,20 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A connection that starts its graceful shutdown when the drain does.
-    struct Watched<C> {
+    /// A connection that starts its graceful shutdown when the listener's
+    /// shutdown does.
+    struct Stoppable<C> {
         #[pin]
         conn: C,
         #[pin]
         cancelled: tokio_util::sync::WaitForCancellationFutureOwned,
-        drain: Arc<Drain>,
+        shutdown: Arc<Shutdown>,
         registered: Option<Waker>,
         shutting_down: bool,
     }
 }
 
-impl<C: GracefulConn> Future for Watched<C> {
+impl<C: GracefulConn> Future for Stoppable<C> {
     type Output = Result<(), C::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -206,7 +232,7 @@ impl<C: GracefulConn> Future for Watched<C> {
                 .registered
                 .as_ref()
                 .is_some_and(|w| w.will_wake(cx.waker()));
-            if !registered || this.drain.started.load(Ordering::Acquire) {
+            if !registered || this.shutdown.started.load(Ordering::Acquire) {
                 match this.cancelled.poll(cx) {
                     Poll::Ready(()) => {
                         *this.shutting_down = true;
@@ -220,11 +246,11 @@ impl<C: GracefulConn> Future for Watched<C> {
     }
 }
 
-fn watched<C: GracefulConn>(conn: C, drain: &Arc<Drain>) -> Watched<C> {
-    Watched {
+fn stoppable<C: GracefulConn>(conn: C, shutdown: &Arc<Shutdown>) -> Stoppable<C> {
+    Stoppable {
         conn,
-        cancelled: drain.token.clone().cancelled_owned(),
-        drain: drain.clone(),
+        cancelled: shutdown.token.clone().cancelled_owned(),
+        shutdown: shutdown.clone(),
         registered: None,
         shutting_down: false,
     }
@@ -236,26 +262,26 @@ fn log_end<E: std::fmt::Display>(r: Result<(), E>) {
     }
 }
 
-/// Accept and serve (over TLS when `tls` is given) until `shutdown`, then
-/// drain for at most `drain()`: the drain timeout of the config in force
+/// Accept and serve (over TLS when `tls` is given) until `stop`, then
+/// finish for at most `grace()`: `drain.timeout` of the config in force
 /// then, reloads included.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ListenerCtx>,
     builders: Arc<HttpBuilders>,
     tls: Option<TlsListener>,
-    shutdown: CancellationToken,
-    drain: impl Fn() -> Duration,
+    stop: CancellationToken,
+    grace: impl Fn() -> Duration,
 ) {
-    let connections = Arc::new(Drain {
+    let connections = Arc::new(Shutdown {
         started: AtomicBool::new(false),
         token: CancellationToken::new(),
         connections: TaskTracker::new(),
     });
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = crate::server::accept(&listener, "proxy") => accepted,
-            _ = shutdown.cancelled() => break,
+            accepted = accept(&listener, "proxy") => accepted,
+            _ = stop.cancelled() => break,
         };
         let Some(slot) = ctx.connections.try_open() else {
             tracing::debug!(%peer, "limits.max_connections reached: connection refused");
@@ -267,7 +293,7 @@ pub async fn serve(
         }
         let ctx = ctx.clone();
         let builders = builders.clone();
-        let drain_ref = connections.clone();
+        let shutdown = connections.clone();
         let tls = tls.clone();
         connections.connections.spawn(async move {
             let client = ClientAddr::new(peer.ip());
@@ -284,16 +310,16 @@ pub async fn serve(
                     Sniffed::Http1 => {
                         let io = TokioIo::new(ClientIo::new(stream, watch));
                         let conn = b.h1.serve_connection(io, svc);
-                        log_end(watched(conn.with_upgrades(), &drain_ref).await)
+                        log_end(stoppable(conn.with_upgrades(), &shutdown).await)
                     }
                     Sniffed::Http2 => {
                         let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
-                        log_end(watched(conn, &drain_ref).await)
+                        log_end(stoppable(conn, &shutdown).await)
                     }
                     Sniffed::Unsure => {
                         let io = TokioIo::new(ClientIo::new(stream, watch));
                         let conn = b.auto.serve_connection_with_upgrades(io, svc);
-                        log_end(watched(conn, &drain_ref).await)
+                        log_end(stoppable(conn, &shutdown).await)
                     }
                     Sniffed::Gone => {}
                 },
@@ -315,17 +341,17 @@ pub async fn serve(
                     match alpn.as_deref() {
                         Some(b"h2") => {
                             let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
-                            log_end(watched(conn, &drain_ref).await)
+                            log_end(stoppable(conn, &shutdown).await)
                         }
                         Some(b"http/1.1") => {
                             let io = TokioIo::new(ClientIo::new(stream, watch));
                             let conn = b.h1.serve_connection(io, svc);
-                            log_end(watched(conn.with_upgrades(), &drain_ref).await)
+                            log_end(stoppable(conn.with_upgrades(), &shutdown).await)
                         }
                         _ => {
                             let io = TokioIo::new(ClientIo::new(stream, watch));
                             let conn = b.auto.serve_connection_with_upgrades(io, svc);
-                            log_end(watched(conn, &drain_ref).await)
+                            log_end(stoppable(conn, &shutdown).await)
                         }
                     }
                 }
@@ -337,11 +363,11 @@ pub async fn serve(
     connections.started.store(true, Ordering::Release);
     connections.token.cancel();
     connections.connections.close();
-    let drain = drain();
-    if tokio::time::timeout(drain, connections.connections.wait())
+    let grace = grace();
+    if tokio::time::timeout(grace, connections.connections.wait())
         .await
         .is_err()
     {
-        tracing::warn!(?drain, "drain timeout reached with connections still open");
+        tracing::warn!(?grace, "drain timeout reached with connections still open");
     }
 }

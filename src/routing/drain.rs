@@ -232,5 +232,4 @@ pub fn drain_removed(endpoints: Vec<Arc<Endpoint>>, timeout: Duration) {
 }
 
 #[cfg(test)]
-#[path = "drain_tests.rs"]
 mod tests;

@@ -14,3 +14,11 @@ pub mod weights;
 pub use hold::{Hold, WritesInFlight};
 pub use table::{Pool, PoolRuntime, RoutingTable, Settings};
 pub use weights::Weights;
+
+/// Health checks reach an endpoint with its pool's connector in the table
+/// in force (`upstream` cannot name the table, so the table answers for it).
+impl crate::upstream::health::PoolConnectors for arc_swap::ArcSwap<RoutingTable> {
+    fn connector(&self, pool: crate::config::PoolName) -> crate::upstream::Connector {
+        self.load().pool(pool).connector.clone()
+    }
+}

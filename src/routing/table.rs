@@ -9,7 +9,7 @@ use crate::config::{Cidr, Config, PoolName, UpstreamProtocol};
 use crate::routing::drain::PoolDrain;
 use crate::routing::sticky::Sticky;
 use crate::routing::Weights;
-use crate::telemetry::metrics::{InflightGuard as InflightGauge, PoolMetrics, UpstreamErrorKind};
+use crate::telemetry::metrics::{InflightGauge, PoolMetrics, UpstreamErrorKind};
 use crate::telemetry::stats::{Outcome, PoolStats};
 use crate::upstream::{Connector, Endpoint, EndpointState};
 use arc_swap::ArcSwap;

@@ -162,9 +162,9 @@ impl PoolMetrics {
 
     /// Count a request in flight until the guard is dropped (also when the
     /// request's future is cancelled).
-    pub fn inflight(&self) -> InflightGuard {
+    pub fn inflight(&self) -> InflightGauge {
         self.inflight.inc();
-        InflightGuard(self.inflight.clone())
+        InflightGauge(self.inflight.clone())
     }
 
     /// Requests of this pool in flight now.
@@ -179,9 +179,9 @@ impl PoolMetrics {
 }
 
 /// Decrements `switchyard_inflight_requests` when dropped.
-pub struct InflightGuard(IntGauge);
+pub struct InflightGauge(IntGauge);
 
-impl Drop for InflightGuard {
+impl Drop for InflightGauge {
     fn drop(&mut self) {
         self.0.dec();
     }

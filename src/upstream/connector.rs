@@ -13,9 +13,9 @@
 //! by every request in flight (each takes a cheap clone of its sender).
 
 use crate::config::UpstreamProtocol;
-use crate::proxy::request_body::ClientBody;
 use crate::upstream::h1::{H1Body, H1Conn, H1Error};
-use crate::upstream::tls::UpstreamTls;
+use crate::upstream::pool_tls::UpstreamTls;
+use crate::upstream::request_body::ClientBody;
 use crate::upstream::Endpoint;
 use futures_util::future::Either;
 use futures_util::FutureExt;

@@ -17,8 +17,8 @@
 //! Upgrades (WebSocket) are not handled here: the connector hands such
 //! requests to hyper, on a connection of their own.
 
-use crate::proxy::request_body::ClientBody;
 use crate::upstream::connector::UpstreamIo;
+use crate::upstream::request_body::ClientBody;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};

@@ -10,7 +10,8 @@ pub mod endpoint;
 pub mod h1;
 pub mod health;
 pub mod idle;
-pub mod tls;
+pub mod pool_tls;
+pub mod request_body;
 
 pub use connector::{Connector, UpstreamBody, UpstreamConn, UpstreamError};
 pub use endpoint::{CheckResult, Endpoint, EndpointState};

@@ -83,7 +83,7 @@ fn pool_tls() {
         at(&t, &format!("\"{junk}")),
         "pools.green.tls.ca: CA bundle",
     );
-    let authority = crate::proxy::tls::selfsigned::Ca::new("test CA").unwrap();
+    let authority = crate::proxy::listener_tls::selfsigned::Ca::new("test CA").unwrap();
     let ca = temp_file(&dir, "ca.pem", &authority.cert_pem);
     valid(&POOLS.replace(
         "8011\"]}",
@@ -136,7 +136,7 @@ fn listener_tls_files() {
             "listeners: [{{bind: \"127.0.0.1:8443\", tls: {{cert: \"{cert}\", key: \"{key}\"}}}}]\n"
         ))
     };
-    let ca = crate::proxy::tls::selfsigned::Ca::new("test CA").unwrap();
+    let ca = crate::proxy::listener_tls::selfsigned::Ca::new("test CA").unwrap();
     let issued = ca.issue(&["localhost"]).unwrap();
     let other = ca.issue(&["localhost"]).unwrap();
     let cert = temp_file(&dir, "c.pem", &issued.cert_pem);

@@ -30,12 +30,10 @@
 //!   `/health` may not show.
 
 mod checker;
-#[cfg(test)]
-mod checker_tests;
 pub mod probe;
 mod set;
 
-pub use probe::{HttpProbe, Probe};
+pub use probe::{HttpProbe, PoolConnectors, Probe};
 pub use set::{HealthChecks, HealthSink, HealthStop, Reconciled};
 
 use crate::config::{HealthCheckConfig, StatusRanges};
@@ -157,65 +155,4 @@ impl CheckSettings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_turns_healthy_after_the_healthy_threshold() {
-        let mut c = HealthCounter::new(2, 3, Verdict::Unknown);
-        assert_eq!(c.observe(true), None);
-        assert_eq!(c.observe(true), Some(Verdict::Healthy));
-        assert_eq!(c.observe(true), None, "no second transition");
-    }
-
-    #[test]
-    fn failures_must_come_in_a_row() {
-        let mut c = HealthCounter::new(2, 3, Verdict::Healthy);
-        assert_eq!(c.observe(false), None);
-        assert_eq!(c.observe(false), None);
-        assert_eq!(c.observe(true), None, "a pass breaks the run");
-        assert_eq!(c.observe(false), None);
-        assert_eq!(c.observe(false), None);
-        assert_eq!(c.observe(false), Some(Verdict::Unhealthy));
-        assert_eq!(c.observe(false), None);
-        // Back up: passes in a row, a failure restarts the count.
-        assert_eq!(c.observe(true), None);
-        assert_eq!(c.observe(false), None);
-        assert_eq!(c.observe(true), None);
-        assert_eq!(c.observe(true), Some(Verdict::Healthy));
-        assert_eq!(c.verdict(), Verdict::Healthy);
-    }
-
-    #[test]
-    fn unknown_turns_unhealthy_only_after_the_unhealthy_threshold() {
-        let mut c = HealthCounter::new(1, 2, Verdict::Unknown);
-        assert_eq!(c.observe(false), None);
-        assert_eq!(c.observe(false), Some(Verdict::Unhealthy));
-    }
-
-    #[test]
-    fn zero_thresholds_count_as_one() {
-        let mut c = HealthCounter::new(0, 0, Verdict::Unknown);
-        assert_eq!(c.observe(false), Some(Verdict::Unhealthy));
-        assert_eq!(c.observe(true), Some(Verdict::Healthy));
-    }
-
-    #[test]
-    fn settings_come_from_the_config_or_name_the_mistake() {
-        let mut c = HealthCheckConfig::default();
-        let s = CheckSettings::from_config(&c).unwrap();
-        assert_eq!(s.path.as_str(), "/health");
-        assert!(s.expected.contains(399) && !s.expected.contains(400));
-        c.expected_status = "2xx".into();
-        assert!(matches!(
-            CheckSettings::from_config(&c),
-            Err(HealthConfigError::ExpectedStatus(_))
-        ));
-        c.expected_status = "200".into();
-        c.interval = Duration::ZERO;
-        assert!(matches!(
-            CheckSettings::from_config(&c),
-            Err(HealthConfigError::ZeroInterval)
-        ));
-    }
-}
+mod tests;

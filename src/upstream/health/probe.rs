@@ -3,13 +3,16 @@
 //!
 //! The [`Probe`] trait lets tests replace the network with a script, so the
 //! checker's timing can be tested with paused tokio time.
+//!
+//! A check reaches its endpoint the way the endpoint's pool does (TLS, h2):
+//! the pool's [`Connector`] comes from a [`PoolConnectors`] handed in from
+//! above (the routing table in force implements it), since `upstream` must
+//! not know the routing table.
 
-use crate::config::UpstreamProtocol;
-use crate::routing::RoutingTable;
+use crate::config::{PoolName, UpstreamProtocol};
 use crate::upstream::health::CheckSettings;
 use crate::upstream::Connector;
 use crate::upstream::{CheckResult, Endpoint};
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, USER_AGENT};
 use http::{HeaderValue, Request};
@@ -32,20 +35,26 @@ pub trait Probe: Send + Sync + 'static {
     ) -> impl Future<Output = CheckResult> + Send;
 }
 
+/// The connector each pool's requests use now, read at every check so a
+/// reload's new TLS or protocol settings apply to the next one.
+pub trait PoolConnectors: Send + Sync + 'static {
+    fn connector(&self, pool: PoolName) -> Connector;
+}
+
 /// The real check, over the endpoint's pool's own transport: TLS when the
-/// pool has it, HTTP/2 for `protocol: h2` pools, else HTTP/1.1. Without a
-/// routing table (unit tests) it speaks plain HTTP/1.1.
+/// pool has it, HTTP/2 for `protocol: h2` pools, else HTTP/1.1. Without
+/// [`PoolConnectors`] (unit tests) it speaks plain HTTP/1.1.
 #[derive(Clone, Default)]
 pub struct HttpProbe {
-    pub table: Option<Arc<ArcSwap<RoutingTable>>>,
+    pub connectors: Option<Arc<dyn PoolConnectors>>,
 }
 
 impl Probe for HttpProbe {
     async fn check(&self, ep: &Endpoint, s: &CheckSettings) -> CheckResult {
         let connector = self
-            .table
+            .connectors
             .as_ref()
-            .map(|t| t.load().pool(ep.pool).connector.clone())
+            .map(|c| c.connector(ep.pool))
             .unwrap_or_else(|| Connector::new(s.timeout));
         match tokio::time::timeout(s.timeout, exchange(&connector, ep, s)).await {
             Ok(result) => result,

@@ -8,7 +8,7 @@
 
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::health::checker::Checker;
-use crate::upstream::health::{CheckSettings, HttpProbe, Probe};
+use crate::upstream::health::{CheckSettings, HttpProbe, PoolConnectors, Probe};
 use crate::upstream::{Endpoint, EndpointState};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,14 +54,17 @@ fn key(ep: &Arc<Endpoint>) -> usize {
 
 impl HealthChecks<HttpProbe> {
     /// No checker runs until the first [`reconcile`](Self::reconcile).
-    /// Checks reach each endpoint the way its pool in `table` does (TLS, h2).
+    /// Checks reach each endpoint the way its pool does (TLS, h2), with the
+    /// connector `connectors` gives for it.
     pub fn new(
         settings: CheckSettings,
         sink: Arc<dyn HealthSink>,
         metrics: Arc<Metrics>,
-        table: Arc<arc_swap::ArcSwap<crate::routing::RoutingTable>>,
+        connectors: Arc<dyn PoolConnectors>,
     ) -> Self {
-        let probe = HttpProbe { table: Some(table) };
+        let probe = HttpProbe {
+            connectors: Some(connectors),
+        };
         let mut hc = Self::with_probe(settings, Arc::new(probe), sink, crate::clock::now_ms);
         hc.metrics = Some(metrics);
         hc

@@ -13,10 +13,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use switchyard::proxy::tls::selfsigned::Issued;
+use switchyard::proxy::listener_tls::selfsigned::Issued;
 use tokio::net::TcpStream;
 
-pub use switchyard::proxy::tls::selfsigned::Ca;
+pub use switchyard::proxy::listener_tls::selfsigned::Ca;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -1,4 +1,5 @@
-//! TLS to upstream endpoints (`pools.*.tls`).
+//! TLS to upstream endpoints (`pools.*.tls`). (TLS of the proxy's own
+//! listeners is `proxy::listener_tls`.)
 //!
 //! One [`UpstreamTls`] per pool, built when the routing table is built (never
 //! per connection): the trusted roots (the pool's `ca` bundle, or the
@@ -11,11 +12,10 @@
 //! upstreams are usually internal services whose CA an operator installs in
 //! the system store, which a baked-in list would never see.
 
+use crate::config::tls_files::{self, TlsFileError};
 use crate::config::{self, UpstreamProtocol};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -24,20 +24,9 @@ use tokio_rustls::TlsConnector;
 /// Why a pool's TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamTlsError {
-    #[error("cannot read CA bundle {}: {source}", path.display())]
-    ReadCa {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("CA bundle {} is not valid PEM: {source}", path.display())]
-    ParseCa {
-        path: PathBuf,
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("CA bundle {} holds no usable certificate", path.display())]
-    NoCa { path: PathBuf },
+    /// The pool's `ca` bundle (read by [`crate::config::tls_files`]).
+    #[error(transparent)]
+    Ca(#[from] TlsFileError),
     #[error("no system root certificates found (set pools.*.tls.ca)")]
     NoSystemRoots,
     #[error("server_name {name:?} is not a DNS name or IP address")]
@@ -68,7 +57,7 @@ impl UpstreamTls {
         protocol: UpstreamProtocol,
     ) -> Result<Self, UpstreamTlsError> {
         let roots = match &cfg.ca {
-            Some(path) => roots_from_file(path)?,
+            Some(path) => tls_files::ca_roots(path)?,
             None => system_roots()?,
         };
         let server_name = match &cfg.server_name {
@@ -110,30 +99,6 @@ impl UpstreamTls {
     }
 }
 
-/// Whether `path` holds at least one usable CA certificate (validation).
-pub fn check_ca_file(path: &PathBuf) -> Result<(), UpstreamTlsError> {
-    roots_from_file(path).map(drop)
-}
-
-fn roots_from_file(path: &PathBuf) -> Result<RootCertStore, UpstreamTlsError> {
-    let pem = std::fs::read(path).map_err(|source| UpstreamTlsError::ReadCa {
-        path: path.clone(),
-        source,
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| UpstreamTlsError::ParseCa {
-            path: path.clone(),
-            source,
-        })?;
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(UpstreamTlsError::NoCa { path: path.clone() });
-    }
-    Ok(roots)
-}
-
 fn system_roots() -> Result<RootCertStore, UpstreamTlsError> {
     let found = rustls_native_certs::load_native_certs();
     for e in &found.errors {
@@ -150,6 +115,7 @@ fn system_roots() -> Result<RootCertStore, UpstreamTlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn cfg(ca: Option<PathBuf>, server_name: Option<&str>) -> config::UpstreamTls {
         config::UpstreamTls {
@@ -165,11 +131,17 @@ mod tests {
         std::fs::write(&path, "not a certificate\n").unwrap();
         let err =
             UpstreamTls::from_config(&cfg(Some(path), None), UpstreamProtocol::Http1).unwrap_err();
-        assert!(matches!(err, UpstreamTlsError::NoCa { .. }), "{err}");
+        assert!(
+            matches!(err, UpstreamTlsError::Ca(TlsFileError::NoCa { .. })),
+            "{err}"
+        );
         let missing = dir.path().join("missing.pem");
         let err = UpstreamTls::from_config(&cfg(Some(missing), None), UpstreamProtocol::Http1)
             .unwrap_err();
-        assert!(matches!(err, UpstreamTlsError::ReadCa { .. }), "{err}");
+        assert!(
+            matches!(err, UpstreamTlsError::Ca(TlsFileError::ReadCa { .. })),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! TLS listeners: rustls with its safe defaults (TLS 1.2 and 1.3), ALPN `h2`
+//! TLS listeners (`listeners[].tls`): rustls with its safe defaults (TLS 1.2 and 1.3), ALPN `h2`
 //! and `http/1.1`, and a certificate reloaded without a restart.
 //!
 //! Each TLS listener has a [`CertStore`]: the certificate in use, behind an
@@ -8,171 +8,34 @@
 //! within its validity period, and only then swaps; a bad new certificate is
 //! refused with an error in the log and in status, and the old one keeps
 //! serving. Connections already open keep the certificate they shook hands
-//! with. The listener is never rebound.
+//! with. The listener is never rebound. The files are read and checked by
+//! [`crate::config::tls_files`], as validation checks them. (TLS to the
+//! upstreams is `upstream::pool_tls`.)
 
+pub mod cert_watch;
 pub mod selfsigned;
-mod validity;
-pub mod watch;
 
+use crate::config::tls_files::{check_cert_key, now_unix, read, TlsFileError};
 use crate::config::TlsFiles;
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
-/// Why a certificate or key cannot be served.
+/// Why a listener's certificate cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{} is not valid PEM: {source}", path.display())]
-    Pem {
-        path: PathBuf,
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("{} holds no certificate", path.display())]
-    NoCertificate { path: PathBuf },
-    #[error("the private key in {} cannot be used: {source}", path.display())]
-    Key {
-        path: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
-    #[error("the private key in {} does not match the certificate in {}", key.display(), cert.display())]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("the certificate in {} {}", path.display(), validity_text(*not_before, *not_after, *now))]
-    OutsideValidity {
-        path: PathBuf,
-        not_before: i64,
-        not_after: i64,
-        now: i64,
-    },
-    #[error("the certificate in {} cannot be read: {source}", path.display())]
-    Certificate {
-        path: PathBuf,
-        #[source]
-        source: validity::DerError,
-    },
+    #[error(transparent)]
+    File(#[from] TlsFileError),
     #[error("TLS settings refused: {0}")]
     Rustls(#[from] rustls::Error),
-}
-
-fn validity_text(not_before: i64, not_after: i64, now: i64) -> String {
-    let at = |s: i64| crate::clock::rfc3339(u64::try_from(s.max(0)).unwrap_or(0) * 1000);
-    if now > not_after {
-        format!("expired at {}", at(not_after))
-    } else {
-        format!("is not valid before {}", at(not_before))
-    }
-}
-
-/// A certificate that passed every check.
-#[derive(Debug)]
-struct Checked {
-    key: CertifiedKey,
-    not_after: i64,
-}
-
-/// Parse and check a certificate chain and key given as PEM.
-fn check(
-    files: &TlsFiles,
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    provider: &CryptoProvider,
-    now_unix: i64,
-) -> Result<Checked, TlsError> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
-            path: files.cert.clone(),
-            source,
-        })?;
-    let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate {
-        path: files.cert.clone(),
-    })?;
-    let (not_before, not_after) =
-        validity::validity(leaf).map_err(|source| TlsError::Certificate {
-            path: files.cert.clone(),
-            source,
-        })?;
-    if now_unix < not_before || now_unix > not_after {
-        return Err(TlsError::OutsideValidity {
-            path: files.cert.clone(),
-            not_before,
-            not_after,
-            now: now_unix,
-        });
-    }
-    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::Pem {
-        path: files.key.clone(),
-        source,
-    })?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|source| TlsError::Key {
-            path: files.key.clone(),
-            source,
-        })?;
-    let key = CertifiedKey::new(chain, signing);
-    match key.keys_match() {
-        Ok(()) => {}
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            return Err(TlsError::KeyMismatch {
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-            })
-        }
-        // A key type whose public half rustls cannot compute: served as is.
-        Err(rustls::Error::InconsistentKeys(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(Checked { key, not_after })
-}
-
-/// Whether `files` could be served now, as `switchyard check` and a
-/// reload's validation ask: the same checks as [`CertStore::load`]. On
-/// failure, also whether the key file (not the certificate) is at fault.
-pub fn check_files(files: &TlsFiles) -> Result<(), (bool, TlsError)> {
-    let key_fault = |e: TlsError| {
-        let key = match &e {
-            TlsError::Read { path, .. } | TlsError::Pem { path, .. } => *path == files.key,
-            TlsError::Key { .. } | TlsError::KeyMismatch { .. } => true,
-            _ => false,
-        };
-        (key, e)
-    };
-    let provider = rustls::crypto::ring::default_provider();
-    let cert = read(&files.cert).map_err(key_fault)?;
-    let key = read(&files.key).map_err(key_fault)?;
-    check(files, &cert, &key, &provider, now_unix())
-        .map(drop)
-        .map_err(key_fault)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn now_unix() -> i64 {
-    i64::try_from(crate::clock::unix_ms() / 1000).unwrap_or(i64::MAX)
 }
 
 /// A certificate error as status shows it.
@@ -225,7 +88,7 @@ impl CertStore {
     pub fn load(listener: SocketAddr, files: &TlsFiles) -> Result<Arc<CertStore>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (cert, key) = (read(&files.cert)?, read(&files.key)?);
-        let checked = check(files, &cert, &key, &provider, now_unix())?;
+        let checked = check_cert_key(files, &cert, &key, &provider, now_unix())?;
         Ok(Arc::new(CertStore {
             listener,
             files: files.clone(),
@@ -243,14 +106,15 @@ impl CertStore {
     /// Read the files again and serve them if they changed and pass every
     /// check. Ok(true): a new certificate is in use; Ok(false): nothing
     /// changed; Err: refused, the previous certificate stays.
-    pub fn reload(&self) -> Result<bool, TlsError> {
+    pub fn reload(&self) -> Result<bool, TlsFileError> {
         let read_both = read(&self.files.cert).and_then(|c| Ok((c, read(&self.files.key)?)));
         let mut info = self.info.lock().unwrap_or_else(|p| p.into_inner());
         let result = read_both.and_then(|files| {
             if files == info.seen {
                 return Ok(None);
             }
-            let checked = check(&self.files, &files.0, &files.1, &self.provider, now_unix());
+            let checked =
+                check_cert_key(&self.files, &files.0, &files.1, &self.provider, now_unix());
             info.seen = files;
             checked.map(Some)
         });
@@ -342,62 +206,6 @@ impl TlsListener {
 mod tests {
     use super::*;
     use selfsigned::Ca;
-    use std::time::SystemTime;
-
-    const DAY: Duration = Duration::from_secs(86_400);
-
-    fn files() -> TlsFiles {
-        TlsFiles {
-            cert: "tls.crt".into(),
-            key: "tls.key".into(),
-        }
-    }
-
-    fn checked(cert: &str, key: &str) -> Result<Checked, TlsError> {
-        let provider = rustls::crypto::ring::default_provider();
-        check(
-            &files(),
-            cert.as_bytes(),
-            key.as_bytes(),
-            &provider,
-            now_unix(),
-        )
-    }
-
-    #[test]
-    fn a_good_certificate_passes() {
-        let ca = Ca::new("test CA").unwrap();
-        let good = ca.issue(&["localhost"]).unwrap();
-        let c = checked(&good.cert_pem, &good.key_pem).unwrap();
-        assert!(c.not_after > now_unix() + 300 * 86_400);
-    }
-
-    #[test]
-    fn expired_mismatched_and_empty_are_refused() {
-        let ca = Ca::new("test CA").unwrap();
-        let now = SystemTime::now();
-        let expired = ca
-            .issue_valid(&["localhost"], now - 10 * DAY, now - DAY)
-            .unwrap();
-        let err = checked(&expired.cert_pem, &expired.key_pem).unwrap_err();
-        assert!(matches!(err, TlsError::OutsideValidity { .. }), "{err}");
-        assert!(err.to_string().contains("expired at"), "{err}");
-        let future = ca
-            .issue_valid(&["localhost"], now + DAY, now + 10 * DAY)
-            .unwrap();
-        let err = checked(&future.cert_pem, &future.key_pem).unwrap_err();
-        assert!(err.to_string().contains("not valid before"), "{err}");
-
-        let a = ca.issue(&["localhost"]).unwrap();
-        let b = ca.issue(&["localhost"]).unwrap();
-        let err = checked(&a.cert_pem, &b.key_pem).unwrap_err();
-        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
-
-        let err = checked("", &a.key_pem).unwrap_err();
-        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
-        let err = checked(&a.cert_pem, "").unwrap_err();
-        assert!(matches!(err, TlsError::Pem { .. }), "{err}");
-    }
 
     #[test]
     fn reload_swaps_only_good_new_files() {

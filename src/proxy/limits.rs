@@ -1,4 +1,4 @@
-//! What the proxy checks before it forwards anything: the cap on client
+//! The `limits.*` the proxy checks before it forwards anything: the cap on client
 //! connections (`limits.max_connections`), the size of a request head
 //! (`limits.max_header_bytes`, `limits.max_uri_bytes`), and the one rule of
 //! RFC 9112 that hyper's parser leaves to the application: a request names

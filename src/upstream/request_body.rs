@@ -15,6 +15,10 @@
 //! request body as a reset of its stream, not as the body's own error.
 //!
 //! A request without a body costs nothing here: no timer, no allocation.
+//!
+//! It lives in `upstream` because the upstream clients (`connector`, `h1`)
+//! send it; the proxy's handler wraps the client's body in it. It must not
+//! know about routing or the proxy's answers.
 
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
