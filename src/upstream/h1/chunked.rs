@@ -43,13 +43,18 @@ pub(crate) enum Step {
 pub(crate) fn step_chunked(buf: &mut BytesMut, state: ChunkState) -> Result<Step, H1Error> {
     match state {
         ChunkState::Size => {
+            // The same limit however the line arrives: without its CRLF a
+            // line is at least as long as what is buffered, less a CR.
             let Some(eol) = find_crlf(buf) else {
-                return if buf.len() > MAX_CHUNK_LINE {
+                return if buf.len() > MAX_CHUNK_LINE + 1 {
                     Err(H1Error::Invalid("chunk-size line too long"))
                 } else {
                     Ok(Step::More)
                 };
             };
+            if eol > MAX_CHUNK_LINE {
+                return Err(H1Error::Invalid("chunk-size line too long"));
+            }
             let line = &buf[..eol];
             // chunk-size [ chunk-ext ]: the extension is ignored.
             let digits_end = line
@@ -100,13 +105,18 @@ pub(crate) fn step_chunked(buf: &mut BytesMut, state: ChunkState) -> Result<Step
                 buf.advance(2);
                 return Ok(Step::End(None));
             }
+            // The same limit however the section arrives: without its end
+            // it is at least one byte longer than what is buffered.
             let Some(end) = find(buf, b"\r\n\r\n") else {
-                return if buf.len() > MAX_HEAD_BYTES {
+                return if buf.len() >= MAX_HEAD_BYTES {
                     Err(H1Error::Invalid("trailer section too large"))
                 } else {
                     Ok(Step::More)
                 };
             };
+            if end + 4 > MAX_HEAD_BYTES {
+                return Err(H1Error::Invalid("trailer section too large"));
+            }
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let fields = match httparse::parse_headers(&buf[..end + 4], &mut slots) {
                 Ok(httparse::Status::Complete((_, fields))) => fields,
@@ -191,6 +201,64 @@ mod tests {
         }
         assert!(matches!(decode(b"5\r\nhel"), Err(H1Error::Closed)));
         assert!(matches!(decode(b"5"), Err(H1Error::Closed)));
+    }
+
+    /// Decodes `input` arriving in reads of `read` bytes, to its end, its
+    /// error or the end of the input.
+    fn decode_by_reads(input: &[u8], read: usize) -> Result<Vec<u8>, H1Error> {
+        let mut buf = BytesMut::new();
+        let mut state = ChunkState::Size;
+        let mut out = Vec::new();
+        for piece in input.chunks(read) {
+            buf.extend_from_slice(piece);
+            loop {
+                match step_chunked(&mut buf, state)? {
+                    Step::Frame(next, f) => {
+                        out.extend_from_slice(&f.into_data().unwrap());
+                        state = next;
+                    }
+                    Step::Next(next) => state = next,
+                    Step::End(_) => return Ok(out),
+                    Step::More => break,
+                }
+            }
+        }
+        Err(H1Error::Closed)
+    }
+
+    /// Found by the `h1_chunked` fuzz target: a long chunk extension was
+    /// refused when it came in small reads and taken when it came in one.
+    #[test]
+    fn limits_hold_however_the_bytes_arrive() {
+        let body = |line: usize| {
+            let mut b = b"5;".to_vec();
+            b.resize(line, b'e');
+            b.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+            b
+        };
+        for read in [1, 7, 4096, 1 << 20] {
+            let fits = decode_by_reads(&body(MAX_CHUNK_LINE), read);
+            assert_eq!(fits.unwrap(), b"hello", "reads of {read}");
+            let long = decode_by_reads(&body(MAX_CHUNK_LINE + 1), read);
+            assert!(
+                matches!(long, Err(H1Error::Invalid("chunk-size line too long"))),
+                "reads of {read}: {long:?}"
+            );
+        }
+        let trailers = |section: usize| {
+            let mut b = b"0\r\nx: ".to_vec();
+            b.resize(3 + section - 4, b'v');
+            b.extend_from_slice(b"\r\n\r\n");
+            b
+        };
+        for read in [1000, 4096, 1 << 20] {
+            assert!(decode_by_reads(&trailers(MAX_HEAD_BYTES), read).is_ok());
+            let large = decode_by_reads(&trailers(MAX_HEAD_BYTES + 1), read);
+            assert!(
+                matches!(large, Err(H1Error::Invalid("trailer section too large"))),
+                "reads of {read}: {large:?}"
+            );
+        }
     }
 
     /// Whatever an upstream sends, the chunked decoder answers with data,

@@ -9,7 +9,7 @@
 use super::body::{Framing, H1Body};
 use super::encode::{encode_head, hex_len, says_chunked};
 use super::head::parse_head;
-use super::{BoxError, H1Error, MAX_HEAD_BYTES};
+use super::{BoxError, H1Error};
 use crate::proxy::request_body::ClientBody;
 use crate::upstream::connector::UpstreamIo;
 use bytes::{Bytes, BytesMut};
@@ -243,9 +243,6 @@ impl H1Conn {
                     *resp.version_mut() = Version::HTTP_11;
                     *resp.headers_mut() = head.headers;
                     return Ok(resp);
-                }
-                if self.buf.len() > MAX_HEAD_BYTES {
-                    return Err(H1Error::Invalid("response head too large"));
                 }
             }
             match self.fill().await {

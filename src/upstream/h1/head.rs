@@ -9,7 +9,7 @@
 
 use super::body::Framing;
 use super::chunked::ChunkState;
-use super::{H1Error, MAX_HEADERS};
+use super::{H1Error, MAX_HEADERS, MAX_HEAD_BYTES};
 use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
@@ -24,7 +24,7 @@ pub(crate) struct Head {
 }
 
 /// A whole response head from `buf` (consumed from it), None if more is
-/// needed. Interim (1xx) heads are consumed and skipped. `is_head`: the
+/// needed; one larger than `MAX_HEAD_BYTES` is invalid. Interim (1xx) heads are consumed and skipped. `is_head`: the
 /// request was `HEAD`, so the response has no body whatever it says.
 pub(crate) fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<Head>, H1Error> {
     loop {
@@ -37,12 +37,20 @@ pub(crate) fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<Hea
             &mut slots,
         ) {
             Ok(httparse::Status::Complete(n)) => n,
+            // The same limit however the head arrives: a partial head is
+            // shorter than the whole.
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(H1Error::Invalid("response head too large"))
+            }
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(H1Error::Invalid("too many response header fields"))
             }
             Err(_) => return Err(H1Error::Invalid("malformed response head")),
         };
+        if len > MAX_HEAD_BYTES {
+            return Err(H1Error::Invalid("response head too large"));
+        }
         let code = parsed.code.unwrap_or(0);
         let status =
             StatusCode::from_u16(code).map_err(|_| H1Error::Invalid("invalid status code"))?;
@@ -263,6 +271,34 @@ mod tests {
         assert_eq!(framing(close, false), (Framing::Length(1), false));
         let old = "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n";
         assert_eq!(framing(old, false), (Framing::Length(1), false));
+    }
+
+    /// A head over the limit was refused when read in pieces and taken
+    /// when it came in one read.
+    #[test]
+    fn the_size_limit_holds_however_the_head_arrives() {
+        let head = |len: usize| {
+            let mut h = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+            h.resize(len - 4, b'v');
+            h.extend_from_slice(b"\r\n\r\n");
+            h
+        };
+        let fits = head(MAX_HEAD_BYTES);
+        assert!(parse(&fits, false).0.unwrap().is_some());
+        assert!(parse(&fits[..MAX_HEAD_BYTES - 1], false)
+            .0
+            .unwrap()
+            .is_none());
+        let large = head(MAX_HEAD_BYTES + 1);
+        let larger = head(MAX_HEAD_BYTES + 2);
+        for seen in [&large[..], &larger[..MAX_HEAD_BYTES + 1]] {
+            let (r, _) = parse(seen, false);
+            assert!(
+                matches!(r, Err(H1Error::Invalid("response head too large"))),
+                "{} bytes",
+                seen.len()
+            );
+        }
     }
 
     /// Whatever an upstream sends, the head parser answers with a response,
