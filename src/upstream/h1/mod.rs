@@ -38,8 +38,14 @@ mod head;
 pub use body::H1Body;
 pub use conn::{H1Conn, SendError};
 
+// For `crate::fuzzing`, which drives the parsers without a socket.
+pub(crate) use body::Framing;
+pub(crate) use chunked::{step_chunked, ChunkState, Step};
+pub(crate) use encode::hex_len;
+pub(crate) use head::parse_head;
+
 /// Header fields in one response head (as for requests): more is invalid.
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// A response head (or a trailer section) larger than this is invalid.
 const MAX_HEAD_BYTES: usize = 256 * 1024;
 
