@@ -30,3 +30,4 @@ mod sticky;
 mod streaming;
 mod tls;
 mod upstream_h1;
+mod upstream_input;

@@ -8,7 +8,8 @@ use std::path::Path;
 use switchyard::admin::routes::{parse_body, BODY_ROUTES};
 use switchyard::fuzzing;
 
-fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
+/// The seed corpus of a fuzz target, as (path, bytes), sorted by path.
+pub(crate) fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
         .join(name);

@@ -1,0 +1,328 @@
+//! One HTTP/1.1 connection to an upstream: sending a request (head, then
+//! body, batched), reading into its buffer, reading the response head, and
+//! the rules for when it may carry another request.
+//!
+//! It owns the socket and its read buffer. It must not parse bytes itself
+//! (that is [`super::head`] and [`super::chunked`]), nor encode the head
+//! ([`super::encode`]), nor pool connections (the connector does).
+
+use super::body::{Framing, H1Body};
+use super::encode::{encode_head, hex_len, says_chunked};
+use super::head::parse_head;
+use super::{BoxError, H1Error};
+use crate::upstream::request_body::ClientBody;
+use crate::upstream::connector::UpstreamIo;
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response, Version};
+use http_body::{Body, Frame};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+/// Read size: small responses in one read, large bodies in few.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long an upstream that stopped reading the request body is given to
+/// have its answer read (an early 413 sent before it closed).
+const EARLY_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+/// Request body bytes gathered before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// An HTTP/1.1 connection to an upstream endpoint.
+pub struct H1Conn {
+    io: Box<dyn UpstreamIo>,
+    /// Bytes read and not yet consumed.
+    pub(super) buf: BytesMut,
+    /// The request head being written (kept for its capacity).
+    wbuf: Vec<u8>,
+    /// Exchanges begun on it.
+    served: u32,
+}
+
+/// A failed send: the error, and the request when none of it was written
+/// on a connection that had carried others (a stale keep-alive connection),
+/// so it may be sent again elsewhere.
+pub struct SendError {
+    pub error: H1Error,
+    pub unsent: Option<Request<ClientBody>>,
+}
+
+impl H1Conn {
+    pub fn new(io: Box<dyn UpstreamIo>) -> Self {
+        H1Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: Vec::with_capacity(1024),
+            served: 0,
+        }
+    }
+
+    /// Its byte stream, for hyper to take over (an upgrade). None when bytes
+    /// are already buffered (never for an idle connection).
+    pub fn into_io(self) -> Option<Box<dyn UpstreamIo>> {
+        self.buf.is_empty().then_some(self.io)
+    }
+
+    /// An idle connection is fit to carry a request: the upstream has not
+    /// closed it and sent nothing unasked. Costs no system call when the
+    /// socket has nothing to read (tokio remembers it was drained).
+    pub fn is_idle_usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut byte);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
+            Poll::Pending
+        )
+    }
+
+    /// Send `req` and read the response head. The response's body owns the
+    /// connection and offers it back ([`H1Body::take_conn`]) when read whole.
+    ///
+    /// The head is encoded before the future is made, and the future uses
+    /// what it captured in place (an `async fn` would hold the request twice).
+    pub fn send(
+        mut self: Box<Self>,
+        mut req: Request<ClientBody>,
+    ) -> impl Future<Output = Result<Response<H1Body>, SendError>> + Send + 'static {
+        let reused = self.served > 0;
+        self.served += 1;
+        let head_only = req.body().is_end_stream();
+        let is_head = req.method() == Method::HEAD;
+        encode_head(&mut self.wbuf, &req);
+        let mut conn = self;
+        async move {
+            if head_only {
+                if let Err(e) = conn.io.write_all(&conn.wbuf).await {
+                    // Nothing of a request without a body reached a stale
+                    // connection that refuses writes: it may go elsewhere.
+                    let unsent = reused.then_some(req);
+                    return Err(SendError {
+                        error: H1Error::Io(e),
+                        unsent,
+                    });
+                }
+            } else if let Err(error) = conn.write_body(req.body_mut()).await {
+                // An upstream may answer before reading the whole body (an early
+                // 413) and stop reading: if that answer is already here, it is
+                // the client's, not a 502.
+                if matches!(error, H1Error::Io(_)) {
+                    drop(req);
+                    return match conn.early_answer(is_head).await {
+                        Some(resp) => Ok(resp),
+                        None => Err(SendError {
+                            error,
+                            unsent: None,
+                        }),
+                    };
+                }
+                return Err(SendError {
+                    error,
+                    unsent: None,
+                });
+            }
+            drop(req);
+            conn.read_head(is_head).await.map_err(|error| SendError {
+                error,
+                unsent: None,
+            })
+        }
+    }
+
+    /// The head (already in `wbuf`) and the body, chunked when the head says
+    /// so, batched while the client's body has more ready.
+    async fn write_body(&mut self, body: &mut ClientBody) -> Result<(), H1Error> {
+        let chunked = says_chunked(&self.wbuf);
+        loop {
+            let frame = match futures_util::FutureExt::now_or_never(body_frame(body)) {
+                Some(f) => f,
+                None => {
+                    // Nothing ready: what is gathered goes now.
+                    self.flush_wbuf().await?;
+                    body_frame(body).await
+                }
+            };
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(H1Error::ClientBody(e)),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        if chunked {
+                            let mut hex = [0u8; 16];
+                            self.wbuf.extend_from_slice(hex_len(data.len(), &mut hex));
+                            self.wbuf.extend_from_slice(b"\r\n");
+                        }
+                        if self.wbuf.len() + data.len() > WRITE_BATCH {
+                            self.flush_wbuf().await?;
+                            self.io.write_all(&data).await.map_err(H1Error::Io)?;
+                        } else {
+                            self.wbuf.extend_from_slice(&data);
+                        }
+                        if chunked {
+                            self.wbuf.extend_from_slice(b"\r\n");
+                        }
+                    }
+                    Err(frame) => {
+                        if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                            self.wbuf.extend_from_slice(b"0\r\n");
+                            for (name, value) in &trailers {
+                                self.wbuf.extend_from_slice(name.as_str().as_bytes());
+                                self.wbuf.extend_from_slice(b": ");
+                                self.wbuf.extend_from_slice(value.as_bytes());
+                                self.wbuf.extend_from_slice(b"\r\n");
+                            }
+                            self.wbuf.extend_from_slice(b"\r\n");
+                            return self.flush_wbuf().await;
+                        }
+                    }
+                },
+            }
+        }
+        if chunked {
+            self.wbuf.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.flush_wbuf().await
+    }
+
+    async fn flush_wbuf(&mut self) -> Result<(), H1Error> {
+        if !self.wbuf.is_empty() {
+            self.io.write_all(&self.wbuf).await.map_err(H1Error::Io)?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Read into `buf`; Ok(0) at end of stream.
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        // Read from the start of the buffer again once everything before
+        // was consumed (and nothing still holds it): the same few cache
+        // lines serve every response, where walking the whole buffer
+        // would take a cold line per read on each pooled connection.
+        if self.buf.is_empty() {
+            let _ = self.buf.try_reclaim(READ_CHUNK);
+        }
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// After the request could not be written whole: an answer the
+    /// upstream already sent (or sends within [`EARLY_ANSWER_WAIT`]). Its
+    /// connection is not reused.
+    async fn early_answer(self: Box<Self>, is_head: bool) -> Option<Response<H1Body>> {
+        let read = tokio::time::timeout(EARLY_ANSWER_WAIT, self.read_head(is_head));
+        let mut resp = read.await.ok()?.ok()?;
+        resp.body_mut().keep_alive = false;
+        Some(resp)
+    }
+
+    async fn read_head(mut self: Box<Self>, is_head: bool) -> Result<Response<H1Body>, H1Error> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = parse_head(&mut self.buf, is_head)? {
+                    let done = matches!(head.framing, Framing::Length(0));
+                    let mut resp = Response::new(H1Body {
+                        conn: Some(self),
+                        framing: head.framing,
+                        keep_alive: head.keep_alive,
+                        done,
+                        broken: None,
+                    });
+                    *resp.status_mut() = head.status;
+                    *resp.version_mut() = Version::HTTP_11;
+                    *resp.headers_mut() = head.headers;
+                    return Ok(resp);
+                }
+            }
+            match self.fill().await {
+                Ok(0) if self.buf.is_empty() => return Err(H1Error::Closed),
+                Ok(0) => return Err(H1Error::Invalid("connection closed mid-head")),
+                Ok(_) => {}
+                Err(e) => return Err(H1Error::Io(e)),
+            }
+        }
+    }
+}
+
+async fn body_frame(body: &mut ClientBody) -> Option<Result<Frame<Bytes>, BoxError>> {
+    std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
+        .await
+        .map(|r| r.map_err(Into::into))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+
+    #[tokio::test]
+    async fn reads_start_at_the_front_of_the_buffer_once_it_is_consumed() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut conn = H1Conn::new(Box::new(ours));
+        let front = conn.buf.as_ptr();
+        theirs.write_all(b"first").await.unwrap();
+        assert_eq!(conn.fill().await.unwrap(), 5);
+        let first = conn.buf.split_to(5).freeze();
+        // Still held (a body frame not yet written): read on behind it.
+        theirs.write_all(b"second").await.unwrap();
+        conn.fill().await.unwrap();
+        assert_eq!(&conn.buf[..], b"second");
+        assert_ne!(conn.buf.as_ptr(), front);
+        assert_eq!(&first[..], b"first");
+        conn.buf.advance(6);
+        drop(first);
+        // Consumed and let go: the next read lands at the front again.
+        theirs.write_all(b"third").await.unwrap();
+        conn.fill().await.unwrap();
+        assert_eq!(&conn.buf[..], b"third");
+        assert_eq!(conn.buf.as_ptr(), front);
+    }
+
+    #[tokio::test]
+    async fn a_head_in_pieces_after_an_interim_one_is_read_whole() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let conn = Box::new(H1Conn::new(Box::new(ours)));
+        let upstream = tokio::spawn(async move {
+            let bytes =
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+            for b in bytes {
+                theirs.write_all(&[*b]).await.unwrap();
+            }
+            theirs
+        });
+        let mut resp = conn.read_head(false).await.unwrap();
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        let body = http_body_util::BodyExt::collect(resp.body_mut())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"hi");
+        assert!(resp.body_mut().take_conn().is_some());
+        drop(upstream.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_close_before_or_within_the_head_is_told_apart() {
+        let (ours, theirs) = tokio::io::duplex(64);
+        drop(theirs);
+        let err = Box::new(H1Conn::new(Box::new(ours))).read_head(false).await;
+        assert!(matches!(err, Err(H1Error::Closed)));
+
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        theirs.write_all(b"HTTP/1.1 200 O").await.unwrap();
+        drop(theirs);
+        let err = Box::new(H1Conn::new(Box::new(ours))).read_head(false).await;
+        assert!(matches!(err, Err(H1Error::Invalid(_))));
+    }
+}
