@@ -122,7 +122,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let stop_watch = CancellationToken::new();
     if let Some(path) = config_path {
         if let Err(e) =
-            crate::control::watch::spawn(path, handle.clone(), shared.clone(), stop_watch.clone())
+            crate::control::config_watch::spawn(path, handle.clone(), shared.clone(), stop_watch.clone())
         {
             tracing::error!(error = %e, "config file is not watched; reload with SIGHUP or the API");
         }

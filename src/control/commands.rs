@@ -7,7 +7,7 @@ use crate::config::PoolName;
 use crate::control::controller::{Actor, CommandError, ControlView, Controller, Phase, Reply};
 use crate::control::events::{Event, EventKind};
 use crate::control::rollout::{Advance, Rollout};
-use crate::control::rules::{self, BreachReason};
+use crate::control::judge::{self, BreachReason};
 use crate::control::state::{Bake, RollbackLock};
 use crate::routing::Weights;
 use crate::telemetry::metrics::{RollbackReason, SwitchResult};
@@ -587,7 +587,7 @@ impl Controller {
         actor: Actor,
         reason: RollbackReason,
         text: String,
-        figures: Option<rules::Figures>,
+        figures: Option<judge::Figures>,
     ) -> Result<ControlView, CommandError> {
         let hold = self.shared.config.load().cutover.hold_writes;
         if !hold || self.weights.bp(self.candidate()) == 0 {
@@ -610,7 +610,7 @@ impl Controller {
         actor: Actor,
         reason: RollbackReason,
         text: String,
-        figures: Option<rules::Figures>,
+        figures: Option<judge::Figures>,
     ) -> Result<ControlView, CommandError> {
         let candidate = self.candidate();
         if self.weights.bp(candidate) == 0 && self.rollout.is_none() && self.bake.is_none() {
@@ -686,7 +686,7 @@ impl Controller {
             window,
             self.changed_at_ms,
         );
-        let verdict = rules::evaluate(&cfg.rollback, &c, &l);
+        let verdict = judge::evaluate(&cfg.rollback, &c, &l);
         if let Some(decision) = self.judge.observe(tokio::time::Instant::now(), verdict) {
             let reason: RollbackReason = decision.reason.into();
             let text = describe(decision.reason, &decision.figures);
@@ -707,7 +707,7 @@ fn locked(lock: &RollbackLock) -> String {
     )
 }
 
-fn describe(reason: BreachReason, f: &rules::Figures) -> String {
+fn describe(reason: BreachReason, f: &judge::Figures) -> String {
     match reason {
         BreachReason::ErrorRate => format!(
             "candidate error rate {:.4} over {} requests is above max_error_rate {}",

@@ -10,7 +10,7 @@ use crate::config::{Config, Diagnostic, PoolName};
 use crate::control::build::{build_table, BuildError};
 use crate::control::events::{Event, EventKind, EventLog};
 use crate::control::rollout::Rollout;
-use crate::control::rules::RollbackJudge;
+use crate::control::judge::RollbackJudge;
 use crate::control::state::{self, Bake, PersistedState, RollbackLock};
 use crate::routing::{Hold, PoolRuntime, RoutingTable, Weights, WritesInFlight};
 use crate::telemetry::metrics::Metrics;

@@ -7,14 +7,14 @@
 
 pub mod build;
 pub mod commands;
+pub mod config_watch;
 pub mod controller;
 pub mod cutover;
 pub mod events;
+pub mod judge;
 pub mod reload;
 pub mod rollout;
-pub mod rules;
 pub mod state;
-pub mod watch;
 
 pub use commands::{Command, ReloadReport, RolloutAction, SwitchReport};
 pub use controller::{
