@@ -106,7 +106,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
 
     let checks = CheckSettings::from_config(&cfg.health_check)?;
     let (mut controller, handle, shared) =
-        Controller::new(cfg, config_path.clone(), runtimes, metrics)?;
+        Controller::new(cfg, config_path.clone(), runtimes, metrics).await?;
     let mut health = HealthChecks::new(
         checks.clone(),
         Arc::new(handle.clone()),
@@ -121,9 +121,12 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     tokio::spawn(controller.run());
     let stop_watch = CancellationToken::new();
     if let Some(path) = config_path {
-        if let Err(e) =
-            crate::control::config_watch::spawn(path, handle.clone(), shared.clone(), stop_watch.clone())
-        {
+        if let Err(e) = crate::control::config_watch::spawn(
+            path,
+            handle.clone(),
+            shared.clone(),
+            stop_watch.clone(),
+        ) {
             tracing::error!(error = %e, "config file is not watched; reload with SIGHUP or the API");
         }
     }

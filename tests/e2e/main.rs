@@ -28,5 +28,6 @@ mod shutdown;
 mod soak;
 mod sticky;
 mod streaming;
+mod switching;
 mod tls;
 mod upstream_h1;

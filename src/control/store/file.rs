@@ -1,51 +1,114 @@
-//! The state file: deployment state that survives restarts, written
-//! atomically after every change (temporary file, fsync, rename, fsync of
-//! the directory), so a crash at any point leaves the old or the new state.
+//! The state file: the single proxy's [`StateStore`], written atomically
+//! after every change (temporary file, fsync, rename, fsync of the
+//! directory), so a crash at any point leaves the old or the new state.
 //!
 //! A corrupt or unreadable file is kept aside (renamed) and reported; the
-//! proxy then starts from the config. A failed write never loses the change
-//! in memory: the controller reports it in the log and in status.
+//! proxy then starts from the config. A failed write never refuses a
+//! change: the document is kept in memory, reported in status, and written
+//! again at every tick until the disk allows. Without a configured path the
+//! store keeps the document in memory only.
 
-use crate::config::PoolName;
-use crate::control::rollout::Rollout;
-use crate::routing::Weights;
-use serde::{Deserialize, Serialize};
+use crate::control::document::{StateDoc, READABLE_VERSIONS};
+use crate::control::store::{StateStore, StoreError, StoreEvent, StoreFuture, StoreStatus};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
 
-pub const STATE_VERSION: u32 = 1;
-
-/// Why automatic (or manual) rollback locked a pool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RollbackLock {
-    pub pool: PoolName,
-    pub since: String,
-    pub reason: String,
+/// The state file, or memory when `path` is None.
+#[derive(Debug, Default)]
+pub struct FileStore {
+    path: Option<PathBuf>,
+    /// The last committed document (what `expected_generation` is checked against).
+    current: Option<StateDoc>,
+    /// A committed document the last write failed to store; retried at every tick.
+    unwritten: Option<StateDoc>,
+    last_error: Option<String>,
 }
 
-/// A completed move kept under watch until `until_unix_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Bake {
-    pub pool: PoolName,
-    pub until_unix_ms: u64,
+impl FileStore {
+    pub fn new(path: Option<PathBuf>) -> Self {
+        FileStore {
+            path,
+            ..FileStore::default()
+        }
+    }
+
+    fn write(&mut self, doc: &StateDoc) {
+        let Some(path) = &self.path else { return };
+        match save(path, doc) {
+            Ok(()) => {
+                if self.last_error.take().is_some() {
+                    tracing::info!("state file written again");
+                }
+                self.unwritten = None;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                // Retried every tick: say it once per distinct failure.
+                if self.last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!(error = %e, "state not persisted; the change is kept in memory");
+                }
+                self.last_error = Some(msg);
+                self.unwritten = Some(doc.clone());
+            }
+        }
+    }
 }
 
-/// Everything the controller must remember across a restart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PersistedState {
-    pub version: u32,
-    pub generation: u64,
-    pub live: PoolName,
-    pub weights: Weights,
-    pub rollout: Option<Rollout>,
-    pub bake: Option<Bake>,
-    pub rollback_lock: Option<RollbackLock>,
-    pub saved_at: String,
+impl StateStore for FileStore {
+    fn load(&mut self) -> StoreFuture<'_, Result<Option<StateDoc>, StoreError>> {
+        Box::pin(async move {
+            let Some(path) = &self.path else {
+                return Ok(self.current.clone());
+            };
+            let doc = load(path)?;
+            self.current = doc.clone();
+            Ok(doc)
+        })
+    }
+
+    fn commit<'a>(
+        &'a mut self,
+        next: &'a StateDoc,
+        expected_generation: u64,
+    ) -> StoreFuture<'a, Result<StateDoc, StoreError>> {
+        Box::pin(async move {
+            let stored = self.current.as_ref().map_or(0, |d| d.generation);
+            if stored != expected_generation {
+                if let Some(current) = self.current.clone() {
+                    return Err(StoreError::Conflict {
+                        current: Box::new(current),
+                    });
+                }
+            }
+            self.write(next);
+            self.current = Some(next.clone());
+            Ok(next.clone())
+        })
+    }
+
+    fn tick(&mut self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(doc) = self.unwritten.take() {
+                self.write(&doc);
+            }
+        })
+    }
+
+    fn status(&self) -> StoreStatus {
+        StoreStatus {
+            path: self.path.clone(),
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    fn events(&mut self) -> Option<mpsc::Receiver<StoreEvent>> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum FileError {
     #[error("cannot read state file {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -70,20 +133,20 @@ pub enum StateError {
 /// renamed to `<name>.corrupt-<unix ms>` and reported as `Corrupt`.
 /// Temporary files left by a write that a crash interrupted are removed:
 /// the state they held never became current.
-pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
+pub fn load(path: &Path) -> Result<Option<StateDoc>, FileError> {
     remove_stale_temporaries(path);
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(StateError::Read {
+            return Err(FileError::Read {
                 path: path.to_path_buf(),
                 source,
             })
         }
     };
-    let reason = match serde_json::from_slice::<PersistedState>(&bytes) {
-        Ok(s) if s.version == STATE_VERSION => match out_of_range(&s) {
+    let reason = match serde_json::from_slice::<StateDoc>(&bytes) {
+        Ok(s) if READABLE_VERSIONS.contains(&s.version) => match out_of_range(&s) {
             None => return Ok(Some(s)),
             Some(why) => why,
         },
@@ -96,7 +159,7 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
     if let Err(e) = std::fs::rename(path, &kept) {
         tracing::error!(error = %e, "cannot move the corrupt state file aside");
     }
-    Err(StateError::Corrupt {
+    Err(FileError::Corrupt {
         path: path.to_path_buf(),
         kept,
         reason,
@@ -106,7 +169,7 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, StateError> {
 /// A time no valid run can have written: past year 9999, where RFC 3339
 /// ends. An older build wrote such times (a bake of 10000 years) and then
 /// crashed formatting them at every start; the file is set aside instead.
-fn out_of_range(s: &PersistedState) -> Option<String> {
+fn out_of_range(s: &StateDoc) -> Option<String> {
     let max = crate::clock::MAX_RFC3339_MS;
     if let Some(b) = s.bake.as_ref().filter(|b| b.until_unix_ms > max) {
         return Some(format!(
@@ -155,8 +218,8 @@ fn remove_stale_temporaries(path: &Path) {
 
 /// Write `state` atomically: a temporary file beside `path`, fsync, rename
 /// over `path`, fsync of the directory.
-pub fn save(path: &Path, state: &PersistedState) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
+pub fn save(path: &Path, state: &StateDoc) -> Result<(), FileError> {
+    let err = |source| FileError::Write {
         path: path.to_path_buf(),
         source,
     };
@@ -188,22 +251,20 @@ pub fn save(path: &Path, state: &PersistedState) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PoolName;
+    use crate::control::document::{Bake, RollbackLock};
+    use crate::control::rollout::Rollout;
+    use crate::routing::Weights;
 
-    fn sample() -> PersistedState {
-        PersistedState {
-            version: STATE_VERSION,
-            generation: 7,
-            live: PoolName::Blue,
-            weights: Weights::with_percent(PoolName::Green, 25.0),
-            rollout: None,
-            bake: None,
-            rollback_lock: Some(RollbackLock {
-                pool: PoolName::Green,
-                since: "2026-11-20T10:00:00Z".into(),
-                reason: "error_rate".into(),
-            }),
-            saved_at: "2026-11-20T10:00:00Z".into(),
-        }
+    fn sample() -> StateDoc {
+        let mut d = StateDoc::initial(Weights::with_percent(PoolName::Green, 25.0), 0);
+        d.generation = 7;
+        d.rollback_lock = Some(RollbackLock {
+            pool: PoolName::Green,
+            since: "2026-11-20T10:00:00Z".into(),
+            reason: "error_rate".into(),
+        });
+        d
     }
 
     #[test]
@@ -223,7 +284,7 @@ mod tests {
         let path = dir.path().join("state.json");
         std::fs::write(&path, b"{\"version\": 1, \"gener").unwrap();
         match load(&path) {
-            Err(StateError::Corrupt { kept, .. }) => {
+            Err(FileError::Corrupt { kept, .. }) => {
                 assert!(kept.exists());
                 assert!(!path.exists());
                 assert_eq!(std::fs::read(&kept).unwrap(), b"{\"version\": 1, \"gener");
@@ -252,7 +313,7 @@ mod tests {
         for (state, field) in [(baking, "bake"), (rolling, "rollout")] {
             save(&path, &state).unwrap();
             match load(&path) {
-                Err(StateError::Corrupt { kept, reason, .. }) => {
+                Err(FileError::Corrupt { kept, reason, .. }) => {
                     assert!(reason.contains(field), "{reason}");
                     assert!(kept.exists());
                     assert!(!path.exists());
