@@ -223,6 +223,11 @@ impl Server {
     /// finish (up to the drain timeout), close upgraded connections, stop.
     pub async fn shutdown(mut self) {
         self.shared.set_shutting_down();
+        // A switch holding writes aborts now: they go to the old pool.
+        let aborted = self.controller.request(|reply| Command::Shutdown { reply });
+        if let Err(e) = aborted.await {
+            tracing::debug!(error = %e, "controller gone before shutdown");
+        }
         self.stop_watch.cancel();
         // The drain timeout in force now: a reload may have changed it.
         let deadline = tokio::time::Instant::now() + self.shared.config.load().drain.timeout;

@@ -37,6 +37,7 @@ pub struct SwitchReport {
     pub to: PoolName,
     pub held_requests: u64,
     pub hold_ms: u64,
+    /// Until the writes already in flight finished (SPEC.md section 5).
     pub drain_ms: u64,
     pub gate_ms: u64,
     pub gate_answer: Option<String>,

@@ -419,3 +419,6 @@ async fn recv_opt(rx: &mut Option<mpsc::Receiver<StoreEvent>>) -> Option<StoreEv
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

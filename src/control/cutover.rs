@@ -55,8 +55,9 @@ pub(crate) struct LocalHold {
 pub struct HoldFigures {
     pub held_requests: u64,
     pub hold_ms: u64,
-    /// Until the writes in flight settled (the report's `drain_ms`).
-    pub drain_ms: u64,
+    /// Until the writes in flight settled (`drain_ms`, the report's word).
+    #[serde(rename = "drain_ms")]
+    pub settle_ms: u64,
     pub gate_ms: u64,
     /// The gate's last answer, e.g. `200` or `503`, or the error.
     pub gate_answer: Option<String>,
@@ -225,15 +226,15 @@ impl Controller {
             Progress::Settled { id, settled } if id == c.id => {
                 c.task = None;
                 c.settled = true;
-                c.figures.drain_ms = c.started.elapsed().as_millis() as u64;
+                c.figures.settle_ms = c.started.elapsed().as_millis() as u64;
                 if !settled {
-                    c.figures.timed_out = Some("drain");
+                    c.figures.timed_out = Some("writes in flight");
                 }
                 let gate = self.shared.config.load().cutover.gate.clone();
                 match (c.kind, settled, gate) {
                     (HoldKind::Rollback, _, _) => self.end_hold(Ending::Rollback).await,
                     (HoldKind::Switch, false, _) => {
-                        let reason = self.timed_out_reason("drain");
+                        let reason = self.timed_out_reason("writes in flight");
                         self.end_hold(Ending::Abort(reason)).await
                     }
                     (HoldKind::Switch, true, None) => self.end_hold(Ending::Flip).await,
@@ -252,7 +253,7 @@ impl Controller {
             Progress::Gate { id, passed, answer } if id == c.id && c.kind == HoldKind::Switch => {
                 c.task = None;
                 c.figures.gate_ms =
-                    (c.started.elapsed().as_millis() as u64).saturating_sub(c.figures.drain_ms);
+                    (c.started.elapsed().as_millis() as u64).saturating_sub(c.figures.settle_ms);
                 c.figures.gate_answer = answer;
                 if passed {
                     self.end_hold(Ending::Flip).await;
@@ -379,7 +380,7 @@ impl Controller {
         let mut r = self.switch_report(outcome, c.from, c.to, reason);
         r.held_requests = c.figures.held_requests;
         r.hold_ms = c.figures.hold_ms;
-        r.drain_ms = c.figures.drain_ms;
+        r.drain_ms = c.figures.settle_ms;
         r.gate_ms = c.figures.gate_ms;
         r.gate_answer = c.figures.gate_answer.clone();
         r

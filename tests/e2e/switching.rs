@@ -207,3 +207,52 @@ async fn during_a_switch_changes_are_refused_and_a_rollback_aborts_it() {
     );
     s.shutdown().await;
 }
+
+/// Shutdown during a held switch aborts it: the held write goes to the old
+/// pool at once instead of waiting out `max_hold` (30 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_aborts_a_held_switch_and_releases_its_writes_to_the_old_pool() {
+    let (blue, green, gate) = (
+        Upstream::start("blue-1").await,
+        Upstream::start("green-1").await,
+        Upstream::start("gate").await,
+    );
+    gate.set_gate_open_after(u64::MAX);
+    let s = start_proxy(&yaml(&[&blue], &green, &gate)).await;
+    wait_healthy(s.admin_addr, "green").await;
+    let switch = spawn_switch_to_green(s.admin_addr);
+    wait_for(
+        Duration::from_secs(5),
+        "the switch to hold writes",
+        || async { status(&s).await["phase"] == "switching" },
+    )
+    .await;
+    let held = {
+        let (c, url) = (client(), proxy_url(&s, "/"));
+        tokio::spawn(async move { send(&c, Method::POST, url, "held write").await })
+    };
+    wait_for(Duration::from_secs(5), "the write to be held", || async {
+        status(&s).await["held_requests"] == 1
+    })
+    .await;
+    let asked = Instant::now();
+    let stopped = tokio::spawn(s.shutdown());
+    let held = held.await.unwrap();
+    assert_eq!((held.status, held.upstream()), (200, "blue-1"));
+    let (code, v) = switch.await.unwrap();
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("shutting down"),
+        "{v}"
+    );
+    stopped.await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(green.requests(), 0);
+}

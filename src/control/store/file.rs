@@ -363,4 +363,48 @@ mod tests {
         assert!(save(&path, &next).is_err());
         assert_eq!(load(&path).unwrap().unwrap().generation, 7);
     }
+
+    #[tokio::test]
+    async fn a_failed_write_refuses_no_change_and_is_retried_at_the_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut store = FileStore::new(Some(path.clone()));
+        assert_eq!(store.load().await.unwrap(), None);
+        let first = sample();
+        store.commit(&first, 0).await.unwrap();
+        assert_eq!(store.status().last_error, None);
+        // A directory where the temporary file should go: the write fails.
+        let blocker = dir
+            .path()
+            .join(format!("state.json.tmp-{}", std::process::id()));
+        std::fs::create_dir(&blocker).unwrap();
+        let mut next = sample();
+        next.generation = 8;
+        let committed = store.commit(&next, 7).await.expect("accepted all the same");
+        assert_eq!(committed.generation, 8);
+        assert!(store.status().last_error.is_some(), "reported");
+        assert_eq!(load(&path).unwrap().unwrap().generation, 7);
+        store.tick().await;
+        assert!(store.status().last_error.is_some(), "still failing");
+        std::fs::remove_dir(&blocker).unwrap();
+        store.tick().await;
+        assert_eq!(store.status().last_error, None, "written again");
+        assert_eq!(load(&path).unwrap().unwrap().generation, 8);
+        assert!(store.events().is_none(), "nobody else writes a state file");
+    }
+
+    #[tokio::test]
+    async fn a_commit_from_a_generation_that_moved_on_is_a_conflict() {
+        let mut store = FileStore::new(None);
+        let mut doc = sample();
+        store.commit(&doc, 0).await.unwrap();
+        doc.generation = 8;
+        match store.commit(&doc, 6).await {
+            Err(StoreError::Conflict { current }) => assert_eq!(current.generation, 7),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(store.load().await.unwrap().unwrap().generation, 7);
+        assert!(store.commit(&doc, 7).await.is_ok());
+        assert_eq!(store.status(), StoreStatus::default(), "memory only");
+    }
 }

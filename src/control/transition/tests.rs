@@ -1,5 +1,5 @@
 use super::*;
-use crate::control::document::Phase;
+use crate::control::document::{HoldOutcome, Phase};
 
 const NOW: u64 = 1_700_000_000_000;
 
