@@ -121,12 +121,9 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     tokio::spawn(controller.run());
     let stop_watch = CancellationToken::new();
     if let Some(path) = config_path {
-        if let Err(e) = crate::control::config_watch::spawn(
-            path,
-            handle.clone(),
-            shared.clone(),
-            stop_watch.clone(),
-        ) {
+        if let Err(e) =
+            crate::control::watch_config(path, handle.clone(), shared.clone(), stop_watch.clone())
+        {
             tracing::error!(error = %e, "config file is not watched; reload with SIGHUP or the API");
         }
     }

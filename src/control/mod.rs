@@ -36,6 +36,7 @@ pub mod transition;
 pub mod view;
 
 pub use commands::{Command, ReloadReport, RolloutAction, SwitchReport};
+pub use config_watch::spawn as watch_config;
 pub use controller::{Actor, CommandError, Controller, ControllerHandle, Phase, Shared};
 pub use document::StateDoc;
 pub use view::ControlView;
