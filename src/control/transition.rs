@@ -174,7 +174,6 @@ pub fn set_weights(
 
 /// A step-by-step rollout towards `to`. `target_ok` is the guardrail that
 /// needs the table (enough healthy endpoints).
-#[allow(clippy::too_many_arguments)]
 pub fn rollout_start(
     doc: &StateDoc,
     to: PoolName,
