@@ -108,7 +108,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
 
     let checks = CheckSettings::from_config(&cfg.health_check)?;
     let (mut controller, handle, shared) =
-        Controller::new(cfg, config_path.clone(), runtimes, metrics)?;
+        Controller::new(cfg, config_path.clone(), runtimes, metrics).await?;
     let mut health = HealthChecks::new(
         checks.clone(),
         Arc::new(handle.clone()),
@@ -124,7 +124,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     let stop_watch = CancellationToken::new();
     if let Some(path) = config_path {
         if let Err(e) =
-            crate::control::watch::spawn(path, handle.clone(), shared.clone(), stop_watch.clone())
+            crate::control::watch_config(path, handle.clone(), shared.clone(), stop_watch.clone())
         {
             tracing::error!(error = %e, "config file is not watched; reload with SIGHUP or the API");
         }
@@ -222,6 +222,11 @@ impl Server {
     /// finish (up to the drain timeout), close upgraded connections, stop.
     pub async fn shutdown(mut self) {
         self.shared.set_shutting_down();
+        // A switch holding writes aborts now: they go to the old pool.
+        let aborted = self.controller.request(|reply| Command::Shutdown { reply });
+        if let Err(e) = aborted.await {
+            tracing::debug!(error = %e, "controller gone before shutdown");
+        }
         self.stop_watch.cancel();
         // The drain timeout in force now: a reload may have changed it.
         let deadline = tokio::time::Instant::now() + self.shared.config.load().drain.timeout;

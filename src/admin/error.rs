@@ -72,6 +72,15 @@ impl From<CommandError> for ApiError {
             CommandError::Stopped => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            // Only a shared store (fleet mode) is ever out of reach.
+            CommandError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "fleet_unavailable",
+                message,
+            ),
+            CommandError::Store(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
             CommandError::Build(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }

@@ -4,7 +4,7 @@ use crate::admin::auth;
 use crate::admin::error::ApiError;
 use crate::admin::status;
 use crate::config::PoolName;
-use crate::control::controller::{Actor, ControllerHandle, Phase};
+use crate::control::controller::{Actor, ControllerHandle};
 use crate::control::Shared;
 use crate::control::{Command, RolloutAction};
 use crate::routing::Weights;
@@ -274,21 +274,13 @@ async fn put_weights(
     Ok(to_json(view))
 }
 
-/// Send a change to the controller. While a switch holds writes the
-/// controller is busy with it for up to `cutover.max_hold`, and a command
-/// would wait silently in its inbox (past ctl's timeout); it is answered
-/// 409 at once instead, from the published phase. A command that slips in
-/// just before the phase is published waits, as before, at most max_hold.
+/// Send a change to the controller. It answers at once even while a
+/// switch holds writes (the hold is a state of its loop, not a wait): a
+/// change it cannot make then is refused by the controller itself (409).
 async fn command<T>(
     st: &AdminState,
     make: impl FnOnce(crate::control::controller::Reply<T>) -> Command,
 ) -> Result<T, ApiError> {
-    if st.shared.view.load().phase == Phase::Switching {
-        return Err(crate::control::CommandError::Conflict(
-            "a switch is in progress; try again when it has completed or aborted".into(),
-        )
-        .into());
-    }
     Ok(st.controller.request(make).await?)
 }
 

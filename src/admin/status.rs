@@ -47,6 +47,8 @@ pub struct Status {
     pub view: ControlView,
     pub pools: PoolsStatus,
     pub shutting_down: bool,
+    /// Writes waiting on the write hold now; null when there is no hold.
+    pub held_requests: Option<usize>,
     /// One entry per TLS listener: its certificate and last reload error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<crate::proxy::listener_tls::CertStatus>,
@@ -101,6 +103,7 @@ pub fn status(shared: &Shared) -> Status {
             green: pool_status(table.pool(PoolName::Green), now, window),
         },
         shutting_down: shared.is_shutting_down(),
+        held_requests: table.hold.as_ref().map(|h| h.held_now()),
         tls: Vec::new(),
     }
 }

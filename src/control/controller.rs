@@ -1,23 +1,29 @@
 //! The controller task: the single writer of deployment state.
 //!
-//! It receives [`Command`]s with a oneshot reply, validates each against the
-//! current phase, builds the new [`RoutingTable`], swaps it in, records an
-//! event, persists the state file and publishes a [`ControlView`] for status.
-//! Its timers drive rollout steps, the end of a bake, and the automatic
-//! rollback evaluation. Nothing else stores into the table.
+//! One `select!` loop over commands (a oneshot reply each), documents the
+//! state store committed elsewhere, the progress of a write hold in flight,
+//! the rollback tick and the rollout/bake timers. No branch awaits anything
+//! long: a held switch is a state of the document (`switching`), its waits
+//! run in spawned tasks that report back ([`crate::control::cutover`]).
+//!
+//! Every change goes the same way: the next [`StateDoc`] from a pure
+//! function ([`crate::control::transition`]) → commit to the
+//! [`StateStore`] → [`Controller::apply`] (table, gauges, events, view).
+//! Nothing else stores into the table.
 
 use crate::config::{Config, Diagnostic, PoolName};
 use crate::control::build::{build_table, BuildError};
+use crate::control::cutover::{Cutover, LocalHold, Progress};
+use crate::control::document::StateDoc;
 use crate::control::events::{Event, EventKind, EventLog};
-use crate::control::rollout::Rollout;
-use crate::control::rules::RollbackJudge;
-use crate::control::state::{self, Bake, PersistedState, RollbackLock};
-use crate::routing::{Hold, PoolRuntime, RoutingTable, Weights, WritesInFlight};
+use crate::control::judge::RollbackJudge;
+use crate::control::store::{FileStore, StateStore, StoreError, StoreEvent};
+use crate::control::view::{ConfigErrorView, ControlView};
+use crate::routing::{PoolRuntime, RoutingTable, Weights, WritesInFlight};
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::health::HealthChecks;
 use crate::upstream::EndpointState;
 use arc_swap::{ArcSwap, ArcSwapOption};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,59 +31,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::control::commands::{Command, RolloutAction, SwitchReport};
+pub use crate::control::document::Phase;
+pub use crate::control::events::Actor;
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
-
-/// The deployment phase (SPEC.md section 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Stable,
-    Rolling,
-    Paused,
-    Switching,
-    Baking,
-}
-
-/// A config error as status shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConfigErrorView {
-    pub message: String,
-    pub line: usize,
-    pub column: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ConfigView {
-    pub path: Option<PathBuf>,
-    pub loaded_at: String,
-    pub last_error: Option<ConfigErrorView>,
-    /// Set while the file differs from the running config in something only
-    /// a restart applies (listeners, admin.bind, limits, ...).
-    pub restart_needed: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StateFileView {
-    pub path: Option<PathBuf>,
-    pub last_error: Option<String>,
-}
-
-/// What the controller publishes after every change, for status.
-#[derive(Debug, Clone, Serialize)]
-pub struct ControlView {
-    pub generation: u64,
-    pub phase: Phase,
-    pub live: PoolName,
-    pub candidate: PoolName,
-    pub weights: Weights,
-    pub rollout: Option<serde_json::Value>,
-    pub bake: Option<serde_json::Value>,
-    pub rollback_lock: Option<RollbackLock>,
-    pub rollback_armed: bool,
-    pub config: ConfigView,
-    pub state_file: StateFileView,
-}
 
 /// State shared between the controller, the data plane and the admin API.
 /// Only the controller stores into `table`, `view` and `config`.
@@ -109,23 +66,6 @@ impl Shared {
     }
 }
 
-/// Who asked for a change (SPEC.md section 3, events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Actor {
-    Admin,
-    Config,
-    Auto,
-    Signal,
-}
-
-/// `admin`, `config`, `auto`, `signal`: the API's words, for the log.
-impl std::fmt::Display for Actor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        crate::control::events::api_word(self, f)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The state moved on since the generation the caller saw.
@@ -140,6 +80,12 @@ pub enum CommandError {
     /// A switch with a write hold gave up; nothing changed.
     #[error("switch aborted: {}", .0.reason.as_deref().unwrap_or("max_hold exceeded"))]
     SwitchAborted(Box<crate::control::commands::SwitchReport>),
+    /// The state store cannot take the change now (fleet mode: etcd).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The state store refused the change for a reason of its own.
+    #[error(transparent)]
+    Store(StoreError),
     #[error("the controller has stopped")]
     Stopped,
     #[error(transparent)]
@@ -154,6 +100,13 @@ fn render_diagnostics(d: &[Diagnostic]) -> String {
 }
 
 pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+
+/// Answer a requester; one that went away is no error.
+pub(crate) fn send<T>(reply: Reply<T>, r: Result<T, CommandError>) {
+    if reply.send(r).is_err() {
+        tracing::debug!("the requester went away before the answer");
+    }
+}
 
 /// A cheap handle for sending commands to the controller.
 #[derive(Clone)]
@@ -198,15 +151,15 @@ impl ControllerHandle {
 pub struct Controller {
     pub(crate) shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
-    pub(crate) generation: u64,
-    pub(crate) live: PoolName,
-    pub(crate) weights: Weights,
-    pub(crate) rollout: Option<Rollout>,
-    pub(crate) bake: Option<Bake>,
-    pub(crate) lock: Option<RollbackLock>,
-    pub(crate) switching: bool,
-    /// The hold of a switch in progress, published in the table.
-    pub(crate) hold: Option<Arc<Hold>>,
+    pub(crate) store: Box<dyn StateStore>,
+    /// The document in force: committed, and applied to the table.
+    pub(crate) doc: StateDoc,
+    /// The data plane's side of the document's hold, published in the table.
+    pub(crate) held: Option<LocalHold>,
+    /// The hold this controller drives: its progress and who waits for it.
+    pub(crate) cutover: Option<Cutover>,
+    pub(crate) progress_tx: mpsc::UnboundedSender<Progress>,
+    progress_rx: mpsc::UnboundedReceiver<Progress>,
     pub(crate) judge: RollbackJudge,
     /// Monotonic ms of the last weight change: statistics before it do not count.
     pub(crate) changed_at_ms: u64,
@@ -214,8 +167,9 @@ pub struct Controller {
     pub(crate) loaded_at: String,
     pub(crate) config_error: Option<ConfigErrorView>,
     pub(crate) restart_needed: Option<String>,
-    state_file: Option<PathBuf>,
-    state_error: Option<String>,
+    /// A reload the file watcher or a signal asked for while a hold was in
+    /// flight: it runs when the hold ends.
+    pub(crate) pending_reload: Option<Actor>,
     /// One checker per endpoint, kept in step with every table.
     pub(crate) health: Option<HealthChecks>,
     /// The config the process started with: what the sections applied only
@@ -228,83 +182,48 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Restore the state file (or start from `cfg`), build the first table
-    /// and publish it.
-    pub fn new(
+    /// The state file's store (or memory, without `state_file`), then
+    /// [`Controller::with_store`].
+    pub async fn new(
         cfg: Config,
         config_path: Option<PathBuf>,
         runtimes: [Arc<PoolRuntime>; 2],
         metrics: Arc<Metrics>,
     ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
+        let store = Box::new(FileStore::new(cfg.state_file.clone()));
+        Self::with_store(cfg, config_path, runtimes, metrics, store).await
+    }
+
+    /// Load the stored document (or start from `cfg`), build the first
+    /// table and publish it; then commit what a restart changes (a rollout
+    /// resumes paused, a hold the old process left in flight ends).
+    pub async fn with_store(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        runtimes: [Arc<PoolRuntime>; 2],
+        metrics: Arc<Metrics>,
+        mut store: Box<dyn StateStore>,
+    ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
         let events = EventLog::new(cfg.audit_log.as_deref())
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
-        let mut notes = Vec::new();
-        let restored = match cfg.state_file.as_deref().map(state::load) {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
+        let now = crate::clock::unix_ms();
+        let mut note = None;
+        let doc = match store.load().await {
+            Ok(Some(doc)) => doc,
+            Ok(None) => StateDoc::initial(Weights::from_config(&cfg.traffic.initial), now),
+            Err(e) => {
                 tracing::error!(error = %e, "state file unusable; starting from the config");
-                notes
-                    .push(Event::new(EventKind::StateFileError, Actor::Auto).reason(e.to_string()));
-                None
-            }
-            None => None,
-        };
-        let (generation, live, weights, mut rollout, bake, lock) = match restored {
-            Some(s) => (
-                s.generation,
-                s.live,
-                s.weights,
-                s.rollout,
-                s.bake,
-                s.rollback_lock,
-            ),
-            None => {
-                let weights = Weights::from_config(&cfg.traffic.initial);
-                let live = if weights.bp(PoolName::Green) > weights.bp(PoolName::Blue) {
-                    PoolName::Green
-                } else {
-                    PoolName::Blue
-                };
-                (0, live, weights, None, None, None)
+                note =
+                    Some(Event::new(EventKind::StateFileError, Actor::Auto).reason(e.to_string()));
+                StateDoc::initial(Weights::from_config(&cfg.traffic.initial), now)
             }
         };
-        if let Some(r) = rollout.as_mut().filter(|r| !r.paused) {
-            r.pause();
-            notes.push(
-                Event::new(EventKind::RolloutPaused, Actor::Auto)
-                    .to(r.view())
-                    .weights(weights)
-                    .reason("restarted during a rollout: it resumes paused"),
-            );
-        }
-        let table = build_table(&cfg, None, &runtimes, generation, weights, live)?;
+        let table = build_table(&cfg, None, &runtimes, doc.generation, doc.weights, doc.live)?;
         let judge = RollbackJudge::new(&cfg.rollback);
-        let state_file = cfg.state_file.clone();
         let started = Arc::new(cfg.clone());
-        let placeholder = ControlView {
-            generation,
-            phase: Phase::Stable,
-            live,
-            candidate: live.other(),
-            weights,
-            rollout: None,
-            bake: None,
-            rollback_lock: None,
-            rollback_armed: false,
-            config: ConfigView {
-                path: None,
-                loaded_at: String::new(),
-                last_error: None,
-                restart_needed: None,
-            },
-            state_file: StateFileView {
-                path: None,
-                last_error: None,
-            },
-        };
         let shared = Arc::new(Shared {
             table: Arc::new(ArcSwap::from_pointee(table)),
-            view: ArcSwap::from_pointee(placeholder),
+            view: ArcSwap::from_pointee(ControlView::placeholder(&doc)),
             runtimes,
             metrics,
             config: ArcSwap::new(started.clone()),
@@ -314,34 +233,46 @@ impl Controller {
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(256);
+        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         let mut ctl = Controller {
             shared: shared.clone(),
             rx,
-            generation,
-            live,
-            weights,
-            rollout,
-            bake,
-            lock,
-            switching: false,
-            hold: None,
+            store,
+            doc,
+            held: None,
+            cutover: None,
+            progress_tx,
+            progress_rx,
             judge,
             changed_at_ms: crate::clock::now_ms(),
             config_path,
-            loaded_at: crate::clock::rfc3339(crate::clock::unix_ms()),
+            loaded_at: crate::clock::rfc3339(now),
             config_error: None,
             restart_needed: None,
-            state_file,
-            state_error: None,
+            pending_reload: None,
             health: None,
             started,
             admin_token: None,
         };
         ctl.judge.reset(tokio::time::Instant::now());
-        ctl.publish(None);
+        ctl.publish_table();
+        ctl.publish_view();
         ctl.sync_endpoint_gauges();
-        for e in notes {
+        if let Some(e) = note {
             ctl.shared.events.record(e);
+        }
+        // Nothing stored: the config's state becomes generation 1 (in
+        // fleet mode, unless another member stored one first). Stored: a
+        // restart is no change, unless the old process left something
+        // running that cannot go on as it was.
+        let next = match ctl.doc.generation {
+            0 => Some(crate::control::transition::first(&ctl.doc, now)),
+            _ => crate::control::transition::restarted(&ctl.doc, now),
+        };
+        if let Some(next) = next {
+            if let Err(e) = ctl.commit(next).await {
+                tracing::error!(error = %e, "the state at start was not stored");
+            }
         }
         Ok((ctl, ControllerHandle { tx }, shared))
     }
@@ -357,40 +288,22 @@ impl Controller {
         self.admin_token = Some(token);
     }
 
-    /// The current phase, derived from the state.
+    /// The current phase, derived from the document.
     pub fn phase(&self) -> Phase {
-        if self.switching {
-            Phase::Switching
-        } else if let Some(r) = &self.rollout {
-            if r.paused {
-                Phase::Paused
-            } else {
-                Phase::Rolling
-            }
-        } else if self.bake.is_some() {
-            Phase::Baking
-        } else if self.weights.sole_pool() == Some(self.live) {
-            Phase::Stable
-        } else {
-            // A manual split outside a rollout.
-            Phase::Paused
-        }
+        self.doc.phase()
     }
 
     pub fn candidate(&self) -> PoolName {
-        self.live.other()
+        self.doc.candidate()
     }
 
-    /// Automatic rollback watches whenever the candidate takes traffic.
-    pub fn armed(&self) -> bool {
-        !self.switching && self.weights.bp(self.candidate()) > 0
-    }
-
-    /// Serve commands and timers until every handle is dropped.
+    /// Serve commands, store events, hold progress, the tick and the
+    /// timers until every handle is dropped.
     pub async fn run(mut self) {
         let mut interval = self.shared.config.load().rollback.interval;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut store_events = self.store.events();
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -398,11 +311,20 @@ impl Controller {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
                 },
+                Some(p) = self.progress_rx.recv() => self.on_progress(p).await,
+                Some(ev) = recv_opt(&mut store_events) => self.on_store_event(ev),
                 _ = tick.tick() => {
                     self.evaluate().await;
-                    self.retry_persist();
+                    self.store_tick().await;
                 }
-                _ = sleep_until_opt(deadline) => self.on_timer(),
+                _ = sleep_until_opt(deadline) => self.on_timer().await,
+            }
+            if !self.doc.switching() {
+                if let Some(actor) = self.pending_reload.take() {
+                    if let Err(e) = self.reload(actor).await {
+                        tracing::warn!(error = %e, "the reload asked for during the hold failed");
+                    }
+                }
             }
             let configured = self.shared.config.load().rollback.interval;
             if configured != interval {
@@ -413,11 +335,18 @@ impl Controller {
         }
     }
 
-    /// The next rollout step or end of bake, as a tokio instant.
+    /// The next rollout step or end of bake, as a tokio instant; none
+    /// while a hold is in flight (timers wait for it).
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        if self.doc.switching() {
+            return None;
+        }
         let at = [
-            self.rollout.as_ref().and_then(|r| r.next_step_at_unix_ms),
-            self.bake.as_ref().map(|b| b.until_unix_ms),
+            self.doc
+                .rollout
+                .as_ref()
+                .and_then(|r| r.next_step_at_unix_ms),
+            self.doc.bake.as_ref().map(|b| b.until_unix_ms),
         ]
         .into_iter()
         .flatten()
@@ -428,6 +357,38 @@ impl Controller {
         Some(tokio::time::Instant::now() + Duration::from_millis(wait))
     }
 
+    /// Rollout steps and the end of a bake.
+    async fn on_timer(&mut self) {
+        let cfg = self.shared.config.load_full();
+        let now = crate::clock::unix_ms();
+        if let Some(next) = crate::control::transition::timers(&self.doc, &cfg, now) {
+            if let Err(e) = self.commit(next).await {
+                tracing::error!(error = %e, "a rollout step or the end of a bake was not stored");
+            }
+        }
+    }
+
+    /// A document another proxy committed (fleet mode).
+    fn on_store_event(&mut self, ev: StoreEvent) {
+        match ev {
+            StoreEvent::Doc(doc) => {
+                self.apply(*doc);
+                self.follow_remote_hold();
+            }
+            StoreEvent::Resynced => tracing::info!("the state store read the state again"),
+        }
+    }
+
+    /// Retry what the store could not write, and show whether it could.
+    async fn store_tick(&mut self) {
+        let before = self.store.status();
+        self.store.tick().await;
+        if self.store.status() != before {
+            self.publish_view();
+        }
+        self.retry_decision().await;
+    }
+
     /// A weight change: restart grace, forget statistics from before.
     pub(crate) fn weights_changed(&mut self) {
         self.changed_at_ms = crate::clock::now_ms();
@@ -436,165 +397,12 @@ impl Controller {
 
     pub(crate) fn check_generation(&self, expected: Option<u64>) -> Result<(), CommandError> {
         match expected {
-            Some(e) if e != self.generation => Err(CommandError::StaleGeneration {
+            Some(e) if e != self.doc.generation => Err(CommandError::StaleGeneration {
                 expected: e,
-                current: self.generation,
+                current: self.doc.generation,
             }),
             _ => Ok(()),
         }
-    }
-
-    /// Publish the current state: a new table (`next` when the pools or
-    /// settings changed, else the current ones with new weights), the view,
-    /// the weight gauges and the state file.
-    pub(crate) fn publish(&mut self, next: Option<RoutingTable>) -> ControlView {
-        self.generation += 1;
-        let prev = self.shared.table.load_full();
-        let mut table = next.unwrap_or_else(|| RoutingTable {
-            generation: 0,
-            weights: self.weights,
-            live: self.live,
-            pools: prev.pools.clone(),
-            settings: prev.settings.clone(),
-            hold: None,
-        });
-        table.hold = self.hold.clone();
-        table.generation = self.generation;
-        table.weights = self.weights;
-        table.live = self.live;
-        let table = Arc::new(table);
-        self.shared.table.store(table.clone());
-        let drain = self.shared.config.load().drain.timeout;
-        crate::routing::drain::weights_changed(&prev, &table, drain);
-        for p in PoolName::ALL {
-            self.shared
-                .metrics
-                .pool(p)
-                .set_weight(self.weights.percent(p));
-        }
-        self.persist();
-        self.publish_view()
-    }
-
-    /// Swap in a table rebuilt from an unchanged config under the same
-    /// generation: the deployment state did not move, so an
-    /// `if_generation` read before it still holds; the table is still
-    /// replaced because files it was built from (an upstream CA bundle)
-    /// may have changed.
-    pub(crate) fn replace_table(&mut self, mut table: RoutingTable) {
-        table.hold = self.hold.clone();
-        table.generation = self.generation;
-        table.weights = self.weights;
-        table.live = self.live;
-        self.shared.table.store(Arc::new(table));
-    }
-
-    /// Publish the view alone (e.g. a rejected reload changes no state).
-    pub(crate) fn publish_view(&mut self) -> ControlView {
-        let view = self.view();
-        self.shared.view.store(Arc::new(view.clone()));
-        view
-    }
-
-    /// After a failed write (full disk, read-only directory), try again at
-    /// every tick, so the file is current as soon as the disk allows.
-    fn retry_persist(&mut self) {
-        if self.state_error.is_some() {
-            self.persist();
-            if self.state_error.is_none() {
-                tracing::info!("state file written again");
-                self.publish_view();
-            }
-        }
-    }
-
-    fn persist(&mut self) {
-        let Some(path) = self.state_file.clone() else {
-            return;
-        };
-        let snapshot = PersistedState {
-            version: state::STATE_VERSION,
-            generation: self.generation,
-            live: self.live,
-            weights: self.weights,
-            rollout: self.rollout.clone(),
-            bake: self.bake.clone(),
-            rollback_lock: self.lock.clone(),
-            saved_at: crate::clock::rfc3339(crate::clock::unix_ms()),
-        };
-        match state::save(&path, &snapshot) {
-            Ok(()) => self.state_error = None,
-            Err(e) => {
-                let msg = e.to_string();
-                // Retried every tick: say it once per distinct failure.
-                if self.state_error.as_deref() != Some(msg.as_str()) {
-                    tracing::error!(error = %e, "state not persisted; the change is kept in memory");
-                }
-                self.state_error = Some(msg);
-            }
-        }
-    }
-
-    fn view(&self) -> ControlView {
-        ControlView {
-            generation: self.generation,
-            phase: self.phase(),
-            live: self.live,
-            candidate: self.candidate(),
-            weights: self.weights,
-            rollout: self.rollout.as_ref().map(Rollout::view),
-            bake: self.bake.as_ref().map(|b| {
-                serde_json::json!({"pool": b.pool, "until": crate::clock::rfc3339(b.until_unix_ms)})
-            }),
-            rollback_lock: self.lock.clone(),
-            rollback_armed: self.armed() && self.shared.config.load().rollback.enabled,
-            config: ConfigView {
-                path: self.config_path.clone(),
-                loaded_at: self.loaded_at.clone(),
-                last_error: self.config_error.clone(),
-                restart_needed: self.restart_needed.clone(),
-            },
-            state_file: StateFileView {
-                path: self.state_file.clone(),
-                last_error: self.state_error.clone(),
-            },
-        }
-    }
-
-    /// `switchyard_endpoint_healthy` for every endpoint of the current table
-    /// (1 while it may serve), so each has a series from the start.
-    pub(crate) fn sync_endpoint_gauges(&self) {
-        let table = self.shared.table.load();
-        let now = crate::clock::now_ms();
-        for p in PoolName::ALL {
-            for e in &table.pool(p).endpoints {
-                self.shared
-                    .metrics
-                    .set_endpoint_healthy(p, &e.address, e.is_available(now));
-            }
-        }
-    }
-
-    pub(crate) fn record_endpoint_health(
-        &mut self,
-        pool: PoolName,
-        address: String,
-        state: EndpointState,
-        reason: String,
-    ) {
-        let up = matches!(state, EndpointState::Healthy | EndpointState::Unknown);
-        self.shared.metrics.set_endpoint_healthy(pool, &address, up);
-        let kind = match state {
-            EndpointState::Healthy | EndpointState::Unknown => EventKind::EndpointUp,
-            EndpointState::Ejected => EventKind::EndpointEjected,
-            _ => EventKind::EndpointDown,
-        };
-        self.shared.events.record(
-            Event::new(kind, Actor::Auto)
-                .to(serde_json::json!({"pool": pool, "endpoint": address, "state": state}))
-                .reason(reason),
-        );
-        self.publish_view();
     }
 }
 
@@ -604,3 +412,13 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<StoreEvent>>) -> Option<StoreEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

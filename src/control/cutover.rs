@@ -1,37 +1,63 @@
-//! The instant switch with a write hold (SPEC.md section 5).
+//! The write hold of a switch or rollback as a state (SPEC.md section 5).
 //!
-//! Hold writes at the proxy (reads keep flowing to the old pool), wait for
-//! the writes already in flight to finish, wait for the gate to answer 2xx,
-//! then flip the table and release the held writes to the new pool. When
-//! that takes longer than `max_hold` the switch is aborted and the held
-//! writes go to the old pool. Either way each held write is forwarded once.
+//! A held switch starts with a committed document whose hold is in flight
+//! (phase `switching`): applying it publishes the [`Hold`] in the table,
+//! so unsafe requests wait while reads flow to the old pool. A spawned task
+//! waits until the writes in flight settle, then another polls the gate;
+//! each reports back to the controller's loop as a [`Progress`], never
+//! blocking it. Then the controller commits the document that ends the
+//! hold: the flip, or an abort past `max_hold` (held writes go to the old
+//! pool). Either way each held write is forwarded once, and the admin
+//! request that started the switch is answered then.
 //!
-//! A rollback uses the same hold without the gate, and never aborts: rolling
-//! back must not wait on the thing that may be broken.
+//! A rollback uses the same hold without the gate, and never aborts:
+//! rolling back must not wait on the thing that may be broken. A rollback
+//! asked for during a switch takes its hold over.
+//!
+//! This module drives the hold; it never stores into the table itself
+//! (`apply` does) and never waits inside the loop.
 
 use crate::config::{GateConfig, PoolName};
+use crate::control::apply::Applied;
 use crate::control::commands::SwitchReport;
-use crate::control::controller::{Actor, CommandError, Controller};
-use crate::control::events::{Event, EventKind};
-use crate::routing::{Hold, Weights};
-use crate::telemetry::metrics::SwitchResult;
+use crate::control::controller::{send, CommandError, Controller, Reply};
+use crate::control::document::{HoldKind, HoldOutcome};
+use crate::control::judge::Figures;
+use crate::control::rollback::refuse;
+use crate::control::transition;
+use crate::control::view::ControlView;
+use crate::control::Actor;
+use crate::routing::{Hold, WritesInFlight};
+use crate::telemetry::metrics::{RollbackReason, SwitchResult};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-/// How often the in-flight write count is looked at while draining.
-const DRAIN_POLL: Duration = Duration::from_millis(2);
+/// How often the in-flight write count is looked at while writes settle.
+const SETTLE_POLL: Duration = Duration::from_millis(2);
+
+/// The table's side of a hold: what `apply` publishes while the document
+/// has the hold `id` in flight.
+pub(crate) struct LocalHold {
+    pub id: u64,
+    pub hold: Arc<Hold>,
+    pub started: Instant,
+}
 
 /// What a hold went through, for the report and the events.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct HoldFigures {
     pub held_requests: u64,
     pub hold_ms: u64,
-    pub drain_ms: u64,
+    /// Until the writes in flight settled (`drain_ms`, the report's word).
+    #[serde(rename = "drain_ms")]
+    pub settle_ms: u64,
     pub gate_ms: u64,
     /// The gate's last answer, e.g. `200` or `503`, or the error.
     pub gate_answer: Option<String>,
@@ -39,11 +65,66 @@ pub struct HoldFigures {
     pub timed_out: Option<&'static str>,
 }
 
+/// A report from a hold's task.
+#[derive(Debug)]
+pub enum Progress {
+    /// The writes in flight finished (`settled`), or the deadline came first.
+    Settled { id: u64, settled: bool },
+    /// The gate answered 2xx (`passed`), or the deadline came first.
+    Gate {
+        id: u64,
+        passed: bool,
+        answer: Option<String>,
+    },
+}
+
+/// A rollback waiting for its hold.
+pub(crate) struct PendingRollback {
+    pub actor: Actor,
+    pub reason: RollbackReason,
+    pub text: String,
+    pub figures: Option<Figures>,
+    pub replies: Vec<Reply<ControlView>>,
+}
+
+impl PendingRollback {
+    /// The reason the rollback records: `manual: bad deploy`.
+    pub fn recorded(&self) -> String {
+        format!("{}: {}", self.reason.as_str(), self.text)
+    }
+}
+
+/// How the controller ends a hold.
+#[derive(Debug, Clone)]
+enum Ending {
+    Flip,
+    Abort(String),
+    Rollback,
+}
+
+/// The hold this controller drives.
+pub(crate) struct Cutover {
+    id: u64,
+    kind: HoldKind,
+    from: PoolName,
+    to: PoolName,
+    started: Instant,
+    deadline: Instant,
+    figures: HoldFigures,
+    settled: bool,
+    task: Option<AbortHandle>,
+    /// The admin request that started the switch.
+    switch_reply: Option<Reply<SwitchReport>>,
+    rollback: Option<PendingRollback>,
+    /// An ending the store did not take; tried again at every tick.
+    retry: Option<Ending>,
+}
+
 /// Wait until no write is in flight, at most until `deadline`.
-async fn drain_writes(ctl: &Controller, deadline: Instant) -> bool {
-    let mut tick = tokio::time::interval(DRAIN_POLL);
+async fn settle(writes: Arc<WritesInFlight>, deadline: Instant) -> bool {
+    let mut tick = tokio::time::interval(SETTLE_POLL);
     loop {
-        if ctl.shared.writes.get() <= 0 {
+        if writes.get() <= 0 {
             return true;
         }
         if Instant::now() >= deadline {
@@ -54,168 +135,326 @@ async fn drain_writes(ctl: &Controller, deadline: Instant) -> bool {
 }
 
 /// Poll the gate until it answers 2xx, at most until `deadline`.
-async fn pass_gate(gate: &GateConfig, deadline: Instant, last: &mut Option<String>) -> bool {
+async fn pass_gate(gate: GateConfig, deadline: Instant) -> (bool, Option<String>) {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let Ok(uri) = gate.url.parse::<http::Uri>() else {
-        *last = Some("invalid gate url".into());
-        return false;
+        return (false, Some("invalid gate url".into()));
     };
+    let mut last = None;
     let mut tick = tokio::time::interval(gate.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return false;
+            return (false, last);
         }
         let call = tokio::time::timeout(gate.timeout.min(remaining), client.get(uri.clone())).await;
         match call {
             Ok(Ok(resp)) => {
                 let status = resp.status();
-                *last = Some(status.as_u16().to_string());
+                last = Some(status.as_u16().to_string());
                 if status.is_success() {
-                    return true;
+                    return (true, last);
                 }
             }
-            Ok(Err(e)) => *last = Some(format!("error: {e}")),
-            Err(_) => *last = Some("timeout".into()),
+            Ok(Err(e)) => last = Some(format!("error: {e}")),
+            Err(_) => last = Some("timeout".into()),
         }
+    }
+}
+
+fn report_progress(tx: &mpsc::UnboundedSender<Progress>, p: Progress) {
+    if tx.send(p).is_err() {
+        tracing::debug!("the controller stopped before the hold ended");
     }
 }
 
 impl Controller {
-    /// Publish a hold: from now on unsafe requests wait.
-    fn begin_hold(&mut self) -> Arc<Hold> {
-        let cfg = self.shared.config.load();
-        let hold = Arc::new(Hold::new(
-            cfg.cutover.max_held_requests,
-            cfg.cutover.max_hold,
-        ));
-        self.switching = true;
-        self.hold = Some(hold.clone());
-        self.publish(None);
-        hold
-    }
-
-    /// Drop the hold from the table (the caller sets the weights first),
-    /// publish, and release the held requests to the table now in force.
-    fn end_hold(&mut self, hold: &Hold, started: Instant, figures: &mut HoldFigures) {
-        self.switching = false;
-        self.hold = None;
-        self.publish(None);
-        hold.release();
-        figures.held_requests = hold.held_total();
-        figures.hold_ms = started.elapsed().as_millis() as u64;
-        self.shared
-            .metrics
-            .hold(figures.held_requests, started.elapsed());
-    }
-
-    /// The switch of SPEC.md section 5 with `hold_writes` on.
-    pub(crate) async fn switch_with_hold(
+    /// The document in force has a hold in flight that this controller
+    /// started: drive it. `switch_reply` answers a switch, `rollback` is
+    /// the rollback it holds writes for.
+    pub(crate) fn begin_cutover(
         &mut self,
-        from: PoolName,
-        to: PoolName,
-        actor: Actor,
-    ) -> Result<SwitchReport, CommandError> {
-        let cfg = self.shared.config.load_full();
-        let started = Instant::now();
-        let deadline = started + cfg.cutover.max_hold;
-        let hold = self.begin_hold();
-        let mut f = HoldFigures::default();
+        switch_reply: Option<Reply<SwitchReport>>,
+        rollback: Option<PendingRollback>,
+    ) {
+        let Some(h) = self.doc.hold_in_flight() else {
+            return;
+        };
+        let max_hold = self.shared.config.load().cutover.max_hold;
+        let started = self
+            .held
+            .as_ref()
+            .map_or_else(Instant::now, |held| held.started);
+        let mut c = Cutover {
+            id: h.id,
+            kind: h.kind,
+            from: h.from,
+            to: h.to,
+            started,
+            deadline: started + max_hold,
+            figures: HoldFigures::default(),
+            settled: false,
+            task: None,
+            switch_reply,
+            rollback,
+            retry: None,
+        };
+        let (tx, writes, id, deadline) = (
+            self.progress_tx.clone(),
+            self.shared.writes.clone(),
+            c.id,
+            c.deadline,
+        );
+        c.task = Some(
+            tokio::spawn(async move {
+                let settled = settle(writes, deadline).await;
+                report_progress(&tx, Progress::Settled { id, settled });
+            })
+            .abort_handle(),
+        );
+        self.cutover = Some(c);
+    }
 
-        let drained = drain_writes(self, deadline).await;
-        f.drain_ms = started.elapsed().as_millis() as u64;
-        if !drained {
-            f.timed_out = Some("drain");
-        } else if let Some(gate) = &cfg.cutover.gate {
-            let gate_started = Instant::now();
-            let passed = pass_gate(gate, deadline, &mut f.gate_answer).await;
-            f.gate_ms = gate_started.elapsed().as_millis() as u64;
-            if !passed {
-                f.timed_out = Some("gate");
+    /// A hold's task reported.
+    pub(crate) async fn on_progress(&mut self, p: Progress) {
+        let Some(c) = self.cutover.as_mut() else {
+            return;
+        };
+        match p {
+            Progress::Settled { id, settled } if id == c.id => {
+                c.task = None;
+                c.settled = true;
+                c.figures.settle_ms = c.started.elapsed().as_millis() as u64;
+                if !settled {
+                    c.figures.timed_out = Some("writes in flight");
+                }
+                let gate = self.shared.config.load().cutover.gate.clone();
+                match (c.kind, settled, gate) {
+                    (HoldKind::Rollback, _, _) => self.end_hold(Ending::Rollback).await,
+                    (HoldKind::Switch, false, _) => {
+                        let reason = self.timed_out_reason("writes in flight");
+                        self.end_hold(Ending::Abort(reason)).await
+                    }
+                    (HoldKind::Switch, true, None) => self.end_hold(Ending::Flip).await,
+                    (HoldKind::Switch, true, Some(gate)) => {
+                        let (tx, id, deadline) = (self.progress_tx.clone(), c.id, c.deadline);
+                        c.task = Some(
+                            tokio::spawn(async move {
+                                let (passed, answer) = pass_gate(gate, deadline).await;
+                                report_progress(&tx, Progress::Gate { id, passed, answer });
+                            })
+                            .abort_handle(),
+                        );
+                    }
+                }
+            }
+            Progress::Gate { id, passed, answer } if id == c.id && c.kind == HoldKind::Switch => {
+                c.task = None;
+                c.figures.gate_ms =
+                    (c.started.elapsed().as_millis() as u64).saturating_sub(c.figures.settle_ms);
+                c.figures.gate_answer = answer;
+                if passed {
+                    self.end_hold(Ending::Flip).await;
+                } else {
+                    c.figures.timed_out = Some("gate");
+                    let reason = self.timed_out_reason("gate");
+                    self.end_hold(Ending::Abort(reason)).await;
+                }
+            }
+            other => tracing::debug!(?other, "progress of a hold that already ended"),
+        }
+    }
+
+    fn timed_out_reason(&self, step: &str) -> String {
+        let max_hold = self.shared.config.load().cutover.max_hold;
+        let answer = self
+            .cutover
+            .as_ref()
+            .and_then(|c| c.figures.gate_answer.as_deref())
+            .map(|a| format!(" (last gate answer: {a})"))
+            .unwrap_or_default();
+        format!(
+            "max_hold {} exceeded waiting for the {step}{answer}",
+            humantime::format_duration(max_hold)
+        )
+    }
+
+    /// Commit the document that ends the hold, answer who waits for it.
+    /// When the store does not take it, the hold stays (writes stay held)
+    /// and the ending is tried again at every tick.
+    async fn end_hold(&mut self, ending: Ending) {
+        let Some(c) = self.cutover.as_mut() else {
+            return;
+        };
+        if let Some(task) = c.task.take() {
+            task.abort();
+        }
+        c.figures.hold_ms = c.started.elapsed().as_millis() as u64;
+        c.figures.held_requests = self.held.as_ref().map_or(0, |h| h.hold.held_total());
+        let stats = serde_json::to_value(&c.figures).unwrap_or_default();
+        let cfg = self.shared.config.load_full();
+        let now = crate::clock::unix_ms();
+        let next = match &ending {
+            Ending::Flip => Ok(transition::flip(&self.doc, stats, &cfg, now)),
+            Ending::Abort(reason) => Ok(transition::abort(&self.doc, reason, stats, now)),
+            Ending::Rollback => {
+                let p = c.rollback.as_ref();
+                let reason = p.map_or_else(|| "rollback".to_string(), PendingRollback::recorded);
+                let figures = p.and_then(|p| p.figures.as_ref());
+                let figures = figures.and_then(|f| serde_json::to_value(f).ok());
+                transition::rollback(&self.doc, rollback_actor(p), &reason, figures, now)
+            }
+        };
+        let applied = match next {
+            Ok(next) => self.commit(next).await,
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(applied) => self.ended(ending, applied),
+            Err(e) => {
+                tracing::error!(error = %e, "the end of the hold was not stored; writes stay held, retried at the next tick");
+                if let Some(c) = self.cutover.as_mut() {
+                    c.retry = Some(ending);
+                }
             }
         }
-
-        if let Some(step) = f.timed_out {
-            // Abort: nothing changes but the hold ends; held writes go to the old pool.
-            self.end_hold(&hold, started, &mut f);
-            let reason = format!(
-                "max_hold {} exceeded waiting for the {step}{}",
-                humantime::format_duration(cfg.cutover.max_hold),
-                f.gate_answer
-                    .as_deref()
-                    .map(|a| format!(" (last gate answer: {a})"))
-                    .unwrap_or_default()
-            );
-            tracing::warn!(%from, %to, %reason, "switch aborted");
-            self.shared.metrics.switch(to, SwitchResult::Aborted);
-            self.shared.events.record(
-                Event::new(EventKind::SwitchAborted, actor)
-                    .from(from)
-                    .to(to)
-                    .weights(self.weights)
-                    .reason(reason.clone())
-                    .stats(&f),
-            );
-            let mut report = self.switch_report("aborted", from, to, Some(reason));
-            fill(&mut report, &f);
-            return Err(CommandError::SwitchAborted(Box::new(report)));
-        }
-
-        self.apply_switch(to);
-        self.end_hold(&hold, started, &mut f);
-        self.shared.metrics.switch(to, SwitchResult::Completed);
-        self.shared.events.record(
-            Event::new(EventKind::SwitchCompleted, actor)
-                .from(from)
-                .to(to)
-                .weights(self.weights)
-                .stats(&f),
-        );
-        let mut report = self.switch_report("completed", from, to, None);
-        fill(&mut report, &f);
-        Ok(report)
     }
 
-    /// The state change of a switch to `to` (the table is published by the caller).
-    pub(crate) fn apply_switch(&mut self, to: PoolName) {
-        self.weights = Weights::all_on(to);
-        self.rollout = None;
-        if to == self.live {
-            self.bake = None;
-        } else {
-            self.start_bake();
+    /// Try again an ending the store did not take.
+    pub(crate) async fn retry_decision(&mut self) {
+        if let Some(ending) = self.cutover.as_mut().and_then(|c| c.retry.take()) {
+            self.end_hold(ending).await;
         }
-        self.weights_changed();
     }
 
-    /// Hold writes, let the candidate's writes finish (bounded by
-    /// `max_hold`, never aborting), then run `apply`, and release.
-    pub(crate) async fn with_write_hold<T>(
-        &mut self,
-        apply: impl FnOnce(&mut Controller) -> T,
-    ) -> (T, HoldFigures) {
-        let cfg = self.shared.config.load_full();
-        let started = Instant::now();
-        let hold = self.begin_hold();
-        let mut f = HoldFigures::default();
-        if !drain_writes(self, started + cfg.cutover.max_hold).await {
-            f.timed_out = Some("drain");
+    /// The hold ended as `ending` and its writes were released: answer.
+    fn ended(&mut self, ending: Ending, applied: Applied) {
+        let Some(mut c) = self.cutover.take() else {
+            return;
+        };
+        if let Some(r) = applied.released {
+            c.figures.held_requests = r.held_requests;
+            c.figures.hold_ms = r.hold.as_millis() as u64;
         }
-        f.drain_ms = started.elapsed().as_millis() as u64;
-        self.switching = false;
-        self.hold = None;
-        let out = apply(self);
-        self.end_hold(&hold, started, &mut f);
-        (out, f)
+        match ending {
+            Ending::Flip => {
+                self.shared.metrics.switch(c.to, SwitchResult::Completed);
+                let report = self.report("completed", &c, None);
+                if let Some(reply) = c.switch_reply.take() {
+                    send(reply, Ok(report));
+                }
+            }
+            Ending::Abort(reason) => {
+                tracing::warn!(from = %c.from, to = %c.to, %reason, "switch aborted");
+                self.shared.metrics.switch(c.to, SwitchResult::Aborted);
+                let report = self.report("aborted", &c, Some(reason));
+                if let Some(reply) = c.switch_reply.take() {
+                    send(reply, Err(CommandError::SwitchAborted(Box::new(report))));
+                }
+            }
+            Ending::Rollback => {
+                tracing::info!(
+                    held = c.figures.held_requests,
+                    hold_ms = c.figures.hold_ms,
+                    "rollback held writes"
+                );
+                if let Some(p) = c.rollback.take() {
+                    self.shared.metrics.rollback(p.reason);
+                    let view = self.publish_view();
+                    for reply in p.replies {
+                        send(reply, Ok(view.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn report(
+        &self,
+        outcome: &'static str,
+        c: &Cutover,
+        reason: Option<String>,
+    ) -> SwitchReport {
+        let mut r = self.switch_report(outcome, c.from, c.to, reason);
+        r.held_requests = c.figures.held_requests;
+        r.hold_ms = c.figures.hold_ms;
+        r.drain_ms = c.figures.settle_ms;
+        r.gate_ms = c.figures.gate_ms;
+        r.gate_answer = c.figures.gate_answer.clone();
+        r
+    }
+
+    /// Abort the switch in flight (shutdown); a rollback's hold goes on.
+    pub(crate) async fn abort_switch(&mut self, reason: &str) {
+        if self
+            .cutover
+            .as_ref()
+            .is_some_and(|c| c.kind == HoldKind::Switch)
+        {
+            self.end_hold(Ending::Abort(reason.into())).await;
+        }
+    }
+
+    /// A rollback asked for while this controller's switch holds writes:
+    /// the switch is aborted (its requester answered), the writes stay
+    /// held, and the rollback completes once they settle.
+    pub(crate) async fn take_over(&mut self, p: PendingRollback) {
+        let Some(c) = self.cutover.as_mut() else {
+            return refuse(p, CommandError::Conflict("no switch to take over".into()));
+        };
+        c.figures.hold_ms = c.started.elapsed().as_millis() as u64;
+        let stats = serde_json::to_value(&c.figures).unwrap_or_default();
+        let now = crate::clock::unix_ms();
+        let next = transition::take_over(&self.doc, p.actor, &p.recorded(), stats, now);
+        let committed = match next {
+            Ok(next) => self.commit(next).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
+            return refuse(p, e);
+        }
+        let Some(c) = self.cutover.as_mut() else {
+            return;
+        };
+        self.shared.metrics.switch(c.to, SwitchResult::Aborted);
+        c.kind = HoldKind::Rollback;
+        c.rollback = Some(p);
+        let (reply, settled) = (c.switch_reply.take(), c.settled);
+        if let (Some(reply), Some(c)) = (reply, self.cutover.as_ref()) {
+            let report = self.report("aborted", c, Some("a rollback took over".into()));
+            send(reply, Err(CommandError::SwitchAborted(Box::new(report))));
+        }
+        if settled {
+            // The gate was being polled: nothing left to wait for.
+            self.end_hold(Ending::Rollback).await;
+        }
+    }
+
+    /// A document from the store ended the hold this controller drives
+    /// (fleet mode: another member aborted it): answer as it ended.
+    pub(crate) fn follow_remote_hold(&mut self) {
+        let Some((id, kind)) = self.cutover.as_ref().map(|c| (c.id, c.kind)) else {
+            return;
+        };
+        let outcome = match self.doc.hold.as_ref().filter(|h| h.id == id) {
+            Some(h) if h.in_flight() => return,
+            Some(h) => h.outcome,
+            None => None,
+        };
+        if let Some(task) = self.cutover.as_mut().and_then(|c| c.task.take()) {
+            task.abort();
+        }
+        let ending = match (outcome, kind) {
+            (Some(HoldOutcome::Completed), HoldKind::Switch) => Ending::Flip,
+            (_, HoldKind::Rollback) => Ending::Rollback,
+            _ => Ending::Abort("ended by another member".into()),
+        };
+        self.ended(ending, Applied::default());
     }
 }
 
-fn fill(report: &mut SwitchReport, f: &HoldFigures) {
-    report.held_requests = f.held_requests;
-    report.hold_ms = f.hold_ms;
-    report.drain_ms = f.drain_ms;
-    report.gate_ms = f.gate_ms;
-    report.gate_answer = f.gate_answer.clone();
+fn rollback_actor(p: Option<&PendingRollback>) -> Actor {
+    p.map_or(Actor::Auto, |p| p.actor)
 }

@@ -4,7 +4,6 @@
 //!
 //! Only the controller appends; the admin API reads.
 
-use crate::control::controller::Actor;
 use crate::routing::Weights;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -14,6 +13,23 @@ use std::sync::Mutex;
 
 /// Events kept in memory.
 pub const RING_CAPACITY: usize = 1000;
+
+/// Who asked for a change (SPEC.md section 3, events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Actor {
+    Admin,
+    Config,
+    Auto,
+    Signal,
+}
+
+/// `admin`, `config`, `auto`, `signal`: the API's words, for the log.
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        api_word(self, f)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,9 +74,13 @@ impl std::fmt::Display for EventKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One event. In a state document's change, `id` is 0 (left out) until
+/// the log numbers it; `time` is when the change was decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub id: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time: String,
     pub kind: EventKind,
     pub actor: Actor,
@@ -69,6 +89,10 @@ pub struct Event {
     pub weights: Option<Weights>,
     pub reason: Option<String>,
     pub stats: Option<serde_json::Value>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Event {
@@ -174,13 +198,16 @@ impl EventLog {
         })
     }
 
-    /// Stamp `event` with an id and the time, keep it, append it to the
-    /// audit log; returns the stamped event.
+    /// Stamp `event` with an id (and the time, unless it carries the time
+    /// its change was decided), keep it, append it to the audit log;
+    /// returns the stamped event.
     pub fn record(&self, mut event: Event) -> Event {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         event.id = inner.next_id;
         inner.next_id += 1;
-        event.time = crate::clock::rfc3339(crate::clock::unix_ms());
+        if event.time.is_empty() {
+            event.time = crate::clock::rfc3339(crate::clock::unix_ms());
+        }
         tracing::info!(
             id = event.id,
             kind = %event.kind,

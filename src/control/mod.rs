@@ -2,21 +2,41 @@
 //! phase, live pool) and is the only writer of the routing table.
 //!
 //! Admin handlers, the config watcher and timers send it [`Command`]s; they
-//! never write state themselves, so every change is validated, published,
-//! and recorded in one place.
+//! never write state themselves. Every change is a new [`StateDoc`]
+//! ([`transition`]), committed to a [`store::StateStore`] (the state file;
+//! etcd in fleet mode) and applied by one function ([`apply`]), so it is
+//! validated, published and recorded in one place.
+//!
+//! # Layout
+//!
+//! - [`document`]: the state document and the phase derived from it.
+//! - [`transition`]: every change as a pure function of the document.
+//! - [`store`]: where documents are committed; [`store::file`] is the state file.
+//! - [`controller`]: the task and its `select!` loop; [`apply`]: commit and apply.
+//! - [`commands`]: what the admin API, the watcher and signals ask for.
+//! - [`cutover`]: a write hold in flight; [`rollback`]: manual and automatic rollback.
+//! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic.
+//! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
+//! - [`events`]: the audit log; [`view`]: what status shows.
 
+pub mod apply;
 pub mod build;
 pub mod commands;
+pub mod config_watch;
 pub mod controller;
 pub mod cutover;
+pub mod document;
 pub mod events;
+pub mod judge;
 pub mod reload;
+pub mod rollback;
 pub mod rollout;
-pub mod rules;
-pub mod state;
-pub mod watch;
+pub mod store;
+pub mod transition;
+pub mod view;
 
 pub use commands::{Command, ReloadReport, RolloutAction, SwitchReport};
-pub use controller::{
-    Actor, CommandError, ControlView, Controller, ControllerHandle, Phase, Shared,
-};
+pub use config_watch::spawn as watch_config;
+pub use controller::{Actor, CommandError, Controller, ControllerHandle, Phase, Shared};
+pub use document::StateDoc;
+pub use view::ControlView;

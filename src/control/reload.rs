@@ -1,11 +1,16 @@
 //! Applying a new config file: parse, validate, build, swap. Any failure
 //! keeps the old table and config; listeners are never rebound by a reload.
+//!
+//! The config is not deployment state: a reload swaps the table under the
+//! same generation, and commits a document only when a changed
+//! `traffic.initial` moves the weights.
 
 use crate::config::{self, PoolName};
 use crate::control::build::{build_table, removed_endpoints};
 use crate::control::commands::ReloadReport;
-use crate::control::controller::{Actor, CommandError, ConfigErrorView, Controller};
+use crate::control::controller::{Actor, CommandError, Controller};
 use crate::control::events::{Event, EventKind};
+use crate::control::view::ConfigErrorView;
 use crate::routing::Weights;
 use crate::upstream::health::CheckSettings;
 use std::sync::Arc;
@@ -90,7 +95,7 @@ impl Controller {
         CommandError::ConfigInvalid(diags)
     }
 
-    pub(crate) fn reload(&mut self, actor: Actor) -> Result<ReloadReport, CommandError> {
+    pub(crate) async fn reload(&mut self, actor: Actor) -> Result<ReloadReport, CommandError> {
         let Some(path) = self.config_path.clone() else {
             return Err(CommandError::Conflict(
                 "started from an embedded config: there is no file to reload".into(),
@@ -111,8 +116,8 @@ impl Controller {
             Some(&prev),
             &self.shared.runtimes,
             0,
-            self.weights,
-            self.live,
+            self.doc.weights,
+            self.doc.live,
         ) {
             Ok(t) => t,
             // Validation tries what building needs (CA files included), so
@@ -162,7 +167,7 @@ impl Controller {
         let initial = (new.traffic.initial != old.traffic.initial)
             .then(|| Weights::from_config(&new.traffic.initial));
         let weights_not_applied = initial.and_then(|w| {
-            let refused = self.guard_locked_weights(w).err()?;
+            let refused = crate::control::transition::check_locked_weights(&self.doc, w).err()?;
             let note = format!("traffic.initial not applied: {refused}");
             tracing::warn!("{note}");
             Some(note)
@@ -173,15 +178,11 @@ impl Controller {
         self.shared.config.store(Arc::new(new));
         let error_cleared = self.config_error.take().is_some();
         self.loaded_at = crate::clock::rfc3339(crate::clock::unix_ms());
-        if config_changed {
-            self.publish(Some(next));
-        } else {
-            // Nothing a generation guards has changed: a script holding
-            // `if_generation` must not be refused because config
-            // management sent a SIGHUP.
-            self.replace_table(next);
-            self.publish_view();
-        }
+        // Nothing a generation guards has changed: a script holding
+        // `if_generation` must not be refused because config management
+        // sent a SIGHUP, or because a pool gained an endpoint.
+        self.replace_table(next);
+        self.publish_view();
         let cfg = self.shared.config.load_full();
         if let Some(health) = self.health.as_mut() {
             match CheckSettings::from_config(&cfg.health_check) {
@@ -230,12 +231,12 @@ impl Controller {
             );
         }
         if let Some(w) = initial.filter(|_| weights_not_applied.is_none()) {
-            if let Err(e) = self.set_weights(w, Actor::Config) {
+            if let Err(e) = self.set_weights(w, false, None, Actor::Config).await {
                 tracing::warn!(error = %e, "traffic.initial changed but could not be applied now");
             }
         }
         Ok(ReloadReport {
-            generation: self.generation,
+            generation: self.doc.generation,
             changed,
             endpoints_added: added,
             endpoints_removed: removed_names,

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use switchyard::config::PoolName;
-use switchyard::control::state;
+use switchyard::control::document::{StateDoc, DOC_VERSION};
+use switchyard::control::store::file as state;
 
 fn state_json(generation: u64, green: f64) -> Value {
     json!({
-        "version": state::STATE_VERSION,
+        "version": DOC_VERSION,
         "generation": generation,
         "live": "blue",
         "weights": {"blue": 100.0 - green, "green": green},
@@ -23,7 +24,7 @@ fn state_json(generation: u64, green: f64) -> Value {
     })
 }
 
-fn persisted(v: Value) -> state::PersistedState {
+fn persisted(v: Value) -> StateDoc {
     serde_json::from_value(v).expect("a valid state")
 }
 

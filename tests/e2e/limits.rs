@@ -6,7 +6,7 @@
 use crate::support::*;
 use http::Method;
 use serde_json::json;
-use switchyard::control::state;
+use switchyard::control::document::DOC_VERSION;
 
 #[tokio::test]
 async fn a_rollout_step_interval_past_the_bound_is_refused_and_the_proxy_keeps_serving() {
@@ -43,7 +43,7 @@ async fn a_state_file_with_a_time_past_year_9999_is_set_aside_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     let saved = json!({
-        "version": state::STATE_VERSION,
+        "version": DOC_VERSION,
         "generation": 9,
         "live": "blue",
         "weights": {"blue": 0.0, "green": 100.0},

@@ -28,6 +28,7 @@ mod shutdown;
 mod soak;
 mod sticky;
 mod streaming;
+mod switching;
 mod tls;
 mod upstream_h1;
 mod upstream_input;

@@ -120,10 +120,19 @@ async fn a_reload_that_changes_nothing_keeps_the_generation() {
         config_yaml(&[blue.addr], &[green.addr], "retries: {attempts: 2}"),
     )
     .unwrap();
-    // The watcher may have applied the edit first: either way, one step.
+    // The watcher may have applied the edit first: either way the config
+    // changed and the deployment state (weights, phase, lock) did not, so
+    // the generation, which counts changes of deployment state, stays.
     let v = reload(&s, None).await;
     let edited = v["generation"].as_u64().unwrap();
-    assert_eq!(edited, generation + 1, "{v}");
+    assert_eq!(edited, generation, "{v}");
+    let events = crate::support::admin::events(&client(), &s).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "config_reloaded" && e["to"]["changed"] == true),
+        "the edit was not applied: {events:?}"
+    );
     // What the watcher would do next: read the same edit again.
     let v = reload(&s, None).await;
     assert_eq!(v["changed"], false, "{v}");

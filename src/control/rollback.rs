@@ -1,0 +1,131 @@
+//! Rolling back: asked for by the admin API, or decided by the automatic
+//! evaluation at every tick (the [`crate::control::judge`] rules on the
+//! pools' statistics windows since the last weight change).
+//!
+//! A rollback holds writes when `cutover.hold_writes` is on and the
+//! candidate has traffic ([`crate::control::cutover`]); one asked for while
+//! a switch holds writes takes that hold over. This module decides when;
+//! the documents come from [`crate::control::transition`].
+
+use crate::control::controller::{send, CommandError, Controller};
+use crate::control::cutover::PendingRollback;
+use crate::control::document::HoldKind;
+use crate::control::judge::{self, BreachReason};
+use crate::control::transition;
+use crate::control::Actor;
+use crate::telemetry::metrics::RollbackReason;
+
+/// Answer every requester of `p` with `e`.
+pub(crate) fn refuse(p: PendingRollback, e: CommandError) {
+    let mut replies = p.replies.into_iter();
+    let Some(first) = replies.next() else {
+        tracing::error!(error = %e, "automatic rollback refused");
+        return;
+    };
+    let message = e.to_string();
+    send(first, Err(e));
+    for reply in replies {
+        send(reply, Err(CommandError::Conflict(message.clone())));
+    }
+}
+
+impl Controller {
+    /// Roll back now, behind a write hold when one is due, or by taking
+    /// over the hold of a switch in flight.
+    pub(crate) async fn rollback(&mut self, p: PendingRollback) {
+        match self.doc.hold_in_flight().map(|h| h.kind) {
+            Some(HoldKind::Switch) if self.cutover.is_some() => return self.take_over(p).await,
+            Some(_) => {
+                let e = transition::refuse_while_switching(&self.doc)
+                    .err()
+                    .unwrap_or_else(|| CommandError::Conflict("a hold is in flight".into()));
+                return refuse(p, e);
+            }
+            None => {}
+        }
+        let cfg = self.shared.config.load_full();
+        let now = crate::clock::unix_ms();
+        let reason = p.recorded();
+        if cfg.cutover.hold_writes && self.doc.weights.bp(self.doc.candidate()) > 0 {
+            let next = transition::rollback_hold(&self.doc, p.actor, &reason, &cfg, now);
+            match next {
+                Ok(next) => match self.commit(next).await {
+                    Ok(_) => self.begin_cutover(None, Some(p)),
+                    Err(e) => refuse(p, e),
+                },
+                Err(e) => refuse(p, e),
+            }
+            return;
+        }
+        let figures = p
+            .figures
+            .as_ref()
+            .and_then(|f| serde_json::to_value(f).ok());
+        let next = transition::rollback(&self.doc, p.actor, &reason, figures, now);
+        let committed = match next {
+            Ok(next) => self.commit(next).await,
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(_) => {
+                self.shared.metrics.rollback(p.reason);
+                let view = self.publish_view();
+                for reply in p.replies {
+                    send(reply, Ok(view.clone()));
+                }
+            }
+            Err(e) => refuse(p, e),
+        }
+    }
+
+    /// One automatic-rollback evaluation over the window since the last change.
+    pub(crate) async fn evaluate(&mut self) {
+        let cfg = self.shared.config.load_full();
+        if !cfg.rollback.enabled || !self.doc.armed() {
+            return;
+        }
+        let now = crate::clock::now_ms();
+        let (candidate, live) = (self.doc.candidate(), self.doc.live);
+        let window = cfg.rollback.window;
+        let stats = |pool: crate::config::PoolName| {
+            self.shared.runtimes[pool.index()]
+                .stats
+                .window_since(now, window, self.changed_at_ms)
+        };
+        let (c, l) = (stats(candidate), stats(live));
+        let verdict = judge::evaluate(&cfg.rollback, &c, &l);
+        if let Some(decision) = self.judge.observe(tokio::time::Instant::now(), verdict) {
+            let reason: RollbackReason = decision.reason.into();
+            let text = describe(decision.reason, &decision.figures);
+            tracing::warn!(%candidate, reason = reason.as_str(), %text, "automatic rollback");
+            let p = PendingRollback {
+                actor: Actor::Auto,
+                reason,
+                text,
+                figures: Some(decision.figures),
+                replies: Vec::new(),
+            };
+            self.rollback(p).await;
+        }
+    }
+}
+
+fn describe(reason: BreachReason, f: &judge::Figures) -> String {
+    match reason {
+        BreachReason::ErrorRate => format!(
+            "candidate error rate {:.4} over {} requests is above max_error_rate {}",
+            f.candidate_error_rate, f.candidate_requests, f.max_error_rate
+        ),
+        BreachReason::ErrorRateIncrease => format!(
+            "candidate error rate {:.4} exceeds the live pool's {:.4} by more than {}",
+            f.candidate_error_rate,
+            f.baseline_error_rate.unwrap_or(0.0),
+            f.max_error_rate_increase.unwrap_or(0.0)
+        ),
+        BreachReason::Latency => format!(
+            "candidate p99 {:.1} ms is above max_p99_latency {:.1} ms",
+            f.candidate_p99_ms.unwrap_or(0.0),
+            f.max_p99_latency_ms.unwrap_or(0.0)
+        ),
+    }
+}

@@ -1,0 +1,152 @@
+//! What the controller publishes for status ([`ControlView`]), and the
+//! local observations it records without a change of deployment state:
+//! endpoint health transitions and the per-endpoint gauges.
+//!
+//! The view is derived from the applied document plus the controller's
+//! local facts (config file, store status); it is never read back.
+
+use crate::config::PoolName;
+use crate::control::controller::Controller;
+use crate::control::document::{HoldDoc, Phase, RollbackLock, StateDoc};
+use crate::control::events::{Actor, Event, EventKind};
+use crate::control::rollout::Rollout;
+use crate::control::store::StoreStatus;
+use crate::routing::Weights;
+use crate::upstream::EndpointState;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A config error as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigErrorView {
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigView {
+    pub path: Option<PathBuf>,
+    pub loaded_at: String,
+    pub last_error: Option<ConfigErrorView>,
+    /// Set while the file differs from the running config in something only
+    /// a restart applies (listeners, admin.bind, limits, ...).
+    pub restart_needed: Option<String>,
+}
+
+/// What the controller publishes after every change, for status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlView {
+    pub generation: u64,
+    pub phase: Phase,
+    pub live: PoolName,
+    pub candidate: PoolName,
+    pub weights: Weights,
+    pub rollout: Option<serde_json::Value>,
+    pub bake: Option<serde_json::Value>,
+    pub rollback_lock: Option<RollbackLock>,
+    pub rollback_armed: bool,
+    /// The write hold in flight (phase `switching`), null otherwise.
+    pub hold: Option<HoldDoc>,
+    pub config: ConfigView,
+    pub state_file: StoreStatus,
+}
+
+impl ControlView {
+    /// The view before the controller published its first.
+    pub(crate) fn placeholder(doc: &StateDoc) -> Self {
+        ControlView {
+            generation: doc.generation,
+            phase: Phase::Stable,
+            live: doc.live,
+            candidate: doc.candidate(),
+            weights: doc.weights,
+            rollout: None,
+            bake: None,
+            rollback_lock: None,
+            rollback_armed: false,
+            hold: None,
+            config: ConfigView {
+                path: None,
+                loaded_at: String::new(),
+                last_error: None,
+                restart_needed: None,
+            },
+            state_file: StoreStatus::default(),
+        }
+    }
+}
+
+impl Controller {
+    fn view(&self) -> ControlView {
+        let doc = &self.doc;
+        ControlView {
+            generation: doc.generation,
+            phase: doc.phase(),
+            live: doc.live,
+            candidate: doc.candidate(),
+            weights: doc.weights,
+            rollout: doc.rollout.as_ref().map(Rollout::view),
+            bake: doc.bake.as_ref().map(|b| {
+                serde_json::json!({"pool": b.pool, "until": crate::clock::rfc3339(b.until_unix_ms)})
+            }),
+            rollback_lock: doc.rollback_lock.clone(),
+            rollback_armed: doc.armed() && self.shared.config.load().rollback.enabled,
+            hold: doc.hold_in_flight().cloned(),
+            config: ConfigView {
+                path: self.config_path.clone(),
+                loaded_at: self.loaded_at.clone(),
+                last_error: self.config_error.clone(),
+                restart_needed: self.restart_needed.clone(),
+            },
+            state_file: self.store.status(),
+        }
+    }
+
+    /// Publish the view (after a change, or alone when only local facts
+    /// moved: a rejected reload, the store's status).
+    pub(crate) fn publish_view(&mut self) -> ControlView {
+        let view = self.view();
+        self.shared.view.store(Arc::new(view.clone()));
+        view
+    }
+
+    /// `switchyard_endpoint_healthy` for every endpoint of the current table
+    /// (1 while it may serve), so each has a series from the start.
+    pub(crate) fn sync_endpoint_gauges(&self) {
+        let table = self.shared.table.load();
+        let now = crate::clock::now_ms();
+        for p in PoolName::ALL {
+            for e in &table.pool(p).endpoints {
+                self.shared
+                    .metrics
+                    .set_endpoint_healthy(p, &e.address, e.is_available(now));
+            }
+        }
+    }
+
+    /// An endpoint changed health: gauge, event, view. Local to this proxy:
+    /// no document changes.
+    pub(crate) fn record_endpoint_health(
+        &mut self,
+        pool: PoolName,
+        address: String,
+        state: EndpointState,
+        reason: String,
+    ) {
+        let up = matches!(state, EndpointState::Healthy | EndpointState::Unknown);
+        self.shared.metrics.set_endpoint_healthy(pool, &address, up);
+        let kind = match state {
+            EndpointState::Healthy | EndpointState::Unknown => EventKind::EndpointUp,
+            EndpointState::Ejected => EventKind::EndpointEjected,
+            _ => EventKind::EndpointDown,
+        };
+        self.shared.events.record(
+            Event::new(kind, Actor::Auto)
+                .to(serde_json::json!({"pool": pool, "endpoint": address, "state": state}))
+                .reason(reason),
+        );
+        self.publish_view();
+    }
+}
