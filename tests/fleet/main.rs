@@ -1,0 +1,1 @@
+//! Fleet mode against a real etcd (built with `--features fleet`).
