@@ -10,6 +10,8 @@ pub mod commands;
 pub mod controller;
 pub mod cutover;
 pub mod events;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod reload;
 pub mod rollout;
 pub mod rules;
