@@ -308,12 +308,26 @@ async fn keep(shared: Arc<Shared>) {
             },
         };
         let mut lc = etcd.client.lease_client();
-        let Ok((mut keeper, mut answers)) = etcd.call("keep-alive", lc.keep_alive(lease)).await
-        else {
-            back_off(&mut pause).await;
-            continue;
+        // Opening the stream renews the lease once, and says if it expired.
+        let sent = crate::clock::now_ms();
+        let (mut keeper, mut answers) = match etcd.call("keep-alive", lc.keep_alive(lease)).await {
+            Ok(opened) => {
+                etcd.contact.lease_acked(sent);
+                opened
+            }
+            Err(FleetError::Etcd {
+                source: etcd_client::Error::LeaseKeepAliveError(_),
+                ..
+            }) => {
+                shared.lease.send_modify(|st| st.lease = None);
+                continue;
+            }
+            Err(_) => {
+                back_off(&mut pause).await;
+                continue;
+            }
         };
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -14,7 +14,8 @@ use super::client::Etcd;
 use super::view::{Kv, LeaderKey};
 use super::{FleetError, Revision};
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -95,7 +96,8 @@ pub struct Commit<'a> {
     pub value: &'a [u8],
     /// Unique per change, written in `value` as a JSON string.
     pub op_id: &'a str,
-    /// Commit only while this key leads (its create_revision unchanged).
+    /// Commit only while this key leads: it exists with its create_revision
+    /// and no candidate key is older.
     pub leader: Option<&'a LeaderKey>,
     /// Commit only with an acknowledgement of hold `.0` from each member
     /// of `.1` present.
@@ -175,12 +177,26 @@ impl Etcd {
         }];
         let mut otherwise = vec![TxnOp::get(state.clone(), None)];
         if let Some(l) = c.leader {
+            // The key still exists, and no candidate is older: it leads.
             when.push(Compare::create_revision(
                 l.key.clone(),
                 CompareOp::Equal,
                 l.create_revision,
             ));
-            otherwise.push(TxnOp::get(l.key.clone(), None));
+            when.push(
+                Compare::create_revision(
+                    self.keys.election(),
+                    CompareOp::Greater,
+                    l.create_revision - 1,
+                )
+                .with_prefix(),
+            );
+            let oldest = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Ascend)
+                .with_limit(1)
+                .with_keys_only();
+            otherwise.push(TxnOp::get(self.keys.election(), Some(oldest)));
         }
         if let Some((hold, members)) = c.acks {
             for m in members {
@@ -212,8 +228,11 @@ impl Etcd {
             failed.push(Guard::State);
         }
         if let Some(l) = c.leader {
-            let now = gets.next().flatten();
-            if now.is_none_or(|kv| kv.create_revision() != l.create_revision) {
+            let oldest = gets.next().flatten();
+            let leads = oldest.is_some_and(|kv| {
+                kv.key() == l.key.as_bytes() && kv.create_revision() == l.create_revision
+            });
+            if !leads {
                 failed.push(Guard::Leader);
             }
         }
