@@ -16,6 +16,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// TLS to etcd, read from the files of `fleet.etcd.tls`.
 #[derive(Clone)]
@@ -190,7 +191,34 @@ impl Etcd {
         &self.contact
     }
 
-    /// `fut` within `request_timeout`; an answer counts as contact.
+    /// One unary request within `request_timeout`: `attempt` is called
+    /// with a client, again (after a short pause) when the connection was
+    /// refused, since then nothing was sent: with one of several etcd
+    /// members down, the client's balancer still picks it now and then.
+    pub(super) async fn request<T, F, Fut>(
+        &self,
+        op: &'static str,
+        mut attempt: F,
+    ) -> Result<T, FleetError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = self.settings.request_timeout;
+        let end = Instant::now() + deadline;
+        loop {
+            match tokio::time::timeout_at(end, attempt(self.client.clone())).await {
+                Ok(Err(e)) if refused(&e) && Instant::now() + REFUSED_PAUSE < end => {
+                    tokio::time::sleep(REFUSED_PAUSE).await;
+                }
+                Err(_) => return Err(FleetError::Timeout { op, deadline }),
+                Ok(r) => return self.answered(op, r),
+            }
+        }
+    }
+
+    /// `fut` (a stream's message, a stream opened) within
+    /// `request_timeout`; an answer counts as contact.
     pub(super) async fn call<T>(
         &self,
         op: &'static str,
@@ -199,7 +227,17 @@ impl Etcd {
         let deadline = self.settings.request_timeout;
         match tokio::time::timeout(deadline, fut).await {
             Err(_) => Err(FleetError::Timeout { op, deadline }),
-            Ok(Err(source)) => {
+            Ok(r) => self.answered(op, r),
+        }
+    }
+
+    fn answered<T>(
+        &self,
+        op: &'static str,
+        r: Result<T, etcd_client::Error>,
+    ) -> Result<T, FleetError> {
+        match r {
+            Err(source) => {
                 // etcd answering "no" is contact too; a transport error is not.
                 if matches!(source, etcd_client::Error::GRpcStatus(ref s) if s.code() != tonic::Code::Unavailable)
                 {
@@ -207,10 +245,32 @@ impl Etcd {
                 }
                 Err(FleetError::Etcd { op, source })
             }
-            Ok(Ok(v)) => {
+            Ok(v) => {
                 self.contact.touch();
                 Ok(v)
             }
         }
     }
+}
+
+/// Between two tries of a request whose connection was refused.
+const REFUSED_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether the request never left: the TCP connection was refused.
+fn refused(e: &etcd_client::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
 }

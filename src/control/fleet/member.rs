@@ -14,6 +14,7 @@
 
 use super::client::Etcd;
 use super::keys::segment;
+use super::state::c_get;
 use super::view::{Entry, LeaderKey};
 use super::FleetError;
 use etcd_client::{
@@ -105,13 +106,13 @@ impl Etcd {
 
     /// The leader: the candidate key created first (linearizable).
     pub async fn leader(&self) -> Result<Option<LeaderKey>, FleetError> {
-        let mut kv = self.client.kv_client();
         let opts = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1);
+        let key = self.keys.election();
         let resp = self
-            .call("read leader", kv.get(self.keys.election(), Some(opts)))
+            .request("read leader", |c| c_get(c, &key, Some(opts.clone())))
             .await?;
         Ok(resp.kvs().first().map(|kv| LeaderKey {
             key: String::from_utf8_lossy(kv.key()).into_owned(),
@@ -126,9 +127,10 @@ impl Etcd {
         op: &'static str,
         prefix: String,
     ) -> Result<BTreeMap<String, Entry>, FleetError> {
-        let mut kv = self.client.kv_client();
         let opts = GetOptions::new().with_prefix();
-        let resp = self.call(op, kv.get(prefix.clone(), Some(opts))).await?;
+        let resp = self
+            .request(op, |c| c_get(c, &prefix, Some(opts.clone())))
+            .await?;
         Ok(resp
             .kvs()
             .iter()
@@ -198,11 +200,13 @@ impl Member {
 
     async fn put(&self, op: &'static str, key: String, value: Vec<u8>) -> Result<(), FleetError> {
         let lease = self.current()?;
-        let mut kv = self.shared.etcd.client.kv_client();
         let opts = PutOptions::new().with_lease(lease);
         self.shared
             .etcd
-            .call(op, kv.put(key, value, Some(opts)))
+            .request(op, |mut c| {
+                let (key, value, opts) = (key.clone(), value.clone(), opts.clone());
+                async move { c.put(key, value, Some(opts)).await }
+            })
             .await
             .map(drop)
     }
@@ -227,8 +231,12 @@ impl Member {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else(vec![TxnOp::get(key.clone(), None)]);
-        let mut kv = etcd.client.kv_client();
-        let resp = etcd.call("campaign", kv.txn(txn)).await?;
+        let resp = etcd
+            .request("campaign", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         let create_revision = if resp.succeeded() {
             resp.header().map_or(0, |h| h.revision())
         } else {
@@ -254,10 +262,13 @@ impl Member {
             return Ok(());
         };
         let etcd = &self.shared.etcd;
-        let mut kv = etcd.client.kv_client();
-        etcd.call("resign", kv.delete(etcd.keys.candidate(lease), None))
-            .await
-            .map(drop)
+        let key = etcd.keys.candidate(lease);
+        etcd.request("resign", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await
+        .map(drop)
     }
 
     /// Leave the fleet now: stop the keeper and revoke the lease, which
@@ -270,8 +281,11 @@ impl Member {
         };
         self.shared.lease.send_modify(|s| s.lease = None);
         let etcd = &self.shared.etcd;
-        let mut lc = etcd.client.lease_client();
-        etcd.call("revoke lease", lc.revoke(lease)).await.map(drop)
+        etcd.request("revoke lease", |mut c| async move {
+            c.lease_revoke(lease).await
+        })
+        .await
+        .map(drop)
     }
 }
 
@@ -307,10 +321,12 @@ async fn keep(shared: Arc<Shared>) {
                 }
             },
         };
-        let mut lc = etcd.client.lease_client();
         // Opening the stream renews the lease once, and says if it expired.
         let sent = crate::clock::now_ms();
-        let (mut keeper, mut answers) = match etcd.call("keep-alive", lc.keep_alive(lease)).await {
+        let opened = etcd.request("keep-alive", |mut c| async move {
+            c.lease_keep_alive(lease).await
+        });
+        let (mut keeper, mut answers) = match opened.await {
             Ok(opened) => {
                 etcd.contact.lease_acked(sent);
                 opened
@@ -355,8 +371,12 @@ async fn keep(shared: Arc<Shared>) {
 /// Grant a lease and put this member's keys under it, in one transaction.
 async fn register(shared: &Shared, ttl: i64) -> Result<i64, FleetError> {
     let etcd = &shared.etcd;
-    let mut lc = etcd.client.lease_client();
-    let lease = etcd.call("grant lease", lc.grant(ttl, None)).await?.id();
+    let lease = etcd
+        .request("grant lease", |mut c| async move {
+            c.lease_grant(ttl, None).await
+        })
+        .await?
+        .id();
     let under = || Some(PutOptions::new().with_lease(lease));
     let mut ops = vec![TxnOp::put(
         etcd.keys.member(&shared.id),
@@ -370,8 +390,11 @@ async fn register(shared: &Shared, ttl: i64) -> Result<i64, FleetError> {
             under(),
         ));
     }
-    let mut kv = etcd.client.kv_client();
-    etcd.call("register", kv.txn(Txn::new().and_then(ops)))
-        .await?;
+    let txn = Txn::new().and_then(ops);
+    etcd.request("register", |mut c| {
+        let txn = txn.clone();
+        async move { c.txn(txn).await }
+    })
+    .await?;
     Ok(lease)
 }

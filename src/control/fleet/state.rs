@@ -140,10 +140,8 @@ fn revision_of(h: Option<&etcd_client::ResponseHeader>) -> Revision {
 impl Etcd {
     /// A linearizable read of the state document.
     pub async fn read_state(&self) -> Result<StateRead, FleetError> {
-        let mut kv = self.client.kv_client();
-        let resp = self
-            .call("read state", kv.get(self.keys.state(), None))
-            .await?;
+        let key = self.keys.state();
+        let resp = self.request("read state", |c| c_get(c, &key, None)).await?;
         Ok(StateRead {
             doc: resp.kvs().first().map(|kv| StateDoc::from_kv(kv.into())),
             revision: revision_of(resp.header()),
@@ -209,8 +207,12 @@ impl Etcd {
             .when(when)
             .and_then(vec![TxnOp::put(state, c.value.to_vec(), None)])
             .or_else(otherwise);
-        let mut kv = self.client.kv_client();
-        let resp = self.call("commit", kv.txn(txn)).await?;
+        let resp = self
+            .request("commit", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         let revision = revision_of(resp.header());
         if resp.succeeded() {
             return Ok(CommitOutcome::Committed { revision });
@@ -340,8 +342,13 @@ impl Etcd {
                 mod_revision,
             )])
             .and_then(vec![TxnOp::put(state, doc.value.clone(), None)]);
-        let mut kv = self.client.kv_client();
-        let resp = self.call("fence", kv.txn(txn)).await.ok()?;
+        let resp = self
+            .request("fence", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+            .ok()?;
         let revision = revision_of(resp.header());
         resp.succeeded().then(|| StateRead {
             doc: Some(StateDoc {
@@ -371,11 +378,9 @@ impl Etcd {
             (Base::Absent, Some(d)) if d.version == 1 => Ok(Some(d.clone())),
             (Base::Absent, Some(d)) => {
                 let opts = GetOptions::new().with_revision(d.create_revision);
-                let mut kv = self.client.kv_client();
-                match self
-                    .call("read history", kv.get(self.keys.state(), Some(opts)))
-                    .await
-                {
+                let key = self.keys.state();
+                let read = self.request("read history", |c| c_get(c, &key, Some(opts.clone())));
+                match read.await {
                     Ok(r) => Ok(r.kvs().first().map(|kv| StateDoc::from_kv(kv.into()))),
                     Err(FleetError::Etcd { source, .. }) if is_compacted(&source) => {
                         Err(compacted())
@@ -447,6 +452,16 @@ impl Etcd {
 enum HistoryError {
     Compacted,
     Etcd(etcd_client::Error),
+}
+
+/// A get of `key` that owns its arguments (a request may be tried twice).
+pub(super) fn c_get(
+    mut c: etcd_client::Client,
+    key: &str,
+    opts: Option<GetOptions>,
+) -> impl std::future::Future<Output = Result<etcd_client::GetResponse, etcd_client::Error>> {
+    let key = key.to_string();
+    async move { c.get(key, opts).await }
 }
 
 /// etcd's answer to a read at a compacted revision.

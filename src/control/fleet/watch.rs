@@ -12,6 +12,7 @@
 //! member cut off from its quorum. It decides nothing about the events.
 
 use super::client::Etcd;
+use super::state::c_get;
 use super::view::{FleetEvent, Kv, Snapshot};
 use super::{FleetError, Revision};
 use etcd_client::{EventType, GetOptions, WatchOptions, WatchResponse};
@@ -70,10 +71,10 @@ const BUFFER: usize = 1024;
 impl Etcd {
     /// A linearizable listing of the whole prefix.
     pub async fn snapshot(&self) -> Result<Snapshot, FleetError> {
-        let mut kv = self.client.kv_client();
         let opts = GetOptions::new().with_prefix();
+        let prefix = self.keys.prefix();
         let resp = self
-            .call("list", kv.get(self.keys.prefix(), Some(opts)))
+            .request("list", |c| c_get(c, prefix, Some(opts.clone())))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(Snapshot::from_kvs(
@@ -191,11 +192,11 @@ impl Watcher {
 
     /// Whether revision `at` is still readable.
     async fn probe(&self, at: Revision) -> Result<bool, FleetError> {
-        let mut kv = self.etcd.client.kv_client();
         let opts = GetOptions::new().with_revision(at).with_count_only();
+        let key = self.etcd.keys.state();
         match self
             .etcd
-            .call("probe", kv.get(self.etcd.keys.state(), Some(opts)))
+            .request("probe", |c| c_get(c, &key, Some(opts.clone())))
             .await
         {
             Ok(_) => Ok(true),
@@ -215,10 +216,13 @@ impl Watcher {
             .with_prefix()
             .with_start_revision(self.view.revision + 1)
             .with_progress_notify();
-        let mut wc = self.etcd.client.watch_client();
+        let prefix = self.etcd.keys.prefix().to_string();
         let stream = self
             .etcd
-            .call("watch", wc.watch(self.etcd.keys.prefix(), Some(opts)))
+            .request("watch", |mut c| {
+                let (prefix, opts) = (prefix.clone(), opts.clone());
+                async move { c.watch(prefix, Some(opts)).await }
+            })
             .await?;
         let (mut sender, mut responses) = stream.split();
         let mut tick = tokio::time::interval_at(
