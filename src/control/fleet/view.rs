@@ -227,43 +227,37 @@ impl Snapshot {
         let revision = kv.mod_revision;
         self.revision = self.revision.max(revision);
         // A delete event carries no value: a candidate key is known by its key.
-        match keys.parse(kv.key, b"") {
-            None => {}
-            Some(KeyKind::State) => {
-                if self.state.take().is_some() {
-                    out.push(FleetEvent::StateDeleted { revision });
-                }
-            }
-            Some(KeyKind::Member(id)) => {
-                if self.members.remove(id).is_some() {
-                    out.push(FleetEvent::MemberLeft {
-                        id: id.to_string(),
-                        revision,
-                    });
-                }
-            }
-            Some(KeyKind::Ack { hold, member }) => {
-                if self.acks.remove(&(hold.to_string(), member.to_string())) {
-                    out.push(FleetEvent::AckDeleted {
-                        hold: hold.to_string(),
-                        member: member.to_string(),
-                        revision,
-                    });
-                }
-            }
+        let told = match keys.parse(kv.key, b"") {
+            None => None,
+            Some(KeyKind::State) => self
+                .state
+                .take()
+                .map(|_| FleetEvent::StateDeleted { revision }),
+            Some(KeyKind::Member(id)) => self.members.remove(id).map(|_| FleetEvent::MemberLeft {
+                id: id.to_string(),
+                revision,
+            }),
+            Some(KeyKind::Ack { hold, member }) => self
+                .acks
+                .remove(&(hold.to_string(), member.to_string()))
+                .then(|| FleetEvent::AckDeleted {
+                    hold: hold.to_string(),
+                    member: member.to_string(),
+                    revision,
+                }),
             Some(KeyKind::Stats(member)) => {
-                if self.stats.remove(member).is_some() {
-                    out.push(FleetEvent::StatsDeleted {
-                        member: member.to_string(),
-                        revision,
-                    });
-                }
+                self.stats.remove(member).map(|_| FleetEvent::StatsDeleted {
+                    member: member.to_string(),
+                    revision,
+                })
             }
             Some(KeyKind::Candidate(_)) => {
                 self.candidates
                     .remove(String::from_utf8_lossy(kv.key).as_ref());
+                None
             }
-        }
+        };
+        out.extend(told);
     }
 
     /// Become `new`, telling in `out` every difference as the events that
