@@ -267,9 +267,29 @@ impl Etcd {
         found.expect("etcd has no leader")
     }
 
-    /// Freeze member `i` (SIGSTOP): its sockets stay open, it answers nothing.
+    /// Freeze member `i` (SIGSTOP): its sockets stay open, it answers
+    /// nothing. Returns once the kernel shows it stopped, so nothing sent
+    /// after this call is answered.
     pub fn freeze(&self, i: usize) {
-        self.nodes[i].signal("-STOP");
+        let node = &self.nodes[i];
+        node.signal("-STOP");
+        let stat = format!("/proc/{}/stat", node.pid());
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        // The state is the field after the parenthesised command name.
+        let stopped = || {
+            std::fs::read_to_string(&stat)
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+                .unwrap_or(false)
+        };
+        while !stopped() {
+            assert!(
+                std::time::Instant::now() < end,
+                "etcd {} did not stop",
+                node.name
+            );
+            std::thread::yield_now();
+        }
     }
 
     pub fn thaw(&self, i: usize) {
