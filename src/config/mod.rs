@@ -19,6 +19,7 @@
 
 pub mod check;
 pub mod cidr;
+pub mod fleet;
 pub mod fswatch;
 mod position;
 pub mod rules;

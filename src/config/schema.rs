@@ -49,6 +49,8 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub fleet: Option<super::fleet::FleetConfig>,
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {

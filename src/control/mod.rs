@@ -28,6 +28,8 @@ pub mod cutover;
 pub mod document;
 pub mod events;
 pub mod judge;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod reload;
 pub mod rollback;
 pub mod rollout;

@@ -1,0 +1,17 @@
+//! Fleet mode's etcd layer against real etcd processes on loopback
+//! (`cargo test --features fleet --test fleet`; needs Debian's
+//! `etcd-server`). Every test starts its own etcd, waits for conditions
+//! with deadlines, and asserts on what etcd holds.
+//!
+//! - `state`: compare-and-swap, bootstrap, ambiguous results.
+//! - `watch`: order, compaction, etcd restarted, etcd frozen.
+//! - `members`: lease expiry, election and the leader guard.
+//! - `cluster`: three etcd members, the etcd leader killed mid-commit.
+//! - `secure`: mutual TLS and user authentication to etcd.
+
+mod cluster;
+mod members;
+mod secure;
+mod state;
+mod support;
+mod watch;
