@@ -385,6 +385,8 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
 
 /// `switchyard demo`: run until `shutdown`.
 pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Signal handlers in place before the guide invites a Ctrl-C.
+    let shutdown = server::arm(shutdown).await;
     let demo = start(opts).await?;
     println!("{}", guide::guide(&demo));
     shutdown.await;

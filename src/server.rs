@@ -256,6 +256,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let shutdown = arm(shutdown).await;
     let server = start(cfg, config_path).await?;
     let hup = reload_on_sighup(server.controller.clone(), server.certs.clone());
     shutdown.await;
@@ -263,6 +264,22 @@ pub async fn run(
     tracing::info!("shutting down: draining in-flight requests");
     server.shutdown().await;
     Ok(())
+}
+
+/// `shutdown`, polled once now. A signal future (`cli::shutdown_signal`)
+/// installs its handlers at its first poll; until then a SIGTERM kills the
+/// process outright (no drain; the demo's temporary CA is left behind). So
+/// arm it before listening, not after announcing readiness.
+pub async fn arm(shutdown: impl Future<Output = ()>) -> impl Future<Output = ()> {
+    let mut shutdown = Box::pin(shutdown);
+    let done =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready()))
+            .await;
+    async move {
+        if !done {
+            shutdown.await;
+        }
+    }
 }
 
 /// How often idle upstream connections are checked for age
@@ -328,4 +345,32 @@ fn reload_on_sighup(
         #[cfg(not(unix))]
         drop((controller, certs));
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn arming_runs_the_shutdown_future_to_its_first_wait_at_once() {
+        let armed_flag = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let flag = armed_flag.clone();
+        let shutdown = super::arm(async move {
+            flag.store(true, Ordering::SeqCst); // where handlers are installed
+            let _sent = rx.await;
+        })
+        .await;
+        assert!(armed_flag.load(Ordering::SeqCst), "not polled before start");
+        tx.send(()).unwrap();
+        shutdown.await;
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_that_ended_at_its_first_poll_is_not_polled_again() {
+        // An async block polled after its end panics.
+        let shutdown = super::arm(async {}).await;
+        shutdown.await;
+    }
 }
