@@ -351,13 +351,6 @@ impl RoutingTable {
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
         self.pools.iter().flat_map(|p| p.endpoints.iter())
     }
-
-    /// The pool for a new request by weighted random choice.
-    #[inline]
-    pub fn choose_pool(&self) -> PoolName {
-        self.weights
-            .pick(ThreadDraw.below(crate::routing::weights::TOTAL_BP))
-    }
 }
 
 #[cfg(test)]
