@@ -127,42 +127,32 @@ fn serve<'a>(
         Access::Write
     };
     let (table, write_token) = admit(&l.table, &l.writes, table, access);
-    match route(req, l, client, table, write_token, access, served) {
-        Next::Forward(p) => Either::Right(Either::Left(exchange(p, l))),
-        Next::Hold(held) => Either::Right(Either::Right(Box::pin(serve_held(held, l, client)))),
-        Next::Answer(resp) => Either::Left(ready(resp)),
+    let (decision, at) = decide_for(&req, l, client, &table, access);
+    match decision {
+        // Prepared straight into the exchange: one move of the request.
+        Decision::Forward(route) => Either::Right(Either::Left(exchange(
+            prepare(req, l, client, table, route, at, write_token, served),
+            l,
+        ))),
+        Decision::Hold(ticket) => Either::Right(Either::Right(Box::pin(serve_held(
+            req, l, client, ticket, served,
+        )))),
+        Decision::Refuse(refusal) => Either::Left(ready(refused(refusal))),
     }
 }
 
-/// What the handler does next with a request, once decided.
-enum Next<'a> {
-    Forward(Prepared<'a>),
-    /// A write that met a hold: it waits.
-    Hold(Held<'a>),
-    /// Refused.
-    Answer(Response<ProxyBody>),
-}
-
-/// A write waiting out a hold.
-struct Held<'a> {
-    req: Request<Incoming>,
-    ticket: HeldTicket,
-    served: Option<&'a mut Served>,
-}
-
-/// Decide where the request goes under `table`, record the decision, and
-/// act on it.
-fn route<'a>(
-    req: Request<Incoming>,
+/// Decide where the request goes under `table` and record the decision;
+/// with it, the clock read once for the request: a millisecond count
+/// ([`crate::clock::ms_at`]) and an instant. The rest of the first
+/// attempt goes by these two, and one more read when the answer is in.
+#[inline(always)]
+fn decide_for(
+    req: &Request<Incoming>,
     l: &ListenerCtx,
     client: &ClientAddr,
-    table: Arc<RoutingTable>,
-    write_token: Option<WriteToken>,
+    table: &RoutingTable,
     access: Access,
-    served: Option<&'a mut Served>,
-) -> Next<'a> {
-    // The clock is read here and once more when the answer is in; the
-    // rest of the first attempt goes by these two.
+) -> (Decision, (u64, tokio::time::Instant)) {
     let started = tokio::time::Instant::now();
     let now = crate::clock::ms_at(started.into_std());
     let input = RouteInput {
@@ -172,57 +162,44 @@ fn route<'a>(
         client_ip: client.ip,
         now_ms: now,
     };
-    let decision = decide(&table, &input, &mut ThreadDraw);
-    outcome::record_decision(&table, &decision);
-    match decision {
-        Decision::Forward(route) => {
-            let at = (now, started);
-            Next::Forward(prepare(
-                req,
-                l,
-                client,
-                table,
-                route,
-                at,
-                write_token,
-                served,
-            ))
-        }
-        Decision::Hold(ticket) => Next::Hold(Held {
-            req,
-            ticket,
-            served,
-        }),
-        Decision::Refuse(refusal) => Next::Answer(failed(&match refusal {
-            Refusal::NoEndpoint { .. } => ProxyError::NoHealthyEndpoint,
-            Refusal::HoldQueueFull => ProxyError::HoldQueueFull,
-        })),
-    }
+    let decision = decide(table, &input, &mut ThreadDraw);
+    outcome::record_decision(table, &decision);
+    (decision, (now, started))
 }
 
-/// A write that met a hold: it waits (once) for the switch to end, then
-/// goes to whichever pool the table then names.
+/// A write that met a hold: it waits for the switch to end, then goes to
+/// whichever pool the table then names.
 async fn serve_held(
-    mut held: Held<'_>,
+    req: Request<Incoming>,
     l: &ListenerCtx,
     client: &ClientAddr,
+    mut ticket: HeldTicket,
+    served: Option<&mut Served>,
 ) -> Response<ProxyBody> {
     loop {
-        let Held {
-            req,
-            ticket,
-            served,
-        } = held;
         ticket.wait().await;
         let table = l.table.load_full();
         let (table, token) = admit(&l.table, &l.writes, table, Access::Released);
-        match route(req, l, client, table, token, Access::Released, served) {
-            Next::Forward(p) => return exchange(p, l).await,
-            Next::Answer(resp) => return resp,
-            // Not decided for a released write; waiting again would do.
-            Next::Hold(again) => held = again,
+        let (decision, at) = decide_for(&req, l, client, &table, Access::Released);
+        match decision {
+            Decision::Forward(route) => {
+                let p = prepare(req, l, client, table, route, at, token, served);
+                return exchange(p, l).await;
+            }
+            Decision::Refuse(refusal) => return refused(refusal),
+            // Never decided for a released write; waiting again would do.
+            Decision::Hold(again) => ticket = again,
         }
     }
+}
+
+/// The answer to a request the decision refused.
+#[cold]
+fn refused(refusal: Refusal) -> Response<ProxyBody> {
+    failed(&match refusal {
+        Refusal::NoEndpoint { .. } => ProxyError::NoHealthyEndpoint,
+        Refusal::HoldQueueFull => ProxyError::HoldQueueFull,
+    })
 }
 
 /// The answer to a request that could not be served, logged by kind.

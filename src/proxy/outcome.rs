@@ -62,7 +62,10 @@ pub enum Outcome<'a> {
 /// Record `o` for the pool whose figures it belongs to (`pool`): see
 /// [`Outcome`] for which that is. `outlier` is the table's
 /// `outlier_detection`.
-#[inline]
+///
+/// Always inlined: each call site names its outcome, so only that arm is
+/// left of the match.
+#[inline(always)]
 pub fn record(pool: &PoolRuntime, outlier: Outlier, o: Outcome<'_>) {
     let failure = |ep: &Endpoint| {
         pool.record_failure(ep, crate::clock::now_ms(), outlier);
@@ -133,7 +136,7 @@ pub fn record(pool: &PoolRuntime, outlier: Outlier, o: Outcome<'_>) {
 
 /// Record what the decision came to (a hold is not an outcome yet), for
 /// the pool [`Outcome::Routed`] and [`Outcome::Refused`] name.
-#[inline]
+#[inline(always)]
 pub fn record_decision(table: &RoutingTable, d: &Decision) {
     let (pool, o) = match *d {
         Decision::Forward(route) => (route.meant(), Outcome::Routed(route)),

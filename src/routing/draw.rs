@@ -9,7 +9,7 @@
 /// A source of uniform random numbers.
 pub trait Draw {
     /// A number drawn uniformly from `0..n`; `n` is never 0.
-    fn below(&mut self, n: u32) -> u32;
+    fn below(&mut self, n: usize) -> usize;
 }
 
 /// fastrand's generator of the current thread: what requests use.
@@ -18,8 +18,8 @@ pub struct ThreadDraw;
 
 impl Draw for ThreadDraw {
     #[inline]
-    fn below(&mut self, n: u32) -> u32 {
-        fastrand::u32(0..n)
+    fn below(&mut self, n: usize) -> usize {
+        fastrand::usize(0..n)
     }
 }
 

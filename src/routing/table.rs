@@ -300,9 +300,8 @@ impl Pool {
             0 => None,
             1 => ok(0).then_some(0),
             _ => {
-                // Pools are far smaller than u32::MAX endpoints.
-                let a = draw.below(n as u32) as usize;
-                let mut b = draw.below(n as u32 - 1) as usize;
+                let a = draw.below(n);
+                let mut b = draw.below(n - 1);
                 if b >= a {
                     b += 1;
                 }

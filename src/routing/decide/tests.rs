@@ -17,12 +17,12 @@ const NOW: u64 = 1_000;
 /// nobody scripted fails the test.
 #[derive(Default)]
 struct Script {
-    draws: VecDeque<u32>,
-    asked: Vec<u32>,
+    draws: VecDeque<usize>,
+    asked: Vec<usize>,
 }
 
 impl Script {
-    fn of(draws: &[u32]) -> Self {
+    fn of(draws: &[usize]) -> Self {
         Script {
             draws: draws.iter().copied().collect(),
             asked: Vec::new(),
@@ -31,7 +31,7 @@ impl Script {
 }
 
 impl Draw for Script {
-    fn below(&mut self, n: u32) -> u32 {
+    fn below(&mut self, n: usize) -> usize {
         self.asked.push(n);
         let d = self.draws.pop_front().expect("a draw nobody scripted");
         assert!(d < n, "scripted draw {d} is not below {n}");
@@ -150,7 +150,7 @@ fn a_weighted_pick_splits_by_basis_points() {
         route(decide(&t, &input(&h), &mut d)),
         forward(PoolName::Green, 0)
     );
-    assert_eq!(d.asked, [TOTAL_BP, 2, 1]);
+    assert_eq!(d.asked, [TOTAL_BP as usize, 2, 1]);
     let mut d = Script::of(&[1000, 1, 0]);
     assert_eq!(
         route(decide(&t, &input(&h), &mut d)),
@@ -164,7 +164,7 @@ fn of_two_endpoints_the_one_with_fewer_in_flight_and_never_an_unavailable_one() 
     let blue = t.pool(PoolName::Blue);
     let h = HeaderMap::new();
     // Equal: the first drawn. Busier first drawn: the second.
-    let pick = |draws: &[u32]| route(decide(&t, &input(&h), &mut Script::of(draws))).endpoint;
+    let pick = |draws: &[usize]| route(decide(&t, &input(&h), &mut Script::of(draws))).endpoint;
     assert_eq!(pick(&[5000, 0, 0]), 0);
     blue.endpoints[0].inflight_inc();
     assert_eq!(pick(&[5000, 0, 0]), 1);
