@@ -497,8 +497,14 @@ fn guide(demo: &Demo) -> String {
 /// `switchyard demo`: run until `shutdown`.
 pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let demo = start(opts).await?;
+    // Poll once so the signal is watched before the guide says how to stop.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut poll_once = |cx: &mut std::task::Context<'_>| shutdown.as_mut().poll(cx).is_ready();
+    let stopped = std::future::poll_fn(|cx| std::task::Poll::Ready(poll_once(cx))).await;
     println!("{}", guide(&demo));
-    shutdown.await;
+    if !stopped {
+        shutdown.await;
+    }
     demo.stop.cancel();
     demo.server.shutdown().await;
     drop(demo.apps);
