@@ -48,14 +48,6 @@ pub enum Access {
     Released,
 }
 
-impl Access {
-    /// Counted in `WritesInFlight` and as a write in flight on its pool.
-    #[inline]
-    pub fn is_write(self) -> bool {
-        self != Access::Read
-    }
-}
-
 /// One request as the decision needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteInput<'a> {
