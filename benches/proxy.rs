@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the request path and the control plane:
-//! choosing a pool and an endpoint, rewriting headers, publishing a table.
+//! the route decision (pool and endpoint), rewriting headers, publishing a table.
 //! (Recording an outcome is in `benches/record.rs`.)
 //!
 //! Run: `cargo bench --bench proxy -- --warm-up-time 1 --measurement-time 3`
@@ -11,7 +11,8 @@ use std::sync::Arc;
 use switchyard::config::{self, PoolName};
 use switchyard::control::build::build_table;
 use switchyard::proxy::headers::prepare_request;
-use switchyard::routing::{PoolRuntime, RoutingTable, Weights};
+use switchyard::routing::draw::ThreadDraw;
+use switchyard::routing::{decide, Access, PoolRuntime, RouteInput, RoutingTable, Weights};
 use switchyard::telemetry::metrics::Metrics;
 
 fn table() -> RoutingTable {
@@ -41,11 +42,18 @@ fn table() -> RoutingTable {
 
 fn routing(c: &mut Criterion) {
     let handle = ArcSwap::from_pointee(table());
-    c.bench_function("route: load table + choose pool + pick endpoint", |b| {
+    let headers = http::HeaderMap::new();
+    c.bench_function("route: load table + decide (pool and endpoint)", |b| {
         b.iter(|| {
             let t = handle.load_full();
-            let pool = t.pool(t.choose_pool());
-            black_box(pool.pick_endpoint(black_box(1_000), 0))
+            let input = RouteInput {
+                access: Access::Read,
+                preview: None,
+                headers: black_box(&headers),
+                client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                now_ms: black_box(1_000),
+            };
+            black_box(decide(&t, &input, &mut ThreadDraw))
         })
     });
 }

@@ -9,13 +9,14 @@
 //! whole, it is the endpoint's success; broken by the upstream (a reset, a
 //! connection closed early, bad chunking), it is a failure and an upstream
 //! error of its kind, like one before the head. Dropped early by the client,
-//! it is neither.
+//! it is neither. Both are recorded through [`crate::proxy::outcome`].
 
+use crate::proxy::outcome::{self, Outcome};
+use crate::upstream::request_body::BodyFate;
 use crate::routing::hold::WriteToken;
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::InflightGauge;
 use crate::telemetry::metrics::UpstreamErrorKind;
-use crate::upstream::request_body::BodyFate;
 use crate::upstream::{Endpoint, UpstreamBody, UpstreamConn, UpstreamError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -67,9 +68,11 @@ impl InflightGuard {
     /// The exchange is over and the connection may carry another request.
     fn release_conn(&mut self) {
         if let Some(passive) = &self.passive {
-            if passive.head_ok {
-                self.endpoint.record_success();
-            }
+            let ended = Outcome::BodyEnded {
+                endpoint: &self.endpoint,
+                head_ok: passive.head_ok,
+            };
+            outcome::record(&self.runtime, passive.outlier, ended);
         }
         if let Some(conn) = self.conn.take() {
             self.endpoint.put_idle(conn, crate::clock::now_ms());
@@ -92,11 +95,12 @@ impl InflightGuard {
             UpstreamErrorKind::Reset
         };
         tracing::warn!(error = %err, "upstream response body failed");
-        self.runtime.record_error(kind);
-        if passive.head_ok {
-            self.runtime
-                .record_failure(&self.endpoint, crate::clock::now_ms(), passive.outlier);
-        }
+        let broken = Outcome::BodyBroken {
+            endpoint: &self.endpoint,
+            kind,
+            head_ok: passive.head_ok,
+        };
+        outcome::record(&self.runtime, passive.outlier, broken);
     }
 }
 

@@ -1,8 +1,10 @@
 //! The data plane: listeners (plain and TLS) and their accept loop, the
-//! client connection's stream (`client_io`), the per-request handler, header
-//! rewriting, response bodies, `Max-Forwards`, and the errors the proxy
-//! answers itself. The client's request body on its way out is
-//! `upstream::request_body` (the upstream client sends it).
+//! client connection's stream (`client_io`), the per-request handler (acting
+//! on the route decision of `routing`), the exchange with the upstream, the
+//! one place a request's outcome is recorded, header rewriting, response
+//! bodies, `Max-Forwards`, and the errors the proxy answers itself. The
+//! client's request body on its way out is `upstream::request_body` (the
+//! upstream client sends it).
 //!
 //! Owns client connections and forwarding. It reads the routing table and
 //! never writes deployment state; it never waits on a lock.
@@ -10,11 +12,13 @@
 pub mod body;
 pub mod client_io;
 pub mod error;
+pub mod exchange;
 pub mod handler;
 pub mod headers;
 pub mod limits;
 pub mod listener;
 pub mod listener_tls;
 pub mod max_forwards;
+pub mod outcome;
 
 pub use listener::{serve, ListenerCtx};

@@ -70,6 +70,7 @@ impl Hold {
 }
 
 /// A request's place in the hold; leaving (release or client gone) frees it.
+#[derive(Debug)]
 pub struct HeldTicket {
     hold: Arc<Hold>,
 }

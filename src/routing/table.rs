@@ -7,6 +7,7 @@
 
 use crate::config::{Cidr, Config, PoolName, UpstreamProtocol};
 use crate::routing::drain::PoolDrain;
+use crate::routing::draw::{Draw, ThreadDraw};
 use crate::routing::sticky::Sticky;
 use crate::routing::Weights;
 use crate::telemetry::metrics::{InflightGauge, PoolMetrics, UpstreamErrorKind};
@@ -280,6 +281,17 @@ impl Pool {
     /// `tried` (bit i = endpoint i), the one with fewer requests in flight.
     #[inline]
     pub fn pick_endpoint(&self, now_ms: u64, tried: u64) -> Option<usize> {
+        self.pick_endpoint_with(now_ms, tried, &mut ThreadDraw)
+    }
+
+    /// [`Pool::pick_endpoint`] with the two endpoints drawn from `draw`.
+    #[inline]
+    pub fn pick_endpoint_with(
+        &self,
+        now_ms: u64,
+        tried: u64,
+        draw: &mut impl Draw,
+    ) -> Option<usize> {
         let n = self.endpoints.len();
         let ok = |i: usize| {
             (i >= 64 || tried & (1u64 << i) == 0) && self.endpoints[i].is_available(now_ms)
@@ -288,8 +300,8 @@ impl Pool {
             0 => None,
             1 => ok(0).then_some(0),
             _ => {
-                let a = fastrand::usize(0..n);
-                let mut b = fastrand::usize(0..n - 1);
+                let a = draw.below(n);
+                let mut b = draw.below(n - 1);
                 if b >= a {
                     b += 1;
                 }
@@ -337,13 +349,6 @@ impl RoutingTable {
     /// Every endpoint of both pools (what health checks reconcile against).
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
         self.pools.iter().flat_map(|p| p.endpoints.iter())
-    }
-
-    /// The pool for a new request by weighted random choice.
-    #[inline]
-    pub fn choose_pool(&self) -> PoolName {
-        self.weights
-            .pick(fastrand::u32(0..crate::routing::weights::TOTAL_BP))
     }
 }
 
