@@ -456,7 +456,7 @@ impl Controller {
         }
         // The same bound as the config file's: a step past it could not
         // even be shown as a time.
-        crate::config::rules::duration_at_most(interval, crate::config::rules::MAX_STEP_INTERVAL)
+        crate::config::values::duration_at_most(interval, crate::config::values::MAX_STEP_INTERVAL)
             .map_err(|e| CommandError::Invalid(format!("step_interval: {e}")))?;
         self.guard_target(to)?;
         let rollout = Rollout::new(
