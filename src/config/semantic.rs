@@ -484,3 +484,6 @@ fn binds_clash(a: SocketAddr, b: SocketAddr) -> bool {
         && a.is_ipv4() == b.is_ipv4()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,7 @@
 //! Validation as an operator meets it: whole files in, `file:line:col`
-//! diagnostics out. Semantic rules, one by one, are in `tests/semantic.rs`.
-
-mod semantic;
+//! diagnostics out. The helpers here serve every test of that kind; the
+//! semantic rules, one by one, are tested in `semantic/tests.rs`, the YAML
+//! itself in `tree/tests.rs`.
 
 use super::validate::{parse_and_validate_in, Environment};
 use super::*;

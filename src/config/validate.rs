@@ -124,11 +124,11 @@ pub fn parse_and_validate_in(
             })
             .collect()
     };
-    let (tree, mut issues) = Tree::parse(text).map_err(|i| diagnostics(vec![i]))?;
-    let typed = typed::read(&tree);
+    let (doc, mut issues) = Tree::parse(text).map_err(|i| diagnostics(vec![i]))?;
+    let typed = typed::read(&doc);
     issues.extend(typed.issues);
     if let Some(cfg) = &typed.config {
-        issues.extend(semantic::check(cfg, &tree, env, &typed.dirty));
+        issues.extend(semantic::check(cfg, &doc, env, &typed.dirty));
     }
     match typed.config {
         Some(cfg) if issues.is_empty() => Ok(cfg),
