@@ -204,7 +204,10 @@ fn forbidden_character(text: &str) -> Result<(), Issue> {
     while let Some(c) = chars.next() {
         if !printable(c) {
             let code = u32::from(c);
-            let message = format!("YAML syntax error: control character U+{code:04X} is not allowed (in a double-quoted string, write it as an escape)");
+            let message = format!(
+                "YAML syntax error: control character U+{code:04X} is not allowed \
+                 (in a double-quoted string, write it as an escape)"
+            );
             return Err(Issue::new(pos, message));
         }
         if c == '\n' || (c == '\r' && !chars.as_str().starts_with('\n')) {

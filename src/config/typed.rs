@@ -328,14 +328,16 @@ mod tests {
 
     #[test]
     fn plain_scalars_resolve_like_yaml_core_schema() {
-        use de::{resolve, Resolved};
-        assert!(matches!(resolve("8080"), Resolved::Unsigned(8080)));
-        assert!(matches!(resolve("-1"), Resolved::Signed(-1)));
-        assert!(matches!(resolve("0.5"), Resolved::Float(f) if f == 0.5));
-        assert!(matches!(resolve("0x10"), Resolved::Unsigned(16)));
-        assert!(matches!(resolve("true"), Resolved::Bool(true)));
-        assert!(matches!(resolve("007"), Resolved::Str));
-        assert!(matches!(resolve("2s"), Resolved::Str));
-        assert!(matches!(resolve("infinity"), Resolved::Str));
+        use de::resolve;
+        use serde::de::Unexpected::{Bool, Float, Signed, Str, Unit, Unsigned};
+        assert_eq!(resolve("8080"), Unsigned(8080));
+        assert_eq!(resolve("-1"), Signed(-1));
+        assert_eq!(resolve("0.5"), Float(0.5));
+        assert_eq!(resolve("0x10"), Unsigned(16));
+        assert_eq!(resolve("true"), Bool(true));
+        assert_eq!(resolve("~"), Unit);
+        assert_eq!(resolve("007"), Str("007"));
+        assert_eq!(resolve("2s"), Str("2s"));
+        assert_eq!(resolve("infinity"), Str("infinity"));
     }
 }

@@ -9,7 +9,8 @@
 
 use super::hole::Hole;
 use super::{explain_str_error, Aside, Ctx, DeError, Place};
-use crate::config::tree::{Kind, Node, Pos, Scalar};
+use crate::config::tree::{Kind, Node, Pos};
+use serde::de::value::StrDeserializer;
 use serde::de::{self, DeserializeSeed, Expected, IntoDeserializer, Unexpected, Visitor};
 use serde::forward_to_deserialize_any;
 
@@ -50,15 +51,6 @@ impl At<'_> {
         }
         out
     }
-
-    /// The top-level key the node is under; empty for the top level.
-    fn section(&self) -> &str {
-        match (self.up, self.step) {
-            (Some(up), _) if up.up.is_some() => up.section(),
-            (_, Step::Key(k)) => k,
-            _ => "",
-        }
-    }
 }
 
 impl DeError {
@@ -68,12 +60,13 @@ impl DeError {
             let key_written = self.missing.is_some_and(|field| {
                 matches!(&node.kind, Kind::Map(entries) if entries.iter().any(|e| e.key == field))
             });
+            let path = at.path();
             self.place = Some(Box::new(Place {
                 id: node.id,
                 pos: node.pos,
                 anchor: at.anchor,
-                path: at.path(),
-                section: at.section().to_string(),
+                section: path.split(['.', '[']).next().unwrap_or("").to_string(),
+                path,
                 key_written,
             }));
         }
@@ -104,22 +97,18 @@ impl<'a> De<'a> {
     }
 
     fn is_null(&self) -> bool {
-        matches!(&self.node.kind, Kind::Scalar(s) if matches!(resolved(s), Resolved::Null))
+        matches!(self.unexpected(), Unexpected::Unit)
     }
 
-    /// How YAML's core schema reads this node, for error messages.
+    /// The node as YAML's core schema reads it: what a visitor is given,
+    /// and what an error message says was found.
     fn unexpected(&self) -> Unexpected<'a> {
         match &self.node.kind {
             Kind::Seq(_) => Unexpected::Seq,
             Kind::Map(_) => Unexpected::Map,
-            Kind::Scalar(s) => match resolved(s) {
-                Resolved::Null => Unexpected::Unit,
-                Resolved::Bool(b) => Unexpected::Bool(b),
-                Resolved::Unsigned(n) => Unexpected::Unsigned(n),
-                Resolved::Signed(n) => Unexpected::Signed(n),
-                Resolved::Float(f) => Unexpected::Float(f),
-                Resolved::Str => Unexpected::Str(&s.value),
-            },
+            // Quoted, block and `!!str` scalars are strings.
+            Kind::Scalar(s) if !s.plain => Unexpected::Str(&s.value),
+            Kind::Scalar(s) => resolve(&s.value),
         }
     }
 
@@ -128,41 +117,23 @@ impl<'a> De<'a> {
     }
 }
 
-pub(super) enum Resolved {
-    Null,
-    Bool(bool),
-    Unsigned(u64),
-    Signed(i64),
-    Float(f64),
-    Str,
-}
-
-/// A scalar as YAML reads it: quoted, block and `!!str` ones are strings.
-fn resolved(s: &Scalar) -> Resolved {
-    if s.plain {
-        resolve(&s.value)
-    } else {
-        Resolved::Str
-    }
-}
-
 /// YAML 1.2 core schema resolution of a plain scalar (as yaml_serde does it).
-pub(super) fn resolve(v: &str) -> Resolved {
+pub(super) fn resolve(v: &str) -> Unexpected<'_> {
     match v {
-        "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
-        "true" | "True" | "TRUE" => return Resolved::Bool(true),
-        "false" | "False" | "FALSE" => return Resolved::Bool(false),
+        "" | "~" | "null" | "Null" | "NULL" => return Unexpected::Unit,
+        "true" | "True" | "TRUE" => return Unexpected::Bool(true),
+        "false" | "False" | "FALSE" => return Unexpected::Bool(false),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return Resolved::Float(f64::INFINITY)
+            return Unexpected::Float(f64::INFINITY)
         }
-        "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
-        ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
+        "-.inf" | "-.Inf" | "-.INF" => return Unexpected::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Unexpected::Float(f64::NAN),
         _ => {}
     }
     let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
     // Leading zeros followed by digits only are a string in YAML 1.2 (`007`).
     if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Resolved::Str;
+        return Unexpected::Str(v);
     }
     let unsigned = v.strip_prefix('+').unwrap_or(v);
     let radix = |p: &str, r: u32| {
@@ -174,23 +145,23 @@ pub(super) fn resolve(v: &str) -> Resolved {
         .or_else(|| radix("0o", 8))
         .or_else(|| radix("0b", 2))
     {
-        return Resolved::Unsigned(n);
+        return Unexpected::Unsigned(n);
     }
     if let Ok(n) = unsigned.parse::<u64>() {
-        return Resolved::Unsigned(n);
+        return Unexpected::Unsigned(n);
     }
     if let Ok(n) = v.parse::<i64>() {
-        return Resolved::Signed(n);
+        return Unexpected::Signed(n);
     }
     // Rust also reads `inf` and `nan`; YAML does not, hence the digit.
     if v.bytes().any(|b| b.is_ascii_digit()) {
         if let Ok(f) = unsigned.parse::<f64>() {
             if f.is_finite() {
-                return Resolved::Float(f);
+                return Unexpected::Float(f);
             }
         }
     }
-    Resolved::Str
+    Unexpected::Str(v)
 }
 
 impl<'de> de::Deserializer<'de> for De<'_> {
@@ -206,13 +177,13 @@ impl<'de> de::Deserializer<'de> for De<'_> {
                 at: self.at,
                 ctx: self.ctx,
             }),
-            Kind::Scalar(s) => match resolved(s) {
-                Resolved::Null => visitor.visit_unit(),
-                Resolved::Bool(b) => visitor.visit_bool(b),
-                Resolved::Unsigned(n) => visitor.visit_u64(n),
-                Resolved::Signed(n) => visitor.visit_i64(n),
-                Resolved::Float(f) => visitor.visit_f64(f),
-                Resolved::Str => visitor.visit_str(&s.value),
+            Kind::Scalar(s) => match self.unexpected() {
+                Unexpected::Unit => visitor.visit_unit(),
+                Unexpected::Bool(b) => visitor.visit_bool(b),
+                Unexpected::Unsigned(n) => visitor.visit_u64(n),
+                Unexpected::Signed(n) => visitor.visit_i64(n),
+                Unexpected::Float(f) => visitor.visit_f64(f),
+                _ => visitor.visit_str(&s.value),
             },
         };
         self.wrap(r)
@@ -306,7 +277,8 @@ impl<'de> de::Deserializer<'de> for De<'_> {
     ) -> Result<V::Value, DeError> {
         match &self.node.kind {
             Kind::Scalar(s) if !self.is_null() => {
-                self.wrap(visitor.visit_enum(UnitVariant(&s.value)))
+                let name: StrDeserializer<'_, DeError> = s.value.as_str().into_deserializer();
+                self.wrap(visitor.visit_enum(name))
             }
             _ => {
                 let list: Vec<String> = variants.iter().map(|v| format!("`{v}`")).collect();
@@ -403,7 +375,7 @@ impl<'de> de::MapAccess<'de> for MapDe<'_> {
             return Ok(None);
         };
         self.value = Some(entry);
-        let key: de::value::StrDeserializer<'_, DeError> = entry.0.into_deserializer();
+        let key: StrDeserializer<'_, DeError> = entry.0.into_deserializer();
         seed.deserialize(key).map(Some)
     }
 
@@ -417,42 +389,5 @@ impl<'de> de::MapAccess<'de> for MapDe<'_> {
             anchor: key_pos,
         };
         slot.read(seed, &at, self.ctx)
-    }
-}
-
-/// An enum written as a plain string: only unit variants.
-pub(super) struct UnitVariant<'a>(pub(super) &'a str);
-
-impl<'de> de::EnumAccess<'de> for UnitVariant<'_> {
-    type Error = DeError;
-    type Variant = Self;
-
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), DeError> {
-        let name: de::value::StrDeserializer<'_, DeError> = self.0.into_deserializer();
-        Ok((seed.deserialize(name)?, self))
-    }
-}
-
-impl<'de> de::VariantAccess<'de> for UnitVariant<'_> {
-    type Error = DeError;
-
-    fn unit_variant(self) -> Result<(), DeError> {
-        Ok(())
-    }
-
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, _seed: T) -> Result<T::Value, DeError> {
-        Err(de::Error::custom("expected a mapping for this value"))
-    }
-
-    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, _visitor: V) -> Result<V::Value, DeError> {
-        Err(de::Error::custom("expected a list for this value"))
-    }
-
-    fn struct_variant<V: Visitor<'de>>(
-        self,
-        _fields: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, DeError> {
-        Err(de::Error::custom("expected a mapping for this value"))
     }
 }

@@ -7,7 +7,6 @@
 //! further. When a type accepts none of these, the error is marked as coming
 //! from the stand-in and the reader leaves the node out instead.
 
-use super::de::UnitVariant;
 use super::DeError;
 use serde::de::{self, DeserializeSeed, Expected, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
@@ -96,7 +95,7 @@ impl<'de> de::Deserializer<'de> for Hole {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         match variants.first() {
-            Some(first) => visitor.visit_enum(UnitVariant(first)),
+            Some(first) => visitor.visit_enum(first.into_deserializer()),
             None => Err(de::Error::custom("no value fits here")),
         }
     }
