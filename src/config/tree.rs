@@ -32,6 +32,16 @@ impl Pos {
             column: span.start.col() + 1,
         }
     }
+
+    /// `self`, or `end` when past the last line: the parser places an error
+    /// or an empty node at the end of input one line further (`{`, `? `).
+    fn before(self, end: Pos) -> Pos {
+        if self.line > end.line {
+            end
+        } else {
+            self
+        }
+    }
 }
 
 /// One mistake found in the file, before a file name is attached to it.
@@ -95,8 +105,14 @@ impl Tree {
     /// checked); otherwise the tree and any problems that do not stop the
     /// rest of the checks.
     pub fn parse(text: &str) -> Result<(Tree, Vec<Issue>), Issue> {
-        forbidden_character(text)?;
-        let mut builder = Builder::default();
+        let mut builder = Builder {
+            stack: Vec::new(),
+            root: None,
+            anchors: HashMap::new(),
+            end: scan(text)?,
+            nodes: 0,
+            issues: Vec::new(),
+        };
         let mut parser = Parser::new_from_str(text);
         while let Some(event) = parser.next_event() {
             let (event, span) = event.map_err(|e| {
@@ -104,10 +120,8 @@ impl Tree {
                     line: e.marker().line(),
                     column: e.marker().col() + 1,
                 };
-                Issue::new(
-                    within(text, pos),
-                    format!("YAML syntax error: {}", e.info()),
-                )
+                let message = format!("YAML syntax error: {}", e.info());
+                Issue::new(pos.before(builder.end), message)
             })?;
             builder.event(event, &span)?;
         }
@@ -177,24 +191,10 @@ pub fn display_path(path: &str) -> String {
     out
 }
 
-/// `pos`, or the end of the text when the parser reports an error at the
-/// end of input one line past the last (e.g. for a file of just `{`).
-fn within(text: &str, pos: Pos) -> Pos {
-    let breaks = text.replace("\r\n", "\n");
-    let lines = breaks.matches(['\r', '\n']).count() + 1;
-    if pos.line <= lines {
-        return pos;
-    }
-    let last = breaks.rsplit(['\r', '\n']).next().unwrap_or("");
-    Pos {
-        line: lines,
-        column: last.chars().count() + 1,
-    }
-}
-
-/// YAML allows only printable characters (YAML 1.2, 5.1); saphyr-parser
-/// lets control characters through, so they are refused here, where they are.
-fn forbidden_character(text: &str) -> Result<(), Issue> {
+/// Where the text ends; or the first character YAML forbids (only printable
+/// ones are allowed, YAML 1.2 section 5.1, and saphyr-parser lets control
+/// characters through), where it is.
+fn scan(text: &str) -> Result<Pos, Issue> {
     let printable = |c: char| {
         matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}')
             || (c >= '\u{a0}' && !matches!(c, '\u{fffe}' | '\u{ffff}'))
@@ -219,7 +219,7 @@ fn forbidden_character(text: &str) -> Result<(), Issue> {
             pos.column += 1;
         }
     }
-    Ok(())
+    Ok(pos)
 }
 
 enum PendingKey {
@@ -235,11 +235,12 @@ struct Frame {
     key: Option<PendingKey>,
 }
 
-#[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
     anchors: HashMap<usize, Node>,
+    /// Where the text ends.
+    end: Pos,
     /// Nodes made so far, copies included; also the last id given.
     nodes: usize,
     issues: Vec<Issue>,
@@ -247,7 +248,7 @@ struct Builder {
 
 impl Builder {
     fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), Issue> {
-        let pos = Pos::of(span);
+        let pos = Pos::of(span).before(self.end);
         match event {
             Event::Scalar(value, style, anchor, tag) => {
                 let plain = style == ScalarStyle::Plain && self.scalar_tag(tag, pos);

@@ -195,3 +195,13 @@ fn tags_other_than_yaml_core_are_refused_at_the_tag() {
     assert_has(&d, at(&text, "!bar"), "YAML tag `!bar` is not supported");
     assert_has(&d, at(&text, "!foo"), "YAML tag `!foo` is not supported");
 }
+
+#[test]
+fn nothing_is_placed_past_the_end_of_the_file() {
+    // The parser puts an error, or an empty key, one line past the last.
+    assert_one("pools:\n  blue: [a, b", (2, 14), "YAML syntax error");
+    let d = errors("? ");
+    assert_has(&d, (1, 3), "unknown key ``");
+    let text = format!("{POOLS}retries:\n  attempts: 2\n  ? ");
+    assert_one(&text, (6, 5), "unknown key `` in `retries`");
+}
