@@ -58,7 +58,8 @@ pub(super) fn read(tree: &Tree) -> Typed {
             missing: &missing,
             unknown: RefCell::default(),
         };
-        let result = Config::deserialize(De::new(&tree.root, &At::ROOT, &ctx));
+        let result = Config::deserialize(De::new(&tree.root, &At::ROOT, &ctx))
+            .map_err(|e| e.found_in(&tree.root, &At::ROOT));
         unknown.append(&mut ctx.unknown.into_inner());
         let err = match result {
             Ok(c) => {
@@ -339,5 +340,23 @@ mod tests {
         assert_eq!(resolve("007"), Str("007"));
         assert_eq!(resolve("2s"), Str("2s"));
         assert_eq!(resolve("infinity"), Str("infinity"));
+    }
+
+    #[test]
+    fn a_value_no_stand_in_fits_is_left_out_and_the_rest_is_read() {
+        use crate::config::tests::{after, assert_has, at, errors, render, POOLS};
+        // No stand-in is an address range: the item is left out, and the
+        // other sections are still read and checked.
+        let text = format!(
+            "{POOLS}traffic: {{override_trusted: [nope, \"127.0.0.1/8\"]}}\nretries: {{attempts: 99}}\n"
+        );
+        let d = errors(&text);
+        assert_eq!(d.len(), 2, "{}", render(&d));
+        assert_has(
+            &d,
+            at(&text, "nope"),
+            "traffic.override_trusted[0]: \"nope\" is not an address",
+        );
+        assert_has(&d, after(&text, "attempts: "), "99 is more than 10");
     }
 }

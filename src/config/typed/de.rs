@@ -5,7 +5,8 @@
 //! through `deserialize_any`, and serde's own visitors accept or refuse what
 //! they are given. Structs leave unknown keys out (recording them in the
 //! [`Ctx`]); a value set aside, or a required key found missing, is read as a
-//! [`Hole`]. Every error is tagged with the innermost node it came from.
+//! [`Hole`]. Every error is tagged with the innermost node it came from, as
+//! it leaves the slot that node fills.
 
 use super::hole::Hole;
 use super::{explain_str_error, Aside, Ctx, DeError, Place};
@@ -55,7 +56,7 @@ impl At<'_> {
 
 impl DeError {
     /// Tag the error with `node`, unless a node inside it already did.
-    fn found_in(mut self, node: &Node, at: &At<'_>) -> Self {
+    pub(super) fn found_in(mut self, node: &Node, at: &At<'_>) -> Self {
         if self.place.is_none() {
             let key_written = self.missing.is_some_and(|field| {
                 matches!(&node.kind, Kind::Map(entries) if entries.iter().any(|e| e.key == field))
@@ -92,10 +93,6 @@ impl<'a> De<'a> {
         De { node, at, ctx }
     }
 
-    fn wrap<T>(&self, r: Result<T, DeError>) -> Result<T, DeError> {
-        r.map_err(|e| e.found_in(self.node, self.at))
-    }
-
     fn is_null(&self) -> bool {
         matches!(self.unexpected(), Unexpected::Unit)
     }
@@ -113,7 +110,7 @@ impl<'a> De<'a> {
     }
 
     fn invalid<T>(&self, exp: &dyn Expected) -> Result<T, DeError> {
-        self.wrap(Err(de::Error::invalid_type(self.unexpected(), exp)))
+        Err(de::Error::invalid_type(self.unexpected(), exp))
     }
 }
 
@@ -170,8 +167,8 @@ impl<'de> de::Deserializer<'de> for De<'_> {
     /// Numbers, booleans, lists and null come through here; their visitors
     /// refuse what does not fit, in the words of `DeError::invalid_type`.
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        let r = match &self.node.kind {
-            Kind::Map(_) => return self.deserialize_map(visitor),
+        match &self.node.kind {
+            Kind::Map(_) => self.deserialize_map(visitor),
             Kind::Seq(items) => visitor.visit_seq(SeqDe {
                 items: items.iter().enumerate(),
                 at: self.at,
@@ -185,8 +182,7 @@ impl<'de> de::Deserializer<'de> for De<'_> {
                 Unexpected::Float(f) => visitor.visit_f64(f),
                 _ => visitor.visit_str(&s.value),
             },
-        };
-        self.wrap(r)
+        }
     }
 
     forward_to_deserialize_any! {
@@ -200,10 +196,9 @@ impl<'de> de::Deserializer<'de> for De<'_> {
             return self.invalid(&visitor);
         };
         let what = format!("{}", &visitor as &dyn Expected);
-        let r = visitor
+        visitor
             .visit_str(&s.value)
-            .map_err(|e: DeError| explain_str_error(e, &what, &s.value));
-        self.wrap(r)
+            .map_err(|e| explain_str_error(e, &what, &s.value))
     }
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -212,7 +207,7 @@ impl<'de> de::Deserializer<'de> for De<'_> {
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         if self.is_null() {
-            self.wrap(visitor.visit_none())
+            visitor.visit_none()
         } else {
             visitor.visit_some(self)
         }
@@ -266,7 +261,7 @@ impl<'de> de::Deserializer<'de> for De<'_> {
             at: self.at,
             ctx,
         };
-        self.wrap(visitor.visit_map(map))
+        visitor.visit_map(map)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -278,7 +273,7 @@ impl<'de> de::Deserializer<'de> for De<'_> {
         match &self.node.kind {
             Kind::Scalar(s) if !self.is_null() => {
                 let name: StrDeserializer<'_, DeError> = s.value.as_str().into_deserializer();
-                self.wrap(visitor.visit_enum(name))
+                visitor.visit_enum(name)
             }
             _ => {
                 let list: Vec<String> = variants.iter().map(|v| format!("`{v}`")).collect();
@@ -318,7 +313,10 @@ impl<'a> Slot<'a> {
         ctx: &Ctx<'_>,
     ) -> Result<T::Value, DeError> {
         match self {
-            Slot::Node(node) => seed.deserialize(De { node, at, ctx }),
+            // Also errors of a type's own checks after reading (`Cidr`).
+            Slot::Node(node) => seed
+                .deserialize(De { node, at, ctx })
+                .map_err(|e| e.found_in(node, at)),
             Slot::Placeholder(node) => seed.deserialize(Hole).map_err(|e| e.in_hole(node, at)),
             Slot::Missing(map, map_at) => {
                 seed.deserialize(Hole).map_err(|e| e.in_hole(map, map_at))
