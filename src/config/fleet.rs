@@ -8,7 +8,7 @@
 //! in the file for `switchyard check`. A binary built without the `fleet`
 //! feature refuses a written `fleet` section here, at its key.
 
-use super::position::{Document, Issue};
+use super::tree::{Issue, Tree};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
@@ -299,7 +299,7 @@ fn member_id_rule(id: &str) -> Result<(), &'static str> {
 }
 
 fn readable(out: &mut Vec<Problem>, path: &str, file: &Path) {
-    if let Err(msg) = super::rules::readable_file(file) {
+    if let Err(msg) = super::values::readable_file(file) {
         out.push(problem(path, msg));
     }
 }
@@ -308,16 +308,14 @@ fn readable(out: &mut Vec<Problem>, path: &str, file: &Path) {
 /// this binary has no fleet support, one at the `fleet` key.
 pub(super) fn check(
     fleet: Option<&FleetConfig>,
-    doc: &Document,
+    doc: &Tree,
     dirty: &BTreeSet<String>,
 ) -> Vec<Issue> {
     let Some(f) = fleet else {
         return Vec::new();
     };
     if !SUPPORTED {
-        let at = doc
-            .node("fleet")
-            .map_or(doc.value_pos("fleet"), |n| doc.anchor(n.id));
+        let at = doc.key_pos("fleet").unwrap_or(doc.value_pos("fleet"));
         return vec![Issue::new(at, format!("fleet: {UNSUPPORTED}"))];
     }
     if dirty.contains("fleet") {
@@ -327,12 +325,11 @@ pub(super) fn check(
         .into_iter()
         .map(|p| {
             let path = format!("fleet.{}", p.path);
-            let shown = super::position::display_path(&path);
+            let shown = super::tree::display_path(&path);
             Issue::new(doc.value_pos(&path), format!("{shown}: {}", p.message))
         })
         .collect()
 }
 
 #[cfg(test)]
-#[path = "fleet_tests.rs"]
 mod tests;

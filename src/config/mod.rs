@@ -6,11 +6,11 @@
 //!
 //! - `schema`: the serde types and defaults of SPEC.md section 2.
 //! - `validate`: the entry point; runs the stages below in order.
-//! - `position`: the YAML tree with line and column of every node.
+//! - `tree`: the YAML text as a tree with line and column of every node.
 //! - `typed`: reads that tree into [`Config`], finding every unknown key,
 //!   missing key and wrong type.
 //! - `semantic`: ranges, cross-field rules, addresses, files on disk.
-//! - `rules`: single-value rules, shared with the admin API.
+//! - `values`: what one value may be, shared with the admin API.
 //! - `check`: the text of `switchyard check`.
 //! - `fswatch`: which file system events concern a watched file.
 //! - `tls_files`: reading and checking certificates, keys and CA bundles,
@@ -21,14 +21,14 @@ pub mod check;
 pub mod cidr;
 pub mod fleet;
 pub mod fswatch;
-mod position;
-pub mod rules;
 pub mod schema;
 mod semantic;
 pub mod tls_files;
 pub mod token;
+mod tree;
 mod typed;
 pub mod validate;
+pub mod values;
 
 pub use cidr::Cidr;
 pub use schema::*;

@@ -4,7 +4,10 @@
 //! file that names only `pools` is complete. Durations are strings such as
 //! `250ms`, `2s` or `1m` (humantime). This module only describes the shape;
 //! semantic checks (weights summing to 100, thresholds above zero, ...) live in
-//! `validate.rs`, which reports every mistake with its line and column.
+//! `semantic.rs`, and `validate.rs` reports every mistake with its line and
+//! column. One file, over 500 lines, on purpose: it is SPEC.md section 2 in
+//! the spec's order, each section's defaults beside its fields, so the two
+//! are read side by side.
 
 use super::cidr::Cidr;
 use serde::{Deserialize, Serialize};

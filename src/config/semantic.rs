@@ -6,10 +6,10 @@
 //! a value could not be read (see `typed.rs`) is skipped, so its defaults
 //! never produce a confusing second error.
 
-use super::position::{display_path, Document, Issue, Pos};
-use super::rules;
 use super::schema::{Config, PoolName};
+use super::tree::{display_path, Issue, Pos, Tree};
 use super::validate::{Environment, StatusRanges};
+use super::values;
 use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 
 pub(super) fn check(
     cfg: &Config,
-    doc: &Document,
+    doc: &Tree,
     env: &Environment,
     dirty: &BTreeSet<String>,
 ) -> Vec<Issue> {
@@ -63,7 +63,7 @@ pub(super) fn check(
 }
 
 struct Checker<'a> {
-    doc: &'a Document,
+    doc: &'a Tree,
     dirty: &'a BTreeSet<String>,
     issues: Vec<Issue>,
 }
@@ -109,15 +109,15 @@ impl Checker<'_> {
         }
     }
 
-    /// Above 0 and at most `max` (see [`rules::MAX_TIMEOUT`] and its kin).
+    /// Above 0 and at most `max` (see [`values::MAX_TIMEOUT`] and its kin).
     fn span(&mut self, path: &str, d: Duration, max: Duration) {
         self.nonzero(path, d);
-        self.result(path, rules::duration_at_most(d, max));
+        self.result(path, values::duration_at_most(d, max));
     }
 
     /// A file the proxy reads: says whether it can be read.
     fn file(&mut self, path: &str, p: &Path) -> bool {
-        let r = rules::readable_file(p);
+        let r = values::readable_file(p);
         let ok = r.is_ok();
         self.result(path, r);
         ok
@@ -168,7 +168,7 @@ impl Checker<'_> {
     fn admin(&mut self, cfg: &Config, env: &Environment) {
         let a = &cfg.admin;
         match &a.token_file {
-            Some(p) => match rules::readable_file(p) {
+            Some(p) => match values::readable_file(p) {
                 Err(e) => self.err("admin.token_file", e),
                 Ok(()) => match std::fs::read_to_string(p) {
                     Ok(t) if t.trim().is_empty() => {
@@ -201,7 +201,7 @@ impl Checker<'_> {
             }
             for (i, ep) in pool.endpoints.iter().enumerate() {
                 let path = format!("{base}.endpoints.{i}");
-                if let Err(e) = rules::endpoint(ep) {
+                if let Err(e) = values::endpoint(ep) {
                     self.err(&path, e);
                 } else if let Some(j) = pool.endpoints[..i]
                     .iter()
@@ -250,9 +250,13 @@ impl Checker<'_> {
         self.span(
             "health_check.interval",
             h.interval,
-            rules::MAX_CHECK_INTERVAL,
+            values::MAX_CHECK_INTERVAL,
         );
-        self.span("health_check.timeout", h.timeout, rules::MAX_CHECK_INTERVAL);
+        self.span(
+            "health_check.timeout",
+            h.timeout,
+            values::MAX_CHECK_INTERVAL,
+        );
         if h.timeout > h.interval && !h.interval.is_zero() {
             let path = self.written(&["health_check.timeout", "health_check.interval"]);
             self.err(
@@ -296,49 +300,49 @@ impl Checker<'_> {
         }
         self.result(
             "outlier_detection.ejection_time",
-            rules::duration_at_most(cfg.outlier_detection.ejection_time, rules::MAX_TIMEOUT),
+            values::duration_at_most(cfg.outlier_detection.ejection_time, values::MAX_TIMEOUT),
         );
-        self.span("drain.timeout", cfg.drain.timeout, rules::MAX_TIMEOUT);
+        self.span("drain.timeout", cfg.drain.timeout, values::MAX_TIMEOUT);
         let t = &cfg.timeouts;
-        self.span("timeouts.connect", t.connect, rules::MAX_TIMEOUT);
-        self.span("timeouts.request", t.request, rules::MAX_TIMEOUT);
+        self.span("timeouts.connect", t.connect, values::MAX_TIMEOUT);
+        self.span("timeouts.request", t.request, values::MAX_TIMEOUT);
         self.span(
             "timeouts.client_header",
             t.client_header,
-            rules::MAX_TIMEOUT,
+            values::MAX_TIMEOUT,
         );
-        self.span("timeouts.client_body", t.client_body, rules::MAX_TIMEOUT);
+        self.span("timeouts.client_body", t.client_body, values::MAX_TIMEOUT);
         self.span(
             "timeouts.upstream_idle",
             t.upstream_idle,
-            rules::MAX_TIMEOUT,
+            values::MAX_TIMEOUT,
         );
     }
 
     fn traffic(&mut self, cfg: &Config, _: &Environment) {
         let t = &cfg.traffic;
-        for (pool, msg) in rules::weight_problems(t.initial.blue, t.initial.green) {
+        for (pool, msg) in values::weight_problems(t.initial.blue, t.initial.green) {
             match pool {
                 Some(p) => self.err(&format!("traffic.initial.{p}"), msg),
                 None => self.err("traffic.initial", msg),
             }
         }
         if let Some(sticky) = &t.sticky {
-            self.result("traffic.sticky.cookie", rules::cookie_name(&sticky.cookie));
+            self.result("traffic.sticky.cookie", values::cookie_name(&sticky.cookie));
             self.span(
                 "traffic.sticky.max_age",
                 sticky.max_age,
-                rules::MAX_STICKY_AGE,
+                values::MAX_STICKY_AGE,
             );
         }
         if let Some(h) = &t.override_header {
-            self.result("traffic.override_header", rules::header_name(h));
+            self.result("traffic.override_header", values::header_name(h));
         }
     }
 
     fn rollout(&mut self, cfg: &Config, _: &Environment) {
         let r = &cfg.rollout;
-        for (i, msg) in rules::step_problems(&r.steps) {
+        for (i, msg) in values::step_problems(&r.steps) {
             match i {
                 Some(i) => self.err(&format!("rollout.steps.{i}"), msg),
                 None => self.err("rollout.steps", msg),
@@ -347,23 +351,23 @@ impl Checker<'_> {
         self.span(
             "rollout.step_interval",
             r.step_interval,
-            rules::MAX_STEP_INTERVAL,
+            values::MAX_STEP_INTERVAL,
         );
         self.result(
             "rollout.bake_time",
-            rules::duration_at_most(r.bake_time, rules::MAX_BAKE_TIME),
+            values::duration_at_most(r.bake_time, values::MAX_BAKE_TIME),
         );
     }
 
     fn rollback(&mut self, cfg: &Config, _: &Environment) {
         let r = &cfg.rollback;
-        self.span("rollback.interval", r.interval, rules::MAX_CHECK_INTERVAL);
+        self.span("rollback.interval", r.interval, values::MAX_CHECK_INTERVAL);
         if r.window < Duration::from_secs(1) {
             self.err("rollback.window", "must be at least 1s");
-        } else if r.window > rules::MAX_TIMEOUT {
+        } else if r.window > values::MAX_TIMEOUT {
             self.result(
                 "rollback.window",
-                rules::duration_at_most(r.window, rules::MAX_TIMEOUT),
+                values::duration_at_most(r.window, values::MAX_TIMEOUT),
             );
         } else if r.window < r.interval {
             let path = self.written(&["rollback.window", "rollback.interval"]);
@@ -391,7 +395,7 @@ impl Checker<'_> {
             }
         }
         if let Some(d) = r.max_p99_latency {
-            self.span("rollback.max_p99_latency", d, rules::MAX_CHECK_INTERVAL);
+            self.span("rollback.max_p99_latency", d, values::MAX_CHECK_INTERVAL);
         }
         self.positive(
             "rollback.consecutive_breaches",
@@ -399,21 +403,21 @@ impl Checker<'_> {
         );
         self.result(
             "rollback.grace",
-            rules::duration_at_most(r.grace, rules::MAX_TIMEOUT),
+            values::duration_at_most(r.grace, values::MAX_TIMEOUT),
         );
     }
 
     fn cutover(&mut self, cfg: &Config, _: &Environment) {
         let c = &cfg.cutover;
-        self.span("cutover.max_hold", c.max_hold, rules::MAX_HOLD);
+        self.span("cutover.max_hold", c.max_hold, values::MAX_HOLD);
         self.positive("cutover.max_held_requests", c.max_held_requests as u64);
         if let Some(gate) = &c.gate {
-            self.result("cutover.gate.url", rules::gate_url(&gate.url));
-            self.span("cutover.gate.timeout", gate.timeout, rules::MAX_HOLD);
+            self.result("cutover.gate.url", values::gate_url(&gate.url));
+            self.span("cutover.gate.timeout", gate.timeout, values::MAX_HOLD);
             self.span(
                 "cutover.gate.poll_interval",
                 gate.poll_interval,
-                rules::MAX_HOLD,
+                values::MAX_HOLD,
             );
         }
         for name in PoolName::ALL {
@@ -433,19 +437,19 @@ impl Checker<'_> {
 
     fn files(&mut self, cfg: &Config, _: &Environment) {
         if let Some(p) = &cfg.state_file {
-            self.result("state_file", rules::writable_location(p));
+            self.result("state_file", values::writable_location(p));
         }
         if let Some(p) = &cfg.audit_log {
             if cfg.state_file.as_ref() == Some(p) {
                 self.err("audit_log", "must not be the same file as state_file");
             } else {
-                self.result("audit_log", rules::writable_location(p));
+                self.result("audit_log", values::writable_location(p));
             }
         }
     }
 
     fn log(&mut self, cfg: &Config, _: &Environment) {
-        self.result("log.level", rules::log_level(&cfg.log.level));
+        self.result("log.level", values::log_level(&cfg.log.level));
     }
 
     fn limits(&mut self, cfg: &Config, _: &Environment) {
@@ -482,3 +486,6 @@ fn binds_clash(a: SocketAddr, b: SocketAddr) -> bool {
         && a.is_ipv4() == b.is_ipv4()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
+
+#[cfg(test)]
+mod tests;

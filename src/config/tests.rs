@@ -1,7 +1,7 @@
 //! Validation as an operator meets it: whole files in, `file:line:col`
-//! diagnostics out. Semantic rules, one by one, are in `tests/semantic.rs`.
-
-mod semantic;
+//! diagnostics out. The helpers here serve every test of that kind; the
+//! semantic rules, one by one, are tested in `semantic/tests.rs`, the YAML
+//! itself in `tree/tests.rs`.
 
 use super::validate::{parse_and_validate_in, Environment};
 use super::*;
@@ -9,33 +9,33 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Two valid pools, three lines: what most tests add their sections to.
-const POOLS: &str = "pools:\n  blue: {endpoints: [\"127.0.0.1:8001\"]}\n  green: {endpoints: [\"127.0.0.1:8011\"]}\n";
+pub(super) const POOLS: &str = "pools:\n  blue: {endpoints: [\"127.0.0.1:8001\"]}\n  green: {endpoints: [\"127.0.0.1:8011\"]}\n";
 
-fn errors_in(text: &str, env: &Environment) -> Vec<Diagnostic> {
+pub(super) fn errors_in(text: &str, env: &Environment) -> Vec<Diagnostic> {
     match parse_and_validate_in(text, "t.yaml", env) {
         Ok(_) => Vec::new(),
         Err(d) => d,
     }
 }
 
-fn errors(text: &str) -> Vec<Diagnostic> {
+pub(super) fn errors(text: &str) -> Vec<Diagnostic> {
     errors_in(text, &Environment::default())
 }
 
 #[track_caller]
-fn valid(text: &str) -> Config {
+pub(super) fn valid(text: &str) -> Config {
     match parse_and_validate_in(text, "t.yaml", &Environment::default()) {
         Ok(c) => c,
         Err(d) => panic!("expected valid, got:\n{}", render(&d)),
     }
 }
 
-fn render(d: &[Diagnostic]) -> String {
+pub(super) fn render(d: &[Diagnostic]) -> String {
     d.iter().map(|d| format!("{d}\n")).collect()
 }
 
 /// 1-based line and column of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -44,7 +44,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Where `needle` first starts in `text`.
 #[track_caller]
-fn at(text: &str, needle: &str) -> (usize, usize) {
+pub(super) fn at(text: &str, needle: &str) -> (usize, usize) {
     match text.find(needle) {
         Some(i) => line_col(text, i),
         None => panic!("{needle:?} not in the test text"),
@@ -53,7 +53,7 @@ fn at(text: &str, needle: &str) -> (usize, usize) {
 
 /// Where `needle` last starts in `text`.
 #[track_caller]
-fn at_last(text: &str, needle: &str) -> (usize, usize) {
+pub(super) fn at_last(text: &str, needle: &str) -> (usize, usize) {
     match text.rfind(needle) {
         Some(i) => line_col(text, i),
         None => panic!("{needle:?} not in the test text"),
@@ -62,7 +62,7 @@ fn at_last(text: &str, needle: &str) -> (usize, usize) {
 
 /// Just past the first `needle` (e.g. the value after `"interval: "`).
 #[track_caller]
-fn after(text: &str, needle: &str) -> (usize, usize) {
+pub(super) fn after(text: &str, needle: &str) -> (usize, usize) {
     match text.find(needle) {
         Some(i) => line_col(text, i + needle.len()),
         None => panic!("{needle:?} not in the test text"),
@@ -71,7 +71,7 @@ fn after(text: &str, needle: &str) -> (usize, usize) {
 
 /// The diagnostics contain one at `pos` whose message contains `msg`.
 #[track_caller]
-fn assert_has(diags: &[Diagnostic], pos: (usize, usize), msg: &str) {
+pub(super) fn assert_has(diags: &[Diagnostic], pos: (usize, usize), msg: &str) {
     let found = diags
         .iter()
         .any(|d| (d.line, d.column) == pos && d.message.contains(msg));
@@ -86,7 +86,7 @@ fn assert_has(diags: &[Diagnostic], pos: (usize, usize), msg: &str) {
 
 /// Exactly one diagnostic, at `pos`, containing `msg`.
 #[track_caller]
-fn assert_one(text: &str, pos: (usize, usize), msg: &str) {
+pub(super) fn assert_one(text: &str, pos: (usize, usize), msg: &str) {
     let d = errors(text);
     assert_eq!(d.len(), 1, "expected one error, got:\n{}", render(&d));
     assert_has(&d, pos, msg);
@@ -220,6 +220,68 @@ listeners:
         "missing required key `endpoints` in `pools.blue`",
     );
     assert_has(&d, (6, 5), "missing required key `bind` in `listeners[1]`");
+}
+
+#[test]
+fn mistakes_deep_in_mappings_and_lists_point_at_themselves() {
+    let text = format!(
+        "{POOLS}\
+traffic:
+  sticky:
+    cookie: b
+    max_agee: 1h
+rollout:
+  steps:
+    - 10
+    - ten
+    - 100
+listeners:
+  - bind: \"127.0.0.1:8080\"
+  - {{bind: nope, pool: purple}}
+  - [\"127.0.0.1:8082\"]
+"
+    );
+    let d = errors(&text);
+    assert_eq!(d.len(), 5, "{}", render(&d));
+    assert_has(
+        &d,
+        at(&text, "max_agee"),
+        "unknown key `max_agee` in `traffic.sticky` (did you mean `max_age`?)",
+    );
+    assert_has(
+        &d,
+        at(&text, "ten"),
+        "rollout.steps[1]: expected a number, found string \"ten\"",
+    );
+    assert_has(
+        &d,
+        at(&text, "nope"),
+        "listeners[1].bind: invalid socket address",
+    );
+    assert_has(
+        &d,
+        at(&text, "purple"),
+        "listeners[1].pool: unknown value `purple`",
+    );
+    assert_has(
+        &d,
+        at(&text, "[\"127.0.0.1:8082"),
+        "listeners[2]: expected a mapping of keys, found a list",
+    );
+    let text = "pools:\n  blue:\n    endpoints:\n      - \"127.0.0.1:1\"\n      - {a: 1}\n  green: {endpoints: [\"127.0.0.1:2\"]}\n";
+    assert_one(
+        text,
+        at(text, "{a: 1}"),
+        "pools.blue.endpoints[1]: expected a string, found a mapping",
+    );
+}
+
+#[test]
+fn every_missing_key_of_one_mapping_is_reported() {
+    let d = errors("pools: ~\n");
+    assert_eq!(d.len(), 2, "{}", render(&d));
+    assert_has(&d, (1, 1), "missing required key `blue` in `pools`");
+    assert_has(&d, (1, 1), "missing required key `green` in `pools`");
 }
 
 #[test]

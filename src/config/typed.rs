@@ -1,21 +1,22 @@
-//! Turning the positioned tree into the typed [`Config`], reporting every
-//! unknown key, missing key and wrong type, each at its line and column.
+//! Reading the [`Tree`] into the typed [`Config`], reporting every unknown
+//! key, missing key and wrong type, each at its line and column.
 //!
-//! The schema stays in one place, `schema.rs`: `node_de.rs` is a serde
-//! `Deserializer` over [`Node`]s, so serde's derived code decides what each
+//! The schema stays in one place, `schema.rs`: `de.rs` is a serde
+//! `Deserializer` over the tree, so serde's derived code decides what each
 //! key must hold, and the field lists serde hands to `deserialize_struct`
-//! tell us which keys are unknown. Serde stops at its first error, so the
-//! file is read again after each one, with the failing value set aside: a
+//! tell which keys are unknown. Serde stops at its first error, so the file
+//! is read again after each one, with the failing value set aside: a
 //! stand-in ([`hole::Hole`]) takes its place, or the place of a missing
 //! required key, so that reading goes on past it. This module does no
 //! semantic checks.
 
+mod de;
 mod hole;
-mod node_de;
 
-use super::position::{display_path, Document, Entry, Issue, Node, Pos};
 use super::schema::Config;
-use serde::de::{self, Expected, Unexpected};
+use super::tree::{Issue, Pos, Tree};
+use de::{At, De};
+use serde::de::{self as serde_de, Expected, Unexpected};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,24 +44,22 @@ enum Aside {
 /// Every error costs one pass; this bounds pathological files.
 const MAX_PASSES: usize = 500;
 
-pub(super) fn read(doc: &Document) -> Typed {
-    let root = doc.root.id;
+pub(super) fn read(tree: &Tree) -> Typed {
+    let root = tree.root.id;
     let mut aside: HashMap<usize, Aside> = HashMap::new();
     let mut missing: BTreeSet<(usize, &'static str)> = BTreeSet::new();
-    let mut issues: BTreeMap<(Pos, usize), String> = BTreeMap::new();
+    let mut issues = Vec::new();
     let mut unknown = BTreeMap::new();
+    let mut dirty = BTreeSet::new();
     let mut config = None;
     for _ in 0..MAX_PASSES {
         let ctx = Ctx {
-            doc,
             aside: &aside,
             missing: &missing,
-            unknown: RefCell::new(BTreeMap::new()),
+            unknown: RefCell::default(),
         };
-        let result = Config::deserialize(node_de::De {
-            node: &doc.root,
-            ctx: &ctx,
-        });
+        let result = Config::deserialize(De::new(&tree.root, &At::ROOT, &ctx))
+            .map_err(|e| e.found_in(&tree.root, &At::ROOT));
         unknown.append(&mut ctx.unknown.into_inner());
         let err = match result {
             Ok(c) => {
@@ -69,54 +68,44 @@ pub(super) fn read(doc: &Document) -> Typed {
             }
             Err(err) => err,
         };
-        let id = err.node.unwrap_or(root);
-        if err.hole {
+        let Some(place) = err.place.map(|p| *p) else {
+            break;
+        };
+        let section = match err.missing {
+            Some(field) if place.section.is_empty() => field.to_string(),
+            _ => place.section,
+        };
+        dirty.insert(section);
+        let go_on = if err.hole {
             // No stand-in fits there: leave the node out; its parent decides.
-            if id == root || aside.insert(id, Aside::Skip) == Some(Aside::Skip) {
-                break;
-            }
+            place.id != root && aside.insert(place.id, Aside::Skip) != Some(Aside::Skip)
         } else if let Some(field) = err.missing {
-            let set_aside = aside.keys().any(|&s| doc.is_entry_of(s, id, field));
-            if !set_aside {
-                let place = display_path(doc.path(id));
-                let msg = if place.is_empty() {
-                    format!("missing required key `{field}`")
-                } else {
-                    format!("missing required key `{field}` in `{place}`")
+            // A key written with a value left out is not missing: said already.
+            if !place.key_written {
+                let message = match place.path.as_str() {
+                    "" => format!("missing required key `{field}`"),
+                    path => format!("missing required key `{field}` in `{path}`"),
                 };
-                issues.insert((doc.anchor(id), id), msg);
+                issues.push(Issue::new(place.anchor, message));
             }
-            if !missing.insert((id, field)) {
-                break;
-            }
+            missing.insert((place.id, field))
         } else {
-            let place = display_path(doc.path(id));
-            let place = if place.is_empty() {
-                "top level"
-            } else {
-                &place
+            let path = match place.path.as_str() {
+                "" => "top level",
+                path => path,
             };
-            issues.insert((doc.node_pos(id), id), format!("{place}: {}", err.message));
-            if id == root || aside.insert(id, Aside::Placeholder).is_some() {
-                break;
-            }
+            issues.push(Issue::new(place.pos, format!("{path}: {}", err.message)));
+            place.id != root && aside.insert(place.id, Aside::Placeholder).is_none()
+        };
+        if !go_on {
+            break;
         }
     }
-    let section = |path: &str| path.split('.').next().unwrap_or("").to_string();
-    let mut dirty: BTreeSet<String> = aside.keys().map(|&id| section(doc.path(id))).collect();
-    dirty.extend(missing.iter().map(|&(id, field)| {
-        let owner = doc.path(id);
-        section(if owner.is_empty() { field } else { owner })
-    }));
     let mut all: Vec<Issue> = unknown
         .into_iter()
         .map(|(pos, message)| Issue { pos, message })
         .collect();
-    all.extend(
-        issues
-            .into_iter()
-            .map(|((pos, _), message)| Issue { pos, message }),
-    );
+    all.append(&mut issues);
     Typed {
         config,
         issues: all,
@@ -126,7 +115,6 @@ pub(super) fn read(doc: &Document) -> Typed {
 
 /// What one reading pass knows about the earlier ones.
 struct Ctx<'a> {
-    doc: &'a Document,
     aside: &'a HashMap<usize, Aside>,
     /// Required keys found missing: (mapping node, key), read as stand-ins.
     missing: &'a BTreeSet<(usize, &'static str)>,
@@ -135,52 +123,52 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn unknown_key(&self, entry: &Entry, parent: &Node, fields: &[&str]) {
-        let place = display_path(self.doc.path(parent.id));
-        let mut msg = if place.is_empty() {
-            format!("unknown key `{}`", entry.key)
-        } else {
-            format!("unknown key `{}` in `{place}`", entry.key)
+    fn unknown_key(&self, key: &str, key_pos: Pos, parent: &At<'_>, fields: &[&str]) {
+        let mut msg = match parent.path() {
+            place if place.is_empty() => format!("unknown key `{key}`"),
+            place => format!("unknown key `{key}` in `{place}`"),
         };
-        match suggest(&entry.key, fields) {
+        match suggest(key, fields) {
             Some(s) => msg.push_str(&format!(" (did you mean `{s}`?)")),
             None => msg.push_str(&format!("; known keys: {}", fields.join(", "))),
         }
-        self.unknown.borrow_mut().insert(entry.key_pos, msg);
+        self.unknown.borrow_mut().insert(key_pos, msg);
     }
 }
 
-/// A serde error that remembers which node it came from.
+/// A serde error that remembers the innermost node it came from.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub(super) struct DeError {
     message: String,
     missing: Option<&'static str>,
-    node: Option<usize>,
-    /// The error came from a stand-in owned by `node`, not from the file.
+    place: Option<Box<Place>>,
+    /// The error came from a stand-in owned by the node at `place`, not from the file.
     hole: bool,
 }
 
-impl DeError {
-    /// Attach the innermost node: the first one to see the error wins.
-    fn at(mut self, id: usize) -> Self {
-        self.node.get_or_insert(id);
-        self
-    }
-
-    fn hole_at(mut self, owner: usize) -> Self {
-        self.node = Some(owner);
-        self.hole = true;
-        self
-    }
+/// Where an error was found.
+#[derive(Debug)]
+struct Place {
+    id: usize,
+    /// Where the node's value starts.
+    pos: Pos,
+    /// Where to point at the node as a whole: its key when it has one.
+    anchor: Pos,
+    /// `listeners[1].bind`; empty for the top level.
+    path: String,
+    /// The top-level key it is under.
+    section: String,
+    /// For a missing key: it is written, but its value was left out.
+    key_written: bool,
 }
 
-impl de::Error for DeError {
+impl serde_de::Error for DeError {
     fn custom<T: Display>(msg: T) -> Self {
         DeError {
             message: msg.to_string(),
             missing: None,
-            node: None,
+            place: None,
             hole: false,
         }
     }
@@ -217,10 +205,8 @@ impl de::Error for DeError {
 
     fn missing_field(field: &'static str) -> Self {
         DeError {
-            message: format!("missing required key `{field}`"),
             missing: Some(field),
-            node: None,
-            hole: false,
+            ..Self::custom(format!("missing required key `{field}`"))
         }
     }
 }
@@ -236,7 +222,7 @@ pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
 /// A string that its type refused (a duration, a socket address), said with
 /// the reason the parser gives, once.
 fn explain_str_error(e: DeError, what: &str, value: &str) -> DeError {
-    if e.missing.is_some() || e.node.is_some() {
+    if e.missing.is_some() || e.place.is_some() {
         return e;
     }
     let message = if what == "a duration" {
@@ -253,7 +239,7 @@ fn explain_str_error(e: DeError, what: &str, value: &str) -> DeError {
         let what = what.trim_start_matches("a ").trim_start_matches("an ");
         format!("invalid {what} {value:?}: {}", e.message)
     };
-    de::Error::custom(message)
+    serde_de::Error::custom(message)
 }
 
 fn describe_expected(exp: &dyn Expected) -> String {
@@ -343,14 +329,34 @@ mod tests {
 
     #[test]
     fn plain_scalars_resolve_like_yaml_core_schema() {
-        use node_de::{resolve, Resolved};
-        assert!(matches!(resolve("8080"), Resolved::Unsigned(8080)));
-        assert!(matches!(resolve("-1"), Resolved::Signed(-1)));
-        assert!(matches!(resolve("0.5"), Resolved::Float(f) if f == 0.5));
-        assert!(matches!(resolve("0x10"), Resolved::Unsigned(16)));
-        assert!(matches!(resolve("true"), Resolved::Bool(true)));
-        assert!(matches!(resolve("007"), Resolved::Str));
-        assert!(matches!(resolve("2s"), Resolved::Str));
-        assert!(matches!(resolve("infinity"), Resolved::Str));
+        use de::resolve;
+        use serde::de::Unexpected::{Bool, Float, Signed, Str, Unit, Unsigned};
+        assert_eq!(resolve("8080"), Unsigned(8080));
+        assert_eq!(resolve("-1"), Signed(-1));
+        assert_eq!(resolve("0.5"), Float(0.5));
+        assert_eq!(resolve("0x10"), Unsigned(16));
+        assert_eq!(resolve("true"), Bool(true));
+        assert_eq!(resolve("~"), Unit);
+        assert_eq!(resolve("007"), Str("007"));
+        assert_eq!(resolve("2s"), Str("2s"));
+        assert_eq!(resolve("infinity"), Str("infinity"));
+    }
+
+    #[test]
+    fn a_value_no_stand_in_fits_is_left_out_and_the_rest_is_read() {
+        use crate::config::tests::{after, assert_has, at, errors, render, POOLS};
+        // No stand-in is an address range: the item is left out, and the
+        // other sections are still read and checked.
+        let text = format!(
+            "{POOLS}traffic: {{override_trusted: [nope, \"127.0.0.1/8\"]}}\nretries: {{attempts: 99}}\n"
+        );
+        let d = errors(&text);
+        assert_eq!(d.len(), 2, "{}", render(&d));
+        assert_has(
+            &d,
+            at(&text, "nope"),
+            "traffic.override_trusted[0]: \"nope\" is not an address",
+        );
+        assert_has(&d, after(&text, "attempts: "), "99 is more than 10");
     }
 }

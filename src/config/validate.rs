@@ -1,16 +1,15 @@
 //! Validation of a configuration file: every mistake, each with file, line
 //! and column, in one run.
 //!
-//! The stages, each in its own module: YAML syntax (yaml_serde; a syntax error
-//! stops everything), the positioned tree (`position.rs`), reading it into the
-//! typed [`Config`] with every unknown key and wrong type (`typed.rs`), then
-//! the semantic rules (`semantic.rs`, built on the single-value rules of
-//! `rules.rs`). This module only runs them in order and owns the public names.
+//! The stages, each in its own module: the YAML tree (`tree.rs`; a syntax
+//! error stops everything), reading it into the typed [`Config`] with every
+//! unknown key and wrong type (`typed.rs`), then the semantic rules
+//! (`semantic.rs`, built on the single-value rules of `values.rs`). This
+//! module only runs them in order and owns the public names.
 
-use super::position::{Document, Issue, Pos};
-use super::rules;
 use super::schema::Config;
-use super::{semantic, typed};
+use super::tree::{Issue, Tree};
+use super::{semantic, typed, values};
 
 /// One mistake in a configuration file. `line` and `column` are 1-based; 0
 /// when the mistake has no position (e.g. the file could not be read).
@@ -125,10 +124,7 @@ pub fn parse_and_validate_in(
             })
             .collect()
     };
-    if let Err(e) = serde_yaml::from_str::<serde::de::IgnoredAny>(text) {
-        return Err(diagnostics(vec![syntax_issue(text, &e)]));
-    }
-    let (doc, mut issues) = Document::parse(text).map_err(|i| diagnostics(vec![i]))?;
+    let (doc, mut issues) = Tree::parse(text).map_err(|i| diagnostics(vec![i]))?;
     let typed = typed::read(&doc);
     issues.extend(typed.issues);
     if let Some(cfg) = &typed.config {
@@ -144,30 +140,10 @@ pub fn parse_and_validate_in(
     }
 }
 
-/// A yaml_serde error as an issue, without the position repeated in the text.
-fn syntax_issue(text: &str, e: &serde_yaml::Error) -> Issue {
-    let mut message = e.to_string();
-    let pos = match e.location() {
-        Some(l) => {
-            let suffix = format!(" at line {} column {}", l.line(), l.column());
-            message = message.replacen(&suffix, "", 1);
-            super::position::within(
-                text,
-                Pos {
-                    line: l.line(),
-                    column: l.column(),
-                },
-            )
-        }
-        None => Pos::START,
-    };
-    Issue::new(pos, format!("YAML syntax error: {message}"))
-}
-
 /// Whether a blue/green split is valid: each weight in `0..=100` with at most
 /// two decimals, summing to 100. The message names the first problem.
 pub fn validate_weights(blue: f64, green: f64) -> Result<(), String> {
-    match rules::weight_problems(blue, green).into_iter().next() {
+    match values::weight_problems(blue, green).into_iter().next() {
         Some((_, msg)) => Err(msg),
         None => Ok(()),
     }
@@ -176,7 +152,7 @@ pub fn validate_weights(blue: f64, green: f64) -> Result<(), String> {
 /// Whether rollout steps are valid: not empty, each in `(0, 100]` with at
 /// most two decimals, strictly increasing, ending at 100.
 pub fn validate_steps(steps: &[f64]) -> Result<(), String> {
-    match rules::step_problems(steps).into_iter().next() {
+    match values::step_problems(steps).into_iter().next() {
         Some((_, msg)) => Err(msg),
         None => Ok(()),
     }

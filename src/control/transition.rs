@@ -210,7 +210,7 @@ pub fn rollout_start(
     }
     // The same bound as the config file's: a step past it could not even
     // be shown as a time.
-    crate::config::rules::duration_at_most(interval, crate::config::rules::MAX_STEP_INTERVAL)
+    crate::config::values::duration_at_most(interval, crate::config::values::MAX_STEP_INTERVAL)
         .map_err(|e| CommandError::Invalid(format!("step_interval: {e}")))?;
     target_ok?;
     check_unlocked(doc, to)?;

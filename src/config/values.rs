@@ -1,9 +1,11 @@
-//! Single-value rules, free of positions: is this a valid weight, step list,
-//! endpoint, header name, cookie name, gate URL, log level, readable file?
+//! What one value may be, free of positions: is this a valid weight, step
+//! list, endpoint, header name, cookie name, gate URL, log level, readable
+//! file, and how long may each kind of duration be?
 //!
-//! Each returns what is wrong in words an operator understands. The config
-//! validator attaches line and column; the admin API reuses the same rules
-//! for request bodies. Nothing here reads the YAML tree.
+//! Each answer says what is wrong in words an operator understands. The
+//! config validator attaches line and column; the admin API and the
+//! controller ask the same questions of request bodies and commands.
+//! Nothing here reads the YAML tree.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
