@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`config`]: the YAML schema, validation with line and column, loading.
-//! - [`routing`]: the immutable [`routing::RoutingTable`], pool and endpoint choice.
+//! - [`routing`]: the immutable [`routing::RoutingTable`] and the route decision ([`routing::decide()`]).
 //! - [`upstream`]: endpoints with their health atomics, pooled upstream connections.
 //! - [`proxy`]: listeners, the per-request handler, header rewriting, error responses.
 //! - [`control`]: the controller task, the only writer of deployment state.

@@ -1,5 +1,5 @@
 //! The per-request path: load the routing table once, check the request,
-//! ask [`crate::routing::decide`] where it goes, act on the decision (hold,
+//! ask [`crate::routing::decide()`] where it goes, act on the decision (hold,
 //! refuse, or prepare the upstream request) and hand it to
 //! [`exchange`](crate::proxy::exchange), which forwards it and streams the
 //! answer back.
@@ -59,7 +59,7 @@ pub struct Served {
 /// The future is kept small, because it is moved (copied) as it is built
 /// and handed to hyper: what can be decided before the first wait (the
 /// checks, the pool and endpoint, the upstream request) is done here,
-/// synchronously, and only [`exchange`] is a state machine. The rare paths
+/// synchronously, and only [`exchange`](crate::proxy::exchange) is a state machine. The rare paths
 /// (the access log, a write arriving during a hold) are boxed.
 pub fn handle<'a>(
     req: Request<Incoming>,

@@ -1,5 +1,5 @@
 //! Routing: the immutable [`RoutingTable`] every request loads once, the
-//! route decision for one request ([`decide`]: preview listener, override
+//! route decision for one request ([`decide()`]: preview listener, override
 //! header, sticky bucket, weighted pick, failover, write-hold admission, and
 //! the endpoint), the write hold of a cutover, and the drain of a pool that
 //! lost its traffic.
