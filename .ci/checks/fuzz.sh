@@ -26,6 +26,9 @@ cargo fuzz --version >/dev/null 2>&1 || { echo "FAIL: cargo fuzz is not availabl
 echo "$(cargo fuzz --version) on $(rustc --version)"
 
 export RUSTC_BOOTSTRAP=1
+# fuzz/ is a workspace of its own: seed its lock file from the project's, so
+# the targets are built with the dependency versions the tests use.
+cp Cargo.lock fuzz/Cargo.lock
 host=$(rustc -vV | sed -n 's/^host: //p')
 if ! (cd fuzz && cargo fuzz build --sanitizer none --target "$host"); then
   echo "FAIL: the fuzz targets do not build"
@@ -47,7 +50,7 @@ for t in "${targets[@]}"; do
   status=0
   "$bin/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$work/$t/found/" "$work/$t/new" "fuzz/corpus/$t" >"$work/$t.log" 2>&1 || status=$?
-  grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec)' "$work/$t.log" || true
+  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec)' "$work/$t.log" || true
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log")
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/$t.log")
   summary+=("$(printf '%-12s %10s runs %8s exec/s' "$t" "${runs:-?}" "${rate:-?}")")
