@@ -16,11 +16,11 @@ use crate::proxy::error::{error_response, ProxyError};
 use crate::proxy::exchange::{exchange, Prepared};
 use crate::proxy::headers::{self, ClientAddr};
 use crate::proxy::outcome;
-use crate::upstream::request_body::ClientBody;
 use crate::proxy::ListenerCtx;
 use crate::routing::draw::ThreadDraw;
 use crate::routing::hold::{HeldTicket, WriteToken};
 use crate::routing::{admit, decide, Access, Decision, Refusal, Route, RouteInput, RoutingTable};
+use crate::upstream::request_body::ClientBody;
 use futures_util::future::{ready, Either, Ready};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
@@ -199,13 +199,14 @@ fn refused(refusal: Refusal) -> Response<ProxyBody> {
     failed(&match refusal {
         Refusal::NoEndpoint { .. } => ProxyError::NoHealthyEndpoint,
         Refusal::HoldQueueFull => ProxyError::HoldQueueFull,
+        Refusal::Fenced => ProxyError::Fenced,
     })
 }
 
 /// The answer to a request that could not be served, logged by kind.
 pub(super) fn failed(e: &ProxyError) -> Response<ProxyBody> {
     match e {
-        ProxyError::NoHealthyEndpoint | ProxyError::HoldQueueFull => {
+        ProxyError::NoHealthyEndpoint | ProxyError::HoldQueueFull | ProxyError::Fenced => {
             tracing::debug!(error = %e, "request refused")
         }
         _ => tracing::warn!(error = %e, "request failed"),
