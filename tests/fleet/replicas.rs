@@ -72,13 +72,24 @@ async fn put_weights(
     green: f64,
     if_generation: Option<u64>,
 ) -> (u16, Option<String>, serde_json::Value) {
+    try_put_weights(c, r, green, if_generation)
+        .await
+        .expect("admin answers")
+}
+
+/// `PUT /weights`; Err when the admin API does not answer in time (a
+/// commit waiting on a frozen etcd).
+async fn try_put_weights(
+    c: &HttpClient,
+    r: &Replica,
+    green: f64,
+    if_generation: Option<u64>,
+) -> Result<(u16, Option<String>, serde_json::Value), String> {
     let mut body = json!({"blue": 100.0 - green, "green": green});
     if let Some(g) = if_generation {
         body["if_generation"] = json!(g);
     }
-    call(c, r.admin, Method::PUT, "/api/v1/weights", Some(body))
-        .await
-        .expect("admin answers")
+    call(c, r.admin, Method::PUT, "/api/v1/weights", Some(body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,14 +199,24 @@ async fn etcd_stopped_reads_flow_admin_and_writes_get_503_then_all_converge() {
     )
     .await;
     let a = &f.replicas[0];
-    let (s, _, _) = call(&c, a.proxy, Method::POST, "/x", None).await.unwrap();
-    assert_eq!(s, 200, "a write flows while in touch");
+    // Writes flow once each member holds its lease (fenced before).
+    for r in &f.replicas {
+        wait_for(
+            Duration::from_secs(10),
+            "writes flow while in touch",
+            || async {
+                let (s, _, _) = call(&c, r.proxy, Method::POST, "/x", None).await.ok()?;
+                (s == 200).then_some(())
+            },
+        )
+        .await;
+    }
 
     etcd.freeze(0);
     // Admin changes: 503 fleet_unavailable with Retry-After, on every member.
     for r in &f.replicas {
-        let (s, retry, body) = wait_for(Duration::from_secs(15), "admin 503", || async {
-            let r = put_weights(&c, r, 10.0, None).await;
+        let (s, retry, body) = wait_for(Duration::from_secs(20), "admin 503", || async {
+            let r = try_put_weights(&c, r, 10.0, None).await.ok()?;
             (r.0 == 503).then_some(r)
         })
         .await;
@@ -228,7 +249,7 @@ async fn etcd_stopped_reads_flow_admin_and_writes_get_503_then_all_converge() {
         .await;
     }
     let (s, _, body) = wait_for(Duration::from_secs(20), "an admin change", || async {
-        let r = put_weights(&c, a, 20.0, None).await;
+        let r = try_put_weights(&c, a, 20.0, None).await.ok()?;
         (r.0 == 200).then_some(r)
     })
     .await;
@@ -254,6 +275,11 @@ async fn a_replica_cut_off_through_a_compaction_resyncs_and_converges() {
     )
     .await;
     let (a, cut) = (&f.replicas[0], &f.replicas[2]);
+    wait_for(Duration::from_secs(10), "c's watch up", || async {
+        let s = cut.status(&c).await?;
+        (s["fleet"]["connected"] == true).then_some(())
+    })
+    .await;
 
     gate.cut();
     wait_for(Duration::from_secs(10), "c out of touch", || async {
@@ -278,16 +304,27 @@ async fn a_replica_cut_off_through_a_compaction_resyncs_and_converges() {
     assert_eq!(all, g);
     let s = cut.status(&c).await.unwrap();
     assert_eq!(s["weights"]["green"], json!(30.0));
-    let (_, _, _) = call(&c, cut.admin, Method::GET, "/metrics", None)
-        .await
-        .unwrap();
-    let metrics = metrics_text(&c, cut).await;
-    let resyncs: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("switchyard_fleet_resyncs_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(resyncs >= 1.0, "c counted its resync:\n{metrics}");
+    // The resync is told after the documents it brought.
+    let metrics = crate::support::eventually(Duration::from_secs(10), || async {
+        let m = metrics_text(&c, cut).await;
+        let resyncs: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("switchyard_fleet_resyncs_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (resyncs >= 1.0).then_some(m)
+    })
+    .await
+    .unwrap_or_else(|| panic!("c counted no resync; its log:\n{}", cut.log()));
+    assert!(
+        metrics.contains("switchyard_fleet_generation "),
+        "{metrics}"
+    );
+    wait_for(Duration::from_secs(10), "c connected again", || async {
+        let s = cut.status(&c).await?;
+        (s["fleet"]["connected"] == true).then_some(())
+    })
+    .await;
 }
 
 async fn metrics_text(c: &HttpClient, r: &Replica) -> String {
