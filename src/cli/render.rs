@@ -311,3 +311,43 @@ mod tests {
         );
     }
 }
+
+/// `ctl fleet`: this member, the leader and one line per member.
+pub fn render_fleet(f: &Value) -> String {
+    if f.is_null() {
+        return "not in fleet mode (no `fleet` section)\n".to_string();
+    }
+    let mut out = format!(
+        "member {}   connected {}   leader {}\n",
+        f["member_id"].as_str().unwrap_or("?"),
+        f["connected"].as_bool().unwrap_or(false),
+        f["leader"].as_str().unwrap_or("none"),
+    );
+    out.push_str(&format!(
+        "{:<24} {:<22} {:>6} {:<25} {:<9} {:>5} {:>5} {:>9} {:>7}\n",
+        "ID", "ADMIN", "GEN", "LAST SEEN", "CONNECTED", "BLUE", "GREEN", "RPS", "ERR%"
+    ));
+    for m in f["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        out.push_str(&format!(
+            "{:<24} {:<22} {:>6} {:<25} {:<9} {:>5} {:>5} {:>9.1} {:>7.2}\n",
+            m["id"].as_str().unwrap_or("?"),
+            m["admin"].as_str().unwrap_or("?"),
+            m["generation"].as_u64().unwrap_or(0),
+            m["last_seen"].as_str().unwrap_or("?"),
+            if m["connected"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            m["healthy"]["blue"].as_u64().unwrap_or(0),
+            m["healthy"]["green"].as_u64().unwrap_or(0),
+            m["rps"].as_f64().unwrap_or(0.0),
+            m["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+        ));
+    }
+    out
+}

@@ -156,6 +156,35 @@ async fn a_switch_through_one_replica_shows_on_all_three_within_a_second() {
         .cloned()
         .unwrap_or_else(|| panic!("no switch_completed on c: {ev}"));
     assert_eq!(switched["member"], "a", "{switched}");
+
+    // `ctl fleet` prints the members table (each member publishes its
+    // generation within a tick of applying it).
+    let ctl_fleet = || {
+        let out = std::process::Command::new(crate::support::replica::BIN)
+            .args(["ctl", "--admin"])
+            .arg(format!("http://{}", f.replicas[1].admin))
+            .arg("fleet")
+            .output()
+            .expect("run ctl fleet");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = wait_for(
+        Duration::from_secs(5),
+        "ctl fleet lists a, b, c",
+        || async {
+            let text = ctl_fleet();
+            ["a", "b", "c"]
+                .iter()
+                .all(|id| {
+                    text.lines()
+                        .any(|l| l.starts_with(&format!("{id} ")) && l.contains(&format!(" {g} ")))
+                })
+                .then_some(text)
+        },
+    )
+    .await;
+    assert!(text.starts_with("member b   connected true"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
