@@ -194,9 +194,13 @@ impl Controller {
 fn stamped(mut next: StateDoc, member: Option<&str>) -> StateDoc {
     if let Some(change) = next.last_change.as_mut() {
         let now = next.saved_at.clone();
-        for e in change.events.iter_mut().filter(|e| e.time.is_empty()) {
-            e.time = now.clone();
-            e.member = member.map(str::to_string);
+        for e in change.events.iter_mut() {
+            if e.time.is_empty() {
+                e.time = now.clone();
+            }
+            if e.member.is_none() {
+                e.member = member.map(str::to_string);
+            }
         }
     }
     next
