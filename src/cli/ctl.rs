@@ -52,6 +52,8 @@ pub enum CtlCmd {
     Status,
     /// A live view of status, refreshed every second (Ctrl-C ends it).
     Watch,
+    /// Fleet mode: this member, the leader and every member's figures.
+    Fleet,
     /// Set a manual split, e.g. `weights 90 10`.
     Weights {
         blue: f64,
@@ -371,6 +373,16 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
     let api = Api::new(&args.admin, args.token.as_deref())?;
     let (method, path, body) = match &args.cmd {
         CtlCmd::Status => (Method::GET, "/api/v1/status".to_string(), None),
+        CtlCmd::Fleet => {
+            let value = api.call(Method::GET, "/api/v1/status", None).await?;
+            let fleet = value.get("fleet").cloned().unwrap_or(Value::Null);
+            let text = if args.json {
+                pretty(&fleet)
+            } else {
+                crate::cli::render::render_fleet(&fleet)
+            };
+            return print(&text);
+        }
         CtlCmd::Watch => return watch(&api, args.json).await,
         CtlCmd::Weights { blue, green, force } => (
             Method::PUT,

@@ -222,6 +222,46 @@ pub fn render_change(v: &Value) -> String {
     out
 }
 
+/// `ctl fleet`: this member, the leader and one line per member.
+pub fn render_fleet(f: &Value) -> String {
+    if f.is_null() {
+        return "not in fleet mode (no `fleet` section)\n".to_string();
+    }
+    let mut out = format!(
+        "member {}   connected {}   leader {}\n",
+        f["member_id"].as_str().unwrap_or("?"),
+        f["connected"].as_bool().unwrap_or(false),
+        f["leader"].as_str().unwrap_or("none"),
+    );
+    out.push_str(&format!(
+        "{:<24} {:<22} {:>6} {:<25} {:<9} {:>5} {:>5} {:>9} {:>7}\n",
+        "ID", "ADMIN", "GEN", "LAST SEEN", "CONNECTED", "BLUE", "GREEN", "RPS", "ERR%"
+    ));
+    for m in f["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        out.push_str(&format!(
+            "{:<24} {:<22} {:>6} {:<25} {:<9} {:>5} {:>5} {:>9.1} {:>7.2}\n",
+            m["id"].as_str().unwrap_or("?"),
+            m["admin"].as_str().unwrap_or("?"),
+            m["generation"].as_u64().unwrap_or(0),
+            m["last_seen"].as_str().unwrap_or("?"),
+            if m["connected"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            m["healthy"]["blue"].as_u64().unwrap_or(0),
+            m["healthy"]["green"].as_u64().unwrap_or(0),
+            m["rps"].as_f64().unwrap_or(0.0),
+            m["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +349,26 @@ mod tests {
             out.contains(&format!("config   RESTART NEEDED: {note}")),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_fleet_table_has_a_line_per_member() {
+        let f = serde_json::json!({
+            "member_id": "a", "connected": true, "leader": "b",
+            "members": [{"id": "a", "admin": "127.0.0.1:9911", "generation": 7,
+                "last_seen": "2026-12-04T10:00:00Z", "connected": false,
+                "healthy": {"blue": 2, "green": 1}, "rps": 12.5, "error_rate": 0.25}]
+        });
+        let text = super::render_fleet(&f);
+        assert!(
+            text.starts_with("member a   connected true   leader b\n"),
+            "{text}"
+        );
+        let line = text.lines().nth(2).unwrap();
+        assert!(line.starts_with("a "), "{line}");
+        for part in [" 7 ", " no ", " 12.5 ", " 25.00"] {
+            assert!(line.contains(part), "{part} in {line}");
+        }
+        assert!(super::render_fleet(&serde_json::Value::Null).starts_with("not in fleet mode"));
     }
 }
