@@ -27,9 +27,10 @@ pub mod controller;
 pub mod cutover;
 pub mod document;
 pub mod events;
-pub mod judge;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+pub mod fleet_judge;
+pub mod judge;
 pub mod reload;
 pub mod rollback;
 pub mod rollout;

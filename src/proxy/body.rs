@@ -12,11 +12,11 @@
 //! it is neither. Both are recorded through [`crate::proxy::outcome`].
 
 use crate::proxy::outcome::{self, Outcome};
-use crate::upstream::request_body::BodyFate;
 use crate::routing::hold::WriteToken;
 use crate::routing::PoolRuntime;
 use crate::telemetry::metrics::InflightGauge;
 use crate::telemetry::metrics::UpstreamErrorKind;
+use crate::upstream::request_body::BodyFate;
 use crate::upstream::{Endpoint, UpstreamBody, UpstreamConn, UpstreamError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

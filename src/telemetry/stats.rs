@@ -358,7 +358,12 @@ impl Counts {
         let latency = self
             .latency
             .iter()
-            .map(|(&i, &n)| (i, n.saturating_sub(earlier.latency.get(&i).copied().unwrap_or(0))))
+            .map(|(&i, &n)| {
+                (
+                    i,
+                    n.saturating_sub(earlier.latency.get(&i).copied().unwrap_or(0)),
+                )
+            })
             .filter(|&(_, n)| n > 0)
             .collect();
         Counts {
