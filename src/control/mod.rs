@@ -20,6 +20,7 @@
 //! - [`events`]: the audit log; [`view`]: what status shows.
 
 pub mod apply;
+pub mod barrier;
 pub mod build;
 pub mod commands;
 pub mod config_watch;
