@@ -38,6 +38,9 @@ pub enum StartError {
     Controller(#[from] CommandError),
     #[error(transparent)]
     Health(#[from] HealthConfigError),
+    #[cfg(feature = "fleet")]
+    #[error("fleet: {0}")]
+    Fleet(#[from] crate::control::fleet::FleetError),
     #[error("TLS listener {addr}: {source}")]
     Tls {
         addr: SocketAddr,
@@ -106,9 +109,38 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
     }
     let admin_listener = bind(admin_bind).await?;
 
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: admin_bind,
+            source,
+        })?;
+
     let checks = CheckSettings::from_config(&cfg.health_check)?;
+    #[cfg(feature = "fleet")]
+    let fleet = match &cfg.fleet {
+        Some(_) => Some(crate::control::membership::connect(&cfg, admin_addr, &metrics).await?),
+        None => None,
+    };
+    #[cfg(feature = "fleet")]
+    let (mut controller, handle, shared) = match &fleet {
+        Some(link) => {
+            let store =
+                crate::control::store::etcd::EtcdStore::new(link.clone(), cfg.state_file.clone());
+            Controller::with_store(cfg, config_path.clone(), runtimes, metrics, Box::new(store))
+                .await?
+        }
+        None => Controller::new(cfg, config_path.clone(), runtimes, metrics).await?,
+    };
+    #[cfg(not(feature = "fleet"))]
     let (mut controller, handle, shared) =
         Controller::new(cfg, config_path.clone(), runtimes, metrics).await?;
+    #[cfg(feature = "fleet")]
+    let fence = fleet.as_ref().map(|_| {
+        let fence = Arc::new(crate::routing::WriteFence::default());
+        controller.set_write_fence(fence.clone());
+        fence
+    });
     let mut health = HealthChecks::new(
         checks.clone(),
         Arc::new(handle.clone()),
@@ -179,12 +211,16 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         ));
     }
 
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: admin_bind,
-            source,
-        })?;
+    #[cfg(feature = "fleet")]
+    if let (Some(link), Some(fence)) = (fleet, fence) {
+        crate::control::membership::spawn(
+            link,
+            shared.clone(),
+            fence,
+            admin_addr,
+            stop_admin.clone(),
+        )?;
+    }
     let router = admin::router(AdminState {
         shared: shared.clone(),
         controller: handle.clone(),

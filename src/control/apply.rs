@@ -47,7 +47,7 @@ impl Controller {
     /// Commit `next` (computed from the document in force) and apply it.
     /// On a conflict the stored document is applied and the change refused.
     pub(crate) async fn commit(&mut self, next: StateDoc) -> Result<Applied, CommandError> {
-        let next = stamped(next);
+        let next = stamped(next, self.store.member_id());
         let expected = self.doc.generation;
         match self.store.commit(&next, expected).await {
             Ok(committed) => Ok(self.apply(committed)),
@@ -191,11 +191,12 @@ impl Controller {
 
 /// The decision time on the change's events, so every receiver logs the
 /// same time.
-fn stamped(mut next: StateDoc) -> StateDoc {
+fn stamped(mut next: StateDoc, member: Option<&str>) -> StateDoc {
     if let Some(change) = next.last_change.as_mut() {
         let now = next.saved_at.clone();
         for e in change.events.iter_mut().filter(|e| e.time.is_empty()) {
             e.time = now.clone();
+            e.member = member.map(str::to_string);
         }
     }
     next

@@ -107,7 +107,10 @@ pub fn build_table(
         weights,
         live,
         pools,
-        settings: Arc::new(Settings::from_config(cfg)),
+        settings: Arc::new(Settings {
+            fence: prev.and_then(|t| t.settings.fence.clone()),
+            ..Settings::from_config(cfg)
+        }),
         hold: None,
     })
 }

@@ -53,6 +53,9 @@ pub struct Shared {
     /// an edit that `POST /reload` already applied is not reloaded again,
     /// and a file that comes back after a failed read is.
     pub config_read: ArcSwapOption<Vec<u8>>,
+    /// Fleet mode: the fleet as this member sees it, kept by the
+    /// membership task; None for a single proxy.
+    pub fleet: ArcSwapOption<crate::control::view::FleetView>,
     shutting_down: AtomicBool,
 }
 
@@ -230,6 +233,7 @@ impl Controller {
             events,
             writes: Arc::new(WritesInFlight::default()),
             config_read: ArcSwapOption::empty(),
+            fleet: ArcSwapOption::empty(),
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(256);
@@ -281,6 +285,22 @@ impl Controller {
     /// table; the controller keeps them in step with later tables.
     pub fn set_health_checks(&mut self, health: HealthChecks) {
         self.health = Some(health);
+    }
+
+    /// Fleet mode: unsafe requests are refused while `fence` is up; the
+    /// table carries it from now on (reloads keep it).
+    pub fn set_write_fence(&mut self, fence: Arc<crate::routing::WriteFence>) {
+        let prev = self.shared.table.load_full();
+        let mut settings = (*prev.settings).clone();
+        settings.fence = Some(fence);
+        self.shared.table.store(Arc::new(RoutingTable {
+            generation: prev.generation,
+            weights: prev.weights,
+            live: prev.live,
+            pools: prev.pools.clone(),
+            settings: Arc::new(settings),
+            hold: prev.hold.clone(),
+        }));
     }
 
     /// Hand over the admin API's token, which reloads keep current.
@@ -338,7 +358,9 @@ impl Controller {
     /// The next rollout step or end of bake, as a tokio instant; none
     /// while a hold is in flight (timers wait for it).
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
-        if self.doc.switching() {
+        // Out of touch (fleet mode), no automatic decision: the tick wakes
+        // the loop, which looks again.
+        if self.doc.switching() || !self.store.in_touch() {
             return None;
         }
         let at = [
@@ -359,6 +381,9 @@ impl Controller {
 
     /// Rollout steps and the end of a bake.
     async fn on_timer(&mut self) {
+        if !self.store.in_touch() {
+            return; // no automatic decision out of touch; the timer fires again
+        }
         let cfg = self.shared.config.load_full();
         let now = crate::clock::unix_ms();
         if let Some(next) = crate::control::transition::timers(&self.doc, &cfg, now) {

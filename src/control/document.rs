@@ -143,6 +143,11 @@ pub struct StateDoc {
     pub changed_at_unix_ms: u64,
     #[serde(default)]
     pub last_change: Option<Change>,
+    /// The commit that wrote it (fleet mode: unique per commit, so a
+    /// committer that lost track of its commit recognises it); empty for a
+    /// single proxy.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub op_id: String,
     /// When the document was committed (RFC 3339).
     pub saved_at: String,
 }
@@ -167,6 +172,7 @@ impl StateDoc {
             hold: None,
             changed_at_unix_ms: now_unix_ms,
             last_change: None,
+            op_id: String::new(),
             saved_at: crate::clock::rfc3339(now_unix_ms),
         }
     }

@@ -89,6 +89,9 @@ pub struct Event {
     pub weights: Option<Weights>,
     pub reason: Option<String>,
     pub stats: Option<serde_json::Value>,
+    /// The member that made the decision (fleet mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -108,6 +111,7 @@ impl Event {
             weights: None,
             reason: None,
             stats: None,
+            member: None,
         }
     }
 

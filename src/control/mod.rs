@@ -18,6 +18,8 @@
 //! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`events`]: the audit log; [`view`]: what status shows.
+//! - `fleet` (feature `fleet`): the etcd layer; `store::etcd`: the fleet's
+//!   store; `membership`: joining, the member value, the write fence.
 
 pub mod apply;
 pub mod barrier;
@@ -32,6 +34,8 @@ pub mod events;
 pub mod fleet;
 pub mod fleet_judge;
 pub mod judge;
+#[cfg(feature = "fleet")]
+pub mod membership;
 pub mod reload;
 pub mod rollback;
 pub mod rollout;

@@ -81,7 +81,7 @@ impl Controller {
     /// One automatic-rollback evaluation over the window since the last change.
     pub(crate) async fn evaluate(&mut self) {
         let cfg = self.shared.config.load_full();
-        if !cfg.rollback.enabled || !self.doc.armed() {
+        if !cfg.rollback.enabled || !self.doc.armed() || !self.store.in_touch() {
             return;
         }
         let now = crate::clock::now_ms();

@@ -150,3 +150,38 @@ impl Controller {
         self.publish_view();
     }
 }
+
+/// `status.fleet` (SPEC.md section 9): this member and the fleet as it
+/// sees it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct FleetView {
+    pub member_id: String,
+    pub connected: bool,
+    /// The member that leads, if any.
+    pub leader: Option<String>,
+    pub members: Vec<MemberView>,
+}
+
+/// One member, as it last published itself.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct MemberView {
+    pub id: String,
+    pub admin: String,
+    #[serde(default)]
+    pub version: String,
+    pub generation: u64,
+    /// When the member last published itself (RFC 3339).
+    pub last_seen: String,
+    pub connected: bool,
+    #[serde(default)]
+    pub fenced: bool,
+    pub healthy: HealthyView,
+    pub rps: f64,
+    pub error_rate: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct HealthyView {
+    pub blue: usize,
+    pub green: usize,
+}

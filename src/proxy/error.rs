@@ -18,6 +18,8 @@ pub enum ProxyError {
     NoHealthyEndpoint,
     #[error("the write-hold queue is full")]
     HoldQueueFull,
+    #[error("out of touch with the fleet: writes are fenced")]
+    Fenced,
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error("upstream did not answer within {0:?}")]
@@ -98,6 +100,11 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
         ProxyError::HoldQueueFull => (
             StatusCode::SERVICE_UNAVAILABLE,
             "503 service unavailable: switch in progress, retry shortly\n",
+            true,
+        ),
+        ProxyError::Fenced => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 service unavailable: out of touch with the fleet, writes refused\n",
             true,
         ),
         ProxyError::Connect(_) | ProxyError::UpstreamReset(_) | ProxyError::UpstreamProtocol(_) => {
@@ -187,6 +194,7 @@ mod tests {
         let cases = [
             (ProxyError::NoHealthyEndpoint, 503, false),
             (ProxyError::HoldQueueFull, 503, true),
+            (ProxyError::Fenced, 503, true),
             (connect, 502, false),
             (
                 ProxyError::Connect(ConnectError::Tls {

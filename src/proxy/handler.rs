@@ -199,13 +199,14 @@ fn refused(refusal: Refusal) -> Response<ProxyBody> {
     failed(&match refusal {
         Refusal::NoEndpoint { .. } => ProxyError::NoHealthyEndpoint,
         Refusal::HoldQueueFull => ProxyError::HoldQueueFull,
+        Refusal::Fenced => ProxyError::Fenced,
     })
 }
 
 /// The answer to a request that could not be served, logged by kind.
 pub(super) fn failed(e: &ProxyError) -> Response<ProxyBody> {
     match e {
-        ProxyError::NoHealthyEndpoint | ProxyError::HoldQueueFull => {
+        ProxyError::NoHealthyEndpoint | ProxyError::HoldQueueFull | ProxyError::Fenced => {
             tracing::debug!(error = %e, "request refused")
         }
         _ => tracing::warn!(error = %e, "request failed"),

@@ -107,6 +107,8 @@ pub enum Refusal {
     NoEndpoint { meant: PoolName, failed_over: bool },
     /// A write met a hold whose queue is full.
     HoldQueueFull,
+    /// A write on a fleet member out of touch past `write_fence`.
+    Fenced,
 }
 
 /// Decide where `req` goes under `table`; see the module doc for the rules.
@@ -116,6 +118,11 @@ pub enum Refusal {
 #[inline(always)]
 pub fn decide(table: &RoutingTable, req: &RouteInput<'_>, draw: &mut impl Draw) -> Decision {
     if req.access == Access::Write {
+        if let Some(fence) = &table.settings.fence {
+            if fence.is_up() {
+                return Decision::Refuse(Refusal::Fenced);
+            }
+        }
         if let Some(hold) = &table.hold {
             return match hold.enter() {
                 Some(ticket) => Decision::Hold(ticket),

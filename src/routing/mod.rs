@@ -18,7 +18,7 @@ pub mod weights;
 
 pub use decide::{admit, decide, Access, Decision, Refusal, Route, RouteInput};
 pub use hold::{Hold, WritesInFlight};
-pub use table::{Pool, PoolRuntime, RoutingTable, Settings};
+pub use table::{Pool, PoolRuntime, RoutingTable, Settings, WriteFence};
 pub use weights::Weights;
 
 /// Health checks reach an endpoint with its pool's connector in the table

@@ -206,6 +206,27 @@ pub struct Settings {
     pub outlier: Outlier,
     /// `log.access_log`: one line per request (target `switchyard::access`).
     pub access_log: bool,
+    /// Fleet mode: set while this member is out of touch past
+    /// `write_fence`; unsafe requests are refused. None for a single proxy.
+    pub fence: Option<Arc<WriteFence>>,
+}
+
+/// Whether unsafe requests are refused (fleet mode, SPEC.md section 9):
+/// written by the fleet's contact ticker, read with one relaxed load per
+/// write request.
+#[derive(Debug, Default)]
+pub struct WriteFence(std::sync::atomic::AtomicBool);
+
+impl WriteFence {
+    #[inline]
+    pub fn is_up(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Raise (true) or lower the fence; whether it changed.
+    pub fn set(&self, up: bool) -> bool {
+        self.0.swap(up, std::sync::atomic::Ordering::Relaxed) != up
+    }
 }
 
 impl Settings {
@@ -237,6 +258,7 @@ impl Settings {
                 max_ejection_percent: cfg.outlier_detection.max_ejection_percent,
             },
             access_log: cfg.log.access_log,
+            fence: None,
         }
     }
 }

@@ -417,6 +417,72 @@ impl Metrics {
     }
 }
 
+/// Fleet mode's series (SPEC.md section 9), registered only in fleet mode
+/// ([`Metrics::register_fleet`]): a single proxy shows none of them.
+#[derive(Clone)]
+pub struct FleetMetrics {
+    pub connected: IntGauge,
+    /// 1 while this member leads (set by the election).
+    pub leader: IntGauge,
+    pub members: IntGauge,
+    pub generation: IntGauge,
+    pub sync_age_seconds: Gauge,
+    pub write_fenced: IntGauge,
+    pub resyncs: IntCounterVec,
+}
+
+impl Metrics {
+    /// Register fleet mode's series; `resync_reasons` get their series at 0.
+    /// Call once.
+    pub fn register_fleet(&self, resync_reasons: &[&str]) -> FleetMetrics {
+        let r = &self.registry;
+        let gauge = |name: &str, help: &str| register(r, IntGauge::with_opts(opts(name, help)));
+        let m = FleetMetrics {
+            connected: gauge(
+                "switchyard_fleet_connected",
+                "1 while this member is in touch with the fleet's etcd (its watch is up).",
+            ),
+            leader: gauge(
+                "switchyard_fleet_leader",
+                "1 while this member is the fleet's leader.",
+            ),
+            members: gauge(
+                "switchyard_fleet_members",
+                "Members of the fleet this member sees registered.",
+            ),
+            generation: gauge(
+                "switchyard_fleet_generation",
+                "The generation of the fleet's state document this member last saw.",
+            ),
+            sync_age_seconds: register(
+                r,
+                Gauge::with_opts(opts(
+                    "switchyard_fleet_sync_age_seconds",
+                    "Seconds since etcd last answered this member.",
+                )),
+            ),
+            write_fenced: gauge(
+                "switchyard_fleet_write_fenced",
+                "1 while this member answers unsafe methods 503 (write_fence passed without contact).",
+            ),
+            resyncs: register(
+                r,
+                IntCounterVec::new(
+                    opts(
+                        "switchyard_fleet_resyncs_total",
+                        "Times this member's watch had to get in step with etcd again, by reason.",
+                    ),
+                    &["reason"],
+                ),
+            ),
+        };
+        for reason in resync_reasons {
+            m.resyncs.with_label_values(&[reason]);
+        }
+        m
+    }
+}
+
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
 }

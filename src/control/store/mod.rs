@@ -11,6 +11,8 @@
 //! an event. [`file::FileStore`] is the single proxy's store (the state
 //! file, or memory when there is none).
 
+#[cfg(feature = "fleet")]
+pub mod etcd;
 pub mod file;
 
 use crate::control::document::StateDoc;
@@ -82,4 +84,17 @@ pub trait StateStore: Send {
     /// Documents committed by others, taken once by the controller; `None`
     /// for a store nobody else writes.
     fn events(&mut self) -> Option<mpsc::Receiver<StoreEvent>>;
+
+    /// The member this process is in a shared store (fleet mode): events
+    /// it decides carry it. None for a single proxy.
+    fn member_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether the store is in touch (fleet mode: etcd answers). Out of
+    /// touch, no automatic decision is made (rollback, rollout steps, end
+    /// of bake): timers and the judge consult this.
+    fn in_touch(&self) -> bool {
+        true
+    }
 }
