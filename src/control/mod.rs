@@ -35,6 +35,8 @@ pub mod fleet;
 pub mod fleet_judge;
 pub mod judge;
 #[cfg(feature = "fleet")]
+pub mod leader;
+#[cfg(feature = "fleet")]
 pub mod membership;
 pub mod reload;
 pub mod rollback;
