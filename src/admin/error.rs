@@ -97,6 +97,14 @@ impl IntoResponse for ApiError {
         if let Some(report) = self.report {
             body["error"]["report"] = report;
         }
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.code == "fleet_unavailable" {
+            // Out of touch with the fleet's etcd: try again shortly.
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }

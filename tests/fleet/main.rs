@@ -8,9 +8,13 @@
 //! - `members`: lease expiry, election and the leader guard.
 //! - `cluster`: three etcd members, the etcd leader killed mid-commit.
 //! - `secure`: mutual TLS and user authentication to etcd.
+//! - `replicas`: three `switchyard` processes sharing one state through
+//!   etcd: a switch seen everywhere, `if_generation` across members, etcd
+//!   stopped, a compaction while a replica is cut off, propagation time.
 
 mod cluster;
 mod members;
+mod replicas;
 mod secure;
 mod state;
 mod support;

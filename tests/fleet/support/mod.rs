@@ -5,6 +5,10 @@
 
 pub mod etcd;
 pub mod gate;
+pub mod replica;
+#[allow(dead_code)]
+#[path = "../../e2e/support/upstream.rs"]
+pub mod upstream;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,170 @@
+//! Replicas: the real `switchyard` binary (built with the fleet feature)
+//! as child processes, each with a generated config naming the shared test
+//! upstreams and one etcd prefix; killed on Drop. Plus the small HTTP
+//! client the replica tests use on the admin API and the proxy.
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// One request; the status, the `Retry-After` header and the body as JSON
+/// (Null when it is not JSON).
+pub async fn call(
+    c: &HttpClient,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, Option<String>, serde_json::Value), String> {
+    let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), c.request(req))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Ok((status, retry, json))
+}
+
+/// The fleet section's settings of a replica.
+pub struct FleetOpts {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub write_fence: &'static str,
+    pub member_ttl: &'static str,
+}
+
+pub struct Replica {
+    pub id: String,
+    pub child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Replica {
+    /// Start replica `id` in `dir` (its config, state file and log), on
+    /// the upstreams `blue` and `green`; waits until its admin API answers.
+    pub async fn start(
+        dir: &Path,
+        id: &str,
+        blue: SocketAddr,
+        green: SocketAddr,
+        fleet: &FleetOpts,
+    ) -> Replica {
+        let dir = dir.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let proxy = free_addr();
+        let admin = free_addr();
+        let endpoints = fleet
+            .endpoints
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let yaml = format!(
+            "listeners:\n  - bind: \"{proxy}\"\nadmin:\n  bind: \"{admin}\"\npools:\n  blue:\n    endpoints: [\"{blue}\"]\n  green:\n    endpoints: [\"{green}\"]\nhealth_check:\n  interval: 200ms\n  timeout: 100ms\n  healthy_threshold: 1\nstate_file: \"{state}\"\nrollout:\n  bake_time: 0s\nfleet:\n  etcd:\n    endpoints: [{endpoints}]\n    prefix: \"{prefix}\"\n  member_id: \"{id}\"\n  member_ttl: {ttl}\n  write_fence: {fence}\n",
+            state = dir.join("state.json").display(),
+            prefix = fleet.prefix,
+            ttl = fleet.member_ttl,
+            fence = fleet.write_fence,
+        );
+        let config = dir.join("switchyard.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(dir.join("run.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn switchyard");
+        let r = Replica {
+            id: id.to_string(),
+            child,
+            proxy,
+            admin,
+            dir,
+        };
+        let c = client();
+        let admin = r.admin;
+        let ready = super::eventually(Duration::from_secs(20), || {
+            let c = c.clone();
+            async move {
+                let (s, _, _) = call(&c, admin, Method::GET, "/healthz", None).await.ok()?;
+                (s == 200).then_some(())
+            }
+        })
+        .await;
+        assert!(ready.is_some(), "replica {id} did not start: {}", r.log());
+        r
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
+    }
+
+    /// `GET /api/v1/status`.
+    pub async fn status(&self, c: &HttpClient) -> Option<serde_json::Value> {
+        let (s, _, v) = call(c, self.admin, Method::GET, "/api/v1/status", None)
+            .await
+            .ok()?;
+        (s == 200).then_some(v)
+    }
+
+    pub async fn generation(&self, c: &HttpClient) -> Option<u64> {
+        self.status(c).await?["generation"].as_u64()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _cont = Command::new("kill")
+                .arg("-CONT")
+                .arg(self.child.id().to_string())
+                .status();
+            let _killed = self.child.kill();
+            let _reaped = self.child.wait();
+        }
+    }
+}
