@@ -16,7 +16,7 @@ use crate::control::controller::Shared;
 use crate::control::document::StateDoc;
 use crate::control::events::Actor;
 use crate::control::fleet::{LeaderKey, Member};
-use crate::control::fleet_judge::{Publisher, StatsReport};
+use crate::control::fleet_judge::Publisher;
 use crate::control::store::etcd::FleetLink;
 use tokio::time::Instant;
 
@@ -41,6 +41,8 @@ pub struct MemberDuties {
     campaigned: bool,
     publisher: Option<Publisher>,
     last_published: Option<Instant>,
+    /// The stats clock at the previous tick.
+    last_tick_ms: Option<u64>,
 }
 
 impl MemberDuties {
@@ -61,33 +63,32 @@ impl MemberDuties {
                 Err(e) => tracing::debug!(error = %e, "campaign not placed yet"),
             }
         }
+        // Follow the generation on every tick, not only when publishing:
+        // counting restarts from the previous tick, so at most one tick of
+        // traffic from before the change is counted, and none after it lost.
+        let generation = shared.table.load().generation;
+        let now_ms = crate::clock::now_ms();
+        let bucket = shared.runtimes[PoolName::Blue.index()].stats.bucket();
+        let bucket = u64::try_from(bucket.as_millis()).unwrap_or(1).max(1);
+        // Aligned down: the bucket the change fell in counts whole.
+        let from_ms = self.last_tick_ms.replace(now_ms).unwrap_or(now_ms) / bucket * bucket;
+        let now_unix = crate::clock::unix_ms();
+        let publisher = self
+            .publisher
+            .get_or_insert_with(|| Publisher::new(generation, now_unix, from_ms));
+        if publisher.generation() != generation {
+            publisher.restart(generation, now_unix, from_ms);
+        }
         let every = shared.config.load().rollback.interval;
         if self.last_published.is_some_and(|at| at.elapsed() < every) {
             return;
         }
-        let Some(report) = self.report(shared) else {
-            return;
-        };
+        let blue = &shared.runtimes[PoolName::Blue.index()].stats;
+        let green = &shared.runtimes[PoolName::Green.index()].stats;
+        let report = publisher.tick(blue, green, now_ms, now_unix).clone();
         match member.publish_stats(report.encode()).await {
             Ok(()) => self.last_published = Some(Instant::now()),
             Err(e) => tracing::debug!(error = %e, "stats not published"),
         }
-    }
-
-    /// The cumulative report for the table's generation, restarted when it
-    /// changes.
-    fn report(&mut self, shared: &Shared) -> Option<StatsReport> {
-        let generation = shared.table.load().generation;
-        let now_ms = crate::clock::now_ms();
-        let now_unix = crate::clock::unix_ms();
-        let publisher = self
-            .publisher
-            .get_or_insert_with(|| Publisher::new(generation, now_unix, now_ms));
-        if publisher.generation() != generation {
-            publisher.restart(generation, now_unix, now_ms);
-        }
-        let blue = &shared.runtimes[PoolName::Blue.index()].stats;
-        let green = &shared.runtimes[PoolName::Green.index()].stats;
-        Some(publisher.tick(blue, green, now_ms, now_unix).clone())
     }
 }

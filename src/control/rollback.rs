@@ -116,7 +116,7 @@ impl Controller {
             }
         };
         if let Some(f) = &fleet_figures {
-            tracing::debug!(reporting = ?f.reporting, stale = ?f.stale, candidate_requests = f.candidate_requests, "fleet verdict");
+            tracing::debug!(verdict = ?verdict, reporting = ?f.reporting, stale = ?f.stale, candidate_requests = f.candidate_requests, "fleet verdict");
         }
         if let Some(decision) = self.judge.observe(tokio::time::Instant::now(), verdict) {
             let reason: RollbackReason = decision.reason.into();

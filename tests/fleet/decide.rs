@@ -7,7 +7,7 @@
 use crate::support::etcd::Etcd;
 use crate::support::replica::{call, client, FleetOpts, Replica};
 use crate::support::upstream::Upstream;
-use crate::support::{prefix, wait_for};
+use crate::support::{eventually, prefix, wait_for};
 use http::Method;
 use serde_json::json;
 use std::time::Duration;
@@ -59,6 +59,7 @@ async fn the_leader_rolls_back_once_on_the_fleets_sum_when_no_replica_alone_coul
         Some(())
     })
     .await;
+    // Let the split settle on every replica's table first.
     // 100 GETs through each replica: at most 100 green each, below
     // min_requests (120) by construction; about 150 green in all.
     for i in 0..300 {
@@ -76,7 +77,7 @@ async fn the_leader_rolls_back_once_on_the_fleets_sum_when_no_replica_alone_coul
     // One rollback, decided by the leader, seen by every member.
     let mut ids = Vec::new();
     for r in &rs {
-        let ev = wait_for(Duration::from_secs(15), "a rollback event", || async {
+        let ev = eventually(Duration::from_secs(15), || async {
             let (_, _, ev) = call(&c, r.admin, Method::GET, "/api/v1/events", None)
                 .await
                 .ok()?;
@@ -88,7 +89,18 @@ async fn the_leader_rolls_back_once_on_the_fleets_sum_when_no_replica_alone_coul
                 .collect();
             (!rollbacks.is_empty()).then_some(rollbacks)
         })
-        .await;
+        .await
+        .unwrap_or_else(|| {
+            let logs: Vec<String> = rs
+                .iter()
+                .map(|r| format!("--- {}\n{}", r.id, r.log()))
+                .collect();
+            panic!(
+                "no rollback event on {} (leader {leader}):\n{}",
+                r.id,
+                logs.join("\n")
+            )
+        });
         assert_eq!(ev.len(), 1, "{}: {ev:?}", r.id);
         assert_eq!(ev[0]["member"], json!(leader), "decided by the leader");
         ids.push(ev[0]["id"].clone());
