@@ -13,8 +13,8 @@
 
 use crate::config::PoolName;
 use crate::control::controller::Shared;
-use crate::control::document::StateDoc;
-use crate::control::events::Actor;
+use crate::control::document::{HoldKind, StateDoc};
+use crate::control::events::{Actor, EventKind};
 use crate::control::fleet::{LeaderKey, Member};
 use crate::control::fleet_judge::Publisher;
 use crate::control::store::etcd::FleetLink;
@@ -27,10 +27,26 @@ pub fn leading(link: &FleetLink) -> Option<LeaderKey> {
 
 /// Whether committing `doc` needs leadership: a change an automatic
 /// decision made (a rollout step, the end of a bake, an automatic rollback).
+/// Health events (`endpoint_up`, ...) are automatic too but every member
+/// records its own: they are not decisions and need no leadership.
 pub fn needs_leader(doc: &StateDoc) -> bool {
-    doc.last_change
-        .as_ref()
-        .is_some_and(|c| c.events.iter().any(|e| e.actor == Actor::Auto))
+    let decision_event = doc.last_change.as_ref().is_some_and(|c| {
+        c.events.iter().any(|e| {
+            e.actor == Actor::Auto
+                && matches!(
+                    e.kind,
+                    EventKind::RolloutStep
+                        | EventKind::RolloutCompleted
+                        | EventKind::BakeCompleted
+                        | EventKind::Rollback
+                )
+        })
+    });
+    // The start of an automatic rollback's write hold.
+    let auto_rollback_hold = doc.hold_in_flight().is_some_and(|h| {
+        h.kind == HoldKind::Rollback && h.actor == Actor::Auto && h.id == doc.generation
+    });
+    decision_event || auto_rollback_hold
 }
 
 /// What the membership task does for the decision on each of its ticks:
