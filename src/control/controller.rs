@@ -360,7 +360,7 @@ impl Controller {
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
         // Out of touch (fleet mode), no automatic decision: the tick wakes
         // the loop, which looks again.
-        if self.doc.switching() || !self.store.in_touch() {
+        if self.doc.switching() || !self.store.in_touch() || !self.store.leads() {
             return None;
         }
         let at = [
@@ -381,8 +381,8 @@ impl Controller {
 
     /// Rollout steps and the end of a bake.
     async fn on_timer(&mut self) {
-        if !self.store.in_touch() {
-            return; // no automatic decision out of touch; the timer fires again
+        if !self.store.in_touch() || !self.store.leads() {
+            return; // no automatic decision out of touch or off the lead; the timer fires again
         }
         let cfg = self.shared.config.load_full();
         let now = crate::clock::unix_ms();

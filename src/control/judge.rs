@@ -90,6 +90,8 @@ pub enum NoVerdictReason {
     Disabled,
     /// Fewer than `min_requests` candidate requests in the window.
     TooFewRequests { requests: u64, min_requests: u64 },
+    /// Fleet mode: fresh stats from fewer than `min_reporting` members.
+    TooFewReporting { reporting: u64, needed: u64 },
 }
 
 impl std::fmt::Display for NoVerdictReason {
@@ -103,6 +105,9 @@ impl std::fmt::Display for NoVerdictReason {
                 f,
                 "{requests} candidate requests in the window, {min_requests} needed"
             ),
+            NoVerdictReason::TooFewReporting { reporting, needed } => {
+                write!(f, "fresh stats from {reporting} members, {needed} needed")
+            }
         }
     }
 }

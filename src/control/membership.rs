@@ -162,6 +162,7 @@ async fn keep_member(
     let mut tick = tokio::time::interval(FENCE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last: Option<(MemberView, tokio::time::Instant)> = None;
+    let mut duties = crate::control::leader::MemberDuties::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
@@ -172,6 +173,7 @@ async fn keep_member(
             }
             _ = tick.tick() => {}
         }
+        duties.tick(&link, &shared, &member).await;
         let fenced = link.fenced(crate::clock::now_ms());
         let value = member_value(&shared, &link, admin, fenced);
         let every = shared.config.load().rollback.interval;

@@ -22,6 +22,7 @@
 //!   store; `membership`: joining, the member value, the write fence.
 
 pub mod apply;
+pub mod barrier;
 pub mod build;
 pub mod commands;
 pub mod config_watch;
@@ -31,7 +32,10 @@ pub mod document;
 pub mod events;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+pub mod fleet_judge;
 pub mod judge;
+#[cfg(feature = "fleet")]
+pub mod leader;
 #[cfg(feature = "fleet")]
 pub mod membership;
 pub mod reload;

@@ -81,7 +81,11 @@ impl Controller {
     /// One automatic-rollback evaluation over the window since the last change.
     pub(crate) async fn evaluate(&mut self) {
         let cfg = self.shared.config.load_full();
-        if !cfg.rollback.enabled || !self.doc.armed() || !self.store.in_touch() {
+        if !cfg.rollback.enabled
+            || !self.doc.armed()
+            || !self.store.in_touch()
+            || !self.store.leads()
+        {
             return;
         }
         let now = crate::clock::now_ms();
@@ -92,11 +96,43 @@ impl Controller {
                 .stats
                 .window_since(now, window, self.changed_at_ms)
         };
-        let (c, l) = (stats(candidate), stats(live));
-        let verdict = judge::evaluate(&cfg.rollback, &c, &l);
+        let min_reporting = cfg
+            .fleet
+            .as_ref()
+            .map(|f| f.min_reporting)
+            .unwrap_or_default();
+        let fleet = self.store.fleet_verdict(
+            &cfg.rollback,
+            min_reporting,
+            self.doc.generation,
+            candidate,
+            live,
+        );
+        let (verdict, fleet_figures) = match fleet {
+            Some(f) => (f.verdict, Some(f.fleet)),
+            None => {
+                let (c, l) = (stats(candidate), stats(live));
+                (judge::evaluate(&cfg.rollback, &c, &l), None)
+            }
+        };
+        if let Some(f) = &fleet_figures {
+            tracing::debug!(verdict = ?verdict, reporting = ?f.reporting, stale = ?f.stale, candidate_requests = f.candidate_requests, "fleet verdict");
+        }
         if let Some(decision) = self.judge.observe(tokio::time::Instant::now(), verdict) {
             let reason: RollbackReason = decision.reason.into();
-            let text = describe(decision.reason, &decision.figures);
+            let mut text = describe(decision.reason, &decision.figures);
+            if let Some(f) = &fleet_figures {
+                text.push_str(&format!(
+                    " (fleet sum of {} members: {}; stale: {})",
+                    f.reporting.len(),
+                    f.reporting.join(", "),
+                    if f.stale.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        f.stale.join(", ")
+                    }
+                ));
+            }
             tracing::warn!(%candidate, reason = reason.as_str(), %text, "automatic rollback");
             let p = PendingRollback {
                 actor: Actor::Auto,

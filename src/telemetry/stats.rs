@@ -254,6 +254,24 @@ impl PoolStats {
         summarize(&totals, span_ms)
     }
 
+    /// Raw sums of the whole buckets inside `[from_ms, to_ms)` still in the
+    /// ring: what a fleet member adds to the cumulative counters it
+    /// publishes. Call it with bucket-aligned bounds that advance, and every
+    /// finished request is counted exactly once (while the ring still holds
+    /// it: publish at least once per [`capacity`](Self::capacity)).
+    pub fn counts_between(&self, from_ms: u64, to_ms: u64) -> Counts {
+        let b = self.bucket_ms;
+        let oldest = from_ms.div_ceil(b);
+        let end = to_ms / b; // exclusive
+        let ring_oldest = end.saturating_sub(self.slots.len() as u64 - 1);
+        let oldest = oldest.max(ring_oldest);
+        if end == 0 || oldest >= end {
+            return Counts::default();
+        }
+        let totals = self.sum(oldest, end - 1);
+        Counts::from_totals(&totals)
+    }
+
     /// Add up buckets `oldest..=newest`, skipping slots that hold another
     /// bucket or are overwritten while being read.
     fn sum(&self, oldest: u64, newest: u64) -> Totals {
@@ -290,6 +308,85 @@ impl PoolStats {
             }
         }
         totals
+    }
+}
+
+/// Raw, additive figures of one pool: request and error counts and the
+/// latency histogram (sparse: bucket index → count). Fleet members publish
+/// these cumulatively and the leader sums them across members and diffs
+/// them over time; percentiles come only from the summed histogram, never
+/// from averaging members' percentiles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub requests: u64,
+    pub errors: u64,
+    #[serde(default)]
+    pub latency: std::collections::BTreeMap<u16, u64>,
+}
+
+impl Counts {
+    fn from_totals(totals: &Totals) -> Self {
+        let latency = totals
+            .latency
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| (i as u16, n))
+            .collect();
+        Counts {
+            requests: totals.requests,
+            errors: totals.errors,
+            latency,
+        }
+    }
+
+    /// Add `other` to these counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (&index, &n) in &other.latency {
+            *self.latency.entry(index).or_default() += n;
+        }
+    }
+
+    /// What happened between `earlier` and these (later) cumulative counts;
+    /// a counter that went down (a restarted member) counts from zero.
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        if self.requests < earlier.requests {
+            return self.clone();
+        }
+        let latency = self
+            .latency
+            .iter()
+            .map(|(&i, &n)| {
+                (
+                    i,
+                    n.saturating_sub(earlier.latency.get(&i).copied().unwrap_or(0)),
+                )
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        Counts {
+            requests: self.requests - earlier.requests,
+            errors: self.errors.saturating_sub(earlier.errors),
+            latency,
+        }
+    }
+
+    /// The figures these counts make over `span`.
+    pub fn summarize(&self, span: Duration) -> WindowStats {
+        let mut latency = [0u64; HIST_BUCKETS];
+        for (&index, &n) in &self.latency {
+            if let Some(slot) = latency.get_mut(usize::from(index)) {
+                *slot += n;
+            }
+        }
+        let totals = Totals {
+            requests: self.requests,
+            errors: self.errors.min(self.requests),
+            latency,
+        };
+        summarize(&totals, duration_ms(span))
     }
 }
 

@@ -13,6 +13,7 @@
 //!   stopped, a compaction while a replica is cut off, propagation time.
 
 mod cluster;
+mod decide;
 mod members;
 mod replicas;
 mod secure;

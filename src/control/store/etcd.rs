@@ -44,6 +44,8 @@ pub struct FleetLink {
     pub write_fence: Duration,
     pub metrics: FleetMetrics,
     seen: Mutex<FleetSeen>,
+    /// Every member's published stats, for the leader's verdict.
+    pub stats: Mutex<crate::control::fleet_judge::Aggregator>,
 }
 
 impl FleetLink {
@@ -59,6 +61,7 @@ impl FleetLink {
             write_fence,
             metrics,
             seen: Mutex::new(FleetSeen::default()),
+            stats: Mutex::new(crate::control::fleet_judge::Aggregator::new()),
         }
     }
 
@@ -199,6 +202,14 @@ impl EtcdStore {
         let value = serde_json::to_vec(&doc).map_err(|e| StoreError::Unavailable {
             detail: format!("cannot encode the state document: {e}"),
         })?;
+        let leader = crate::control::leader::leading(&self.link);
+        let guarded = crate::control::leader::needs_leader(&doc);
+        if guarded && leader.is_none() {
+            tracing::info!("not the fleet's leader: the automatic decision is dropped");
+            return Err(StoreError::Unavailable {
+                detail: "this member does not lead the fleet".into(),
+            });
+        }
         let outcome = self
             .link
             .etcd
@@ -206,7 +217,7 @@ impl EtcdStore {
                 base,
                 value: &value,
                 op_id: &doc.op_id,
-                leader: None,
+                leader: leader.as_ref().filter(|_| guarded),
                 acks: None,
             })
             .await
@@ -232,6 +243,17 @@ impl EtcdStore {
                 self.note(&doc, base);
                 self.write_cache(&doc);
                 Ok(doc)
+            }
+            CommitOutcome::Conflict { current, failed }
+                if failed.contains(&crate::control::fleet::Guard::Leader) =>
+            {
+                tracing::warn!(
+                    revision = current.revision,
+                    "deposed while committing: the automatic decision is dropped"
+                );
+                Err(StoreError::Unavailable {
+                    detail: "leadership lost: the automatic decision is dropped".into(),
+                })
             }
             CommitOutcome::Conflict { current, .. } => {
                 let Some(raw) = current.doc.as_ref() else {
@@ -346,6 +368,30 @@ impl StateStore for EtcdStore {
         Some(&self.link.member_id)
     }
 
+    fn leads(&self) -> bool {
+        crate::control::leader::leading(&self.link).is_some()
+    }
+
+    fn fleet_verdict(
+        &self,
+        cfg: &crate::config::RollbackConfig,
+        min_reporting: crate::config::fleet::MinReporting,
+        generation: u64,
+        candidate: crate::config::PoolName,
+        live: crate::config::PoolName,
+    ) -> Option<crate::control::fleet_judge::FleetVerdict> {
+        let members: Vec<String> = self.link.seen().members.into_keys().collect();
+        Some(lock(&self.link.stats).evaluate(
+            cfg,
+            min_reporting,
+            &members,
+            generation,
+            candidate,
+            live,
+            tokio::time::Instant::now(),
+        ))
+    }
+
     fn in_touch(&self) -> bool {
         self.link.connected()
     }
@@ -413,6 +459,13 @@ async fn follow(
                 link.metrics.members.set(seen.members.len() as i64);
             }
             FleetEvent::LeaderChanged { leader, .. } => lock(&link.seen).leader = leader,
+            FleetEvent::StatsUpdated { member, entry } => {
+                match crate::control::fleet_judge::StatsReport::decode(&entry.value) {
+                    Ok(r) => lock(&link.stats).observe(&member, r, tokio::time::Instant::now()),
+                    Err(e) => tracing::debug!(%member, error = %e, "stats report ignored"),
+                }
+            }
+            FleetEvent::StatsDeleted { member, .. } => lock(&link.stats).forget(&member),
             _ => {}
         }
     }

@@ -91,6 +91,25 @@ pub trait StateStore: Send {
         None
     }
 
+    /// Whether this member makes the automatic decisions (fleet mode: it
+    /// leads the fleet); always for a single proxy.
+    fn leads(&self) -> bool {
+        true
+    }
+
+    /// Fleet mode: the leader's verdict on the sum of every member's
+    /// published stats; None for a single proxy (judge the local stats).
+    fn fleet_verdict(
+        &self,
+        _cfg: &crate::config::RollbackConfig,
+        _min_reporting: crate::config::fleet::MinReporting,
+        _generation: u64,
+        _candidate: crate::config::PoolName,
+        _live: crate::config::PoolName,
+    ) -> Option<crate::control::fleet_judge::FleetVerdict> {
+        None
+    }
+
     /// Whether the store is in touch (fleet mode: etcd answers). Out of
     /// touch, no automatic decision is made (rollback, rollout steps, end
     /// of bake): timers and the judge consult this.

@@ -248,3 +248,27 @@ fn process_clock_is_monotonic() {
     let b = now_ms();
     assert!(b >= a);
 }
+
+#[test]
+fn counts_between_counts_each_finished_bucket_once_and_sums_like_a_window() {
+    let stats = PoolStats::new(Duration::from_secs(10));
+    for t in [0, 50, 150, 250, 1_000] {
+        stats.record(t, ok(), MS(10));
+    }
+    stats.record(260, Outcome::Status(500), MS(200));
+    // [0, 200): the buckets 0..100 and 100..200.
+    let first = stats.counts_between(0, 200);
+    assert_eq!((first.requests, first.errors), (3, 0));
+    let second = stats.counts_between(200, 1_000);
+    assert_eq!((second.requests, second.errors), (2, 1));
+    // The bucket holding 1_000 is not finished at 1_050.
+    assert_eq!(stats.counts_between(1_000, 1_050).requests, 0);
+    let mut sum = first.clone();
+    sum.add(&second);
+    let window = stats.window(999, Duration::from_secs(10));
+    let summed = sum.summarize(MS(1_000));
+    assert_eq!(summed.requests, window.requests);
+    assert_eq!(summed.errors, window.errors);
+    assert_eq!(summed.p99_ms, window.p99_ms);
+    assert_eq!(sum.since(&first), second);
+}

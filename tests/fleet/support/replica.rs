@@ -89,6 +89,19 @@ impl Replica {
         green: SocketAddr,
         fleet: &FleetOpts,
     ) -> Replica {
+        Self::start_with(dir, id, blue, green, fleet, "").await
+    }
+
+    /// [`start`](Self::start) with `extra` top-level YAML sections appended
+    /// (e.g. `rollback:`).
+    pub async fn start_with(
+        dir: &Path,
+        id: &str,
+        blue: SocketAddr,
+        green: SocketAddr,
+        fleet: &FleetOpts,
+        extra: &str,
+    ) -> Replica {
         let dir = dir.join(id);
         std::fs::create_dir_all(&dir).unwrap();
         let proxy = free_addr();
@@ -107,7 +120,7 @@ impl Replica {
             fence = fleet.write_fence,
         );
         let config = dir.join("switchyard.yaml");
-        std::fs::write(&config, yaml).unwrap();
+        std::fs::write(&config, yaml + extra).unwrap();
         let log = std::fs::File::create(dir.join("run.log")).unwrap();
         let child = Command::new(BIN)
             .args(["run", "-c"])
