@@ -17,7 +17,7 @@ if [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libprotobuf-dev >/dev/null
 fi
 [ -f /usr/include/google/protobuf/descriptor.proto ] || { echo "FAIL: libprotobuf-dev is not available"; exit 1; }
-etcd --version | head -1
+etcd --version | sed -n 1p  # sed reads it all: head would cut etcd off (SIGPIPE under pipefail)
 
 start=$SECONDS
 cargo clippy --features fleet --all-targets -- -D warnings
