@@ -17,6 +17,7 @@ mod hostile;
 mod limits;
 mod locked;
 mod openapi;
+mod operator;
 mod operator_input;
 mod pool;
 mod proxy;
