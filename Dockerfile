@@ -1,29 +1,47 @@
-# switchyard: build with cargo, run on a slim image as a non-root user.
-# The config is mounted at /etc/switchyard (switchyard.yaml, TLS files, token).
+# switchyard: built with cargo (fleet support included), run on a slim
+# image as a non-root user. The config is /etc/switchyard/switchyard.yaml
+# (contrib/docker/switchyard.yaml; mount your own over it); the state file
+# and audit log live on the volume /var/lib/switchyard.
+#
+#   docker build -t switchyard .
+#   docker run -e SWITCHYARD_ADMIN_TOKEN=... -p 8080:8080 -p 9901:9901 \
+#     -v switchyard-state:/var/lib/switchyard switchyard
+#
+# .ci/checks/docker.sh lints this file and runs the build stage's commands
+# in a clean copy of the sources.
 FROM rust:1-slim-bookworm AS build
-# Fleet mode's etcd client compiles etcd's protos: protoc and the protos of
-# libprotobuf-dev (descriptor.proto, struct.proto) are needed to build.
+# make: the jemalloc allocator's build runs it. protoc and the protos of
+# libprotobuf-dev: fleet mode's etcd client compiles etcd's protos.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+ && apt-get install -y --no-install-recommends make protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples
-RUN cargo build --release --locked --features fleet --bin switchyard
+RUN cargo build --release --locked --features fleet --bin switchyard \
+ && strip target/release/switchyard
 
 FROM debian:bookworm-slim
+# curl: the HEALTHCHECK's client. ca-certificates: TLS to upstreams and etcd.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/switchyard --create-home switchyard
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/switchyard --create-home switchyard
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
-USER switchyard
+COPY contrib/docker/switchyard.yaml /etc/switchyard/switchyard.yaml
+USER 10001:10001
 WORKDIR /var/lib/switchyard
 ENV SWITCHYARD_CONFIG=/etc/switchyard/switchyard.yaml
-VOLUME ["/etc/switchyard"]
+VOLUME ["/var/lib/switchyard"]
+# The proxy and the admin API, where contrib/docker/switchyard.yaml binds them.
 EXPOSE 8080 9901
+# Ready: config loaded, not draining, a pool can serve (503 otherwise).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:9901/readyz"]
+# SIGTERM drains in-flight requests (drain.timeout, 30s by default) and
+# exits 0: give `docker stop` more than that (docker stop -t 40).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/switchyard"]
 CMD ["run"]

@@ -175,3 +175,63 @@ async fn a_restored_state_is_named_by_check_and_logged_by_run() {
     );
     assert!(line.contains("blue 70, green 30"), "{line}");
 }
+
+/// The value of `key=` in the systemd unit.
+fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+}
+
+/// contrib/systemd/switchyard.service sends the signals the proxy acts on:
+/// its ExecReload's signal reloads the config, its KillSignal drains and
+/// exits 0, and TimeoutStopSec leaves the default drain time room.
+#[tokio::test]
+async fn the_systemd_unit_signals_are_the_ones_the_proxy_handles() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd/switchyard.service"),
+    )
+    .unwrap();
+    let reload = unit_value(&unit, "ExecReload");
+    let hup = reload
+        .strip_prefix("/bin/kill -")
+        .and_then(|r| r.strip_suffix(" $MAINPID"))
+        .unwrap_or_else(|| panic!("ExecReload is not `/bin/kill -SIG $MAINPID`: {reload}"));
+    let stop = unit_value(&unit, "KillSignal")
+        .strip_prefix("SIG")
+        .expect("KillSignal=SIG...");
+    let timeout: u64 = unit_value(&unit, "TimeoutStopSec")
+        .trim_end_matches('s')
+        .parse()
+        .expect("TimeoutStopSec in seconds");
+    assert!(
+        timeout > 30,
+        "TimeoutStopSec={timeout}s leaves drain.timeout (30s) no room"
+    );
+
+    let blue = crate::support::Upstream::start("blue-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listeners:\n  - bind: \"{{PROXY}}\"\nadmin:\n  bind: \"{{ADMIN}}\"\npools:\n  blue:\n    endpoints: [\"{b}\"]\n  green:\n    endpoints: [\"{b}\"]\nstate_file: null\n",
+        b = blue.addr
+    );
+    let mut p = ProxyProcess::start(dir.path(), &yaml).await;
+    let admin = p.admin;
+    // The file is left as it is: the reload is the signal's, not the watcher's.
+    p.signal(hup);
+    crate::support::wait_for(
+        std::time::Duration::from_secs(10),
+        "the reload",
+        || async move {
+            let (_, v) = api(admin, http::Method::GET, "/api/v1/events", None, None).await;
+            v["events"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|e| e["kind"] == "config_reloaded" && e["actor"] == "signal")
+            })
+        },
+    )
+    .await;
+    p.signal(stop);
+    let status = p.wait_exit(std::time::Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+}
