@@ -388,7 +388,8 @@ pub async fn run(opts: DemoOptions, shutdown: impl Future<Output = ()>) -> anyho
     // Signal handlers in place before the guide invites a Ctrl-C.
     let shutdown = server::arm(shutdown).await;
     let demo = start(opts).await?;
-    println!("{}", guide::guide(&demo));
+    let program = guide::program(std::env::var_os("PATH").as_deref());
+    println!("{}", guide::guide(&demo, &program));
     shutdown.await;
     demo.stop.cancel();
     demo.server.shutdown().await;

@@ -12,11 +12,37 @@ const CTL_DEFAULT_ADMIN: SocketAddr =
 /// `switchyard ctl` as the guide's reader must type it: with `--admin` when
 /// the demo's admin API is not where `ctl` looks by default (copied without
 /// it, the hints would go to whatever listens on 9901, maybe a real proxy).
-fn ctl_command(admin: SocketAddr) -> String {
+fn ctl_command(program: &str, admin: SocketAddr) -> String {
     if admin == CTL_DEFAULT_ADMIN {
-        "switchyard ctl".to_string()
+        format!("{program} ctl")
     } else {
-        format!("switchyard ctl --admin http://{admin}")
+        format!("{program} ctl --admin http://{admin}")
+    }
+}
+
+/// How the reader runs this very binary: `switchyard` when that name on
+/// `path` (the `PATH`) is this program, else its absolute path, quoted for
+/// a shell when it needs to be. A demo started with `cargo run` has nothing
+/// on the PATH: a printed `switchyard ctl status` would not run.
+pub(super) fn program(path: Option<&std::ffi::OsStr>) -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "switchyard".into();
+    };
+    let on_path = path
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("switchyard"))
+        .find(|c| c.is_file())
+        .and_then(|c| std::fs::canonicalize(c).ok());
+    if on_path.as_ref() == Some(&me) {
+        return "switchyard".into();
+    }
+    let shown = me.display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+".contains(c);
+    if shown.chars().all(plain) {
+        shown
+    } else {
+        format!("'{}'", shown.replace('\'', "'\\''"))
     }
 }
 
@@ -30,10 +56,10 @@ fn hint(s: &mut String, command: &str, note: &str) {
 }
 
 /// What the demo prints at start: where everything runs, and what to try.
-pub(super) fn guide(demo: &Demo) -> String {
+pub(super) fn guide(demo: &Demo, program: &str) -> String {
     let proxy = demo.server.proxy_addrs[0];
     let admin = demo.server.admin_addr;
-    let ctl = ctl_command(admin);
+    let ctl = ctl_command(program, admin);
     let control = demo.control_addr;
     let mut s = String::new();
     // First, so it is what a reader sees: the page shows everything below.

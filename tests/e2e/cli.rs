@@ -168,9 +168,24 @@ async fn the_log_in_a_file_is_plain_and_uses_the_api_words() {
 /// `demo` on ports of the test's choosing: its guide, read from stdout
 /// until its last line, then the demo stopped.
 fn demo_guide(admin: std::net::SocketAddr, traffic: &str) -> String {
+    demo_guide_then(admin, traffic, None, |_| {})
+}
+
+/// [`demo_guide`] with `PATH` set to `path` (when given), calling `with`
+/// on the guide while the demo still runs.
+pub(crate) fn demo_guide_then(
+    admin: std::net::SocketAddr,
+    traffic: &str,
+    path: Option<&str>,
+    with: impl FnOnce(&str),
+) -> String {
     use crate::support::process::free_addr;
     use std::io::BufRead;
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    let mut child = command
         .arg("demo")
         .args(["--listen", &free_addr().to_string()])
         .args(["--tls-listen", &free_addr().to_string()])
@@ -210,6 +225,7 @@ fn demo_guide(admin: std::net::SocketAddr, traffic: &str) -> String {
             }
         }
     }
+    with(&guide);
     // SIGTERM, not a kill: the demo removes its temporary CA on the way out.
     let termed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -235,3 +235,48 @@ async fn the_systemd_unit_signals_are_the_ones_the_proxy_handles() {
     let status = p.wait_exit(std::time::Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }
+
+/// The demo's guide, copied as printed, runs: with `switchyard` not on the
+/// PATH (a `cargo run` demo) it names the binary by its absolute path, and
+/// with this binary on the PATH by its name.
+#[test]
+fn the_demo_guide_commands_run_as_printed() {
+    let admin = crate::support::process::free_addr();
+    let bare = "/usr/bin:/bin";
+    crate::cli::demo_guide_then(admin, "0", Some(bare), |guide| {
+        let status = guide
+            .lines()
+            .find(|l| l.contains(" ctl --admin ") && l.trim_end().ends_with(" status"))
+            .unwrap_or_else(|| panic!("no ctl status line:\n{guide}"))
+            .trim();
+        let bin = std::fs::canonicalize(BIN).unwrap();
+        assert!(
+            status.starts_with(&format!("{} ctl", bin.display())),
+            "{status}"
+        );
+        let out = Command::new("sh")
+            .args(["-c", status])
+            .env("PATH", bare)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "`{status}`: {}", both(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("blue"),
+            "{}",
+            both(&out)
+        );
+    });
+    let dir = Path::new(BIN).parent().unwrap().display().to_string();
+    let guide = crate::cli::demo_guide_then(
+        crate::support::process::free_addr(),
+        "0",
+        Some(&format!("{dir}:{bare}")),
+        |_| {},
+    );
+    assert!(
+        guide
+            .lines()
+            .any(|l| l.trim_start().starts_with("switchyard ctl --admin")),
+        "{guide}"
+    );
+}
