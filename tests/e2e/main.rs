@@ -18,6 +18,7 @@ mod limits;
 mod locked;
 mod openapi;
 mod operator_input;
+mod park;
 mod pool;
 mod proxy;
 mod refusals;
