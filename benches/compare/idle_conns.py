@@ -30,8 +30,6 @@ import json
 import os
 import re
 import resource
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -39,41 +37,14 @@ import sys
 import tempfile
 import time
 
-HOST = "127.0.0.1"
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import HOST, REPO, Peer, find_bin, start_upstream, status_kb, stop_upstream  # noqa: E402
+
 REQUEST = b"GET / HTTP/1.1\r\nHost: app\r\n\r\n"
 
 
 def log(msg):
     print(f"[idle_conns] {msg}", file=sys.stderr, flush=True)
-
-
-def find_bin(name):
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
-    if not path:
-        sys.exit(f"idle_conns: {name} not found (apt-get install -y {name})")
-    return path
-
-
-def rss_kb(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total
-
-
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except FileNotFoundError:
-        return []
 
 
 def read_response(sock):
@@ -97,138 +68,11 @@ def read_response(sock):
 
 def still_open(sock):
     try:
-        data = sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
-        return data != b""
+        return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) != b""
     except BlockingIOError:
         return True
     except OSError:
         return False
-
-
-def wait_ready(port, proc, limit=10.0):
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5) as s:
-                s.sendall(REQUEST)
-                if read_response(s) == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
-class Peer:
-    def __init__(self, name, port, work, upstream_port, args):
-        self.name, self.port, self.work = name, port, work
-        self.upstream = f"{HOST}:{upstream_port}"
-        self.args = args
-        self.proc = None
-
-    def command(self):
-        d = os.path.join(self.work, self.name)
-        os.makedirs(d, exist_ok=True)
-        n = self.args.conns + 2000
-        if self.name == "nginx":
-            os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
-            conf = os.path.join(d, "nginx.conf")
-            with open(conf, "w") as f:
-                f.write(f"""worker_processes 1;
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-worker_rlimit_nofile {2 * n};
-events {{ worker_connections {n}; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    upstream pools {{ server {self.upstream}; keepalive 64; }}
-    server {{
-        listen {HOST}:{self.port};
-        location / {{
-            proxy_pass http://pools;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-}}
-""")
-            return [find_bin("nginx"), "-p", d, "-c", conf, "-e", f"{d}/error.log"]
-        if self.name == "haproxy":
-            conf = os.path.join(d, "haproxy.cfg")
-            with open(conf, "w") as f:
-                f.write(f"""global
-    nbthread 1
-    maxconn {n}
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 300s
-    timeout server 60s
-    timeout http-keep-alive 300s
-    timeout http-request 300s
-    option http-keep-alive
-    option forwardfor
-    http-reuse always
-frontend fe
-    bind {HOST}:{self.port}
-    default_backend pools
-backend pools
-    server up {self.upstream}
-""")
-            return [find_bin("haproxy"), "-db", "-f", conf]
-        conf = os.path.join(d, "switchyard.yaml")
-        with open(conf, "w") as f:
-            f.write(f"""listeners:
-  - bind: "{HOST}:{self.port}"
-admin:
-  bind: "{HOST}:{self.port + 900}"
-pools:
-  blue:
-    endpoints: ["{self.upstream}"]
-  green:
-    endpoints: ["{self.upstream}"]
-health_check:
-  path: /health
-  interval: 2s
-timeouts:
-  client_header: 300s
-limits:
-  max_connections: {n}
-state_file: null
-log: {{ level: warn }}
-""")
-        return [self.args.switchyard_bin, "run", "-c", conf]
-
-    def start(self):
-        cmd = ["taskset", "-c", self.args.server_cpu] + self.command()
-        self.out = open(os.path.join(self.work, f"{self.name}.log"), "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT)
-        if not wait_ready(self.port, self.proc):
-            self.stop()
-            sys.exit(f"idle_conns: {self.name} did not answer on {self.port}; see {self.out.name}")
-
-    def pids(self):
-        return [self.proc.pid] + children(self.proc.pid)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 def warm_up(port):
@@ -255,37 +99,49 @@ def wrk_active(port, args):
     return {"rps": float(rps.group(1)) if rps else None, "p50_ms": ms("50"), "p99_ms": ms("99")}
 
 
+def open_idle(peer, n, settle):
+    """Open n connections that each get one answer and then stay silent;
+    after `settle` seconds: (bytes of RSS per connection, the sockets)."""
+    warm_up(peer.port)
+    time.sleep(settle)
+    before = status_kb(peer.pids(), "VmRSS")
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((HOST, peer.port))
+        s.sendall(REQUEST)
+        status = read_response(s)
+        if status != 200:
+            sys.exit(f"idle_conns: {peer.name} answered {status}")
+        socks.append(s)
+    time.sleep(settle)
+    after = status_kb(peer.pids(), "VmRSS")
+    return (after - before) * 1024 / n, socks
+
+
+def raise_fd_limit(want):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+        except (ValueError, OSError):
+            sys.exit(f"need {want} file descriptors, have {soft} (run as root or open fewer)")
+
+
 def measure(peer, args):
-    peer.start()
+    if not peer.start():
+        sys.exit(f"idle_conns: {peer.name} did not start")
     try:
-        warm_up(peer.port)
-        time.sleep(args.settle)
-        before = rss_kb(peer.pids())
-        socks = []
         t0 = time.monotonic()
-        for _ in range(args.conns):
-            s = socket.create_connection((HOST, peer.port))
-            s.sendall(REQUEST)
-            status = read_response(s)
-            if status != 200:
-                sys.exit(f"idle_conns: {peer.name} answered {status}")
-            socks.append(s)
-        opened = time.monotonic() - t0
-        time.sleep(args.settle)
-        after = rss_kb(peer.pids())
-        open_now = sum(still_open(s) for s in socks)
+        per_conn, socks = open_idle(peer, args.conns, args.settle)
         result = {
             "peer": peer.name,
             "conns": args.conns,
-            "open_after_settle": open_now,
-            "rss_before_kb": before,
-            "rss_after_kb": after,
-            "bytes_per_conn": (after - before) * 1024 / args.conns,
-            "open_seconds": round(opened, 2),
+            "open_after_settle": sum(still_open(s) for s in socks),
+            "bytes_per_conn": per_conn,
+            "seconds": round(time.monotonic() - t0, 2),
         }
         if args.active:
             result.update(wrk_active(peer.port, args))
-            result["rss_after_active_kb"] = rss_kb(peer.pids())
         for s in socks:
             s.close()
         return result
@@ -315,39 +171,29 @@ def main():
     for b in (args.switchyard_bin, args.upstream_bin):
         if "switchyard" in args.peers and not os.access(b, os.X_OK):
             sys.exit(f"idle_conns: {b} missing (cargo build --release --bin switchyard --example bench_upstream)")
-    want = 2 * args.conns + 4096
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
-        except (ValueError, OSError):
-            sys.exit(f"idle_conns: need {want} file descriptors, have {soft} (run as root or lower --conns)")
+    raise_fd_limit(2 * args.conns + 4096)
 
     work = tempfile.mkdtemp(prefix="idle-conns-")
     up_port = args.port_base + 1
-    upstream = subprocess.Popen(
-        ["taskset", "-c", args.server_cpu, args.upstream_bin, "--listen", f"up={HOST}:{up_port}",
-         "--body-size", "64"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ports = {"nginx": args.port_base + 80, "haproxy": args.port_base + 81, "switchyard": args.port_base + 82}
     names = [p for p in args.peers.split(",") if p]
     for p in names:
-        if p not in ports:
+        if p not in ("nginx", "haproxy", "switchyard"):
             sys.exit(f"idle_conns: unknown peer {p}")
+    upstream = start_upstream(args.upstream_bin, up_port, args.server_cpu)
+    cell = {"conns": args.conns}
     results = []
     try:
-        time.sleep(0.3)
         for r in range(args.rounds):
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
-                peer = Peer(name, ports[name], work, up_port, args)
+                peer = Peer(name, args.port_base, work, f"{HOST}:{up_port}", cell,
+                            args.server_cpu, args.switchyard_bin)
                 res = measure(peer, args)
                 res["round"] = r + 1
                 log(json.dumps(res))
                 results.append(res)
     finally:
-        upstream.send_signal(signal.SIGTERM)
-        upstream.wait()
+        stop_upstream(upstream)
 
     best = {}
     for name in names:

@@ -94,13 +94,13 @@ impl ConnWatch {
 
 impl ConnWatch {
     /// hyper starts waiting for a request head with this deadline: the
-    /// deadline carried over a park instead, if there is one.
-    pub(crate) fn start_head(&self, deadline: std::time::Instant) -> std::time::Instant {
+    /// deadline carried over a park instead, if there is one (then true).
+    pub(crate) fn start_head(&self, deadline: std::time::Instant) -> (std::time::Instant, bool) {
         if let Some(carried) = self.head_deadline() {
-            return carried;
+            return (carried, true);
         }
         self.carry_deadline(deadline);
-        deadline
+        (deadline, false)
     }
 
     /// The head came (or the connection went): no deadline, no parking.

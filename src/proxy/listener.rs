@@ -25,7 +25,7 @@ use crate::proxy::handler::handle;
 use crate::proxy::headers::ClientAddr;
 use crate::proxy::limits::{ConnectionLimit, RequestLimits};
 use crate::proxy::listener_tls::TlsListener;
-use crate::proxy::park::{serve_h1, PARK_AFTER};
+use crate::proxy::park::{serve_h1, H1Server, PARK_AFTER};
 use crate::proxy::stop::{stoppable, Shutdown};
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
@@ -90,11 +90,9 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// which re-checks a rewind buffer on every read; `auto` serves the rest.
 pub struct HttpBuilders {
     auto: auto::Builder<TokioExecutor>,
-    h1: hyper::server::conn::http1::Builder,
+    h1: H1Server,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     client_header: Duration,
-    /// Idle HTTP/1 connections are parked after this ([`crate::proxy::park`]).
-    park_after: Option<Duration>,
 }
 
 /// A request head larger than hyper's read buffer (about 400 KB) or with
@@ -124,10 +122,13 @@ pub fn http_builder(client_header_timeout: Duration, limits: &RequestLimits) -> 
         .max_concurrent_streams(256);
     HttpBuilders {
         auto,
-        h1,
+        h1: H1Server {
+            builder: h1,
+            header_timeout: client_header_timeout,
+            park_after: Some(PARK_AFTER),
+        },
         h2,
         client_header: client_header_timeout,
-        park_after: Some(PARK_AFTER),
     }
 }
 
@@ -207,8 +208,7 @@ pub async fn serve(
             match tls {
                 None => match sniff(&stream, b.client_header).await {
                     Sniffed::Http1 => {
-                        let served =
-                            serve_h1(stream, svc, watch, &b.h1, b.park_after, &shutdown, limit);
+                        let served = serve_h1(stream, svc, watch, &b.h1, &shutdown, limit);
                         log_end(served.await)
                     }
                     Sniffed::Http2 => {
@@ -244,8 +244,7 @@ pub async fn serve(
                             log_end(Box::pin(stoppable(conn, &shutdown)).await)
                         }
                         Some(b"http/1.1") => {
-                            let served =
-                                serve_h1(stream, svc, watch, &b.h1, b.park_after, &shutdown, limit);
+                            let served = serve_h1(stream, svc, watch, &b.h1, &shutdown, limit);
                             log_end(served.await)
                         }
                         _ => {

@@ -79,6 +79,8 @@ impl ParkIo for Box<tokio_rustls::server::TlsStream<TcpStream>> {
 struct ParkTimer {
     watch: Arc<ConnWatch>,
     park_after: Duration,
+    /// hyper's header timeout: a fresh deadline is this after now.
+    header_timeout: Duration,
 }
 
 impl Timer for ParkTimer {
@@ -87,8 +89,18 @@ impl Timer for ParkTimer {
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn Sleep>> {
-        let deadline = Instant::from_std(self.watch.start_head(deadline));
-        let park_at = Instant::now() + self.park_after;
+        let (deadline, carried) = self.watch.start_head(deadline);
+        let deadline = Instant::from_std(deadline);
+        // hyper's deadline is now plus the timeout: no second clock read.
+        let park_at = match carried {
+            false => {
+                deadline
+                    .checked_sub(self.header_timeout)
+                    .unwrap_or(deadline)
+                    + self.park_after
+            }
+            true => Instant::now() + self.park_after,
+        };
         Box::pin(HeadSleep {
             inner: tokio::time::sleep_until(park_at.min(deadline)),
             deadline,
@@ -137,6 +149,15 @@ impl Future for HeadSleep {
 
 impl Sleep for HeadSleep {}
 
+/// How HTTP/1 connections are served: hyper's builder, the header timeout
+/// it was given, and the park delay (`None`: never park).
+#[derive(Clone)]
+pub struct H1Server {
+    pub builder: http1::Builder,
+    pub header_timeout: Duration,
+    pub park_after: Option<Duration>,
+}
+
 /// How one hyper connection on the stream ended.
 enum Turn<I, S> {
     Done(Result<(), hyper::Error>),
@@ -153,13 +174,11 @@ enum Wake {
 
 /// Serve HTTP/1 on `io` until the client or the listener's shutdown ends
 /// it, parking it whenever it idles (see the module documentation).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_h1<I, S, B>(
     mut io: I,
     mut svc: S,
     watch: Arc<ConnWatch>,
-    builder: &http1::Builder,
-    park_after: Option<Duration>,
+    h1: &H1Server,
     shutdown: &Arc<Shutdown>,
     limit: &ConnectionLimit,
 ) -> Result<(), hyper::Error>
@@ -172,11 +191,12 @@ where
 {
     let mut replay = Bytes::new();
     loop {
-        let mut b = builder.clone();
-        if let Some(park_after) = park_after {
+        let mut b = h1.builder.clone();
+        if let Some(park_after) = h1.park_after {
             b.timer(ParkTimer {
                 watch: watch.clone(),
                 park_after,
+                header_timeout: h1.header_timeout,
             });
         }
         let io_now = TokioIo::new(ClientIo::resume(io, watch.clone(), replay));
@@ -247,7 +267,8 @@ async fn wait_parked(tcp: &TcpStream, deadline: Instant, shutdown: &Shutdown) ->
     tokio::select! {
         biased;
         _ = shutdown.token.cancelled() => Wake::Closed,
-        _ = tcp.readable() => Wake::Readable,
+        // The waker is kept by the socket's registration: nothing here.
+        _ = poll_fn(|cx| tcp.poll_read_ready(cx)) => Wake::Readable,
         _ = tokio::time::sleep_until(deadline) => Wake::Closed,
     }
 }

@@ -1,11 +1,13 @@
 use super::*;
 use std::future::poll_fn;
 
-fn timer(park_after: Duration) -> (ParkTimer, Arc<ConnWatch>) {
+/// A timer parking after `park_after`, for heads of `header_timeout`.
+fn timer_for(park_after: Duration, header_timeout: Duration) -> (ParkTimer, Arc<ConnWatch>) {
     let watch = Arc::new(ConnWatch::default());
     let t = ParkTimer {
         watch: watch.clone(),
         park_after,
+        header_timeout,
     };
     (t, watch)
 }
@@ -13,6 +15,10 @@ fn timer(park_after: Duration) -> (ParkTimer, Arc<ConnWatch>) {
 /// Poll `sleep` once: whether it has ended.
 async fn ended(sleep: &mut Pin<Box<dyn Sleep>>) -> bool {
     poll_fn(|cx| Poll::Ready(sleep.as_mut().poll(cx).is_ready())).await
+}
+
+fn timer(park_after: Duration) -> (ParkTimer, Arc<ConnWatch>) {
+    timer_for(park_after, Duration::from_secs(10))
 }
 
 fn in_(d: Duration) -> std::time::Instant {
@@ -51,7 +57,7 @@ async fn the_head_timer_raises_park_due_at_the_delay_and_ends_at_the_deadline() 
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_before_the_delay_never_parks() {
-    let (t, watch) = timer(Duration::from_secs(1));
+    let (t, watch) = timer_for(Duration::from_secs(1), Duration::from_millis(500));
     watch.flushed.store(true, Ordering::Relaxed);
     let mut sleep = t.sleep_until(in_(Duration::from_millis(500)));
     tokio::time::advance(Duration::from_millis(500)).await;
