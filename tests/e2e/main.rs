@@ -19,6 +19,7 @@ mod locked;
 mod openapi;
 mod operator_input;
 mod pool;
+mod postgres_gate;
 mod proxy;
 mod refusals;
 mod reload;
