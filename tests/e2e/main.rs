@@ -21,6 +21,7 @@ mod maintenance;
 mod openapi;
 mod operator;
 mod operator_input;
+mod park;
 mod pool;
 mod postgres_gate;
 mod proxy;
