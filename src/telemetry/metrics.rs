@@ -196,6 +196,7 @@ pub struct Metrics {
     rollbacks: IntCounterVec,
     held_requests: IntCounter,
     hold_duration: Histogram,
+    gate_lag: IntGauge,
     config_reloads: IntCounterVec,
 }
 
@@ -333,6 +334,13 @@ impl Metrics {
                 .buckets(HOLD_BUCKETS.to_vec()),
             ),
         );
+        let gate_lag = register(
+            r,
+            IntGauge::with_opts(opts(
+                "switchyard_gate_lag_bytes",
+                "While a switch waits on the PostgreSQL gate: how many bytes of the primary's WAL the replica has still to replay; 0 otherwise.",
+            )),
+        );
         let config_reloads = register(
             r,
             IntCounterVec::new(
@@ -355,6 +363,7 @@ impl Metrics {
             rollbacks,
             held_requests,
             hold_duration,
+            gate_lag,
             config_reloads,
         }
     }
@@ -409,6 +418,11 @@ impl Metrics {
     pub fn hold(&self, held_requests: u64, duration: Duration) {
         self.held_requests.inc_by(held_requests);
         self.hold_duration.observe(duration.as_secs_f64());
+    }
+
+    /// `switchyard_gate_lag_bytes`.
+    pub fn set_gate_lag(&self, bytes: u64) {
+        self.gate_lag.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn config_reload(&self, success: bool) {
