@@ -300,8 +300,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let shutdown = arm(shutdown).await;
+    // Before listening, like the shutdown signal: SIGHUP's default action
+    // ends the process, and a reload sent as soon as the admin API answers
+    // (`systemctl reload` right after a start) must find the handler there.
+    let hup = hangup();
     let server = start(cfg, config_path).await?;
-    let hup = reload_on_sighup(server.controller.clone(), server.certs.clone());
+    let hup = reload_on_sighup(hup, server.controller.clone(), server.certs.clone());
     shutdown.await;
     hup.abort();
     tracing::info!("shutting down: draining in-flight requests");
@@ -354,23 +358,33 @@ fn spawn_idle_sweep(
     });
 }
 
+/// SIGHUP, watched from now on (`None` when it cannot be: said once).
+#[cfg(unix)]
+type HangUp = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type HangUp = ();
+
+fn hangup() -> HangUp {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup())
+            .map_err(|e| tracing::warn!(error = %e, "cannot watch SIGHUP"))
+            .ok()
+    }
+}
+
 /// SIGHUP reloads the config file (SPEC.md section 1).
 /// SIGHUP also re-reads every TLS listener's certificate files.
 fn reload_on_sighup(
+    hup: HangUp,
     controller: ControllerHandle,
     certs: Vec<Arc<CertStore>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut hup = match signal(SignalKind::hangup()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGHUP");
-                    return;
-                }
-            };
+            let Some(mut hup) = hup else { return };
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the config");
                 controller.notify(Command::Reload {
@@ -386,7 +400,7 @@ fn reload_on_sighup(
             }
         }
         #[cfg(not(unix))]
-        drop((controller, certs));
+        drop((hup, controller, certs));
     })
 }
 
