@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod mirror;
 pub mod routes;
 pub mod serve;
 pub mod status;

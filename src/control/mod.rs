@@ -15,7 +15,8 @@
 //! - [`controller`]: the task and its `select!` loop; [`apply`]: commit and apply.
 //! - [`commands`]: what the admin API, the watcher and signals ask for.
 //! - [`cutover`]: a write hold in flight; [`rollback`]: manual and automatic rollback.
-//! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic.
+//! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic;
+//!   [`mirror_guard`]: no move to a candidate that answers copies differently.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`events`]: the audit log; [`view`]: what status shows.
 //! - `fleet` (feature `fleet`): the etcd layer; `store::etcd`: the fleet's
@@ -38,6 +39,7 @@ pub mod judge;
 pub mod leader;
 #[cfg(feature = "fleet")]
 pub mod membership;
+pub mod mirror_guard;
 pub mod reload;
 pub mod rollback;
 pub mod rollout;

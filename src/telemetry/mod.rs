@@ -3,4 +3,5 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod mirror;
 pub mod stats;

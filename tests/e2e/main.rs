@@ -16,6 +16,7 @@ mod health;
 mod hostile;
 mod limits;
 mod locked;
+mod mirror;
 mod openapi;
 mod operator_input;
 mod pool;
