@@ -178,7 +178,7 @@ impl JsonPath {
         let bad = |why: &str| Err(format!("`{s}` is not a JSON path: {why}"));
         while !rest.is_empty() {
             if let Some(r) = rest.strip_prefix('.') {
-                let n = r.find(|c: char| c == '.' || c == '[').unwrap_or(r.len());
+                let n = r.find(['.', '[']).unwrap_or(r.len());
                 let (name, r) = r.split_at(n);
                 match name {
                     "" => return bad("an empty key after `.`"),

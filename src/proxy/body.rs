@@ -153,11 +153,15 @@ impl UpstreamResponseBody {
                     t.feed(data);
                 }
                 if self.inner.is_end_stream() {
-                    self.tap.take().map(LiveTap::end);
+                    if let Some(t) = self.tap.take() {
+                        t.end();
+                    }
                 }
             }
             Poll::Ready(None) => {
-                self.tap.take().map(LiveTap::end);
+                if let Some(t) = self.tap.take() {
+                    t.end();
+                }
             }
             Poll::Ready(Some(Err(_))) => self.tap = None,
             Poll::Pending => {}
@@ -204,7 +208,9 @@ impl ProxyBody {
     ) -> Self {
         if inner.is_end_stream() {
             // No frame will come (an empty body): the answer is whole now.
-            tap.take().map(LiveTap::end);
+            if let Some(t) = tap.take() {
+                t.end();
+            }
         }
         ProxyBody::Upstream(UpstreamResponseBody {
             inner,

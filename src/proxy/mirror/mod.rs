@@ -190,7 +190,7 @@ async fn compared(
     let second = async {
         match sample {
             true => {
-                let other = (served_by < 64).then(|| 1u64 << served_by).unwrap_or(0);
+                let other = if served_by < 64 { 1u64 << served_by } else { 0 };
                 send(table, table.pool(table.live), head, &body, other)
                     .await
                     .ok()

@@ -16,23 +16,13 @@ use http::HeaderMap;
 use tokio::sync::oneshot;
 
 /// A body's pieces up to the cap, its length, and its digest once longer.
+#[derive(Default)]
 pub struct Capture {
     pieces: Vec<Bytes>,
     kept: usize,
     len: u64,
     /// Started when the body first goes past the cap.
     digest: Option<ring::digest::Context>,
-}
-
-impl Default for Capture {
-    fn default() -> Self {
-        Capture {
-            pieces: Vec::new(),
-            kept: 0,
-            len: 0,
-            digest: None,
-        }
-    }
 }
 
 impl Capture {
