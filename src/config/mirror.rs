@@ -87,6 +87,9 @@ impl Default for CompareConfig {
     }
 }
 
+/// What a size is said to be in errors (and how a stand-in finds it).
+pub const SIZE_EXPECTED: &str = "size (e.g. 65536, 64KiB, 1MiB)";
+
 /// A size in bytes: a number, or a string such as `64KiB`, `1MiB`, `512B`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
@@ -129,7 +132,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         impl Visitor<'_> for V {
             type Value = ByteSize;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a size such as 65536, 64KiB or 1MiB")
+                f.write_str(SIZE_EXPECTED)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 ByteSize::parse(v).map(ByteSize).map_err(E::custom)
@@ -143,7 +146,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                     .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
             }
         }
-        d.deserialize_any(V)
+        // A string (every YAML scalar reads as one here), so a value that
+        // could not be read stands in as "0" (see `typed::hole`).
+        d.deserialize_str(V)
     }
 }
 

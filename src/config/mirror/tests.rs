@@ -65,7 +65,7 @@ fn a_size_in_no_known_unit_is_refused_at_its_value() {
     assert!(
         errs[0]
             .to_string()
-            .starts_with("t.yaml:5:13: mirror.max_body: unknown size unit `furlongs`"),
+            .starts_with("t.yaml:5:13: mirror.max_body: invalid size (e.g. 65536, 64KiB, 1MiB) \"64 furlongs\": unknown size unit `furlongs`"),
         "{}",
         errs[0]
     );
