@@ -5,6 +5,7 @@
 //! Everything it runs lives in the library.
 
 pub mod ctl;
+pub mod mirror;
 pub mod output;
 pub mod render;
 
