@@ -20,6 +20,7 @@ mod locked;
 mod maintenance;
 mod mirror;
 mod openapi;
+mod operator;
 mod operator_input;
 mod pool;
 mod proxy;
