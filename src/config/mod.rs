@@ -17,10 +17,12 @@
 //!   for validation and for the proxy and upstream clients alike.
 //! - `token`: reading the admin token, for validation and the admin API.
 //! - `fleet`, `mirror`: the sections of SPEC.md sections 9 and 12, each with its rules.
+//! - `gate`: `cutover.gate`, a URL or PostgreSQL replication caught up.
 
 pub mod cidr;
 pub mod fleet;
 pub mod fswatch;
+pub mod gate;
 pub mod mirror;
 mod paths;
 pub mod schema;
@@ -33,6 +35,7 @@ pub mod validate;
 pub mod values;
 
 pub use cidr::Cidr;
+pub use gate::{GateConfig, PostgresGate};
 pub use schema::*;
 pub use typed::parse_duration;
 pub use validate::{validate_steps, validate_weights, Diagnostic, Environment, StatusRanges};

@@ -33,6 +33,8 @@ const SPEC: &[(&str, &str)] = &[
     ("switchyard_config_reloads_total", "counter"),
     // SPEC.md section 12.
     ("switchyard_mirror_requests_total", "counter"),
+    // SPEC.md section 13.
+    ("switchyard_gate_lag_bytes", "gauge"),
 ];
 
 #[test]
