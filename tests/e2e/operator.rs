@@ -280,3 +280,38 @@ fn the_demo_guide_commands_run_as_printed() {
         "{guide}"
     );
 }
+
+/// The README stands on its own: no link or word pointing outside the
+/// repository (a reader of a fresh clone has nothing beside it), and every
+/// relative link it makes points at a file that exists.
+#[test]
+fn the_readme_points_nowhere_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for word in ["../", "SPEC.md", "DESIGN.md", "shared/"] {
+        let at: Vec<usize> = readme
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(word))
+            .map(|(i, _)| i + 1)
+            .collect();
+        assert!(at.is_empty(), "README.md names `{word}` on lines {at:?}");
+    }
+    for (i, line) in readme.lines().enumerate() {
+        for target in line.split("](").skip(1).filter_map(|r| r.split(')').next()) {
+            if target.contains("://") || target.starts_with('#') {
+                continue;
+            }
+            assert!(
+                root.join(target).exists(),
+                "README.md line {}: `{target}` does not exist",
+                i + 1
+            );
+        }
+    }
+    assert!(root.join("LICENSE").exists(), "no LICENSE");
+    let license = std::fs::read_to_string(root.join("LICENSE")).unwrap();
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("license = \"Apache-2.0\""));
+    assert!(license.contains("Apache License") && license.contains("Version 2.0"));
+}
