@@ -1,10 +1,11 @@
 //! Entry points for fuzzing and property tests of what comes from outside:
-//! operator input (the config parser, the admin API's request bodies) and
+//! operator input (the config parser, the admin API's request bodies),
 //! upstream bytes (the HTTP/1.1 client's response-head parser and chunked
-//! decoder). `fuzz/` (cargo fuzz), `tests/e2e/operator_input.rs` and
-//! `tests/e2e/upstream_input.rs` (which replay the fuzz corpus and run
-//! property tests) call these same functions, so a finding of one is a test
-//! of the other.
+//! decoder) and the answers the mirror compares. `fuzz/` (cargo fuzz),
+//! `tests/e2e/operator_input.rs`, `tests/e2e/upstream_input.rs` and
+//! `tests/e2e/mirror.rs` (which replay the fuzz corpus and run property
+//! tests) call these same functions, so a finding of one is a test of the
+//! other.
 //!
 //! Each panics when an invariant breaks: never a panic inside, always a
 //! clear error (a diagnostic with a message, a status of 400, 413 or 422,
@@ -386,4 +387,89 @@ fn size_line(out: &mut Vec<u8>, len: usize, style: u8) {
         _ => {}
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Two answers to one request, from one input: byte 0 holds flags (bit 0:
+/// the statuses differ; bit 1: each answer starts with header lines up to
+/// a blank line), bytes 1-2 the first answer's length (little endian, cut
+/// to what is there), the rest the two answers. The comparison of the
+/// mirror must never panic, find nothing between an answer and itself,
+/// find the same fields both ways (values swapped), and keep a diff within
+/// its bounds: at most `FIELDS_MAX` fields (and a count), values cut short,
+/// cookies never shown.
+pub fn mirror_compare(data: &[u8]) {
+    use crate::proxy::mirror::compare::{compare, Answer, Captured, FIELDS_MAX, SHOWN_MAX};
+    if data.len() < 3 {
+        return;
+    }
+    let flags = data[0];
+    let rest = &data[3..];
+    let cut = usize::from(u16::from_le_bytes([data[1], data[2]])).min(rest.len());
+    let (a, b) = rest.split_at(cut);
+    let answer = |raw: &[u8], status: u16| -> Answer {
+        let mut headers = HeaderMap::new();
+        let mut body = raw;
+        let end = raw.windows(2).position(|w| w == b"\n\n");
+        if let (true, Some(end)) = (flags & 2 != 0, end) {
+            for line in raw[..end].split(|&c| c == b'\n') {
+                let Some(colon) = line.iter().position(|&c| c == b':') else {
+                    continue;
+                };
+                let value = line[colon + 1..].trim_ascii();
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(&line[..colon]),
+                    HeaderValue::from_bytes(value),
+                ) {
+                    headers.append(n, v);
+                }
+            }
+            body = &raw[end + 2..];
+        }
+        Answer {
+            status,
+            headers,
+            body: Captured::whole(body),
+        }
+    };
+    let x = answer(a, 200);
+    let y = answer(b, if flags & 1 != 0 { 500 } else { 200 });
+    let plan = crate::routing::mirror::ComparePlan {
+        ignore_headers: vec![header::DATE],
+        ignore_json: ["$.t", "$.a[*].b"]
+            .iter()
+            .filter_map(|p| crate::config::mirror::JsonPath::parse(p).ok())
+            .collect(),
+        learn_noise: true,
+    };
+    assert!(
+        compare(&x, &x, &plan).is_empty(),
+        "an answer differs from itself"
+    );
+    assert!(
+        compare(&y, &y, &plan).is_empty(),
+        "an answer differs from itself"
+    );
+    let xy = compare(&x, &y, &plan);
+    let yx = compare(&y, &x, &plan);
+    assert_eq!(xy.len(), yx.len(), "the comparison is not symmetric");
+    assert!(xy.len() <= FIELDS_MAX + 1, "{} fields", xy.len());
+    for (p, q) in xy.iter().zip(&yx) {
+        assert_eq!(p.diff.field, q.diff.field);
+        assert_eq!(
+            (&p.diff.live, &p.diff.candidate),
+            (&q.diff.candidate, &q.diff.live)
+        );
+        assert!(!p.diff.field.is_empty() && !p.key.is_empty());
+        for v in [&p.diff.live, &p.diff.candidate] {
+            assert!(v.chars().count() <= SHOWN_MAX + 1, "a value not cut short");
+        }
+        if p.diff.field == "header:set-cookie" {
+            assert!(
+                [&p.diff.live, &p.diff.candidate]
+                    .iter()
+                    .all(|v| *v == "(hidden)" || *v == "(absent)"),
+                "a cookie shown"
+            );
+        }
+    }
 }

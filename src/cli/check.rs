@@ -336,6 +336,9 @@ pub fn summary(cfg: &Config, env: &Environment) -> Vec<String> {
             human(c.max_hold)
         ));
     }
+    for m in cfg.mirror.summary() {
+        line(format_args!("{m}"));
+    }
     match &cfg.state_file {
         Some(f) => line(format_args!("state file: {}", f.display())),
         None => line(format_args!(

@@ -61,6 +61,38 @@ impl MirrorConfig {
     }
 }
 
+impl MirrorConfig {
+    /// What `switchyard check` says of the section: one line, and a
+    /// warning when unsafe methods are copied (they repeat writes).
+    pub fn summary(&self) -> Vec<String> {
+        if self.percent == 0.0 {
+            return vec!["mirror: off".into()];
+        }
+        let compare = match (self.compare.enabled, self.max_mismatch_rate) {
+            (false, _) => "not compared".to_string(),
+            (true, None) => "compared".to_string(),
+            (true, Some(r)) => {
+                format!("compared; moves to the candidate refused above a mismatch rate of {r}")
+            }
+        };
+        let mut out = vec![format!(
+            "mirror: {}% of {} (bodies up to {} bytes) copied to the candidate, at most {} at once, {compare}",
+            self.percent,
+            self.methods.join(", "),
+            self.max_body.0,
+            self.max_inflight,
+        )];
+        let unsafe_methods = self.unsafe_methods();
+        if !unsafe_methods.is_empty() {
+            out.push(format!(
+                "warning: mirror.methods lists {}: every copy repeats its write on the candidate (list only safe methods unless the candidate writes to its own copy of the data)",
+                unsafe_methods.join(", ")
+            ));
+        }
+        out
+    }
+}
+
 /// `mirror.compare`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

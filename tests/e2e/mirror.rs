@@ -321,3 +321,34 @@ async fn a_green_that_answers_differently_too_often_is_refused_a_rollout_and_a_s
     assert_eq!(code, 200, "{v}");
     s.shutdown().await;
 }
+
+#[test]
+fn the_mirror_compare_fuzz_corpus_replays_cleanly() {
+    let seeds = crate::operator_input::corpus("mirror_compare");
+    assert!(
+        seeds.len() >= 10,
+        "the mirror_compare corpus lost its seeds"
+    );
+    for (_, data) in &seeds {
+        switchyard::fuzzing::mirror_compare(data);
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_two_answers_compare_within_bounds(data in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+        switchyard::fuzzing::mirror_compare(&data);
+    }
+
+    #[test]
+    fn any_two_json_documents_compare_within_bounds(
+        a in proptest::collection::btree_map("[a-c]{1,2}", 0u8..4, 0..6),
+        b in proptest::collection::btree_map("[a-c]{1,2}", 0u8..4, 0..6),
+    ) {
+        let (a, b) = (serde_json::to_vec(&json!({"t": 1, "v": a})).unwrap(), serde_json::to_vec(&json!([b])).unwrap());
+        let mut data = vec![0, a.len() as u8, (a.len() >> 8) as u8];
+        data.extend_from_slice(&a);
+        data.extend_from_slice(&b);
+        switchyard::fuzzing::mirror_compare(&data);
+    }
+}

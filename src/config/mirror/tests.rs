@@ -112,3 +112,20 @@ fn json_paths_parse_print_and_cover() {
         assert_eq!(JsonPath::parse(s).unwrap().to_string(), s);
     }
 }
+
+#[test]
+fn check_says_what_is_copied_and_warns_of_repeated_writes() {
+    assert_eq!(MirrorConfig::default().summary(), ["mirror: off"]);
+    let m = MirrorConfig {
+        percent: 10.0,
+        methods: vec!["GET".into(), "POST".into()],
+        max_mismatch_rate: Some(0.01),
+        ..MirrorConfig::default()
+    };
+    let s = m.summary();
+    assert_eq!(
+        s[0],
+        "mirror: 10% of GET, POST (bodies up to 65536 bytes) copied to the candidate, at most 256 at once, compared; moves to the candidate refused above a mismatch rate of 0.01"
+    );
+    assert!(s[1].starts_with("warning: mirror.methods lists POST: every copy repeats its write"));
+}
