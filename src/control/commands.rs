@@ -42,6 +42,10 @@ pub struct SwitchReport {
     pub gate_ms: u64,
     pub gate_answer: Option<String>,
     pub reason: Option<String>,
+    /// Fleet mode: the members whose acknowledgement the switch missed
+    /// (it aborted naming them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_acks: Vec<String>,
     pub generation: u64,
     pub phase: Phase,
     pub weights: Weights,
@@ -346,6 +350,7 @@ impl Controller {
             gate_ms: 0,
             gate_answer: None,
             reason,
+            missing_acks: Vec::new(),
             generation: self.doc.generation,
             phase: self.doc.phase(),
             weights: self.doc.weights,

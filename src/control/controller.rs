@@ -161,6 +161,9 @@ pub struct Controller {
     pub(crate) held: Option<LocalHold>,
     /// The hold this controller drives: its progress and who waits for it.
     pub(crate) cutover: Option<Cutover>,
+    /// Fleet mode: this member's side of every write hold, and the
+    /// decision of the one in flight (the barrier).
+    pub(crate) fleet_hold: Option<crate::control::fleet_hold::FleetHold>,
     pub(crate) progress_tx: mpsc::UnboundedSender<Progress>,
     progress_rx: mpsc::UnboundedReceiver<Progress>,
     pub(crate) judge: RollbackJudge,
@@ -238,6 +241,7 @@ impl Controller {
         });
         let (tx, rx) = mpsc::channel(256);
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let fleet_hold = crate::control::fleet_hold::FleetHold::for_store(store.as_ref());
         let mut ctl = Controller {
             shared: shared.clone(),
             rx,
@@ -245,6 +249,7 @@ impl Controller {
             doc,
             held: None,
             cutover: None,
+            fleet_hold,
             progress_tx,
             progress_rx,
             judge,
@@ -271,6 +276,9 @@ impl Controller {
         // running that cannot go on as it was.
         let next = match ctl.doc.generation {
             0 => Some(crate::control::transition::first(&ctl.doc, now)),
+            // Fleet mode: another member's hold is that member's to end
+            // (or, past its deadline, any member's: the barrier's).
+            _ if ctl.fleet_hold.is_some() && !ctl.coordinates_hold() => None,
             _ => crate::control::transition::restarted(&ctl.doc, now),
         };
         if let Some(next) = next {
@@ -324,8 +332,11 @@ impl Controller {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut store_events = self.store.events();
+        // A hold in flight when this member started (fleet mode).
+        self.fleet_on_doc();
         loop {
             let deadline = self.next_deadline();
+            let hold_wake = self.fleet_hold_wake();
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd).await,
@@ -338,7 +349,9 @@ impl Controller {
                     self.store_tick().await;
                 }
                 _ = sleep_until_opt(deadline) => self.on_timer().await,
+                _ = sleep_until_opt(hold_wake) => {}
             }
+            self.drive_fleet_hold().await;
             if !self.doc.switching() {
                 if let Some(actor) = self.pending_reload.take() {
                     if let Err(e) = self.reload(actor).await {
@@ -401,6 +414,8 @@ impl Controller {
                 self.follow_remote_hold();
             }
             StoreEvent::Resynced => tracing::info!("the state store read the state again"),
+            // The barrier reads the acks after this event (drive_fleet_hold).
+            StoreEvent::HoldNews => {}
         }
     }
 

@@ -32,6 +32,7 @@ pub mod document;
 pub mod events;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+pub mod fleet_hold;
 pub mod fleet_judge;
 pub mod judge;
 #[cfg(feature = "fleet")]
