@@ -51,6 +51,10 @@ pub enum EventKind {
     EndpointDown,
     EndpointUp,
     EndpointEjected,
+    /// An operator drained an endpoint for maintenance.
+    EndpointDrained,
+    /// An operator enabled a drained endpoint again.
+    EndpointEnabled,
     Failover,
     Rearmed,
     StateFileError,
