@@ -340,7 +340,10 @@ impl Controller {
         };
         let (id, acks) = (c.id, c.acks.clone());
         let applied = match next {
-            Ok(next) => self.commit_with(next, acks.as_deref().map(|a| (id, a))).await,
+            Ok(next) => {
+                self.commit_with(next, acks.as_deref().map(|a| (id, a)))
+                    .await
+            }
             Err(e) => Err(e),
         };
         match applied {

@@ -144,7 +144,9 @@ impl Controller {
                     t.abort();
                 }
             }
-            MemberAction::Nothing | MemberAction::PutAck { .. } | MemberAction::RejectHeld { .. } => {}
+            MemberAction::Nothing
+            | MemberAction::PutAck { .. }
+            | MemberAction::RejectHeld { .. } => {}
         }
         match hold.as_ref().filter(|h| h.in_flight()) {
             Some(h) => {
@@ -414,7 +416,10 @@ impl Controller {
             return;
         };
         let committed = match next {
-            Ok(next) => self.commit_with(next, acks.as_deref().map(|a| (id, a))).await,
+            Ok(next) => {
+                self.commit_with(next, acks.as_deref().map(|a| (id, a)))
+                    .await
+            }
             Err(e) => Err(e),
         };
         match committed {

@@ -143,9 +143,9 @@ pub fn record_decision(table: &RoutingTable, d: &Decision) {
     let (pool, o) = match *d {
         Decision::Forward(route) => (route.meant(), Outcome::Routed(route)),
         Decision::Refuse(r @ Refusal::NoEndpoint { meant, .. }) => (meant, Outcome::Refused(r)),
-        Decision::Refuse(r @ (Refusal::HoldQueueFull | Refusal::Fenced | Refusal::HoldUndecided)) => {
-            (table.live, Outcome::Refused(r))
-        }
+        Decision::Refuse(
+            r @ (Refusal::HoldQueueFull | Refusal::Fenced | Refusal::HoldUndecided),
+        ) => (table.live, Outcome::Refused(r)),
         Decision::Hold(_) => return,
     };
     record(&table.pool(pool).runtime, table.settings.outlier, o);

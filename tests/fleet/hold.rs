@@ -61,9 +61,8 @@ pub async fn held_fleet(
             write_fence: "2s",
             member_ttl: "3s",
         };
-        replicas.push(
-            Replica::start_with(dir.path(), id, blue.addr, green.addr, &opts, &extra).await,
-        );
+        replicas
+            .push(Replica::start_with(dir.path(), id, blue.addr, green.addr, &opts, &extra).await);
     }
     let c = client();
     wait_for(
@@ -118,7 +117,11 @@ pub fn mixed_load(
                 let replica = w % targets.len();
                 while !stop.is_cancelled() {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
-                    let method = if n % 5 == 0 { Method::POST } else { Method::GET };
+                    let method = if n % 5 == 0 {
+                        Method::POST
+                    } else {
+                        Method::GET
+                    };
                     out.push(one(&c, targets[replica], replica, method, n).await);
                 }
                 out
@@ -201,7 +204,11 @@ pub fn each_post_once(f: &HeldFleet, out: &[Outcome]) {
     for o in out.iter().filter(|o| o.method == Method::POST) {
         let n = b.get(&o.id).copied().unwrap_or(0) + g.get(&o.id).copied().unwrap_or(0);
         if (200..300).contains(&o.status) {
-            assert_eq!(n, 1, "POST {} (answered {}) reached the pools {n} times", o.id, o.status);
+            assert_eq!(
+                n, 1,
+                "POST {} (answered {}) reached the pools {n} times",
+                o.id, o.status
+            );
         } else {
             assert!(n <= 1, "POST {} reached the pools {n} times", o.id);
         }
@@ -320,7 +327,10 @@ async fn a_replica_stopped_before_the_switch_aborts_it_naming_the_replica() {
             .contains("no acknowledgement from c"),
         "{report}"
     );
-    assert!(took >= Duration::from_millis(1400), "aborted after {took:?}");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "aborted after {took:?}"
+    );
     assert_eq!(f.green.requests(), 0, "nothing reaches green");
     each_post_once(&f, &out);
     assert!(out.iter().all(|o| o.status == 200), "a client saw an error");
@@ -408,9 +418,14 @@ async fn a_replica_stopped_after_its_ack_never_sends_a_write_to_blue() {
         .blue
         .arrivals()
         .into_iter()
-        .filter(|(id, m, at)| *m == Method::POST && *at > stopped_at && from_c.contains(id.as_str()))
+        .filter(|(id, m, at)| {
+            *m == Method::POST && *at > stopped_at && from_c.contains(id.as_str())
+        })
         .count();
-    assert_eq!(late, 0, "a write through c reached blue after c acked and stopped");
+    assert_eq!(
+        late, 0,
+        "a write through c reached blue after c acked and stopped"
+    );
     let c_refused = out
         .iter()
         .filter(|o| o.replica == 2 && o.status != 200)

@@ -50,7 +50,8 @@ pub enum StoreError {
 
 /// Fleet mode: puts this member's acknowledgement of a write hold (by its
 /// id) under its lease.
-pub type Acker = std::sync::Arc<dyn Fn(u64) -> StoreFuture<'static, Result<(), String>> + Send + Sync>;
+pub type Acker =
+    std::sync::Arc<dyn Fn(u64) -> StoreFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// A document committed elsewhere, or news about the stream of them.
 #[derive(Debug, Clone)]
