@@ -437,3 +437,144 @@ async fn a_replica_stopped_after_its_ack_never_sends_a_write_to_blue() {
     assert_eq!(others_failed, 0, "a and b answer every request");
     eprintln!("stopped after its ack: c refused {c_refused} requests (503), none reached blue");
 }
+
+/// `POST /switch` to `to` through the admin API at `admin`.
+async fn switch_to(c: &HttpClient, admin: SocketAddr, to: &str) -> (u16, serde_json::Value) {
+    let body = Some(json!({ "to": to }));
+    let (s, _, body) = call(c, admin, Method::POST, "/api/v1/switch", body)
+        .await
+        .expect("the switch is answered");
+    (s, body)
+}
+
+/// `n` held switches back and forth through `admin`; each one's `hold_ms`.
+async fn hold_lengths(c: &HttpClient, admin: SocketAddr, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let to = if i % 2 == 0 { "green" } else { "blue" };
+        let (s, report) = switch_to(c, admin, to).await;
+        assert_eq!(s, 200, "{report}");
+        assert_eq!(report["outcome"], "completed", "{report}");
+        out.push(report["hold_ms"].as_u64().unwrap());
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The write-hold length of a fleet cutover (three members, one etcd)
+/// against a single proxy's, side by side on the same upstreams and gate
+/// (open), 20 switches each: the fleet's adds the members' acks and one
+/// guarded etcd commit. Printed for the note; bounded by `max_hold`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_length_of_a_fleet_cutover_against_a_single_proxy() {
+    let etcd = Etcd::one().await;
+    let f = held_fleet("hold-len", etcd.endpoints(), "3s", 0).await;
+    let c = client();
+    let dir = tempfile::tempdir().unwrap();
+    let single = Replica::start_single(
+        dir.path(),
+        "single",
+        f.blue.addr,
+        f.green.addr,
+        &cutover_yaml(f._gate.addr, "3s"),
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "green healthy on the single proxy",
+        || async {
+            let s = single.status(&c).await?;
+            (s["pools"]["green"]["healthy"].as_u64()? >= 1).then_some(())
+        },
+    )
+    .await;
+    let n = 20;
+    let fleet = hold_lengths(&c, f.replicas[0].admin, n).await;
+    let one = hold_lengths(&c, single.admin, n).await;
+    eprintln!(
+        "write hold over {n} switches: fleet of 3 p50 {} ms / max {} ms; single proxy p50 {} ms / max {} ms",
+        fleet[n / 2],
+        fleet[n - 1],
+        one[n / 2],
+        one[n - 1]
+    );
+    assert!(
+        fleet[n - 1] < 3_000,
+        "a fleet hold reached max_hold: {fleet:?}"
+    );
+}
+
+/// Three etcd members; the etcd leader is killed while the switch holds
+/// writes (its gate still closed). Whatever the switch's answer, every
+/// replica ends on the one outcome etcd holds, and no write interleaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_leader_killed_mid_switch_leaves_one_outcome_everywhere() {
+    let mut etcd = Etcd::three().await;
+    let f = held_fleet("hold-leader", etcd.endpoints(), "3s", 600).await;
+    let c = client();
+    let stop = CancellationToken::new();
+    let targets = f.replicas.iter().map(|r| r.proxy).collect();
+    let load = mixed_load(targets, 9, stop.clone());
+    wait_for(Duration::from_secs(10), "traffic on blue", || async {
+        (f.blue.requests() > 200).then_some(())
+    })
+    .await;
+    let answer = {
+        let (c, admin) = (c.clone(), f.replicas[0].admin);
+        tokio::spawn(async move {
+            let body = Some(json!({"to": "green"}));
+            let within = Duration::from_secs(30);
+            crate::support::replica::call_within(
+                &c,
+                admin,
+                Method::POST,
+                "/api/v1/switch",
+                body,
+                within,
+            )
+            .await
+        })
+    };
+    wait_for(Duration::from_secs(5), "a switching", || async {
+        let s = f.replicas[0].status(&c).await?;
+        (s["phase"] == "switching").then_some(())
+    })
+    .await;
+    let leader = etcd.leader().await;
+    etcd.kill(leader);
+    let (status, _, report) = answer.await.unwrap().expect("the switch is answered");
+    let want = match status {
+        200 => "green",
+        409 => "blue",
+        other => panic!("the switch answered {other}: {report}"),
+    };
+    // Every replica converges on the outcome the switch reported.
+    for r in &f.replicas {
+        wait_for(
+            Duration::from_secs(20),
+            "one outcome everywhere",
+            || async {
+                let s = r.status(&c).await?;
+                (s["phase"] != "switching" && s["weights"][want] == json!(100.0)).then_some(())
+            },
+        )
+        .await;
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "one generation everywhere",
+        || async {
+            let mut g = Vec::new();
+            for r in &f.replicas {
+                g.push(r.generation(&c).await?);
+            }
+            g.iter().all(|x| *x == g[0]).then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    let out = collect(load).await;
+    each_post_once(&f, &out);
+    no_interleaving(&f);
+    eprintln!("etcd leader killed mid-switch: the switch answered {status}; all on {want}");
+}
