@@ -85,7 +85,10 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p, window, metrics.pool(p).clone())));
     let client_header = cfg.timeouts.client_header;
     let request_limits = crate::proxy::limits::RequestLimits::from_config(&cfg.limits);
-    let connections = crate::proxy::limits::ConnectionLimit::new(cfg.limits.max_connections);
+    let connections = crate::proxy::limits::ConnectionLimit::with_gauges(
+        cfg.limits.max_connections,
+        metrics.register_client_connections(),
+    );
     let listener_cfgs = cfg.listeners.clone();
     let admin_bind = cfg.admin.bind;
 
@@ -221,11 +224,15 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
             stop_admin.clone(),
         )?;
     }
+    let history = Arc::new(crate::telemetry::history::History::default());
+    admin::history::spawn(shared.clone(), history.clone(), stop_admin.clone());
     let router = admin::router(AdminState {
         shared: shared.clone(),
         controller: handle.clone(),
         token,
         certs: certs.clone().into(),
+        streams: admin::stream::Streams::new(stop_admin.clone()),
+        history,
     });
     let admin_stop = stop_admin.clone();
     // The admin API's heads are bounded like the proxy's (a restart applies a new value).

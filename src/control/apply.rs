@@ -160,7 +160,7 @@ impl Controller {
         };
         if let (Some(id), None) = (wanted, &self.held) {
             let cfg = self.shared.config.load();
-            let mut hold = Hold::new(cfg.cutover.max_held_requests, cfg.cutover.max_hold);
+            let mut hold = Hold::new(cfg.cutover.max_held_requests, cfg.cutover.hold_bound());
             if self.fleet_hold.is_some() {
                 hold = hold.strict();
             }

@@ -41,6 +41,8 @@ pub struct SwitchReport {
     pub drain_ms: u64,
     pub gate_ms: u64,
     pub gate_answer: Option<String>,
+    /// The PostgreSQL gate's LSNs, lag and promotion; null for other gates.
+    pub database: Option<crate::control::gate::DatabaseFigures>,
     pub reason: Option<String>,
     /// Fleet mode: the members whose acknowledgement the switch missed
     /// (it aborted naming them).
@@ -362,6 +364,7 @@ impl Controller {
             drain_ms: 0,
             gate_ms: 0,
             gate_answer: None,
+            database: None,
             reason,
             missing_acks: Vec::new(),
             generation: self.doc.generation,

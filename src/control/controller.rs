@@ -56,6 +56,9 @@ pub struct Shared {
     /// Fleet mode: the fleet as this member sees it, kept by the
     /// membership task; None for a single proxy.
     pub fleet: ArcSwapOption<crate::control::view::FleetView>,
+    /// Events, view changes and traffic samples as they happen (the
+    /// dashboard's stream); sending on it never waits.
+    pub feed: crate::control::feed::Feed,
     shutting_down: AtomicBool,
 }
 
@@ -167,6 +170,8 @@ pub struct Controller {
     /// Fleet mode: this member's side of every write hold, and the
     /// decision of the one in flight (the barrier).
     pub(crate) fleet_hold: Option<crate::control::fleet_hold::FleetHold>,
+    /// The last PostgreSQL gate's figures, shown by status after its switch.
+    pub(crate) last_gate: Option<crate::control::gate::DatabaseFigures>,
     pub(crate) progress_tx: mpsc::UnboundedSender<Progress>,
     progress_rx: mpsc::UnboundedReceiver<Progress>,
     pub(crate) judge: RollbackJudge,
@@ -188,6 +193,20 @@ pub struct Controller {
     /// The admin API's bearer token, replaced by a reload when the content
     /// of `admin.token_file` changed.
     pub(crate) admin_token: Option<Arc<ArcSwapOption<String>>>,
+}
+
+/// Say at start which stored state the proxy resumes, from where, and that
+/// it, not the config's `traffic.initial`, sets the weights: a warning when
+/// they differ (a proxy that comes up at 70/30 with 100/0 in its config
+/// must say why), else a plain line.
+fn restored(doc: &StateDoc, origin: &str, initial: &crate::config::WeightsConfig) {
+    let state = doc.describe();
+    let config = format!("blue {}, green {}", initial.blue, initial.green);
+    if Weights::from_config(initial) == doc.weights {
+        tracing::info!(from = %origin, %state, "restored the stored state; it overrides traffic.initial ({config}), which it equals");
+    } else {
+        tracing::warn!(from = %origin, %state, "restored the stored state; its weights, not traffic.initial ({config}), are in force");
+    }
 }
 
 impl Controller {
@@ -213,12 +232,16 @@ impl Controller {
         metrics: Arc<Metrics>,
         mut store: Box<dyn StateStore>,
     ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
-        let events = EventLog::new(cfg.audit_log.as_deref())
+        let feed = crate::control::feed::Feed::default();
+        let events = EventLog::new(cfg.audit_log.as_deref(), feed.clone())
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let now = crate::clock::unix_ms();
         let mut note = None;
         let doc = match store.load().await {
-            Ok(Some(doc)) => doc,
+            Ok(Some(doc)) => {
+                restored(&doc, &store.origin(), &cfg.traffic.initial);
+                doc
+            }
             Ok(None) => StateDoc::initial(Weights::from_config(&cfg.traffic.initial), now),
             Err(e) => {
                 tracing::error!(error = %e, "state file unusable; starting from the config");
@@ -240,6 +263,7 @@ impl Controller {
             writes: Arc::new(WritesInFlight::default()),
             config_read: ArcSwapOption::empty(),
             fleet: ArcSwapOption::empty(),
+            feed,
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(256);
@@ -253,6 +277,7 @@ impl Controller {
             held: None,
             cutover: None,
             fleet_hold,
+            last_gate: None,
             progress_tx,
             progress_rx,
             judge,

@@ -204,20 +204,33 @@ impl Controller {
                     self.spawn_ack(hold_id);
                 }
             }
-            Progress::Gate { id, passed, answer } => {
-                let Some(c) = self.cutover.as_mut().filter(|c| c.id == id) else {
-                    return;
-                };
-                c.task = None;
-                c.figures.gate_ms =
-                    (c.started.elapsed().as_millis() as u64).saturating_sub(c.figures.settle_ms);
-                c.figures.gate_answer = answer;
-                if !passed {
-                    c.figures.timed_out = Some("gate");
+            Progress::Gate { id, outcome } => {
+                if self.cutover.as_ref().is_some_and(|c| c.id == id) {
+                    self.on_gate_outcome(*outcome).await;
                 }
-                if let Some((b, _)) = fh.barrier.as_mut().filter(|(b, _)| b.id() == id) {
-                    fh.pending = Some(b.on_gate(passed));
+            }
+            Progress::GateEvent { id, event } => {
+                if self.cutover.as_ref().is_some_and(|c| c.id == id) {
+                    self.on_gate_event(event);
                 }
+            }
+        }
+    }
+
+    /// The coordinator's gate ended as `ending` would have it (a single
+    /// proxy's ending): the barrier commits it, guarded by the acks.
+    pub(crate) fn fleet_gate_answered(&mut self, ending: Ending) {
+        let passed = matches!(ending, Ending::Flip);
+        let Some(c) = self.cutover.as_mut() else {
+            return;
+        };
+        let id = c.id;
+        if let Ending::Abort(reason) = ending {
+            c.gate_failure = Some(reason);
+        }
+        if let Some(fh) = self.fleet_hold.as_mut() {
+            if let Some((b, _)) = fh.barrier.as_mut().filter(|(b, _)| b.id() == id) {
+                fh.pending = Some(b.on_gate(passed));
             }
         }
     }
@@ -311,6 +324,11 @@ impl Controller {
         if let Some(step) = fh.pending.take() {
             return step;
         }
+        // Promotion began: the switch completes whatever the time; the
+        // gate's end decides (pending), never the deadline.
+        if self.cutover.as_ref().is_some_and(|c| c.promoting) {
+            return Step::Wait;
+        }
         let acks = self.store.hold_acks(h.id);
         let members = self.store.hold_members();
         let mut step = Step::Wait;
@@ -334,10 +352,11 @@ impl Controller {
         let mine = self.cutover.as_ref().is_some_and(|c| c.id == h.id);
         match step {
             Step::Wait => {}
-            Step::PollGate => match self.shared.config.load().cutover.gate.clone() {
-                Some(gate) if mine => self.spawn_gate(gate),
-                _ => self.fleet_gate_passed(h.id),
-            },
+            Step::PollGate => {
+                if !(mine && self.spawn_gate()) {
+                    self.fleet_gate_passed(h.id);
+                }
+            }
             Step::Flip { acks } if mine => {
                 if let Some(c) = self.cutover.as_mut() {
                     c.acks = Some(acks);
@@ -396,7 +415,8 @@ impl Controller {
 
     fn abort_reason(&self, missing: &[String]) -> String {
         if missing.is_empty() {
-            return self.timed_out_reason("gate");
+            let failure = self.cutover.as_ref().and_then(|c| c.gate_failure.clone());
+            return failure.unwrap_or_else(|| self.timed_out_reason("gate"));
         }
         let max_hold = self.shared.config.load().cutover.max_hold;
         format!(
