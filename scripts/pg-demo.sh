@@ -12,15 +12,18 @@
 # python3. As root, the servers run as the postgres user (PostgreSQL
 # refuses root). Environment: SWITCHYARD_BIN (default
 # target/debug/switchyard), PG_BIN (default the newest
-# /usr/lib/postgresql/*/bin), PG_DEMO_DIR (default a temp dir).
+# /usr/lib/postgresql/*/bin), PG_DEMO_DIR (default a temp dir), and the
+# ports: PG_DEMO_PRIMARY_PORT, PG_DEMO_REPLICA_PORT, PG_DEMO_BLUE_PORT,
+# PG_DEMO_GREEN_PORT, PG_DEMO_PROXY and PG_DEMO_ADMIN (host:port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${SWITCHYARD_BIN:-target/debug/switchyard}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 DIR=${PG_DEMO_DIR:-$(mktemp -d -t switchyard-pg.XXXXXX)}
-PRIMARY_PORT=54320 REPLICA_PORT=54321 BLUE_PORT=8001 GREEN_PORT=8011
-PROXY=127.0.0.1:8080 ADMIN=127.0.0.1:9901
+PRIMARY_PORT=${PG_DEMO_PRIMARY_PORT:-54320} REPLICA_PORT=${PG_DEMO_REPLICA_PORT:-54321}
+BLUE_PORT=${PG_DEMO_BLUE_PORT:-8001} GREEN_PORT=${PG_DEMO_GREEN_PORT:-8011}
+PROXY=${PG_DEMO_PROXY:-127.0.0.1:8080} ADMIN=${PG_DEMO_ADMIN:-127.0.0.1:9901}
 if [ "${1:-}" = "--check" ]; then
     # Free ports: a check must not collide with a demo already running.
     free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -110,8 +113,9 @@ if [ "${1:-}" != "--check" ]; then
 Ready. Writes go through the proxy to blue (the primary):
   for i in \$(seq 1 300); do curl -s -XPOST -H "x-request-id: w\$i" http://$PROXY/write; done &
 Cut over while they flow (holds writes, waits for the replica, promotes it, flips):
-  $BIN ctl switch green
-  $BIN ctl status                                  # the gate: LSNs, lag, promotion
+  $BIN ctl --admin http://$ADMIN switch green
+  $BIN ctl --admin http://$ADMIN status           # the gate: LSNs, lag, promotion
+  (or the dashboard: http://$ADMIN/)
 Every acknowledged write is on the promoted replica, once:
   curl -s http://127.0.0.1:$GREEN_PORT/count
 Ctrl-C stops everything.

@@ -31,4 +31,8 @@ trap 'rm -f "$out"' EXIT
 cargo test --test e2e postgres_gate -- --ignored --nocapture --test-threads 1 2>&1 | tee "$out"
 # Never pass on no test run (a renamed filter would run nothing).
 grep -Eq 'test result: ok\. [1-9][0-9]* passed' "$out" || { echo "FAIL: no PostgreSQL test ran"; exit 1; }
+# The README's walkthrough, run as written: primary, replica, two apps,
+# the proxy, a cutover under writes; fails if a write is lost or doubled.
+cargo build --quiet --bin switchyard
+bash scripts/pg-demo.sh --check
 echo "postgres: passed in $((SECONDS - start)) s"

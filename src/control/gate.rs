@@ -35,6 +35,8 @@ const MAX_POINTS: usize = 240;
 pub struct DatabaseFigures {
     /// `connecting`, `waiting`, `caught_up`, `promoting`, `promoted`, `failed`.
     pub state: &'static str,
+    /// When both connections were up, ms since the hold began.
+    pub connected_ms: Option<u64>,
     /// The primary's `pg_current_wal_lsn()` once the writes had drained:
     /// what the replica must replay.
     pub primary_lsn: Option<Lsn>,

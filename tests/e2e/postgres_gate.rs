@@ -6,7 +6,7 @@
 //! them with `--ignored`.
 
 use crate::support::pg_app::{PgApp, TABLE};
-use crate::support::postgres::Pair;
+use crate::support::postgres::{Pair, PASSWORD, TLS_ROLE};
 use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request};
@@ -21,16 +21,26 @@ use tokio::time::Instant;
 
 const POLL_MS: u64 = 50;
 
-/// The database, both apps and the proxy in front of them.
+/// Both apps and the proxy in front of them, on `pg`.
 struct Rig {
-    pg: Pair,
     proxy: Server,
     _blue: PgApp,
     _green: PgApp,
 }
 
-async fn rig(max_hold: &str, promote: bool) -> Rig {
-    let pg = Pair::start();
+/// The gate's connection strings: the superuser, password from the file.
+async fn rig(pg: &Pair, max_hold: &str, promote: bool) -> Rig {
+    rig_on(
+        pg,
+        &pg.primary.conn(),
+        &pg.replica.conn(),
+        max_hold,
+        promote,
+    )
+    .await
+}
+
+async fn rig_on(pg: &Pair, primary: &str, replica: &str, max_hold: &str, promote: bool) -> Rig {
     pg.wait_streaming().await;
     pg.primary
         .client()
@@ -44,16 +54,13 @@ async fn rig(max_hold: &str, promote: bool) -> Rig {
         &[blue.addr],
         &[green.addr],
         &format!(
-            "cutover:\n  hold_writes: true\n  max_hold: {max_hold}\n  gate:\n    poll_interval: {POLL_MS}ms\n    timeout: 1s\n    postgres:\n      primary: \"{}\"\n      replica: \"{}\"\n      password_file: \"{}\"\n      promote: {promote}\nrollout:\n  bake_time: 0s\nhealth_check:\n  interval: 200ms\n  timeout: 100ms\n  healthy_threshold: 1\n",
-            pg.primary.conn(),
-            pg.replica.conn(),
+            "cutover:\n  hold_writes: true\n  max_hold: {max_hold}\n  gate:\n    poll_interval: {POLL_MS}ms\n    timeout: 1s\n    postgres:\n      primary: \"{primary}\"\n      replica: \"{replica}\"\n      password_file: \"{}\"\n      promote: {promote}\nrollout:\n  bake_time: 0s\nhealth_check:\n  interval: 200ms\n  timeout: 100ms\n  healthy_threshold: 1\n",
             pg.password_file.display()
         ),
     );
     let proxy = start_proxy(&yaml).await;
     wait_healthy(proxy.admin_addr, "green").await;
     Rig {
-        pg,
         proxy,
         _blue: blue,
         _green: green,
@@ -100,8 +107,9 @@ async fn rows(client: &tokio_postgres::Client) -> HashMap<String, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: run .ci/checks/postgres.sh"]
 async fn paused_replay_holds_the_switch_until_it_resumes() {
-    let r = rig("10s", false).await;
-    let replica = r.pg.replica.client().await;
+    let pg = Pair::start();
+    let r = rig(&pg, "10s", false).await;
+    let replica = pg.replica.client().await;
     replica
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await
@@ -212,8 +220,9 @@ async fn paused_replay_holds_the_switch_until_it_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: run .ci/checks/postgres.sh"]
 async fn replay_paused_for_good_aborts_after_max_hold_and_promotes_nothing() {
-    let r = rig("1s", true).await;
-    let replica = r.pg.replica.client().await;
+    let pg = Pair::start();
+    let r = rig(&pg, "1s", true).await;
+    let replica = pg.replica.client().await;
     replica
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await
@@ -254,7 +263,8 @@ async fn replay_paused_for_good_aborts_after_max_hold_and_promotes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: run .ci/checks/postgres.sh"]
 async fn promotion_under_writers_loses_no_write_and_stores_each_once() {
-    let r = rig("3s", true).await;
+    let pg = Pair::start();
+    let r = rig(&pg, "3s", true).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let seq = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..4)
@@ -288,7 +298,7 @@ async fn promotion_under_writers_loses_no_write_and_stores_each_once() {
     .await;
     let (code, report, _) = switch_to_green(&r.proxy).await.unwrap();
     // Out of recovery when the switch answers, and writable.
-    let replica = r.pg.replica.client().await;
+    let replica = pg.replica.client().await;
     let in_recovery: bool = replica
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
@@ -338,8 +348,8 @@ async fn promotion_under_writers_loses_no_write_and_stores_each_once() {
         "{completed}"
     );
     eprintln!(
-        "promotion under 4 writers: hold {} ms, held {}, promotion {} ms, writes acknowledged per writer {:?}, each stored once",
-        report["hold_ms"], report["held_requests"], db["promote_ms"], acked.iter().map(Vec::len).collect::<Vec<_>>()
+        "promotion under 4 writers: hold {} ms (drain {} ms, connected at {} ms, caught up at {} ms), held {}, promotion {} ms, writes acknowledged per writer {:?}, each stored once",
+        report["hold_ms"], report["drain_ms"], db["connected_ms"], db["caught_up_ms"], report["held_requests"], db["promote_ms"], acked.iter().map(Vec::len).collect::<Vec<_>>()
     );
 }
 
@@ -383,5 +393,76 @@ async fn an_unreachable_database_aborts_the_switch_at_once_with_its_reason() {
             .await
             .upstream(),
         "blue-1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run .ci/checks/postgres.sh"]
+async fn a_tls_gate_verifies_the_servers_and_a_wrong_ca_aborts_at_once() {
+    let (pg, tls) = Pair::start_tls();
+    // The gate's role is refused without TLS: passing below means TLS.
+    let plain = format!(
+        "host=127.0.0.1 port={} user={TLS_ROLE} password={PASSWORD} dbname=postgres",
+        pg.primary.port
+    );
+    assert!(
+        tokio_postgres::connect(&plain, tokio_postgres::NoTls)
+            .await
+            .is_err(),
+        "{TLS_ROLE} must need TLS"
+    );
+    let conn = |port: u16, ca: &std::path::Path| {
+        format!("host=127.0.0.1 port={port} user={TLS_ROLE} dbname=postgres sslmode=verify-full sslrootcert={}", ca.display())
+    };
+    {
+        let (p, r) = (
+            conn(pg.primary.port, &tls.wrong_ca),
+            conn(pg.replica.port, &tls.wrong_ca),
+        );
+        let rig = rig_on(&pg, &p, &r, "5s", true).await;
+        let started = Instant::now();
+        let (code, v, _) = switch_to_green(&rig.proxy).await.unwrap();
+        assert_eq!(code, 409, "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("the gate failed") && message.contains("certificate"),
+            "{v}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "a wrong CA aborts at once, not at max_hold"
+        );
+        eprintln!(
+            "TLS with the wrong CA: 409 after {} ms ({message})",
+            started.elapsed().as_millis()
+        );
+    }
+    let replica = pg.replica.client().await;
+    let in_recovery: bool = replica
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        in_recovery,
+        "nothing promoted after the refused certificate"
+    );
+    let (p, r) = (
+        conn(pg.primary.port, &tls.ca),
+        conn(pg.replica.port, &tls.ca),
+    );
+    let rig = rig_on(&pg, &p, &r, "5s", true).await;
+    let (code, report, _) = switch_to_green(&rig.proxy).await.unwrap();
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["database"]["promoted"], true, "{report}");
+    let in_recovery: bool = replica
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!in_recovery, "promoted over TLS");
+    eprintln!(
+        "TLS gate: hold {} ms, promotion {} ms",
+        report["hold_ms"], report["database"]["promote_ms"]
     );
 }

@@ -233,6 +233,7 @@ function renderStatus(s) {
   renderSplit(s.weights);
   renderLock(s.rollback_lock);
   renderHold(s);
+  renderGate(s.gate);
   renderRollout(s);
   renderPools(s);
   renderFleet(s.fleet);
@@ -277,6 +278,36 @@ function renderHold(s) {
   // Fleet mode: every member expected to hold and settle its writes.
   $('hold-members').replaceChildren(...(h.expected || []).map((m) =>
     el('li', { text: 'member holding writes: ' + m })));
+}
+
+// The PostgreSQL gate of the switch in flight, else of the last one
+// (SPEC.md section 13): LSNs, the lag over time, the promotion.
+function bytes(n) {
+  if (n == null) return '—';
+  if (n < 1024) return n + ' B';
+  if (n < 1048576) return fixed(n / 1024, 1) + ' KiB';
+  return fixed(n / 1048576, 1) + ' MiB';
+}
+
+function renderGate(g) {
+  $('gate').hidden = !g;
+  if (!g) return;
+  const waiting = g.state === 'waiting' || g.state === 'connecting' || g.state === 'promoting';
+  $('gate').className = 'notice' + (g.state === 'failed' ? ' bad' : waiting ? ' warn' : '');
+  let text = g.state.replace('_', ' ') + ' · primary ' + (g.primary_lsn || '—') + ' · replica ' +
+    (g.replay_lsn || '—') + ' · lag ' + bytes(g.lag_bytes) + ' (max ' + bytes(g.max_lag_bytes) + ')';
+  if (g.promote) {
+    text += g.promoted ? ' · promoted in ' + g.promote_ms + ' ms'
+      : g.state === 'promoting' ? ' · promoting the replica' : ' · will promote the replica';
+  }
+  if (g.max_hold_exceeded_ms != null) text += ' · ' + g.max_hold_exceeded_ms + ' ms past max_hold';
+  if (g.error) text += ' · ' + g.error;
+  $('gate-text').textContent = text;
+  const lag = g.lag || [];
+  const maxMs = Math.max(1, ...lag.map((p) => p.ms));
+  const maxB = Math.max(1, ...lag.map((p) => p.bytes));
+  $('gate-lag').querySelector('polyline').setAttribute('points',
+    lag.map((p) => fixed(p.ms / maxMs * 300, 1) + ',' + fixed(39 - p.bytes / maxB * 38, 1)).join(' '));
 }
 
 function renderRollout(s) {

@@ -83,10 +83,20 @@ pub struct Connecting(Option<JoinHandle<Result<Session, GateError>>>);
 impl Connecting {
     pub fn start(pg: PostgresGate, timeout: Duration) -> Connecting {
         Connecting(Some(tokio::spawn(async move {
-            let (p, r) = tokio::join!(
-                open(Role::Primary, &pg.primary, &pg, timeout),
-                open(Role::Replica, &pg.replica, &pg, timeout)
-            );
+            // Two tasks: a SCRAM login is CPU work, each may take a core.
+            let (a, b) = (pg.clone(), pg.clone());
+            let p = tokio::spawn(async move { open(Role::Primary, &a.primary, &a, timeout).await });
+            let r = tokio::spawn(async move { open(Role::Replica, &b.replica, &b, timeout).await });
+            let joined = |j: Result<_, tokio::task::JoinError>, role| {
+                j.unwrap_or_else(|e| {
+                    Err(GateError::Unexpected {
+                        role,
+                        message: format!("connecting failed: {e}"),
+                    })
+                })
+            };
+            let (p, r) = tokio::join!(p, r);
+            let (p, r) = (joined(p, Role::Primary), joined(r, Role::Replica));
             let ((primary, pc), (replica, rc)) = (p?, r?);
             Ok(Session {
                 primary,
@@ -313,6 +323,7 @@ pub(super) async fn pass(
         Ok(Err(e)) => return failed(f, e),
         Err(_) => return timed_out(f, "connecting".into()),
     };
+    f.connected_ms = Some(ms_since(started));
     let bound = || gate.timeout.min(remaining());
     // What the replica must replay: everything the drained writes wrote.
     let target = match lsn(

@@ -80,8 +80,11 @@ impl Server {
                 .await
                 .unwrap_or_else(|e| panic!("connect to {}: {e}", self.port));
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                eprintln!("test connection: {e}");
+            // Closed when the server stops at the end of a test: no news.
+            if let Err(e) = conn.await.map_err(|e| (e.is_closed(), e)) {
+                if !e.0 {
+                    eprintln!("test connection: {}", e.1);
+                }
             }
         });
         client
@@ -148,9 +151,62 @@ fn settings(dir: &Path, port: u16) -> String {
     )
 }
 
+/// TLS on both servers: their certificate (for 127.0.0.1), the CA that
+/// signed it, and a CA that did not. Role [`TLS_ROLE`] may log in over TLS
+/// only.
+pub struct Tls {
+    pub ca: PathBuf,
+    pub wrong_ca: PathBuf,
+}
+
+/// The role that may connect only over TLS (a superuser, for pg_promote).
+pub const TLS_ROLE: &str = "gate";
+
+/// `server.crt` and `server.key` (signed by a new CA) in the primary's
+/// data directory, which the backup copies to the replica; the CA and
+/// another one beside them.
+fn server_tls(dir: &Path, data: &Path, user: Option<(u32, u32)>) -> Tls {
+    use crate::support::tls::Ca;
+    use std::os::unix::fs::PermissionsExt;
+    let ca = Ca::new("switchyard test postgres CA").expect("a CA");
+    let issued = ca
+        .issue(&["127.0.0.1", "localhost"])
+        .expect("a server certificate");
+    for (name, pem) in [
+        ("server.crt", &issued.cert_pem),
+        ("server.key", &issued.key_pem),
+    ] {
+        let path = data.join(name);
+        std::fs::write(&path, pem).expect("write TLS file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown TLS file");
+        }
+    }
+    let tls = Tls {
+        ca: dir.join("ca.pem"),
+        wrong_ca: dir.join("wrong-ca.pem"),
+    };
+    std::fs::write(&tls.ca, &ca.cert_pem).expect("write CA");
+    let other = Ca::new("some other CA").expect("another CA");
+    std::fs::write(&tls.wrong_ca, &other.cert_pem).expect("write the other CA");
+    tls
+}
+
 impl Pair {
     /// Make and start both servers; the replica streams from the primary.
     pub fn start() -> Pair {
+        Self::start_with(false).0
+    }
+
+    /// Both servers also serve TLS, and role [`TLS_ROLE`] is refused
+    /// without it.
+    pub fn start_tls() -> (Pair, Tls) {
+        let (pair, tls) = Self::start_with(true);
+        (pair, tls.expect("TLS files"))
+    }
+
+    fn start_with(with_tls: bool) -> (Pair, Option<Tls>) {
         let bin = bin_dir();
         let user = run_as();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -160,11 +216,11 @@ impl Pair {
         let d = |name: &str| dir.path().join(name).display().to_string();
         std::fs::write(d("pw"), format!("{PASSWORD}\n")).expect("password file");
         let password_file = dir.path().join("pgpass");
-        std::fs::write(
-            &password_file,
-            format!("127.0.0.1:*:*:postgres:{PASSWORD}\n"),
-        )
-        .expect("pgpass");
+        let mut pgpass = format!("127.0.0.1:*:*:postgres:{PASSWORD}\n");
+        if with_tls {
+            pgpass.push_str(&format!("127.0.0.1:*:*:{TLS_ROLE}:{PASSWORD}\n"));
+        }
+        std::fs::write(&password_file, pgpass).expect("pgpass");
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(d("pw"), Some(uid), Some(gid)).expect("chown pw");
         }
@@ -192,12 +248,17 @@ impl Pair {
         // Replication connections from loopback need no password; the
         // gate's own connections do (scram, from the password file).
         let hba = primary_dir.join("pg_hba.conf");
+        let mut lines = "host replication all 127.0.0.1/32 trust\n".to_string();
+        let tls = with_tls.then(|| server_tls(dir.path(), &primary_dir, user));
+        if tls.is_some() {
+            append(&primary_dir.join("postgresql.conf"), "ssl = on\n");
+            lines.push_str(&format!("hostnossl all {TLS_ROLE} 127.0.0.1/32 reject\n"));
+            lines.push_str(&format!(
+                "hostssl all {TLS_ROLE} 127.0.0.1/32 scram-sha-256\n"
+            ));
+        }
         let rest = std::fs::read_to_string(&hba).expect("pg_hba");
-        std::fs::write(
-            &hba,
-            format!("host replication all 127.0.0.1/32 trust\n{rest}"),
-        )
-        .expect("pg_hba");
+        std::fs::write(&hba, format!("{lines}{rest}")).expect("pg_hba");
         let start = |data: &str| {
             let log = format!("{data}.log");
             run(
@@ -218,6 +279,15 @@ impl Pair {
             user,
         };
         let port = pp.to_string();
+        if tls.is_some() {
+            // Made before the backup: the replica has the role too.
+            let role = format!("CREATE ROLE {TLS_ROLE} LOGIN SUPERUSER PASSWORD '{PASSWORD}'");
+            let socket = d("");
+            let psql = [
+                "-h", &socket, "-p", &port, "-U", "postgres", "-d", "postgres", "-c", &role,
+            ];
+            run(&bin, user, "psql", &psql).unwrap_or_else(|e| panic!("{e}"));
+        }
         let backup = [
             "-h",
             "127.0.0.1",
@@ -245,12 +315,15 @@ impl Pair {
             bin,
             user,
         };
-        Pair {
-            primary,
-            replica,
-            password_file,
-            dir,
-        }
+        (
+            Pair {
+                primary,
+                replica,
+                password_file,
+                dir,
+            },
+            tls,
+        )
     }
 
     /// Wait until the replica streams (the primary sees its WAL sender).
