@@ -47,9 +47,35 @@ impl Controller {
     /// Commit `next` (computed from the document in force) and apply it.
     /// On a conflict the stored document is applied and the change refused.
     pub(crate) async fn commit(&mut self, next: StateDoc) -> Result<Applied, CommandError> {
-        let next = stamped(next, self.store.member_id());
+        self.commit_with(next, None).await
+    }
+
+    /// [`Controller::commit`]; with `acks` (fleet mode), only if every
+    /// member of `.1` has acknowledged hold `.0` (`AcksMissing` if not).
+    /// A hold this change starts names this member as its coordinator and
+    /// the fleet's members as the ones it waits for.
+    pub(crate) async fn commit_with(
+        &mut self,
+        next: StateDoc,
+        acks: Option<(u64, &[String])>,
+    ) -> Result<Applied, CommandError> {
+        let mut next = stamped(next, self.store.member_id());
+        if let (Some(me), Some(h)) = (self.store.member_id(), next.hold.as_mut()) {
+            if h.in_flight() && h.id == next.generation && h.coordinator.is_none() {
+                h.coordinator = Some(me.to_string());
+                h.expected = self.store.hold_members();
+            }
+        }
         let expected = self.doc.generation;
-        match self.store.commit(&next, expected).await {
+        let stored = match acks {
+            Some((hold, members)) => {
+                self.store
+                    .commit_acked(&next, expected, hold, members)
+                    .await
+            }
+            None => self.store.commit(&next, expected).await,
+        };
+        match stored {
             Ok(committed) => Ok(self.apply(committed)),
             Err(StoreError::Conflict { current }) => {
                 let generation = current.generation;
@@ -113,6 +139,7 @@ impl Controller {
             self.weights_changed();
         }
         let applied = self.publish_table();
+        self.fleet_on_doc();
         if let Some(change) = &self.doc.last_change {
             for e in &change.events {
                 self.shared.events.record(e.clone());
@@ -133,12 +160,13 @@ impl Controller {
         };
         if let (Some(id), None) = (wanted, &self.held) {
             let cfg = self.shared.config.load();
+            let mut hold = Hold::new(cfg.cutover.max_held_requests, cfg.cutover.hold_bound());
+            if self.fleet_hold.is_some() {
+                hold = hold.strict();
+            }
             self.held = Some(LocalHold {
                 id,
-                hold: Arc::new(Hold::new(
-                    cfg.cutover.max_held_requests,
-                    cfg.cutover.hold_bound(),
-                )),
+                hold: Arc::new(hold),
                 started: tokio::time::Instant::now(),
             });
         }

@@ -44,6 +44,10 @@ pub struct SwitchReport {
     /// The PostgreSQL gate's LSNs, lag and promotion; null for other gates.
     pub database: Option<crate::control::gate::DatabaseFigures>,
     pub reason: Option<String>,
+    /// Fleet mode: the members whose acknowledgement the switch missed
+    /// (it aborted naming them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_acks: Vec<String>,
     pub generation: u64,
     pub phase: Phase,
     pub weights: Weights,
@@ -362,6 +366,7 @@ impl Controller {
             gate_answer: None,
             database: None,
             reason,
+            missing_acks: Vec::new(),
             generation: self.doc.generation,
             phase: self.doc.phase(),
             weights: self.doc.weights,

@@ -167,6 +167,9 @@ pub struct Controller {
     pub(crate) held: Option<LocalHold>,
     /// The hold this controller drives: its progress and who waits for it.
     pub(crate) cutover: Option<Cutover>,
+    /// Fleet mode: this member's side of every write hold, and the
+    /// decision of the one in flight (the barrier).
+    pub(crate) fleet_hold: Option<crate::control::fleet_hold::FleetHold>,
     /// The last PostgreSQL gate's figures, shown by status after its switch.
     pub(crate) last_gate: Option<crate::control::gate::DatabaseFigures>,
     pub(crate) progress_tx: mpsc::UnboundedSender<Progress>,
@@ -265,6 +268,7 @@ impl Controller {
         });
         let (tx, rx) = mpsc::channel(256);
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let fleet_hold = crate::control::fleet_hold::FleetHold::for_store(store.as_ref());
         let mut ctl = Controller {
             shared: shared.clone(),
             rx,
@@ -272,6 +276,7 @@ impl Controller {
             doc,
             held: None,
             cutover: None,
+            fleet_hold,
             last_gate: None,
             progress_tx,
             progress_rx,
@@ -299,6 +304,9 @@ impl Controller {
         // running that cannot go on as it was.
         let next = match ctl.doc.generation {
             0 => Some(crate::control::transition::first(&ctl.doc, now)),
+            // Fleet mode: another member's hold is that member's to end
+            // (or, past its deadline, any member's: the barrier's).
+            _ if ctl.fleet_hold.is_some() && !ctl.coordinates_hold() => None,
             _ => crate::control::transition::restarted(&ctl.doc, now),
         };
         if let Some(next) = next {
@@ -352,8 +360,11 @@ impl Controller {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut store_events = self.store.events();
+        // A hold in flight when this member started (fleet mode).
+        self.fleet_on_doc();
         loop {
             let deadline = self.next_deadline();
+            let hold_wake = self.fleet_hold_wake();
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd).await,
@@ -366,7 +377,9 @@ impl Controller {
                     self.store_tick().await;
                 }
                 _ = sleep_until_opt(deadline) => self.on_timer().await,
+                _ = sleep_until_opt(hold_wake) => {}
             }
+            self.drive_fleet_hold().await;
             if !self.doc.switching() {
                 if let Some(actor) = self.pending_reload.take() {
                     if let Err(e) = self.reload(actor).await {
@@ -429,6 +442,8 @@ impl Controller {
                 self.follow_remote_hold();
             }
             StoreEvent::Resynced => tracing::info!("the state store read the state again"),
+            // The barrier reads the acks after this event (drive_fleet_hold).
+            StoreEvent::HoldNews => {}
         }
     }
 

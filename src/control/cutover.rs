@@ -14,6 +14,11 @@
 //! rolling back must not wait on the thing that may be broken. A rollback
 //! asked for during a switch takes its hold over.
 //!
+//! In fleet mode the settling, the acknowledgements and the decision go
+//! through the fleet's barrier ([`crate::control::fleet_hold`]); this
+//! module keeps the requester, the figures, the gate and the commit of
+//! the ending.
+//!
 //! This module drives the hold; it never stores into the table itself
 //! (`apply` does) and never waits inside the loop.
 
@@ -25,6 +30,7 @@ use crate::control::document::{HoldKind, HoldOutcome};
 use crate::control::gate::{self, DatabaseFigures, GateEvent, GateOutcome};
 use crate::control::judge::Figures;
 use crate::control::rollback::refuse;
+use crate::control::store::StoreError;
 use crate::control::transition;
 use crate::control::view::ControlView;
 use crate::control::Actor;
@@ -101,7 +107,7 @@ impl PendingRollback {
 
 /// How the controller ends a hold.
 #[derive(Debug, Clone)]
-enum Ending {
+pub(crate) enum Ending {
     Flip,
     Abort(String),
     Rollback,
@@ -109,15 +115,22 @@ enum Ending {
 
 /// The hold this controller drives.
 pub(crate) struct Cutover {
-    id: u64,
-    kind: HoldKind,
+    pub(crate) id: u64,
+    pub(crate) kind: HoldKind,
     from: PoolName,
     to: PoolName,
-    started: Instant,
-    deadline: Instant,
-    figures: HoldFigures,
-    settled: bool,
-    task: Option<AbortHandle>,
+    pub(crate) started: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) figures: HoldFigures,
+    pub(crate) settled: bool,
+    pub(crate) task: Option<AbortHandle>,
+    /// Fleet mode: the ending is committed only with these members'
+    /// acknowledgements present.
+    pub(crate) acks: Option<Vec<String>>,
+    /// Fleet mode: the members whose acknowledgement an abort missed.
+    pub(crate) missing: Vec<String>,
+    /// Fleet mode: why the gate failed, for the abort it leads to.
+    pub(crate) gate_failure: Option<String>,
     /// The admin request that started the switch.
     switch_reply: Option<Reply<SwitchReport>>,
     rollback: Option<PendingRollback>,
@@ -128,11 +141,11 @@ pub(crate) struct Cutover {
     gate: Option<gate::Prepared>,
     /// Promotion of the replica has begun: the switch completes, whatever
     /// the time; a rollback cannot take it over.
-    promoting: bool,
+    pub(crate) promoting: bool,
 }
 
 /// Wait until no write is in flight, at most until `deadline`.
-async fn settle(writes: Arc<WritesInFlight>, deadline: Instant) -> bool {
+pub(crate) async fn settle(writes: Arc<WritesInFlight>, deadline: Instant) -> bool {
     let mut tick = tokio::time::interval(SETTLE_POLL);
     loop {
         if writes.get() <= 0 {
@@ -145,7 +158,7 @@ async fn settle(writes: Arc<WritesInFlight>, deadline: Instant) -> bool {
     }
 }
 
-fn report_progress(tx: &mpsc::UnboundedSender<Progress>, p: Progress) {
+pub(crate) fn report_progress(tx: &mpsc::UnboundedSender<Progress>, p: Progress) {
     if tx.send(p).is_err() {
         tracing::debug!("the controller stopped before the hold ended");
     }
@@ -187,25 +200,62 @@ impl Controller {
                 HoldKind::Rollback => None,
             },
             promoting: false,
+            acks: None,
+            missing: Vec::new(),
+            gate_failure: None,
         };
-        let (tx, writes, id, deadline) = (
-            self.progress_tx.clone(),
-            self.shared.writes.clone(),
-            c.id,
-            c.deadline,
-        );
+        // In fleet mode every member settles its own writes (fleet_hold).
+        if self.fleet_hold.is_none() {
+            let (tx, writes, id, deadline) = (
+                self.progress_tx.clone(),
+                self.shared.writes.clone(),
+                c.id,
+                c.deadline,
+            );
+            c.task = Some(
+                tokio::spawn(async move {
+                    let settled = settle(writes, deadline).await;
+                    report_progress(&tx, Progress::Settled { id, settled });
+                })
+                .abort_handle(),
+            );
+        }
+        self.cutover = Some(c);
+    }
+
+    /// Run the gate of the switch this controller drives, if it has one;
+    /// it reports [`Progress::GateEvent`]s and a [`Progress::Gate`].
+    /// Whether a gate runs.
+    pub(crate) fn spawn_gate(&mut self) -> bool {
+        let tx = self.progress_tx.clone();
+        let Some(c) = self.cutover.as_mut() else {
+            return false;
+        };
+        let Some(prepared) = c.gate.take() else {
+            return false;
+        };
+        let id = c.id;
+        let (started, deadline) = (c.started, c.deadline);
         c.task = Some(
             tokio::spawn(async move {
-                let settled = settle(writes, deadline).await;
-                report_progress(&tx, Progress::Settled { id, settled });
+                let events = {
+                    let tx = tx.clone();
+                    move |event| report_progress(&tx, Progress::GateEvent { id, event })
+                };
+                let outcome = gate::pass(prepared, started, deadline, events).await;
+                let outcome = Box::new(outcome);
+                report_progress(&tx, Progress::Gate { id, outcome });
             })
             .abort_handle(),
         );
-        self.cutover = Some(c);
+        true
     }
 
     /// A hold's task reported.
     pub(crate) async fn on_progress(&mut self, p: Progress) {
+        if self.fleet_hold.is_some() {
+            return self.fleet_progress(p).await;
+        }
         let Some(c) = self.cutover.as_mut() else {
             return;
         };
@@ -217,30 +267,16 @@ impl Controller {
                 if !settled {
                     c.figures.timed_out = Some("writes in flight");
                 }
-                match (c.kind, settled, c.gate.take()) {
-                    (HoldKind::Rollback, _, _) => self.end_hold(Ending::Rollback).await,
-                    (HoldKind::Switch, false, _) => {
+                match (c.kind, settled) {
+                    (HoldKind::Rollback, _) => self.end_hold(Ending::Rollback).await,
+                    (HoldKind::Switch, false) => {
                         let reason = self.timed_out_reason("writes in flight");
                         self.end_hold(Ending::Abort(reason)).await
                     }
-                    (HoldKind::Switch, true, None) => self.end_hold(Ending::Flip).await,
-                    (HoldKind::Switch, true, Some(prepared)) => {
-                        let (tx, id) = (self.progress_tx.clone(), c.id);
-                        let (started, deadline) = (c.started, c.deadline);
-                        c.task = Some(
-                            tokio::spawn(async move {
-                                let events = {
-                                    let tx = tx.clone();
-                                    move |event| {
-                                        report_progress(&tx, Progress::GateEvent { id, event })
-                                    }
-                                };
-                                let outcome = gate::pass(prepared, started, deadline, events).await;
-                                let outcome = Box::new(outcome);
-                                report_progress(&tx, Progress::Gate { id, outcome });
-                            })
-                            .abort_handle(),
-                        );
+                    (HoldKind::Switch, true) => {
+                        if !self.spawn_gate() {
+                            self.end_hold(Ending::Flip).await;
+                        }
                     }
                 }
             }
@@ -252,7 +288,7 @@ impl Controller {
         }
     }
 
-    fn timed_out_reason(&self, step: &str) -> String {
+    pub(crate) fn timed_out_reason(&self, step: &str) -> String {
         let max_hold = self.shared.config.load().cutover.max_hold;
         let answer = self
             .cutover
@@ -269,7 +305,7 @@ impl Controller {
     /// Commit the document that ends the hold, answer who waits for it.
     /// When the store does not take it, the hold stays (writes stay held)
     /// and the ending is tried again at every tick.
-    async fn end_hold(&mut self, ending: Ending) {
+    pub(crate) async fn end_hold(&mut self, ending: Ending) {
         let Some(c) = self.cutover.as_mut() else {
             return;
         };
@@ -292,12 +328,26 @@ impl Controller {
                 transition::rollback(&self.doc, rollback_actor(p), &reason, figures, now)
             }
         };
+        let (id, acks) = (c.id, c.acks.clone());
         let applied = match next {
-            Ok(next) => self.commit(next).await,
+            Ok(next) => {
+                self.commit_with(next, acks.as_deref().map(|a| (id, a)))
+                    .await
+            }
             Err(e) => Err(e),
         };
         match applied {
             Ok(applied) => self.ended(ending, applied),
+            Err(CommandError::Store(StoreError::AcksMissing { members, .. })) => {
+                self.fleet_acks_missing(&members);
+            }
+            // Fleet mode: another member ended the hold first (its
+            // document is in force now): answer as it ended.
+            Err(CommandError::StaleGeneration { .. })
+                if self.doc.hold_in_flight().is_none_or(|h| h.id != id) =>
+            {
+                self.follow_remote_hold();
+            }
             Err(e) => {
                 tracing::error!(error = %e, "the end of the hold was not stored; writes stay held, retried at the next tick");
                 if let Some(c) = self.cutover.as_mut() {
@@ -373,6 +423,7 @@ impl Controller {
         r.gate_ms = c.figures.gate_ms;
         r.gate_answer = c.figures.gate_answer.clone();
         r.database = c.figures.database.clone();
+        r.missing_acks = c.missing.clone();
         r
     }
 
@@ -424,8 +475,9 @@ impl Controller {
             let report = self.report("aborted", c, Some("a rollback took over".into()));
             send(reply, Err(CommandError::SwitchAborted(Box::new(report))));
         }
-        if settled {
-            // The gate was being polled: nothing left to wait for.
+        // The gate was being polled: nothing left to wait for (in fleet
+        // mode the barrier waits for every member's ack first).
+        if settled && self.fleet_hold.is_none() {
             self.end_hold(Ending::Rollback).await;
         }
     }

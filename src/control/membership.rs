@@ -108,6 +108,8 @@ pub fn spawn(
         &link.member_id,
         serde_json::to_vec(&first).unwrap_or_default(),
     )?;
+    // The controller acknowledges write holds under this member's lease.
+    link.set_acker(member.acker());
     tokio::spawn(contact_ticker(
         link.clone(),
         shared.clone(),

@@ -38,6 +38,7 @@ pub mod events;
 pub mod feed;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+pub mod fleet_hold;
 pub mod fleet_judge;
 pub mod gate;
 pub mod judge;

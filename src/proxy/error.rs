@@ -20,6 +20,8 @@ pub enum ProxyError {
     HoldQueueFull,
     #[error("out of touch with the fleet: writes are fenced")]
     Fenced,
+    #[error("a held write whose switch outcome is unknown here")]
+    HoldUndecided,
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error("upstream did not answer within {0:?}")]
@@ -105,6 +107,11 @@ pub fn status_of(err: &ProxyError) -> (StatusCode, &'static str, bool) {
         ProxyError::Fenced => (
             StatusCode::SERVICE_UNAVAILABLE,
             "503 service unavailable: out of touch with the fleet, writes refused\n",
+            true,
+        ),
+        ProxyError::HoldUndecided => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 service unavailable: the switch's outcome is not known here yet, retry shortly\n",
             true,
         ),
         ProxyError::Connect(_) | ProxyError::UpstreamReset(_) | ProxyError::UpstreamProtocol(_) => {
@@ -195,6 +202,7 @@ mod tests {
             (ProxyError::NoHealthyEndpoint, 503, false),
             (ProxyError::HoldQueueFull, 503, true),
             (ProxyError::Fenced, 503, true),
+            (ProxyError::HoldUndecided, 503, true),
             (connect, 502, false),
             (
                 ProxyError::Connect(ConnectError::Tls {

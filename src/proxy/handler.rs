@@ -18,7 +18,7 @@ use crate::proxy::headers::{self, ClientAddr};
 use crate::proxy::outcome;
 use crate::proxy::ListenerCtx;
 use crate::routing::draw::ThreadDraw;
-use crate::routing::hold::{HeldTicket, WriteToken};
+use crate::routing::hold::{HeldTicket, Waited, WriteToken};
 use crate::routing::{admit, decide, Access, Decision, Refusal, Route, RouteInput, RoutingTable};
 use crate::upstream::request_body::ClientBody;
 use futures_util::future::{ready, Either, Ready};
@@ -177,7 +177,9 @@ async fn serve_held(
     served: Option<&mut Served>,
 ) -> Response<ProxyBody> {
     loop {
-        ticket.wait().await;
+        if ticket.wait().await == Waited::Refused {
+            return refused(Refusal::HoldUndecided);
+        }
         let table = l.table.load_full();
         let (table, token) = admit(&l.table, &l.writes, table, Access::Released);
         let (decision, at) = decide_for(&req, l, client, &table, Access::Released);
@@ -200,13 +202,17 @@ fn refused(refusal: Refusal) -> Response<ProxyBody> {
         Refusal::NoEndpoint { .. } => ProxyError::NoHealthyEndpoint,
         Refusal::HoldQueueFull => ProxyError::HoldQueueFull,
         Refusal::Fenced => ProxyError::Fenced,
+        Refusal::HoldUndecided => ProxyError::HoldUndecided,
     })
 }
 
 /// The answer to a request that could not be served, logged by kind.
 pub(super) fn failed(e: &ProxyError) -> Response<ProxyBody> {
     match e {
-        ProxyError::NoHealthyEndpoint | ProxyError::HoldQueueFull | ProxyError::Fenced => {
+        ProxyError::NoHealthyEndpoint
+        | ProxyError::HoldQueueFull
+        | ProxyError::Fenced
+        | ProxyError::HoldUndecided => {
             tracing::debug!(error = %e, "request refused")
         }
         _ => tracing::warn!(error = %e, "request failed"),

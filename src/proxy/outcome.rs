@@ -86,7 +86,9 @@ pub fn record(pool: &PoolRuntime, outlier: Outlier, o: Outcome<'_>) {
             }
             pool.metrics.record_refused();
         }
-        Outcome::Refused(Refusal::HoldQueueFull | Refusal::Fenced) => pool.metrics.record_refused(),
+        Outcome::Refused(Refusal::HoldQueueFull | Refusal::Fenced | Refusal::HoldUndecided) => {
+            pool.metrics.record_refused()
+        }
         Outcome::Retried { endpoint, kind } => {
             failure(endpoint);
             pool.record_error(kind);
@@ -141,9 +143,9 @@ pub fn record_decision(table: &RoutingTable, d: &Decision) {
     let (pool, o) = match *d {
         Decision::Forward(route) => (route.meant(), Outcome::Routed(route)),
         Decision::Refuse(r @ Refusal::NoEndpoint { meant, .. }) => (meant, Outcome::Refused(r)),
-        Decision::Refuse(r @ (Refusal::HoldQueueFull | Refusal::Fenced)) => {
-            (table.live, Outcome::Refused(r))
-        }
+        Decision::Refuse(
+            r @ (Refusal::HoldQueueFull | Refusal::Fenced | Refusal::HoldUndecided),
+        ) => (table.live, Outcome::Refused(r)),
         Decision::Hold(_) => return,
     };
     record(&table.pool(pool).runtime, table.settings.outlier, o);

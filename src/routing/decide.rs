@@ -109,6 +109,9 @@ pub enum Refusal {
     HoldQueueFull,
     /// A write on a fleet member out of touch past `write_fence`.
     Fenced,
+    /// A write met a fleet hold whose outcome this member does not know
+    /// past its deadline: forwarding it could reach the pool the fleet left.
+    HoldUndecided,
 }
 
 /// Decide where `req` goes under `table`; see the module doc for the rules.
@@ -124,6 +127,9 @@ pub fn decide(table: &RoutingTable, req: &RouteInput<'_>, draw: &mut impl Draw) 
             }
         }
         if let Some(hold) = &table.hold {
+            if hold.rejected() {
+                return Decision::Refuse(Refusal::HoldUndecided);
+            }
             return match hold.enter() {
                 Some(ticket) => Decision::Hold(ticket),
                 None => Decision::Refuse(Refusal::HoldQueueFull),

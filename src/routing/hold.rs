@@ -6,13 +6,20 @@
 //! when the controller flips the table or gives up. At most `max_held`
 //! wait at once; the rest are refused with 503 and `Retry-After`.
 //!
+//! In fleet mode a hold may also end without an outcome this member knows
+//! ([`Hold::reject`]): the held writes, and writes that meet it later, are
+//! then answered 503 instead of forwarded, because the table this member
+//! still has may name the pool the rest of the fleet has left. For the
+//! same reason a fleet member's held write that outlives the safety
+//! timeout is refused, never forwarded.
+//!
 //! Writes being routed are counted in [`WritesInFlight`] from the moment
 //! they load the table until their response ends. A write registers, then
 //! looks at the table again; the controller publishes the hold, then reads
 //! the count. Both sides use sequentially consistent operations, so either
 //! the write sees the hold or the controller sees the write: none slips past.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -32,6 +39,19 @@ pub struct Hold {
     /// A held request gives up waiting after this long (the controller
     /// always releases within `max_hold`; this only guards against a bug).
     pub safety_timeout: Duration,
+    /// Fleet mode: a write that gave up waiting is refused, not forwarded.
+    strict: bool,
+    /// The hold ended without an outcome: every held write is refused.
+    rejected: AtomicBool,
+}
+
+/// How a held request's wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// Released: decide again on the table in force.
+    Released,
+    /// Refused: answer 503 with `Retry-After`, forward nothing.
+    Refused,
 }
 
 impl Hold {
@@ -42,7 +62,16 @@ impl Hold {
             held_total: AtomicU64::new(0),
             gate: Semaphore::new(0),
             safety_timeout: max_hold + Duration::from_secs(5),
+            strict: false,
+            rejected: AtomicBool::new(false),
         }
+    }
+
+    /// A fleet member's hold: a write that waits past the safety timeout
+    /// is refused (see the module doc).
+    pub fn strict(mut self) -> Self {
+        self.strict = true;
+        self
     }
 
     /// Take a place in the queue, or None when it is full.
@@ -58,6 +87,19 @@ impl Hold {
     /// Let every held request go (in arrival order), and any that comes later.
     pub fn release(&self) {
         self.gate.add_permits(RELEASE_PERMITS);
+    }
+
+    /// Refuse every held request, and any that comes later: the hold's
+    /// outcome is not known here (fleet mode, see the module doc).
+    pub fn reject(&self) {
+        self.rejected.store(true, Ordering::SeqCst);
+        self.gate.add_permits(RELEASE_PERMITS);
+    }
+
+    /// Whether [`Hold::reject`] was called.
+    #[inline]
+    pub fn rejected(&self) -> bool {
+        self.rejected.load(Ordering::SeqCst)
     }
 
     pub fn held_total(&self) -> u64 {
@@ -76,12 +118,21 @@ pub struct HeldTicket {
 }
 
 impl HeldTicket {
-    /// Wait for the release. Dropping the future (the client went away)
-    /// simply forgets the request.
-    pub async fn wait(self) {
+    /// Wait for the release (or the refusal). Dropping the future (the
+    /// client went away) simply forgets the request.
+    pub async fn wait(self) -> Waited {
         let waited = tokio::time::timeout(self.hold.safety_timeout, self.hold.gate.acquire()).await;
         if waited.is_err() {
+            if self.hold.strict {
+                tracing::error!("a held request waited past max_hold with no outcome; refusing it");
+                return Waited::Refused;
+            }
             tracing::error!("a held request waited past max_hold; releasing it");
+        }
+        if self.hold.rejected() {
+            Waited::Refused
+        } else {
+            Waited::Released
         }
     }
 }
@@ -156,8 +207,35 @@ mod tests {
         let t = hold.enter().unwrap();
         let waited = tokio::spawn(t.wait());
         tokio::time::advance(Duration::from_secs(7)).await;
-        waited.await.unwrap();
+        assert_eq!(waited.await.unwrap(), Waited::Released);
         assert_eq!(hold.held_now(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_hold_refuses_what_it_cannot_release_safely() {
+        // Past the safety timeout: refused, not released.
+        let hold = Arc::new(Hold::new(4, Duration::from_secs(1)).strict());
+        let waited = tokio::spawn(hold.enter().unwrap().wait());
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(waited.await.unwrap(), Waited::Refused);
+
+        // Rejected: the held ones and later ones are refused at once.
+        let hold = Arc::new(Hold::new(4, Duration::from_secs(60)).strict());
+        let a = tokio::spawn(hold.enter().unwrap().wait());
+        tokio::task::yield_now().await;
+        assert!(!hold.rejected());
+        hold.reject();
+        assert_eq!(a.await.unwrap(), Waited::Refused);
+        assert!(hold.rejected());
+        assert_eq!(hold.enter().unwrap().wait().await, Waited::Refused);
+        assert_eq!(hold.held_now(), 0);
+
+        // Released normally: released.
+        let hold = Arc::new(Hold::new(4, Duration::from_secs(60)).strict());
+        let b = tokio::spawn(hold.enter().unwrap().wait());
+        tokio::task::yield_now().await;
+        hold.release();
+        assert_eq!(b.await.unwrap(), Waited::Released);
     }
 
     #[test]

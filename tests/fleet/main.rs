@@ -14,6 +14,7 @@
 
 mod cluster;
 mod decide;
+mod hold;
 mod members;
 mod replicas;
 mod secure;

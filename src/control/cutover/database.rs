@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 impl Controller {
     /// The gate's figures moved, or it asks to promote.
-    pub(super) fn on_gate_event(&mut self, event: GateEvent) {
+    pub(crate) fn on_gate_event(&mut self, event: GateEvent) {
         let shutting_down = self.shared.is_shutting_down();
         let Some(c) = self.cutover.as_mut() else {
             return;
@@ -41,7 +41,7 @@ impl Controller {
 
     /// The gate ended: flip when it passed or promotion began, else abort
     /// with its reason.
-    pub(super) async fn on_gate_outcome(&mut self, o: GateOutcome) {
+    pub(crate) async fn on_gate_outcome(&mut self, o: GateOutcome) {
         let max_hold = self.shared.config.load().cutover.max_hold;
         let Some(c) = self.cutover.as_mut() else {
             return;
@@ -64,6 +64,10 @@ impl Controller {
             c.figures.timed_out = Some("gate");
             Ending::Abort(self.timed_out_reason("gate"))
         };
+        // Fleet mode: the barrier decides, guarded by every member's ack.
+        if self.fleet_hold.is_some() {
+            return self.fleet_gate_answered(ending);
+        }
         self.end_hold(ending).await;
     }
 

@@ -172,7 +172,14 @@ impl Member {
     }
 
     fn current(&self) -> Result<i64, FleetError> {
-        self.lease().lease.ok_or(FleetError::NoLease)
+        self.shared.current()
+    }
+
+    /// A handle that acknowledges holds for this member from another task.
+    pub fn acker(&self) -> AckHandle {
+        AckHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Replace `members/<id>`; kept for the next registration too.
@@ -188,8 +195,7 @@ impl Member {
 
     /// Acknowledge write hold `hold` (under the lease: it vanishes with it).
     pub async fn ack(&self, hold: &str) -> Result<(), FleetError> {
-        let key = self.shared.etcd.keys.ack(segment(hold)?, &self.shared.id);
-        self.put("ack", key, Vec::new()).await
+        self.shared.ack(hold).await
     }
 
     /// Publish this member's stats at `stats/<id>`.
@@ -199,16 +205,7 @@ impl Member {
     }
 
     async fn put(&self, op: &'static str, key: String, value: Vec<u8>) -> Result<(), FleetError> {
-        let lease = self.current()?;
-        let opts = PutOptions::new().with_lease(lease);
-        self.shared
-            .etcd
-            .request(op, |mut c| {
-                let (key, value, opts) = (key.clone(), value.clone(), opts.clone());
-                async move { c.put(key, value, Some(opts)).await }
-            })
-            .await
-            .map(drop)
+        self.shared.put(op, key, value).await
     }
 
     /// Stand for leader: create this lease's candidate key (kept across
@@ -286,6 +283,43 @@ impl Member {
         })
         .await
         .map(drop)
+    }
+}
+
+impl Shared {
+    fn current(&self) -> Result<i64, FleetError> {
+        self.lease.borrow().lease.ok_or(FleetError::NoLease)
+    }
+
+    async fn ack(&self, hold: &str) -> Result<(), FleetError> {
+        let key = self.etcd.keys.ack(segment(hold)?, &self.id);
+        self.put("ack", key, Vec::new()).await
+    }
+
+    async fn put(&self, op: &'static str, key: String, value: Vec<u8>) -> Result<(), FleetError> {
+        let lease = self.current()?;
+        let opts = PutOptions::new().with_lease(lease);
+        self.etcd
+            .request(op, |mut c| {
+                let (key, value, opts) = (key.clone(), value.clone(), opts.clone());
+                async move { c.put(key, value, Some(opts)).await }
+            })
+            .await
+            .map(drop)
+    }
+}
+
+/// Acknowledges write holds for one member (see [`Member::acker`]); it
+/// does not keep the member alive.
+#[derive(Clone)]
+pub struct AckHandle {
+    shared: Arc<Shared>,
+}
+
+impl AckHandle {
+    /// [`Member::ack`].
+    pub async fn ack(&self, hold: &str) -> Result<(), FleetError> {
+        self.shared.ack(hold).await
     }
 }
 

@@ -35,7 +35,7 @@ mod watch;
 pub use client::{Etcd, EtcdSettings, TlsPem};
 pub use contact::Contact;
 pub use keys::{KeyKind, Keys};
-pub use member::{LeaseState, Member};
+pub use member::{AckHandle, LeaseState, Member};
 pub use state::{Base, Commit, CommitOutcome, Guard, StateDoc, StateRead};
 pub use view::{Entry, FleetEvent, LeaderKey, Snapshot};
 pub use watch::{FleetWatch, Resync};

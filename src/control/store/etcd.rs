@@ -15,75 +15,19 @@
 //! never the authority) and keeps the [`FleetLink`] (members, leader) that
 //! status and the membership task read. It decides nothing.
 
+mod link;
+
 use crate::control::document::StateDoc;
-use crate::control::fleet::{Base, Commit, CommitOutcome, Etcd, FleetEvent, LeaderKey};
+use crate::control::fleet::{Base, Commit, CommitOutcome, FleetEvent, Guard};
 use crate::control::store::file;
-use crate::control::store::{StateStore, StoreError, StoreEvent, StoreFuture, StoreStatus};
-use crate::telemetry::metrics::FleetMetrics;
-use std::collections::BTreeMap;
+use crate::control::store::{Acker, StateStore, StoreError, StoreEvent, StoreFuture, StoreStatus};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// What the watcher learned of the fleet, for status and metrics.
-#[derive(Debug, Default, Clone)]
-pub struct FleetSeen {
-    /// Each member's `members/<id>` value (JSON) and the revision of its
-    /// last update.
-    pub members: BTreeMap<String, Vec<u8>>,
-    pub leader: Option<LeaderKey>,
-}
-
-/// The fleet as this member sees it, shared between the store's watcher
-/// (the writer), the membership task and the admin API (readers).
-pub struct FleetLink {
-    pub member_id: String,
-    pub etcd: Etcd,
-    pub write_fence: Duration,
-    pub metrics: FleetMetrics,
-    seen: Mutex<FleetSeen>,
-    /// Every member's published stats, for the leader's verdict.
-    pub stats: Mutex<crate::control::fleet_judge::Aggregator>,
-}
-
-impl FleetLink {
-    pub fn new(
-        member_id: String,
-        etcd: Etcd,
-        write_fence: Duration,
-        metrics: FleetMetrics,
-    ) -> Self {
-        FleetLink {
-            member_id,
-            etcd,
-            write_fence,
-            metrics,
-            seen: Mutex::new(FleetSeen::default()),
-            stats: Mutex::new(crate::control::fleet_judge::Aggregator::new()),
-        }
-    }
-
-    pub fn seen(&self) -> FleetSeen {
-        lock(&self.seen).clone()
-    }
-
-    /// Whether this member is in touch with etcd (the watch is up).
-    pub fn connected(&self) -> bool {
-        self.etcd.contact().connected()
-    }
-
-    /// Whether `write_fence` has passed without a lease keep-alive.
-    pub fn fenced(&self, now_ms: u64) -> bool {
-        self.etcd.contact().fenced(now_ms, self.write_fence)
-    }
-
-    /// The member that leads, if any.
-    pub fn leader(&self) -> Option<String> {
-        lock(&self.seen).leader.as_ref().map(|l| l.member.clone())
-    }
-}
+pub use link::{FleetLink, FleetSeen};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -188,15 +132,21 @@ impl EtcdStore {
 
     /// Create the document from the state file when etcd holds none.
     async fn bootstrap(&mut self, doc: StateDoc) -> Result<Option<StateDoc>, StoreError> {
-        match self.cas(&doc, Base::Absent).await {
+        match self.cas(&doc, Base::Absent, None).await {
             Ok(d) => Ok(Some(d)),
             Err(StoreError::Conflict { current }) => Ok(Some(*current)),
             Err(e) => Err(e),
         }
     }
 
-    /// One compare-and-swap of `next` against `base`.
-    async fn cas(&mut self, next: &StateDoc, base: Base) -> Result<StateDoc, StoreError> {
+    /// One compare-and-swap of `next` against `base`, guarded by the
+    /// acknowledgements of hold `.0` from each member of `.1` when given.
+    async fn cas(
+        &mut self,
+        next: &StateDoc,
+        base: Base,
+        acks: Option<(&str, &[String])>,
+    ) -> Result<StateDoc, StoreError> {
         let mut doc = next.clone();
         doc.op_id = format!("{}-{:016x}", self.link.member_id, fastrand::u64(..));
         let value = serde_json::to_vec(&doc).map_err(|e| StoreError::Unavailable {
@@ -218,7 +168,7 @@ impl EtcdStore {
                 value: &value,
                 op_id: &doc.op_id,
                 leader: leader.as_ref().filter(|_| guarded),
-                acks: None,
+                acks,
             })
             .await
             .map_err(unavailable)?;
@@ -255,7 +205,7 @@ impl EtcdStore {
                     detail: "leadership lost: the automatic decision is dropped".into(),
                 })
             }
-            CommitOutcome::Conflict { current, .. } => {
+            CommitOutcome::Conflict { current, failed } => {
                 let Some(raw) = current.doc.as_ref() else {
                     return Err(StoreError::Unavailable {
                         detail: "the fleet's state document is gone".into(),
@@ -263,6 +213,20 @@ impl EtcdStore {
                 };
                 let stored = parse(&raw.value)?;
                 self.note(&stored, current.base());
+                let missing: Vec<String> = failed
+                    .iter()
+                    .filter_map(|g| match g {
+                        Guard::Ack(m) => Some(m.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                // The document did not move: only acks are missing.
+                if !missing.is_empty() && !failed.contains(&Guard::State) {
+                    return Err(StoreError::AcksMissing {
+                        members: missing,
+                        current: Box::new(stored),
+                    });
+                }
                 Err(StoreError::Conflict {
                     current: Box::new(stored),
                 })
@@ -344,8 +308,58 @@ impl StateStore for EtcdStore {
                 return Err(e);
             }
             let base = self.base_of(expected_generation).await?;
-            self.cas(next, base).await
+            self.cas(next, base, None).await
         })
+    }
+
+    fn commit_acked<'a>(
+        &'a mut self,
+        next: &'a StateDoc,
+        expected_generation: u64,
+        hold: u64,
+        acks: &'a [String],
+    ) -> StoreFuture<'a, Result<StateDoc, StoreError>> {
+        Box::pin(async move {
+            if let Some(e) = self.out_of_touch() {
+                return Err(e);
+            }
+            let base = self.base_of(expected_generation).await?;
+            let hold = hold.to_string();
+            self.cas(next, base, Some((&hold, acks))).await
+        })
+    }
+
+    fn hold_members(&self) -> Vec<String> {
+        let mut members = self.link.member_ids();
+        if !members.contains(&self.link.member_id) {
+            members.push(self.link.member_id.clone());
+            members.sort();
+        }
+        members
+    }
+
+    fn hold_acks(&self, hold: u64) -> BTreeSet<String> {
+        self.link.acks_of(&hold.to_string())
+    }
+
+    fn acker(&self) -> Option<Acker> {
+        let link = self.link.clone();
+        Some(Arc::new(move |hold: u64| {
+            let handle = link.acker();
+            Box::pin(async move {
+                let Some(handle) = handle else {
+                    return Err("this member has not joined the fleet yet".to_string());
+                };
+                handle
+                    .ack(&hold.to_string())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }))
+    }
+
+    fn hold_grace(&self) -> Option<std::time::Duration> {
+        Some(self.link.write_fence)
     }
 
     fn tick(&mut self) -> StoreFuture<'_, ()> {
@@ -459,16 +473,29 @@ async fn follow(
                 }
             }
             FleetEvent::MemberJoined { id, entry } | FleetEvent::MemberUpdated { id, entry } => {
-                let mut seen = lock(&link.seen);
-                seen.members.insert(id, entry.value);
-                link.metrics.members.set(seen.members.len() as i64);
+                let n = link.member_put(id, entry.value);
+                link.metrics.members.set(n as i64);
             }
             FleetEvent::MemberLeft { id, .. } => {
-                let mut seen = lock(&link.seen);
-                seen.members.remove(&id);
-                link.metrics.members.set(seen.members.len() as i64);
+                let n = link.member_left(&id);
+                link.metrics.members.set(n as i64);
+                if tx.send(StoreEvent::HoldNews).await.is_err() {
+                    return;
+                }
             }
-            FleetEvent::LeaderChanged { leader, .. } => lock(&link.seen).leader = leader,
+            FleetEvent::AckPut { hold, member, .. } => {
+                link.ack_seen(&hold, &member, true);
+                if tx.send(StoreEvent::HoldNews).await.is_err() {
+                    return;
+                }
+            }
+            FleetEvent::AckDeleted { hold, member, .. } => {
+                link.ack_seen(&hold, &member, false);
+                if tx.send(StoreEvent::HoldNews).await.is_err() {
+                    return;
+                }
+            }
+            FleetEvent::LeaderChanged { leader, .. } => link.set_leader(leader),
             FleetEvent::StatsUpdated { member, entry } => {
                 match crate::control::fleet_judge::StatsReport::decode(&entry.value) {
                     Ok(r) => lock(&link.stats).observe(&member, r, tokio::time::Instant::now()),

@@ -39,7 +39,19 @@ pub enum StoreError {
     /// The local file could not be read (unreadable, or corrupt and set aside).
     #[error(transparent)]
     File(#[from] file::FileError),
+    /// Fleet mode: a commit guarded by a hold's acknowledgements found
+    /// these members' missing (their lease expired); nothing was stored.
+    #[error("no acknowledgement from {}", .members.join(", "))]
+    AcksMissing {
+        members: Vec<String>,
+        current: Box<StateDoc>,
+    },
 }
+
+/// Fleet mode: puts this member's acknowledgement of a write hold (by its
+/// id) under its lease.
+pub type Acker =
+    std::sync::Arc<dyn Fn(u64) -> StoreFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// A document committed elsewhere, or news about the stream of them.
 #[derive(Debug, Clone)]
@@ -50,6 +62,9 @@ pub enum StoreEvent {
     /// The store lost track (a reconnect, a compaction) and read the state
     /// again; a `Doc` with what it read comes with it.
     Resynced,
+    /// Fleet mode: a hold's acknowledgements or the members changed; the
+    /// controller reads them again ([`StateStore::hold_acks`]).
+    HoldNews,
 }
 
 /// What status shows about the store (`state_file` in the status document).
@@ -123,5 +138,43 @@ pub trait StateStore: Send {
     /// of bake): timers and the judge consult this.
     fn in_touch(&self) -> bool {
         true
+    }
+
+    /// Fleet mode: [`StateStore::commit`], and only if every member of
+    /// `acks` has acknowledged hold `hold` (checked in the same
+    /// transaction); `AcksMissing` names those whose ack is gone.
+    fn commit_acked<'a>(
+        &'a mut self,
+        next: &'a StateDoc,
+        expected_generation: u64,
+        _hold: u64,
+        _acks: &'a [String],
+    ) -> StoreFuture<'a, Result<StateDoc, StoreError>> {
+        self.commit(next, expected_generation)
+    }
+
+    /// Fleet mode: the members a write hold started now must wait for
+    /// (every member in the fleet, this one included).
+    fn hold_members(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Fleet mode: the members whose acknowledgement of hold `hold` is in.
+    fn hold_acks(&self, _hold: u64) -> std::collections::BTreeSet<String> {
+        std::collections::BTreeSet::new()
+    }
+
+    /// Fleet mode: how this member acknowledges a hold (it fails until the
+    /// member has joined the fleet); None for a single proxy.
+    fn acker(&self) -> Option<Acker> {
+        None
+    }
+
+    /// Fleet mode: how long past a hold's deadline a member waits for its
+    /// outcome before refusing the held writes, and the others step in
+    /// for the member that started it (`write_fence`). None for a single
+    /// proxy, whose hold is its own.
+    fn hold_grace(&self) -> Option<std::time::Duration> {
+        None
     }
 }

@@ -36,6 +36,18 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<(u16, Option<String>, serde_json::Value), String> {
+    call_within(c, addr, method, path, body, Duration::from_secs(5)).await
+}
+
+/// [`call`], waiting at most `within` for the answer.
+pub async fn call_within(
+    c: &HttpClient,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    within: Duration,
+) -> Result<(u16, Option<String>, serde_json::Value), String> {
     let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
     let req = Request::builder()
         .method(method)
@@ -43,7 +55,7 @@ pub async fn call(
         .header("content-type", "application/json")
         .body(Full::new(bytes))
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), c.request(req))
+    let resp = tokio::time::timeout(within, c.request(req))
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -102,22 +114,50 @@ impl Replica {
         fleet: &FleetOpts,
         extra: &str,
     ) -> Replica {
+        Self::spawn(dir, id, blue, green, Some(fleet), extra).await
+    }
+
+    /// A single proxy (no `fleet` section) with `extra` sections, for
+    /// figures measured side by side with a fleet.
+    pub async fn start_single(
+        dir: &Path,
+        id: &str,
+        blue: SocketAddr,
+        green: SocketAddr,
+        extra: &str,
+    ) -> Replica {
+        Self::spawn(dir, id, blue, green, None, extra).await
+    }
+
+    async fn spawn(
+        dir: &Path,
+        id: &str,
+        blue: SocketAddr,
+        green: SocketAddr,
+        fleet: Option<&FleetOpts>,
+        extra: &str,
+    ) -> Replica {
         let dir = dir.join(id);
         std::fs::create_dir_all(&dir).unwrap();
         let proxy = free_addr();
         let admin = free_addr();
-        let endpoints = fleet
-            .endpoints
-            .iter()
-            .map(|e| format!("\"{e}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let fleet_yaml = fleet.map_or_else(String::new, |fleet| {
+            let endpoints = fleet
+                .endpoints
+                .iter()
+                .map(|e| format!("\"{e}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "fleet:\n  etcd:\n    endpoints: [{endpoints}]\n    prefix: \"{prefix}\"\n  member_id: \"{id}\"\n  member_ttl: {ttl}\n  write_fence: {fence}\n",
+                prefix = fleet.prefix,
+                ttl = fleet.member_ttl,
+                fence = fleet.write_fence,
+            )
+        });
         let yaml = format!(
-            "listeners:\n  - bind: \"{proxy}\"\nadmin:\n  bind: \"{admin}\"\npools:\n  blue:\n    endpoints: [\"{blue}\"]\n  green:\n    endpoints: [\"{green}\"]\nhealth_check:\n  interval: 200ms\n  timeout: 100ms\n  healthy_threshold: 1\nstate_file: \"{state}\"\nrollout:\n  bake_time: 0s\nfleet:\n  etcd:\n    endpoints: [{endpoints}]\n    prefix: \"{prefix}\"\n  member_id: \"{id}\"\n  member_ttl: {ttl}\n  write_fence: {fence}\n",
+            "listeners:\n  - bind: \"{proxy}\"\nadmin:\n  bind: \"{admin}\"\npools:\n  blue:\n    endpoints: [\"{blue}\"]\n  green:\n    endpoints: [\"{green}\"]\nhealth_check:\n  interval: 200ms\n  timeout: 100ms\n  healthy_threshold: 1\nstate_file: \"{state}\"\nrollout:\n  bake_time: 0s\n{fleet_yaml}",
             state = dir.join("state.json").display(),
-            prefix = fleet.prefix,
-            ttl = fleet.member_ttl,
-            fence = fleet.write_fence,
         );
         let config = dir.join("switchyard.yaml");
         std::fs::write(&config, yaml + extra).unwrap();
