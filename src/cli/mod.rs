@@ -5,6 +5,7 @@
 //! Everything it runs lives in the library.
 
 pub mod ctl;
+pub mod docs;
 pub mod output;
 pub mod render;
 
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
-    version,
+    version = VERSION,
     about = "A blue/green reverse proxy that moves traffic safely"
 )]
 pub struct Cli {
@@ -41,6 +42,7 @@ pub enum Cmd {
     },
     /// Validate a config file: exit 0 with a summary, or 1 with every error.
     Check {
+        /// Config file (default: $SWITCHYARD_CONFIG, then ./switchyard.yaml).
         #[arg(
             short,
             long,
@@ -52,11 +54,13 @@ pub enum Cmd {
     },
     /// Everything on one machine: sample upstreams, the proxy, the admin API.
     Demo {
+        /// The proxy's plain HTTP listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// The HTTPS listener, with a certificate made at start-up.
         #[arg(long, default_value = "127.0.0.1:8443")]
         tls_listen: SocketAddr,
+        /// The admin API.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
         /// The demo's failure switch: POST /fail/blue|green?rate=0.2
@@ -68,7 +72,24 @@ pub enum Cmd {
     },
     /// Talk to a running proxy's admin API.
     Ctl(ctl::CtlArgs),
+    /// Print a shell completion script, e.g.
+    /// `switchyard completions bash > /etc/bash_completion.d/switchyard`.
+    Completions {
+        /// The shell to complete for.
+        shell: docs::Shell,
+    },
+    /// Print the man page (roff), e.g. `switchyard man | man -l -`.
+    Man,
 }
+
+/// The version `--version` prints: the crate's, and the commit it was
+/// built from (`unknown` outside a git checkout; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SWITCHYARD_COMMIT"),
+    ")"
+);
 
 /// The config file when neither `-c` nor `$SWITCHYARD_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "./switchyard.yaml";
@@ -204,6 +225,8 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
         Cmd::Ctl(args) => ctl::main(args),
+        Cmd::Completions { shell } => docs::completions(shell),
+        Cmd::Man => docs::man(),
     }
 }
 

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod conformance;
 mod ctl;
+mod ctl_ops;
 mod cutover;
 mod disk;
 mod drain;
