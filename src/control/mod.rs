@@ -17,7 +17,8 @@
 //! - [`cutover`]: a write hold in flight; [`rollback`]: manual and automatic rollback.
 //! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
-//! - [`events`]: the audit log; [`view`]: what status shows.
+//! - [`events`]: the audit log; [`view`]: what status shows; [`feed`]: both
+//!   as they change, for the dashboard's stream.
 //! - [`maintenance`]: draining one endpoint for maintenance, and enabling it.
 //! - `fleet` (feature `fleet`): the etcd layer; `store::etcd`: the fleet's
 //!   store; `membership`: joining, the member value, the write fence.
@@ -31,6 +32,7 @@ pub mod controller;
 pub mod cutover;
 pub mod document;
 pub mod events;
+pub mod feed;
 #[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod fleet_judge;

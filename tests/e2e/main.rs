@@ -9,6 +9,7 @@ mod conformance;
 mod ctl;
 mod ctl_ops;
 mod cutover;
+mod dashboard;
 mod disk;
 mod drain;
 mod faults;
