@@ -1,6 +1,7 @@
 //! How long automatic rollback takes in the demo's own scenario (README,
 //! "Watch an automatic rollback"): the demo's config and sample upstreams,
-//! ~50 requests per second through the proxy, `rollout start green` (10 %),
+//! ~50 requests per second through the proxy, a rollout to green held at
+//! its first step (10 %),
 //! several seconds of good green requests in the window, then green fails
 //! 20 % of its requests. Measured from green's first failed request (the
 //! first time status shows a green error) to the weights back at 100/0,
@@ -79,7 +80,10 @@ async fn one_rollback(admin: SocketAddr, green: &[Arc<SampleApp>]) -> f64 {
         admin,
         Method::POST,
         "/api/v1/rollout",
-        Some(json!({"to": "green"})),
+        // The demo's first step (10 %), held: a step to 25 % while the
+        // test waits would be a weight change, which restarts judging
+        // after `grace` (2 s) by design, not a slower rollback.
+        Some(json!({"to": "green", "steps": [10, 100], "step_interval": "1h"})),
         None,
     )
     .await;
