@@ -16,7 +16,7 @@ mod watch;
 use super::output;
 use super::render::{render_change, render_events, render_maintenance, render_status, Style};
 use api::{Api, CtlError};
-pub use args::{CtlArgs, CtlCmd, EndpointCmd, RolloutCmd, WaitArgs};
+pub use args::{CtlArgs, CtlCmd, EndpointCmd, MirrorCmd, RolloutCmd, WaitArgs};
 use http::Method;
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -125,6 +125,11 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCmd::Rearm => (Method::POST, "/api/v1/rearm".into(), None),
         CtlCmd::Events { limit } => (Method::GET, format!("/api/v1/events?limit={limit}"), None),
         CtlCmd::Reload => (Method::POST, "/api/v1/reload".into(), None),
+        CtlCmd::Mirror(MirrorCmd::Diffs { limit }) => (
+            Method::GET,
+            format!("/api/v1/mirror/diffs?limit={limit}"),
+            None,
+        ),
         CtlCmd::Endpoint(e) => {
             let (action, address) = match e {
                 EndpointCmd::Drain { address } => ("drain", address),
@@ -142,6 +147,7 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
             CtlCmd::Status => render_status(&value, &Style::for_stdout(json)),
             CtlCmd::Events { .. } => render_events(&value),
             CtlCmd::Endpoint(_) => render_maintenance(&value),
+            CtlCmd::Mirror(_) => crate::cli::mirror::render_diffs(&value),
             _ => format!("{}\n", render_change(&value)),
         }
     };

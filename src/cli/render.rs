@@ -114,6 +114,7 @@ pub fn render_progress(s: &Value, style: &Style) -> String {
         out.push_str(&style.paint(&line, Colour::Red));
         out.push('\n');
     }
+    out.push_str(&super::gate::render_gate(&s["gate"]));
     out
 }
 
@@ -176,6 +177,7 @@ pub fn render_status(s: &Value, style: &Style) -> String {
             ));
         }
     }
+    out.push_str(&crate::cli::mirror::status_line(s));
     // The reload was applied except for these keys: say so on every view,
     // or an operator reads "ok" and never restarts.
     if let Some(note) = s["config"]["restart_needed"].as_str() {
@@ -296,6 +298,11 @@ pub fn render_change(v: &Value) -> String {
     };
     if let Some(note) = v["restart_needed"].as_str() {
         out.push_str(&format!("\nRESTART NEEDED: {note}"));
+    }
+    let gate = super::gate::render_gate(&v["database"]);
+    if !gate.is_empty() {
+        out.push('\n');
+        out.push_str(gate.trim_end());
     }
     out
 }

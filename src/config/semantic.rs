@@ -263,8 +263,8 @@ impl Checker<'_> {
                 path,
                 format!(
                     "timeout ({}) is longer than interval ({})",
-                    humantime::format_duration(h.timeout),
-                    humantime::format_duration(h.interval)
+                    crate::config::values::human_duration(h.timeout),
+                    crate::config::values::human_duration(h.interval)
                 ),
             );
         }
@@ -375,8 +375,8 @@ impl Checker<'_> {
                 path,
                 format!(
                     "window ({}) is shorter than interval ({})",
-                    humantime::format_duration(r.window),
-                    humantime::format_duration(r.interval)
+                    crate::config::values::human_duration(r.window),
+                    crate::config::values::human_duration(r.interval)
                 ),
             );
         }
@@ -431,7 +431,13 @@ impl Checker<'_> {
         self.span("cutover.max_hold", c.max_hold, values::MAX_HOLD);
         self.positive("cutover.max_held_requests", c.max_held_requests as u64);
         if let Some(gate) = &c.gate {
-            self.result("cutover.gate.url", values::gate_url(&gate.url));
+            for p in super::gate::problems(gate, c.hold_writes) {
+                let path = match p.path {
+                    "" => "cutover.gate".to_string(),
+                    rest => format!("cutover.gate.{rest}"),
+                };
+                self.err(&path, p.message);
+            }
             self.span("cutover.gate.timeout", gate.timeout, values::MAX_HOLD);
             self.span(
                 "cutover.gate.poll_interval",

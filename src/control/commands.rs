@@ -41,6 +41,8 @@ pub struct SwitchReport {
     pub drain_ms: u64,
     pub gate_ms: u64,
     pub gate_answer: Option<String>,
+    /// The PostgreSQL gate's LSNs, lag and promotion; null for other gates.
+    pub database: Option<crate::control::gate::DatabaseFigures>,
     pub reason: Option<String>,
     pub generation: u64,
     pub phase: Phase,
@@ -166,7 +168,7 @@ impl Controller {
                 reply,
             } => {
                 let cfg = self.shared.config.load_full();
-                let target_ok = self.check_healthy(to);
+                let target_ok = self.check_healthy(to).and_then(|()| self.check_mirror(to));
                 let now = crate::clock::unix_ms();
                 let r = self
                     .change(if_generation, |d| {
@@ -311,7 +313,7 @@ impl Controller {
         reply: Reply<SwitchReport>,
     ) {
         let cfg = self.shared.config.load_full();
-        let target_ok = self.check_healthy(to);
+        let target_ok = self.check_healthy(to).and_then(|()| self.check_mirror(to));
         let now = crate::clock::unix_ms();
         let from = self.doc.weights.sole_pool().unwrap_or(self.doc.live);
         let was_switching = self.doc.switching();
@@ -358,6 +360,7 @@ impl Controller {
             drain_ms: 0,
             gate_ms: 0,
             gate_answer: None,
+            database: None,
             reason,
             generation: self.doc.generation,
             phase: self.doc.phase(),

@@ -167,6 +167,8 @@ pub struct Controller {
     pub(crate) held: Option<LocalHold>,
     /// The hold this controller drives: its progress and who waits for it.
     pub(crate) cutover: Option<Cutover>,
+    /// The last PostgreSQL gate's figures, shown by status after its switch.
+    pub(crate) last_gate: Option<crate::control::gate::DatabaseFigures>,
     pub(crate) progress_tx: mpsc::UnboundedSender<Progress>,
     progress_rx: mpsc::UnboundedReceiver<Progress>,
     pub(crate) judge: RollbackJudge,
@@ -188,6 +190,20 @@ pub struct Controller {
     /// The admin API's bearer token, replaced by a reload when the content
     /// of `admin.token_file` changed.
     pub(crate) admin_token: Option<Arc<ArcSwapOption<String>>>,
+}
+
+/// Say at start which stored state the proxy resumes, from where, and that
+/// it, not the config's `traffic.initial`, sets the weights: a warning when
+/// they differ (a proxy that comes up at 70/30 with 100/0 in its config
+/// must say why), else a plain line.
+fn restored(doc: &StateDoc, origin: &str, initial: &crate::config::WeightsConfig) {
+    let state = doc.describe();
+    let config = format!("blue {}, green {}", initial.blue, initial.green);
+    if Weights::from_config(initial) == doc.weights {
+        tracing::info!(from = %origin, %state, "restored the stored state; it overrides traffic.initial ({config}), which it equals");
+    } else {
+        tracing::warn!(from = %origin, %state, "restored the stored state; its weights, not traffic.initial ({config}), are in force");
+    }
 }
 
 impl Controller {
@@ -219,7 +235,10 @@ impl Controller {
         let now = crate::clock::unix_ms();
         let mut note = None;
         let doc = match store.load().await {
-            Ok(Some(doc)) => doc,
+            Ok(Some(doc)) => {
+                restored(&doc, &store.origin(), &cfg.traffic.initial);
+                doc
+            }
             Ok(None) => StateDoc::initial(Weights::from_config(&cfg.traffic.initial), now),
             Err(e) => {
                 tracing::error!(error = %e, "state file unusable; starting from the config");
@@ -253,6 +272,7 @@ impl Controller {
             doc,
             held: None,
             cutover: None,
+            last_gate: None,
             progress_tx,
             progress_rx,
             judge,

@@ -14,8 +14,11 @@
 //! - [`store`]: where documents are committed; [`store::file`] is the state file.
 //! - [`controller`]: the task and its `select!` loop; [`apply`]: commit and apply.
 //! - [`commands`]: what the admin API, the watcher and signals ask for.
-//! - [`cutover`]: a write hold in flight; [`rollback`]: manual and automatic rollback.
-//! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic.
+//! - [`cutover`]: a write hold in flight; [`gate`]: what it waits for before the
+//!   flip (a URL, or PostgreSQL replication caught up and the replica promoted);
+//!   [`rollback`]: manual and automatic rollback.
+//! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic;
+//!   [`mirror_guard`]: no move to a candidate that answers copies differently.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`events`]: the audit log; [`view`]: what status shows; [`feed`]: both
 //!   as they change, for the dashboard's stream.
@@ -36,12 +39,14 @@ pub mod feed;
 #[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod fleet_judge;
+pub mod gate;
 pub mod judge;
 #[cfg(feature = "fleet")]
 pub mod leader;
 pub mod maintenance;
 #[cfg(feature = "fleet")]
 pub mod membership;
+pub mod mirror_guard;
 pub mod reload;
 pub mod rollback;
 pub mod rollout;

@@ -125,6 +125,20 @@ pub enum CtlCmd {
     /// Maintenance of one endpoint: drain it, or enable it again.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// Copies of live requests to the candidate (SPEC.md section 12).
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MirrorCmd {
+    /// The last mismatches, newest first: each request line and every
+    /// differing field with both values; then the fields learned as noise.
+    Diffs {
+        /// How many of the newest mismatches.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
