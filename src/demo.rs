@@ -154,6 +154,7 @@ rollout:
 rollback:
   interval: 250ms
   window: 10s
+  recent_window: 3s
   min_requests: 10
   max_error_rate: 0.05
   consecutive_breaches: 2

@@ -37,9 +37,16 @@ pub struct PoolStatus {
     pub failing_over: bool,
     /// Null unless the pool lost its traffic less than `drain.timeout` ago.
     pub draining: Option<DrainStatus>,
+    /// Over `rollback.window`: what automatic rollback judges.
     pub stats: WindowStats,
+    /// Over the last [`RECENT`] only: rates that follow a weight change
+    /// within that time, for people watching (`ctl watch`).
+    pub recent: WindowStats,
     pub endpoints: Vec<EndpointStatus>,
 }
+
+/// The span of `pools.*.recent`.
+pub const RECENT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -76,6 +83,7 @@ fn pool_status(pool: &Pool, now_ms: u64, window: Duration) -> PoolStatus {
         failing_over: pool.runtime.is_failing_over() && !has_available,
         draining: pool.runtime.drain.status(crate::clock::unix_ms(), inflight),
         stats: pool.runtime.stats.window(now_ms, window),
+        recent: pool.runtime.stats.window(now_ms, RECENT.min(window)),
         endpoints: pool
             .endpoints
             .iter()

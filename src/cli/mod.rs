@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod ctl;
+pub mod docs;
 pub mod gate;
 pub mod mirror;
 pub mod output;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard",
-    version,
+    version = VERSION,
     about = "A blue/green reverse proxy that moves traffic safely"
 )]
 pub struct Cli {
@@ -46,11 +47,13 @@ pub enum Cmd {
     Check(check::CheckArgs),
     /// Everything on one machine: sample upstreams, the proxy, the admin API.
     Demo {
+        /// The proxy's plain HTTP listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// The HTTPS listener, with a certificate made at start-up.
         #[arg(long, default_value = "127.0.0.1:8443")]
         tls_listen: SocketAddr,
+        /// The admin API.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
         /// The demo's failure switch: POST /fail/blue|green?rate=0.2
@@ -62,7 +65,24 @@ pub enum Cmd {
     },
     /// Talk to a running proxy's admin API.
     Ctl(ctl::CtlArgs),
+    /// Print a shell completion script, e.g.
+    /// `switchyard completions bash > /etc/bash_completion.d/switchyard`.
+    Completions {
+        /// The shell to complete for.
+        shell: docs::Shell,
+    },
+    /// Print the man page (roff), e.g. `switchyard man | man -l -`.
+    Man,
 }
+
+/// The version `--version` prints: the crate's, and the commit it was
+/// built from (`unknown` outside a git checkout; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SWITCHYARD_COMMIT"),
+    ")"
+);
 
 /// The config file when neither `-c` nor `$SWITCHYARD_CONFIG` names one.
 pub const DEFAULT_CONFIG: &str = "./switchyard.yaml";
@@ -183,6 +203,8 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
         Cmd::Ctl(args) => ctl::main(args),
+        Cmd::Completions { shell } => docs::completions(shell),
+        Cmd::Man => docs::man(),
     }
 }
 

@@ -1,8 +1,12 @@
 //! The human views of the admin API's answers for `switchyard ctl`: plain
 //! text, tolerant of missing fields (a newer or older server may add or drop
-//! some), never failing. `--json` bypasses them.
+//! some), never failing. `--json` bypasses them. [`Style`] adds colour and
+//! countdowns where they help (a terminal).
+
+mod style;
 
 use serde_json::Value;
+pub use style::{Colour, Style};
 
 fn pct(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
@@ -23,6 +27,10 @@ fn ms(v: &Value) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("?")
+}
+
 /// A phase as a person reads it: `split` (the API's word) is a manual split.
 fn phase_words(phase: &str) -> &str {
     match phase {
@@ -31,13 +39,26 @@ fn phase_words(phase: &str) -> &str {
     }
 }
 
-/// A human summary of `GET /api/v1/status`.
-pub fn render_status(s: &Value) -> String {
+/// ` (in 12s)` after a time, when the style counts down.
+fn countdown(style: &Style, at: &str) -> String {
+    style
+        .countdown(at)
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
+}
+
+/// Phase, weights, rollout, bake and lock: what `rollout status` shows and
+/// `status` begins with.
+pub fn render_progress(s: &Value, style: &Style) -> String {
     let mut out = String::new();
     let w = &s["weights"];
+    let phase = s["phase"].as_str().unwrap_or("?");
+    let phase_text = match phase {
+        "stable" => phase_words(phase).to_string(),
+        _ => style.paint(phase_words(phase), Colour::Cyan),
+    };
     out.push_str(&format!(
-        "phase {}   live {}   candidate {}   generation {}\n",
-        phase_words(s["phase"].as_str().unwrap_or("?")),
+        "phase {phase_text}   live {}   candidate {}   generation {}\n",
         s["live"].as_str().unwrap_or("?"),
         s["candidate"].as_str().unwrap_or("?"),
         s["generation"]
@@ -56,8 +77,8 @@ pub fn render_status(s: &Value) -> String {
             .unwrap_or_default();
         let paused = r.get("paused").and_then(|v| v.as_bool()).unwrap_or(false);
         let next = match r.get("next_step_at").and_then(|v| v.as_str()) {
-            _ if paused => "paused".to_string(),
-            Some(t) => format!("next step at {t}"),
+            _ if paused => style.paint("paused", Colour::Yellow),
+            Some(t) => format!("next step at {t}{}", countdown(style, t)),
             None => "waiting for promote".to_string(),
         };
         out.push_str(&format!(
@@ -77,39 +98,81 @@ pub fn render_status(s: &Value) -> String {
             "green" => "blue",
             _ => "the other pool",
         };
+        let until = b.get("until").and_then(|v| v.as_str()).unwrap_or("?");
         out.push_str(&format!(
-            "baking   {pool} serves all traffic; {other} is kept warm and automatic rollback to it stays armed until {}\n",
-            b.get("until").and_then(|v| v.as_str()).unwrap_or("?"),
+            "baking   {pool} serves all traffic; {other} is kept warm and automatic rollback to it stays armed until {until}{}\n",
+            countdown(style, until),
         ));
     }
     if let Some(l) = s["rollback_lock"].as_object() {
-        out.push_str(&format!(
-            "LOCKED   rollback lock on {} since {}: {}\n",
+        let line = format!(
+            "LOCKED   rollback lock on {} since {}: {}",
             l.get("pool").and_then(|v| v.as_str()).unwrap_or("?"),
             l.get("since").and_then(|v| v.as_str()).unwrap_or("?"),
             l.get("reason").and_then(|v| v.as_str()).unwrap_or("?"),
-        ));
+        );
+        out.push_str(&style.paint(&line, Colour::Red));
+        out.push('\n');
     }
     out.push_str(&super::gate::render_gate(&s["gate"]));
+    out
+}
+
+/// The colour of an endpoint state: red when it cannot serve for a fault,
+/// yellow while drained or ejected, green when healthy.
+fn state_colour(state: &str) -> Option<Colour> {
+    match state {
+        "unhealthy" => Some(Colour::Red),
+        "ejected" | "draining" => Some(Colour::Yellow),
+        "healthy" => Some(Colour::Green),
+        _ => None,
+    }
+}
+
+/// `12.0 req/s errors 0.00%` of a stats object.
+fn rates(st: &Value) -> String {
+    format!(
+        "{:.1} req/s errors {:.2}%",
+        st["rps"].as_f64().unwrap_or(0.0),
+        st["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+    )
+}
+
+/// A human summary of `GET /api/v1/status`.
+pub fn render_status(s: &Value, style: &Style) -> String {
+    let mut out = render_progress(s, style);
     for pool in ["blue", "green"] {
         let p = &s["pools"][pool];
         let st = &p["stats"];
         let eps = p["endpoints"].as_array().map(Vec::len).unwrap_or(0);
+        let healthy = p["healthy"].as_u64().unwrap_or(0);
+        let mut health = format!("healthy {healthy}/{eps}");
+        if (healthy as usize) < eps {
+            health = style.paint(&health, Colour::Yellow);
+        }
+        // The last seconds first: they follow a weight change at once,
+        // where the window's figures lag behind it.
+        let now = match p.get("recent") {
+            Some(r) if r.is_object() => format!("now {}  ", rates(r)),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "{pool:<6} healthy {}/{}  in flight {}  {:.1} req/s  errors {:.2}%  p50 {}  p99 {}\n",
-            p["healthy"],
-            eps,
+            "{pool:<6} {health}  in flight {}  {now}window {}  p50 {}  p99 {}\n",
             p["inflight"],
-            st["rps"].as_f64().unwrap_or(0.0),
-            st["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            rates(st),
             ms(&st["p50_ms"]),
             ms(&st["p99_ms"]),
         ));
         for e in p["endpoints"].as_array().into_iter().flatten() {
+            let state = text(e, "state");
+            let padded = format!("{state:<9}");
+            let shown = match state_colour(state) {
+                Some(c) => style.paint(&padded, c),
+                None => padded,
+            };
             out.push_str(&format!(
-                "         {:<22} {:<9} in flight {}\n",
-                e["address"].as_str().unwrap_or("?"),
-                e["state"].as_str().unwrap_or("?"),
+                "         {:<22} {shown} in flight {}\n",
+                text(e, "address"),
                 e["inflight"]
             ));
         }
@@ -123,14 +186,16 @@ pub fn render_status(s: &Value) -> String {
     if let Some(err) = s["config"]["last_error"].as_object() {
         let message = err.get("message").and_then(|v| v.as_str()).unwrap_or("?");
         // Line 0 is the API's "no position" (the file could not be read).
-        match err.get("line").and_then(Value::as_u64) {
-            Some(0) => out.push_str(&format!("config   last reload FAILED: {message}\n")),
-            line => out.push_str(&format!(
-                "config   last reload FAILED at line {} column {}: {message}\n",
+        let line = match err.get("line").and_then(Value::as_u64) {
+            Some(0) => format!("config   last reload FAILED: {message}"),
+            line => format!(
+                "config   last reload FAILED at line {} column {}: {message}",
                 line.map_or(Value::Null, Value::from),
                 err.get("column").cloned().unwrap_or(Value::Null),
-            )),
-        }
+            ),
+        };
+        out.push_str(&style.paint(&line, Colour::Red));
+        out.push('\n');
     }
     out
 }
@@ -310,134 +375,4 @@ pub fn render_fleet(f: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn status_rendering_shows_the_split_and_pools() {
-        let s = json!({
-            "phase": "paused", "live": "blue", "candidate": "green", "generation": 4,
-            "weights": {"blue": 90.0, "green": 10.0}, "rollout": null, "rollback_lock": null,
-            "pools": {
-                "blue": {"healthy": 2, "inflight": 1, "stats": {"rps": 5.0, "error_rate": 0.0, "p50_ms": 1.0, "p99_ms": 2.0},
-                         "endpoints": [{"address": "127.0.0.1:1", "state": "healthy", "inflight": 1}]},
-                "green": {"healthy": 0, "inflight": 0, "stats": {}, "endpoints": []}
-            },
-            "config": {"last_error": {"message": "bad", "line": 3, "column": 5}}
-        });
-        let out = render_status(&s);
-        assert!(out.contains("phase paused"), "{out}");
-        assert!(out.contains("blue  90.00%"), "{out}");
-        assert!(out.contains("green  10.00%"), "{out}");
-        assert!(out.contains("127.0.0.1:1"), "{out}");
-        assert!(out.contains("line 3 column 5"), "{out}");
-        assert!(!out.contains("RESTART"), "{out}");
-    }
-
-    #[test]
-    fn a_reload_error_without_a_position_shows_none() {
-        let s = json!({"config": {"last_error": {"message": "cannot read file: gone", "line": 0, "column": 0}}});
-        let out = render_status(&s);
-        assert!(
-            out.contains("config   last reload FAILED: cannot read file: gone"),
-            "{out}"
-        );
-        assert!(!out.contains("line 0"), "{out}");
-    }
-
-    #[test]
-    fn events_say_what_changed() {
-        let v = json!({"events": [
-            {"id": 5, "time": "t", "kind": "weights_changed", "actor": "admin",
-             "from": {"blue": 100.0, "green": 0.0}, "to": {"blue": 90.0, "green": 10.0},
-             "weights": {"blue": 90.0, "green": 10.0}, "reason": null},
-            {"id": 6, "time": "t", "kind": "endpoint_down", "actor": "auto", "from": null,
-             "to": {"pool": "blue", "endpoint": "127.0.0.1:8001", "state": "unhealthy"},
-             "weights": null, "reason": "3 failed checks"},
-            {"id": 7, "time": "t", "kind": "rollback", "actor": "auto", "from": "green",
-             "to": "blue", "weights": {"blue": 100.0, "green": 0.0}, "reason": "error_rate"}
-        ]});
-        let out = render_events(&v);
-        let lines: Vec<&str> = out.lines().collect();
-        assert!(
-            lines[0].ends_with("by admin  blue 100% green 0% -> blue 90% green 10%"),
-            "{out}"
-        );
-        assert!(
-            lines[1].ends_with("-> blue/127.0.0.1:8001 unhealthy; 3 failed checks"),
-            "{out}"
-        );
-        assert!(
-            lines[2].ends_with("green -> blue; now blue 100% green 0%; error_rate"),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn restart_needed_is_shown_by_reload_and_status() {
-        let note = "changed but applied only at restart: listeners";
-        let reload = json!({
-            "generation": 27, "changed": true, "endpoints_added": ["blue/127.0.0.1:8003"],
-            "endpoints_removed": [], "restart_needed": note
-        });
-        let out = render_change(&reload);
-        assert!(
-            out.starts_with("ok: generation 27, config changed"),
-            "{out}"
-        );
-        assert!(out.contains("endpoints added blue/127.0.0.1:8003"), "{out}");
-        assert!(out.ends_with(&format!("\nRESTART NEEDED: {note}")), "{out}");
-        let quiet = json!({"generation": 28, "changed": false, "restart_needed": null});
-        assert_eq!(render_change(&quiet), "ok: generation 28, config unchanged");
-        let status = json!({"config": {"restart_needed": note, "last_error": null}});
-        let out = render_status(&status);
-        assert!(
-            out.contains(&format!("config   RESTART NEEDED: {note}")),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn a_split_and_a_bake_are_named_for_what_they_are() {
-        let out = render_status(&json!({"phase": "split"}));
-        assert!(out.starts_with("phase manual split "), "{out}");
-        let out = render_status(&json!({"phase": "baking",
-            "bake": {"pool": "green", "until": "2026-12-05T10:00:00Z"}}));
-        assert!(
-            out.contains("baking   green serves all traffic; blue is kept warm and automatic rollback to it stays armed until 2026-12-05T10:00:00Z"),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn a_maintenance_answer_says_what_is_in_flight() {
-        let v = json!({"generation": 3, "action": "drain", "address": "127.0.0.1:1", "changed": false,
-            "endpoints": [{"pool": "blue", "address": "127.0.0.1:1", "state": "draining", "inflight": 2}]});
-        assert_eq!(
-            render_maintenance(&v),
-            "127.0.0.1:1 was already drained\nok: drained blue/127.0.0.1:1: now draining, 2 in flight\n"
-        );
-    }
-
-    #[test]
-    fn the_fleet_table_has_a_line_per_member() {
-        let f = serde_json::json!({
-            "member_id": "a", "connected": true, "leader": "b",
-            "members": [{"id": "a", "admin": "127.0.0.1:9911", "generation": 7,
-                "last_seen": "2026-12-04T10:00:00Z", "connected": false,
-                "healthy": {"blue": 2, "green": 1}, "rps": 12.5, "error_rate": 0.25}]
-        });
-        let text = super::render_fleet(&f);
-        assert!(
-            text.starts_with("member a   connected true   leader b\n"),
-            "{text}"
-        );
-        let line = text.lines().nth(2).unwrap();
-        assert!(line.starts_with("a "), "{line}");
-        for part in [" 7 ", " no ", " 12.5 ", " 25.00"] {
-            assert!(line.contains(part), "{part} in {line}");
-        }
-        assert!(super::render_fleet(&serde_json::Value::Null).starts_with("not in fleet mode"));
-    }
-}
+mod tests;

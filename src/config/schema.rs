@@ -357,6 +357,13 @@ pub struct RollbackConfig {
     pub interval: Duration,
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// A short window judged besides `window`, as burn-rate alerting pairs
+    /// a long window with a short one: a candidate that starts failing
+    /// breaches here at once instead of after its earlier good requests in
+    /// `window` stop diluting the rate. Same rules and `min_requests`;
+    /// null turns it off.
+    #[serde(with = "humantime_serde")]
+    pub recent_window: Option<Duration>,
     pub min_requests: u64,
     pub max_error_rate: f64,
     pub max_error_rate_increase: Option<f64>,
@@ -367,12 +374,20 @@ pub struct RollbackConfig {
     pub grace: Duration,
 }
 
+/// `rollback.recent_window` by default: 1/12 of the default 60 s `window`,
+/// the ratio of the multiwindow burn-rate alerts of Google's SRE workbook
+/// (1 h and 5 min); long enough for `consecutive_breaches` (3) evaluations
+/// at the default 1 s `interval` to look at overlapping figures, and at 10
+/// candidate requests per second it holds the default `min_requests` (50).
+pub const DEFAULT_RECENT_WINDOW: Duration = Duration::from_secs(5);
+
 impl Default for RollbackConfig {
     fn default() -> Self {
         RollbackConfig {
             enabled: true,
             interval: Duration::from_secs(1),
             window: Duration::from_secs(60),
+            recent_window: Some(DEFAULT_RECENT_WINDOW),
             min_requests: 50,
             max_error_rate: 0.01,
             max_error_rate_increase: None,

@@ -380,6 +380,25 @@ impl Checker<'_> {
                 ),
             );
         }
+        if let Some(recent) = r.recent_window {
+            if recent < Duration::from_millis(100) {
+                self.err(
+                    "rollback.recent_window",
+                    "must be at least 100ms (or null for none)",
+                );
+            } else if recent > r.window && self.doc.node("rollback.recent_window").is_some() {
+                // The default is cut to a shorter `window` where it is used.
+                let path = self.written(&["rollback.recent_window", "rollback.window"]);
+                self.err(
+                    path,
+                    format!(
+                        "recent_window ({}) is longer than window ({}): it is the short one of the two",
+                        humantime::format_duration(recent),
+                        humantime::format_duration(r.window)
+                    ),
+                );
+            }
+        }
         if !(0.0..=1.0).contains(&r.max_error_rate) {
             self.err(
                 "rollback.max_error_rate",

@@ -19,7 +19,7 @@
 //! [`super::judge::RollbackJudge`] still owns grace and breaches in a row,
 //! and the controller owns the commit).
 
-use super::judge::{evaluate, NoVerdictReason, Verdict};
+use super::judge::{evaluate_windows, NoVerdictReason, Verdict};
 use crate::config::fleet::MinReporting;
 use crate::config::{PoolName, RollbackConfig};
 use crate::telemetry::stats::{Counts, PoolStats};
@@ -220,6 +220,10 @@ impl Aggregator {
         let mut stale = Vec::new();
         let mut cand_sum = Counts::default();
         let mut live_sum = Counts::default();
+        // The same sums over the recent window, when there is one.
+        let recent_window = crate::control::judge::recent_window(cfg);
+        let mut cand_recent = Counts::default();
+        let mut live_recent = Counts::default();
         for member in live_members {
             let Some(history) = self.members.get(member) else {
                 stale.push(member.clone());
@@ -248,6 +252,15 @@ impl Aggregator {
             };
             cand_sum.add(&cand);
             live_sum.add(&lv);
+            if let Some(w) = recent_window {
+                let recent_base = self::baseline(history, w, now);
+                let diff = |pool: PoolName| match recent_base {
+                    Some(base) => latest.report.pool(pool).since(base.pool(pool)),
+                    None => latest.report.pool(pool).clone(),
+                };
+                cand_recent.add(&diff(candidate));
+                live_recent.add(&diff(live));
+            }
             reporting.push(member.clone());
         }
         let fleet = FleetFigures {
@@ -276,10 +289,12 @@ impl Aggregator {
                 fleet,
             };
         }
-        let verdict = evaluate(
+        let recent = recent_window.map(|w| (cand_recent.summarize(w), live_recent.summarize(w)));
+        let verdict = evaluate_windows(
             cfg,
             &cand_sum.summarize(cfg.window),
             &live_sum.summarize(cfg.window),
+            recent.as_ref().map(|(c, l)| (c, l)),
         );
         FleetVerdict { verdict, fleet }
     }

@@ -19,6 +19,17 @@
 //! "Exceeds" is strictly above (with 1e-9 of slack for floating-point noise):
 //! a value equal to its threshold passes.
 //!
+//! # Two windows
+//!
+//! [`evaluate_windows`] judges `window` and, when set, `recent_window` (a
+//! few seconds) by the same rules and `min_requests`; a breach in either is
+//! a breach. A candidate that starts failing after a minute of good
+//! requests takes many seconds to push the whole window's rate over the
+//! threshold; in the recent window its earlier good requests no longer
+//! dilute the rate. This is the short window of multiwindow burn-rate
+//! alerting, used here for speed: `min_requests` in the short window and
+//! `consecutive_breaches` keep a single unlucky second from deciding.
+//!
 //! # When both pools fail (a shared dependency)
 //!
 //! The rules are independent: `max_error_rate` is an absolute ceiling that
@@ -128,6 +139,9 @@ pub struct Figures {
     pub max_error_rate: f64,
     pub max_error_rate_increase: Option<f64>,
     pub max_p99_latency_ms: Option<f64>,
+    /// The window these figures cover: `rollback.window`, or
+    /// `rollback.recent_window` when that one breached.
+    pub window_ms: u64,
 }
 
 /// The outcome of one evaluation.
@@ -195,8 +209,45 @@ pub fn evaluate(cfg: &RollbackConfig, candidate: &WindowStats, live: &WindowStat
                 max_error_rate: cfg.max_error_rate,
                 max_error_rate_increase: cfg.max_error_rate_increase,
                 max_p99_latency_ms: max_p99_ms,
+                window_ms: u64::try_from(cfg.window.as_millis()).unwrap_or(u64::MAX),
             },
         },
+    }
+}
+
+/// The recent window actually judged: `recent_window` cut to `window`;
+/// None when off or no shorter than `window` (then it adds nothing).
+pub fn recent_window(cfg: &RollbackConfig) -> Option<Duration> {
+    cfg.recent_window
+        .map(|r| r.min(cfg.window))
+        .filter(|r| *r < cfg.window)
+}
+
+/// Judge `window` and then, if it did not breach, the recent window (see
+/// the module doc). `recent` is the candidate's and the live pool's figures
+/// over [`recent_window`]; None when there is none.
+pub fn evaluate_windows(
+    cfg: &RollbackConfig,
+    candidate: &WindowStats,
+    live: &WindowStats,
+    recent: Option<(&WindowStats, &WindowStats)>,
+) -> Verdict {
+    let verdict = evaluate(cfg, candidate, live);
+    if matches!(verdict, Verdict::Breach { .. }) {
+        return verdict;
+    }
+    let (Some(window), Some((c, l))) = (recent_window(cfg), recent) else {
+        return verdict;
+    };
+    match evaluate(cfg, c, l) {
+        Verdict::Breach {
+            reason,
+            mut figures,
+        } => {
+            figures.window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            Verdict::Breach { reason, figures }
+        }
+        _ => verdict,
     }
 }
 

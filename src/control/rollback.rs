@@ -112,7 +112,23 @@ impl Controller {
             Some(f) => (f.verdict, Some(f.fleet)),
             None => {
                 let (c, l) = (stats(candidate), stats(live));
-                (judge::evaluate(&cfg.rollback, &c, &l), None)
+                let recent = judge::recent_window(&cfg.rollback).map(|w| {
+                    let recent = |pool: crate::config::PoolName| {
+                        self.shared.runtimes[pool.index()].stats.window_since(
+                            now,
+                            w,
+                            self.changed_at_ms,
+                        )
+                    };
+                    (recent(candidate), recent(live))
+                });
+                let verdict = judge::evaluate_windows(
+                    &cfg.rollback,
+                    &c,
+                    &l,
+                    recent.as_ref().map(|(c, l)| (c, l)),
+                );
+                (verdict, None)
             }
         };
         if let Some(f) = &fleet_figures {
@@ -149,8 +165,11 @@ impl Controller {
 fn describe(reason: BreachReason, f: &judge::Figures) -> String {
     match reason {
         BreachReason::ErrorRate => format!(
-            "candidate error rate {:.4} over {} requests is above max_error_rate {}",
-            f.candidate_error_rate, f.candidate_requests, f.max_error_rate
+            "candidate error rate {:.4} over {} requests ({} window) is above max_error_rate {}",
+            f.candidate_error_rate,
+            f.candidate_requests,
+            humantime::format_duration(std::time::Duration::from_millis(f.window_ms)),
+            f.max_error_rate
         ),
         BreachReason::ErrorRateIncrease => format!(
             "candidate error rate {:.4} exceeds the live pool's {:.4} by more than {}",

@@ -597,11 +597,11 @@ async fn ctl_status_and_weights_work_and_fail_clearly_when_stopped() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["weights"]["green"], 20.0);
     let (code, _, err) = tokio::task::block_in_place(|| ctl(&["weights", "80", "19"]));
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "invalid input: {err}");
     assert!(err.contains("422") && err.contains("100"), "{err}");
     s.shutdown().await;
     let (code, _, err) = tokio::task::block_in_place(|| ctl(&["status"]));
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(5), "unreachable: {err}");
     assert!(err.contains("cannot reach the admin API"), "{err}");
 }
 

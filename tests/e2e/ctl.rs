@@ -127,7 +127,7 @@ async fn ctl_trims_the_token_and_names_a_bad_one() {
             &[],
         )
     });
-    assert_eq!(r.code, Some(1));
+    assert_eq!(r.code, Some(2), "invalid input");
     assert!(
         r.err.contains("bad admin token") && !r.err.contains("URL"),
         "{}",
@@ -142,14 +142,14 @@ async fn ctl_trims_the_token_and_names_a_bad_one() {
 fn ctl_messages_say_what_is_wrong() {
     let closed = free_addr();
     let r = ctl(&["--admin", &format!("http://{closed}"), "status"], &[]);
-    assert_eq!(r.code, Some(1));
+    assert_eq!(r.code, Some(5), "unreachable");
     assert!(r.err.contains("is switchyard running?"), "{}", r.err);
     for (admin, says) in [
         (format!("{closed}"), "missing http://"),
         (format!("https://{closed}"), "use http://"),
     ] {
         let r = ctl(&["--admin", &admin, "status"], &[]);
-        assert_eq!(r.code, Some(1), "{admin}");
+        assert_eq!(r.code, Some(2), "invalid input: {admin}");
         assert!(r.err.contains(says), "{admin}: {}", r.err);
         assert!(
             !r.err.contains("is switchyard running?"),
@@ -197,7 +197,7 @@ async fn output_into_a_closed_pipe_ends_quietly() {
 }
 
 /// With `--json`, a refusal prints the API's error document on stdout (a
-/// script parses it) and still exits 1.
+/// script parses it) and still exits with the refusal's code (2: invalid).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_json_prints_the_api_error_document() {
     let blue = Upstream::start("blue-1").await;
@@ -206,7 +206,7 @@ async fn ctl_json_prints_the_api_error_document() {
     let r = tokio::task::block_in_place(|| {
         ctl(&["--admin", &admin, "--json", "weights", "80", "19"], &[])
     });
-    assert_eq!(r.code, Some(1), "{}", r.out);
+    assert_eq!(r.code, Some(2), "{}", r.out);
     let v: serde_json::Value = serde_json::from_str(&r.out)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", r.out));
     assert!(v["error"]["code"].is_string(), "{v}");

@@ -1,4 +1,7 @@
-use super::*;
+use super::api::*;
+use super::path_segment;
+use http::StatusCode;
+use serde_json::json;
 
 const JSON: &str = "application/json";
 
@@ -102,4 +105,122 @@ fn only_the_admin_api_shape_is_success() {
         ok(StatusCode::NOT_FOUND, "text/html", "<h1>nope</h1>"),
         Err(Answer::Foreign(_))
     ));
+}
+
+#[test]
+fn an_address_is_one_path_segment() {
+    assert_eq!(path_segment("127.0.0.1:8001"), "127.0.0.1:8001");
+    assert_eq!(
+        path_segment("[::1]:80"),
+        "%5B%3A%3A1%5D:80".replace("%3A", ":")
+    );
+    assert_eq!(path_segment("a/../b"), "a%2F..%2Fb");
+}
+
+#[test]
+fn every_failure_has_its_documented_exit_code() {
+    let api = |status: StatusCode| CtlError::Api {
+        status,
+        message: String::new(),
+        body: json!({}),
+    };
+    let cases = [
+        (api(StatusCode::UNPROCESSABLE_ENTITY), exit::INVALID),
+        (api(StatusCode::BAD_REQUEST), exit::INVALID),
+        (api(StatusCode::NOT_FOUND), exit::INVALID),
+        (api(StatusCode::CONFLICT), exit::REFUSED),
+        (api(StatusCode::UNAUTHORIZED), exit::UNAUTHORIZED),
+        (api(StatusCode::SERVICE_UNAVAILABLE), exit::UNREACHABLE),
+        (api(StatusCode::INTERNAL_SERVER_ERROR), exit::OTHER),
+        (
+            CtlError::Refused {
+                url: String::new(),
+                reason: String::new(),
+            },
+            exit::UNREACHABLE,
+        ),
+        (CtlError::BadToken, exit::INVALID),
+        (CtlError::RolledBack(String::new()), exit::ROLLED_BACK),
+        (
+            CtlError::NotAdminApi {
+                url: String::new(),
+                why: String::new(),
+            },
+            exit::OTHER,
+        ),
+    ];
+    for (e, code) in cases {
+        assert_eq!(e.exit_code(), code, "{e:?}");
+    }
+    // The help text lists each code.
+    for code in 0..=6 {
+        assert!(
+            super::args::AFTER_HELP.contains(&format!("\n  {code}  ")),
+            "exit code {code} is not in ctl --help"
+        );
+    }
+}
+
+#[test]
+fn every_subcommand_and_flag_has_help() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "{path} {id} has no help");
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let name = format!("{path} {}", sub.get_name());
+            assert!(sub.get_about().is_some(), "{name} has no help");
+            walk(sub, &name);
+        }
+    }
+    let cli = crate::cli::Cli::command();
+    walk(&cli, "switchyard");
+}
+
+#[test]
+fn pools_are_listed_and_the_interval_flag_has_the_api_name() {
+    use clap::Parser;
+    let parse = |args: &[&str]| crate::cli::Cli::try_parse_from(args);
+    let e = parse(&["switchyard", "ctl", "switch", "purple"]).unwrap_err();
+    assert!(
+        e.to_string().contains("[possible values: blue, green]"),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), 2);
+    for flag in ["--step-interval", "--interval"] {
+        let cli = parse(&[
+            "switchyard",
+            "ctl",
+            "rollout",
+            "start",
+            "green",
+            flag,
+            "30s",
+        ])
+        .unwrap();
+        let crate::cli::Cmd::Ctl(args) = cli.command else {
+            panic!("not ctl")
+        };
+        let super::CtlCmd::Rollout(super::RolloutCmd::Start { step_interval, .. }) = args.cmd
+        else {
+            panic!("not rollout start")
+        };
+        assert_eq!(step_interval.as_deref(), Some("30s"));
+    }
+    let help = crate::cli::Cli::try_parse_from(["switchyard", "ctl", "rollout", "start", "--help"])
+        .unwrap_err()
+        .to_string();
+    assert!(help.contains("--step-interval"), "{help}");
+    assert!(
+        !help.contains("--interval "),
+        "the old name is a hidden alias: {help}"
+    );
 }

@@ -364,6 +364,25 @@ fn too_long_durations() {
 }
 
 #[test]
+fn rollback_recent_window_rules() {
+    let t = with("rollback: {window: 10s, recent_window: 20s}\n");
+    assert_one(
+        &t,
+        at(&t, "20s"),
+        "recent_window (20s) is longer than window (10s)",
+    );
+    let t = with("rollback: {recent_window: 50ms}\n");
+    assert_one(
+        &t,
+        at(&t, "50ms"),
+        "rollback.recent_window: must be at least 100ms",
+    );
+    valid(&with("rollback: {recent_window: null}\n"));
+    // The default (5s) is cut to a shorter window, never an error.
+    valid(&with("rollback: {window: 3s}\n"));
+}
+
+#[test]
 fn rollback_rules() {
     let t = with("rollback: {window: 500ms}\n");
     assert_one(&t, at(&t, "500ms"), "rollback.window: must be at least 1s");

@@ -292,3 +292,59 @@ async fn one_breach_is_enough_when_configured_so() {
     assert_eq!(zero.observe(Instant::now(), Verdict::Pass), None);
     assert!(zero.observe(Instant::now(), breach()).is_some());
 }
+
+#[test]
+fn a_recent_onset_breaches_in_the_recent_window_before_the_window() {
+    let cfg = RollbackConfig {
+        min_requests: 10,
+        max_error_rate: 0.05,
+        window: Duration::from_secs(10),
+        recent_window: Some(Duration::from_secs(3)),
+        ..cfg()
+    };
+    // 50 requests in the window, 1 failed (2 %): the window passes; the
+    // same failure among the last 3 s's 15 requests is 6.7 %.
+    let (whole, recent) = (window(50, 1, 5.0), window(15, 1, 5.0));
+    assert_eq!(evaluate(&cfg, &whole, &healthy()), Verdict::Pass);
+    let v = evaluate_windows(&cfg, &whole, &healthy(), Some((&recent, &healthy())));
+    match v {
+        Verdict::Breach { reason, figures } => {
+            assert_eq!(reason, BreachReason::ErrorRate);
+            assert_eq!(
+                figures.window_ms, 3_000,
+                "the figures are the recent window's"
+            );
+            assert_eq!(figures.candidate_requests, 15);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Too few recent requests: the recent window gives no verdict, the
+    // window's stands.
+    let few = window(9, 9, 5.0);
+    assert_eq!(
+        evaluate_windows(&cfg, &whole, &healthy(), Some((&few, &healthy()))),
+        Verdict::Pass
+    );
+    // Off, or no shorter than the window: only the window is judged.
+    for r in [
+        None,
+        Some(Duration::from_secs(10)),
+        Some(Duration::from_secs(30)),
+    ] {
+        let cfg = RollbackConfig {
+            recent_window: r,
+            ..cfg.clone()
+        };
+        assert_eq!(recent_window(&cfg), None);
+        assert_eq!(
+            evaluate_windows(&cfg, &whole, &healthy(), Some((&recent, &healthy()))),
+            Verdict::Pass
+        );
+    }
+    // A breach of the window itself is reported with its own span.
+    let bad = window(50, 10, 5.0);
+    match evaluate_windows(&cfg, &bad, &healthy(), Some((&recent, &healthy()))) {
+        Verdict::Breach { figures, .. } => assert_eq!(figures.window_ms, 10_000),
+        other => panic!("{other:?}"),
+    }
+}
