@@ -460,17 +460,30 @@ function addEvent(e) {
   renderEvents();
 }
 
+// The shapes events carry, in words: weights, a rollout, an endpoint.
 function describeValue(v) {
-  if (v == null) return '';
+  if (v == null) return '—';
   if (typeof v !== 'object') return String(v);
   if ('blue' in v && 'green' in v && Object.keys(v).length === 2) return 'blue ' + pct(v.blue) + ' / green ' + pct(v.green);
-  return Object.entries(v).map(([k, x]) => k + ' ' + (typeof x === 'object' ? JSON.stringify(x) : x)).join(', ');
+  if (Array.isArray(v.steps)) {
+    return 'rollout to ' + v.to + ', step ' + v.step + ' of ' + v.steps.length + ' (' + pct(v.percent) + ')' +
+      (v.step_interval ? ' every ' + v.step_interval : '') + (v.paused ? ', paused' : '');
+  }
+  if (v.endpoint) return v.pool + ' endpoint ' + v.endpoint + (v.state ? ': ' + v.state : '');
+  return Object.entries(v).filter(([, x]) => x != null)
+    .map(([k, x]) => k.replace(/_/g, ' ') + ' ' + (typeof x === 'object' ? JSON.stringify(x) : x)).join(', ');
+}
+
+function figure(v) {
+  if (v == null) return '—';
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : String(Math.round(v * 10000) / 10000);
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
 }
 
 function evidence(stats) {
   const rows = Object.entries(stats).map(([k, v]) => el('tr', {},
     el('th', { scope: 'row', text: k.replace(/_/g, ' ') }),
-    el('td', { text: typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v) })));
+    el('td', { text: figure(v) })));
   return el('details', { class: 'evidence', open: '' }, el('summary', { text: 'evidence' }), el('table', {}, el('tbody', {}, ...rows)));
 }
 
@@ -482,7 +495,9 @@ function renderEvents() {
       el('span', { class: 'kind', text: e.kind.replace(/_/g, ' ') }),
       el('span', { text: ' by ' + e.actor + (e.member ? ' (' + e.member + ')' : '') }));
     const detail = [];
-    if (e.from != null || e.to != null) detail.push(describeValue(e.from) + ' → ' + describeValue(e.to));
+    if (e.from != null && e.to != null) detail.push(describeValue(e.from) + ' → ' + describeValue(e.to));
+    else if (e.to != null) detail.push(describeValue(e.to));
+    else if (e.from != null) detail.push('from ' + describeValue(e.from));
     if (e.weights) detail.push('weights ' + describeValue(e.weights));
     if (detail.length) li.append(el('div', { text: detail.join(' · ') }));
     if (e.reason) li.append(el('div', { class: 'reason', text: e.reason }));
