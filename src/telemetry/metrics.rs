@@ -196,6 +196,7 @@ pub struct Metrics {
     rollbacks: IntCounterVec,
     held_requests: IntCounter,
     hold_duration: Histogram,
+    gate_lag: IntGauge,
     config_reloads: IntCounterVec,
 }
 
@@ -333,6 +334,13 @@ impl Metrics {
                 .buckets(HOLD_BUCKETS.to_vec()),
             ),
         );
+        let gate_lag = register(
+            r,
+            IntGauge::with_opts(opts(
+                "switchyard_gate_lag_bytes",
+                "While a switch waits on the PostgreSQL gate: how many bytes of the primary's WAL the replica has still to replay; 0 otherwise.",
+            )),
+        );
         let config_reloads = register(
             r,
             IntCounterVec::new(
@@ -355,6 +363,7 @@ impl Metrics {
             rollbacks,
             held_requests,
             hold_duration,
+            gate_lag,
             config_reloads,
         }
     }
@@ -411,9 +420,52 @@ impl Metrics {
         self.hold_duration.observe(duration.as_secs_f64());
     }
 
+    /// `switchyard_gate_lag_bytes`.
+    pub fn set_gate_lag(&self, bytes: u64) {
+        self.gate_lag.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     pub fn config_reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.config_reloads.with_label_values(&[result]).inc();
+    }
+}
+
+/// Client connections over all proxy listeners: open, and of those the
+/// idle HTTP/1 ones parked without hyper's buffers. Registered by the server
+/// ([`Metrics::register_client_connections`]); unregistered gauges (the
+/// default) count for nobody.
+#[derive(Clone, Debug)]
+pub struct ClientConnGauges {
+    pub open: IntGauge,
+    pub parked: IntGauge,
+}
+
+impl Default for ClientConnGauges {
+    fn default() -> Self {
+        let gauge = |name: &str| IntGauge::new(name, name).expect("a valid gauge name");
+        ClientConnGauges {
+            open: gauge("client_connections"),
+            parked: gauge("client_connections_parked"),
+        }
+    }
+}
+
+impl Metrics {
+    /// Register the client connection gauges. Call once.
+    pub fn register_client_connections(&self) -> ClientConnGauges {
+        let r = &self.registry;
+        let gauge = |name: &str, help: &str| register(r, IntGauge::with_opts(opts(name, help)));
+        ClientConnGauges {
+            open: gauge(
+                "switchyard_client_connections",
+                "Client connections open on the proxy listeners.",
+            ),
+            parked: gauge(
+                "switchyard_client_connections_parked",
+                "Of those, idle HTTP/1 keep-alive connections parked: waiting for their next request without a buffer.",
+            ),
+        }
     }
 }
 

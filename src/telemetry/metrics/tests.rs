@@ -31,6 +31,8 @@ const SPEC: &[(&str, &str)] = &[
     ("switchyard_held_requests_total", "counter"),
     ("switchyard_hold_duration_seconds", "histogram"),
     ("switchyard_config_reloads_total", "counter"),
+    // SPEC.md section 13.
+    ("switchyard_gate_lag_bytes", "gauge"),
 ];
 
 #[test]

@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod fault;
 pub mod logs;
+pub mod pg_app;
+pub mod postgres;
 pub mod process;
 pub mod raw;
 pub mod tls;
