@@ -55,6 +55,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub fleet: Option<super::fleet::FleetConfig>,
+    /// Copies of live requests to the candidate, compared (SPEC.md section 12).
+    #[serde(default)]
+    pub mirror: super::mirror::MirrorConfig,
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {

@@ -31,6 +31,8 @@ const SPEC: &[(&str, &str)] = &[
     ("switchyard_held_requests_total", "counter"),
     ("switchyard_hold_duration_seconds", "histogram"),
     ("switchyard_config_reloads_total", "counter"),
+    // SPEC.md section 12.
+    ("switchyard_mirror_requests_total", "counter"),
     // SPEC.md section 13.
     ("switchyard_gate_lag_bytes", "gauge"),
 ];
@@ -86,6 +88,10 @@ fn a_fresh_registry_shows_every_known_series_at_zero() {
     }
     for result in ["success", "failure"] {
         let series = format!("switchyard_config_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(all.get(&series), Some(&0.0), "{series}");
+    }
+    for result in ["match", "mismatch", "error", "dropped"] {
+        let series = format!("switchyard_mirror_requests_total{{result=\"{result}\"}}");
         assert_eq!(all.get(&series), Some(&0.0), "{series}");
     }
     assert_eq!(all.get("switchyard_held_requests_total"), Some(&0.0));
