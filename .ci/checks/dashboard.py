@@ -29,6 +29,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -99,7 +100,10 @@ def until(d, secs, what, cond):
     """Wait for cond(d) (polled every 50 ms); returns the seconds it took."""
     t0 = time.time()
     try:
-        WebDriverWait(d, secs, poll_frequency=0.05).until(lambda d: cond(d))
+        # The page re-renders every second: an element read just as it is
+        # replaced is stale, which is "not yet", not a failure.
+        WebDriverWait(d, secs, poll_frequency=0.05,
+                      ignored_exceptions=[StaleElementReferenceException]).until(lambda d: cond(d))
     except Exception:
         path = os.path.join(WORK, "failed.png")
         d.save_screenshot(path)
@@ -248,6 +252,7 @@ def run_part(d, blue, green):
     cfg = os.path.join(WORK, "hold.yaml")
     with open(cfg, "w") as f:
         f.write(HOLD_CONFIG % (proxy, admin, json.dumps(blue), json.dumps(green), gate.server_port))
+        f.write("mirror: {percent: 100, compare: {learn_noise: false}}\n")
     log = os.path.join(WORK, "run.log")
     p = start(["run", "-c", cfg], log)
     wait_http("http://%s/readyz" % admin, "the run proxy did not start")
@@ -257,6 +262,20 @@ def run_part(d, blue, green):
     until(d, 10, "live without a token", lambda d: "live" in text(d, "conn"))
     until(d, 10, "green healthy",
           lambda d: "2 of 2 endpoints healthy" in d.find_element(By.ID, "figures-green").text)
+
+    # Mirrored copies of reads go to green; the demo's upstreams answer with
+    # their own names, so green's answers differ and the page shows it.
+    for _ in range(20):
+        if call("GET", "http://%s/items" % proxy)[0] != 200:
+            fail("a read through the run proxy failed")
+    took = until(d, 5, "the mirror panel with mismatches",
+                 lambda d: shown(d, "mirror") and "20 mismatch" in text(d, "mirror-facts"))
+    d.find_element(By.ID, "mirror-diffs-button").click()
+    until(d, 5, "the latest mismatches listed",
+          lambda d: d.find_elements(By.CSS_SELECTOR, "#mirror-diffs li.diff")
+          and "GET /items" in text(d, "mirror-diffs"))
+    print("mirror: 20 mismatches shown %.2f s after the last read; diffs listed: %s" % (
+        took, text(d, "mirror-facts").split("\n")[1]))
 
     # A switch holds writes while the gate says no; the page shows the hold
     # and the write it holds, then the 409 when max_hold aborts it.
