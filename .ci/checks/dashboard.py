@@ -8,7 +8,10 @@ automatic rollback and a wrong token; and `switchyard run` on the demo's
 upstreams with a write hold and a gate that says no, for the hold, a 409
 shown on the page, and the proxy killed and restarted.
 
-Usage: dashboard.py BINARY WORKDIR [SCREENSHOT.png]
+With --fleet (a binary built with `--features fleet`, and etcd): two
+replicas on one etcd, the page showing the members and a fleet-wide hold.
+
+Usage: dashboard.py BINARY WORKDIR [SCREENSHOT.png] [--fleet]
 """
 import http.server
 import json
@@ -26,11 +29,13 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 BIN, WORK = sys.argv[1], sys.argv[2]
-SCREENSHOT = sys.argv[3] if len(sys.argv) > 3 else None
+FLEET = "--fleet" in sys.argv[3:]
+SCREENSHOT = next((a for a in sys.argv[3:] if a != "--fleet"), None)
 TOKEN = "dash-" + os.urandom(8).hex()
 TOKEN_KEY = "switchyard-admin-token"
 procs = []
@@ -95,7 +100,10 @@ def until(d, secs, what, cond):
     """Wait for cond(d) (polled every 50 ms); returns the seconds it took."""
     t0 = time.time()
     try:
-        WebDriverWait(d, secs, poll_frequency=0.05).until(lambda d: cond(d))
+        # The page re-renders every second: an element read just as it is
+        # replaced is stale, which is "not yet", not a failure.
+        WebDriverWait(d, secs, poll_frequency=0.05,
+                      ignored_exceptions=[StaleElementReferenceException]).until(lambda d: cond(d))
     except Exception:
         path = os.path.join(WORK, "failed.png")
         d.save_screenshot(path)
@@ -210,6 +218,21 @@ def demo_part(d, admin, control):
     print("token: a wrong one is refused and asked for again")
 
 
+# A proxy whose switches hold writes and wait for a gate that says no.
+HOLD_CONFIG = """listeners: [{bind: "%s"}]
+admin: {bind: "%s"}
+pools:
+  blue: {endpoints: %s}
+  green: {endpoints: %s}
+health_check: {interval: 500ms, timeout: 400ms, healthy_threshold: 1}
+cutover:
+  hold_writes: true
+  max_hold: 4s
+  gate: {url: "http://127.0.0.1:%d/ready"}
+state_file: null
+"""
+
+
 class Gate(http.server.BaseHTTPRequestHandler):
     """The cutover gate: never ready, so a held switch runs to max_hold."""
 
@@ -228,18 +251,8 @@ def run_part(d, blue, green):
     admin, proxy = "127.0.0.1:%d" % free_port(), "127.0.0.1:%d" % free_port()
     cfg = os.path.join(WORK, "hold.yaml")
     with open(cfg, "w") as f:
-        f.write("""listeners: [{bind: "%s"}]
-admin: {bind: "%s"}
-pools:
-  blue: {endpoints: %s}
-  green: {endpoints: %s}
-health_check: {interval: 500ms, timeout: 400ms, healthy_threshold: 1}
-cutover:
-  hold_writes: true
-  max_hold: 4s
-  gate: {url: "http://127.0.0.1:%d/ready"}
-state_file: null
-""" % (proxy, admin, json.dumps(blue), json.dumps(green), gate.server_port))
+        f.write(HOLD_CONFIG % (proxy, admin, json.dumps(blue), json.dumps(green), gate.server_port))
+        f.write("mirror: {percent: 100, compare: {learn_noise: false}}\n")
     log = os.path.join(WORK, "run.log")
     p = start(["run", "-c", cfg], log)
     wait_http("http://%s/readyz" % admin, "the run proxy did not start")
@@ -249,6 +262,20 @@ state_file: null
     until(d, 10, "live without a token", lambda d: "live" in text(d, "conn"))
     until(d, 10, "green healthy",
           lambda d: "2 of 2 endpoints healthy" in d.find_element(By.ID, "figures-green").text)
+
+    # Mirrored copies of reads go to green; the demo's upstreams answer with
+    # their own names, so green's answers differ and the page shows it.
+    for _ in range(20):
+        if call("GET", "http://%s/items" % proxy)[0] != 200:
+            fail("a read through the run proxy failed")
+    took = until(d, 5, "the mirror panel with mismatches",
+                 lambda d: shown(d, "mirror") and "20 mismatch" in text(d, "mirror-facts"))
+    d.find_element(By.ID, "mirror-diffs-button").click()
+    until(d, 5, "the latest mismatches listed",
+          lambda d: d.find_elements(By.CSS_SELECTOR, "#mirror-diffs li.diff")
+          and "GET /items" in text(d, "mirror-diffs"))
+    print("mirror: 20 mismatches shown %.2f s after the last read; diffs listed: %s" % (
+        took, text(d, "mirror-facts").split("\n")[1]))
 
     # A switch holds writes while the gate says no; the page shows the hold
     # and the write it holds, then the 409 when max_hold aborts it.
@@ -286,11 +313,80 @@ state_file: null
     gate.shutdown()
 
 
+def fleet_part(d, blue, green):
+    """Two replicas sharing one state through a local etcd: the page shows
+    the members, and a switch's fleet-wide hold names each member."""
+    gate = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gate)
+    threading.Thread(target=gate.serve_forever, daemon=True).start()
+    client, peer = free_port(), free_port()
+    start_etcd(client, peer)
+    admins = []
+    for i in (1, 2):
+        admin = "127.0.0.1:%d" % free_port()
+        admins.append(admin)
+        cfg = os.path.join(WORK, "r%d.yaml" % i)
+        with open(cfg, "w") as f:
+            f.write(HOLD_CONFIG % ("127.0.0.1:%d" % free_port(), admin, json.dumps(blue),
+                                   json.dumps(green), gate.server_port))
+            f.write("""fleet:
+  etcd: {endpoints: ["http://127.0.0.1:%d"], prefix: /switchyard/dash/}
+  member_id: r%d
+  member_ttl: 5s
+  write_fence: 3s
+""" % (client, i))
+        start(["run", "-c", cfg], os.path.join(WORK, "r%d.log" % i))
+    for a in admins:
+        wait_http("http://%s/readyz" % a, "replica %s did not start" % a)
+    d.get("http://%s/" % admins[0])
+    until(d, 10, "live on r1", lambda d: "live" in text(d, "conn"))
+    rows = lambda d: d.find_elements(By.CSS_SELECTOR, "#fleet-members tr")
+    took = until(d, 15, "both members and a leader on the page",
+                 lambda d: shown(d, "fleet") and len(rows(d)) == 2 and "(leader)" in text(d, "fleet-members"))
+    members = text(d, "fleet-members")
+    if "r1 (this one)" not in members and "r1 (leader) (this one)" not in members:
+        fail("this member is not marked: " + members)
+    print("fleet: %d members shown, leader marked, after %.2f s: %s" % (
+        len(rows(d)), took, text(d, "fleet-summary")))
+    until(d, 10, "green healthy on r1",
+          lambda d: "2 of 2 endpoints healthy" in d.find_element(By.ID, "figures-green").text)
+    confirm(d, "switch-green")
+    t0 = time.time()
+    until(d, 3, "the hold on r1's page", lambda d: shown(d, "hold"))
+    # The other member holds writes too, and its page says so.
+    r1 = d.current_window_handle
+    d.switch_to.new_window("tab")
+    d.get("http://%s/" % admins[1])
+    until(d, 4, "the hold on r2's page",
+          lambda d: shown(d, "hold") and "switch blue → green" in text(d, "hold-text"))
+    print("fleet hold: on r2's page %.2f s after the switch began on r1: %s" % (
+        time.time() - t0, text(d, "hold-text")))
+    until(d, 10, "the hold gone on r2", lambda d: not shown(d, "hold"))
+    d.close()
+    d.switch_to.window(r1)
+    until(d, 10, "the fleet switch's 409",
+          lambda d: text(d, "result").startswith("switch-green: 409 switch_aborted"))
+    until(d, 5, "the hold gone", lambda d: not shown(d, "hold"))
+    print("fleet hold: aborted, shown on r1 as " + text(d, "result"))
+    gate.shutdown()
+
+
+def start_etcd(client, peer):
+    url = lambda port: "http://127.0.0.1:%d" % port
+    p = subprocess.Popen(
+        [os.environ.get("ETCD_BIN", "etcd"), "--name", "dash", "--data-dir", os.path.join(WORK, "etcd"),
+         "--listen-client-urls", url(client), "--advertise-client-urls", url(client),
+         "--listen-peer-urls", url(peer), "--initial-advertise-peer-urls", url(peer),
+         "--initial-cluster", "dash=" + url(peer)],
+        stdout=open(os.path.join(WORK, "etcd.log"), "w"), stderr=subprocess.STDOUT)
+    procs.append(p)
+    wait_http(url(client) + "/health", "etcd did not start")
+
+
 def main():
     admin, proxy, control = ("127.0.0.1:%d" % free_port() for _ in range(3))
     demo_log = os.path.join(WORK, "demo.log")
     start(["demo", "--listen", proxy, "--tls-listen", "127.0.0.1:%d" % free_port(),
-           "--admin", admin, "--control", control, "--traffic", "50"],
+           "--admin", admin, "--control", control, "--traffic", "0" if FLEET else "50"],
           demo_log, {"SWITCHYARD_ADMIN_TOKEN": TOKEN})
     wait_http("http://%s/healthz" % admin, "the demo did not start")
     end = time.time() + 10
@@ -306,9 +402,12 @@ def main():
     d = browser()
     try:
         t0 = time.time()
-        demo_part(d, admin, control)
-        run_part(d, ups["blue"], ups["green"])
-        print("dashboard: every check passed in %.1f s" % (time.time() - t0))
+        if FLEET:
+            fleet_part(d, ups["blue"], ups["green"])
+        else:
+            demo_part(d, admin, control)
+            run_part(d, ups["blue"], ups["green"])
+        print("dashboard%s: every check passed in %.1f s" % (" (fleet)" if FLEET else "", time.time() - t0))
     finally:
         d.quit()
 

@@ -4,11 +4,18 @@
 # the demo and a `switchyard run` proxy with real upstreams. Installs what
 # is missing; fails, never skips, when it cannot. SCREENSHOT=path.png also
 # saves a picture of the page during a rollout (docs/dashboard.png).
+# With --fleet (run by fleet.sh, which has the fleet build's tools): two
+# replicas on a local etcd, the members and a fleet-wide hold on the page.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
 need_tool chromium chromium
 need_tool chromedriver chromium-driver
+features=()
+if [ "${1:-}" = "--fleet" ]; then
+  need_tool etcd etcd-server
+  features=(--features fleet)
+fi
 
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-ci/selenium-venv"
 if ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
@@ -19,11 +26,11 @@ if ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
 fi
 "$venv/bin/python" -c 'import selenium' || { echo "FAIL: selenium is not available"; exit 1; }
 
-cargo build --quiet --bin switchyard
+cargo build --quiet --bin switchyard "${features[@]}"
 work=$(mktemp -d)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 chromium --version 2>/dev/null | head -n 1 || true
-if ! "$venv/bin/python" .ci/checks/dashboard.py ./target/debug/switchyard "$work" ${SCREENSHOT:+"$SCREENSHOT"}; then
+if ! "$venv/bin/python" .ci/checks/dashboard.py ./target/debug/switchyard "$work" ${SCREENSHOT:+"$SCREENSHOT"} "$@"; then
   for log in "$work"/*.log "$work"/*.log.err; do
     [ -e "$log" ] && { echo "== $log"; tail -n 40 "$log"; }
   done

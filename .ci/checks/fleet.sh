@@ -23,4 +23,7 @@ start=$SECONDS
 cargo clippy --features fleet --all-targets -- -D warnings
 cargo test --features fleet --lib fleet
 cargo test --features fleet --test fleet
+# The dashboard of a fleet in a browser: the members, and a hold seen on
+# every member's page (the fleet binary is built already).
+bash .ci/checks/dashboard.sh --fleet
 echo "fleet: passed in $((SECONDS - start)) s"

@@ -14,6 +14,7 @@ const state = {
   status: null,
   events: [],
   samples: [], // {time, blue: {rps, error_rate, p99_ms}, green: {...}}
+  mirrorRates: [], // [time, mismatch rate] from each status while the page is open
   mode: 'connecting', // live | polling | lost
   lostSince: null,
   token: sessionStorage.getItem(TOKEN_KEY) || '',
@@ -428,6 +429,20 @@ async function loadHistory() {
   } catch (_) { /* the next round tries again */ }
 }
 
+// Draw [time ms, value] points as the last 15 minutes up to `newest`
+// (one x unit a second); returns the largest value.
+function drawLine(svg, pts, newest) {
+  const max = pts.reduce((m, p) => Math.max(m, p[1]), 0);
+  const top = max > 0 ? max * 1.1 : 1;
+  const line = pts.map((p) => {
+    const x = 900 - (newest - p[0]) / 1000;
+    const y = 99 - (p[1] / top) * 95;
+    return x.toFixed(1) + ',' + y.toFixed(1);
+  }).join(' ');
+  svg.querySelector('polyline').setAttribute('points', line);
+  return max;
+}
+
 function renderCharts() {
   if (!state.samples.length) return;
   const newest = state.samples[state.samples.length - 1].time;
@@ -435,14 +450,7 @@ function renderCharts() {
     poolCard(pool);
     for (const s of SERIES) {
       const pts = state.samples.map((x) => [x.time, x[pool][s.key]]).filter((p) => p[1] != null);
-      const max = pts.reduce((m, p) => Math.max(m, p[1]), 0);
-      const top = max > 0 ? max * 1.1 : 1;
-      const line = pts.map((p) => {
-        const x = 900 - (newest - p[0]) / 1000;
-        const y = 99 - (p[1] / top) * 95;
-        return x.toFixed(1) + ',' + y.toFixed(1);
-      }).join(' ');
-      $('chart-' + pool + '-' + s.key).querySelector('polyline').setAttribute('points', line);
+      const max = drawLine($('chart-' + pool + '-' + s.key), pts, newest);
       const last = state.samples[state.samples.length - 1][pool][s.key];
       $('now-' + pool + '-' + s.key).textContent = s.fmt(last);
       $('max-' + pool + '-' + s.key).textContent = pts.length ? s.fmt(max) : '—';
@@ -470,16 +478,54 @@ function renderFleet(f) {
   )));
 }
 
+// status.mirror (SPEC.md section 12): shown once mirroring is on or has
+// sent copies.
 function renderMirror(m) {
-  $('mirror').hidden = !m;
-  if (!m) return;
-  const facts = [];
-  for (const [k, v] of Object.entries(m)) {
-    if (v !== null && typeof v === 'object') continue;
-    const text = typeof v === 'number' && /rate/.test(k) ? fixed(v * 100, 2) + '%' : String(v);
-    facts.push(el('div', {}, el('dt', { text: k.replace(/_/g, ' ') }), el('dd', { text })));
+  const copies = m ? m.match + m.mismatch + m.error + m.dropped : 0;
+  const show = !!m && (m.enabled || copies > 0);
+  $('mirror').hidden = !show;
+  if (!show) return;
+  $('mirror-summary').textContent = m.enabled
+    ? 'Copying ' + m.percent + '% of ' + m.methods.join(', ') + ' requests to the candidate, ' + m.to +
+      (m.compare ? ', and comparing its answers with the live ones.' : ' (answers not compared).')
+    : 'Mirroring is off; the figures are those of earlier copies.';
+  const limit = m.max_mismatch_rate;
+  $('mirror-refusing').hidden = !m.refusing;
+  $('mirror-refusing').textContent = 'Mismatch rate above max_mismatch_rate (' + fixed(limit * 100, 2) +
+    '%): a rollout or switch to ' + m.to + ' is refused.';
+  const rate = m.mismatch_rate == null ? '—' : fixed(m.mismatch_rate * 100, 2) + '%';
+  const facts = [
+    ['Mismatch rate (last ' + Math.round(m.window_s) + ' s)', rate + ' of ' + m.window_compared + ' compared'],
+    ['Limit', limit == null ? 'none' : fixed(limit * 100, 2) + '%' + (m.refusing ? ' ✗ exceeded' : ' ✓ within')],
+    ['Copies since start', m.match + ' match · ' + m.mismatch + ' mismatch · ' + m.error + ' error · ' + m.dropped + ' dropped'],
+    ['In flight', m.inflight + ' of ' + m.max_inflight],
+    ['Candidate p99 (copies)', m.p99_ms == null ? '—' : fixed(m.p99_ms, 1) + ' ms'],
+  ];
+  $('mirror-facts').replaceChildren(...facts.map(([k, v]) => el('div', {}, el('dt', { text: k }), el('dd', { text: v }))));
+  $('mirror-noise').textContent = m.learned_noise && m.learned_noise.length
+    ? 'Learned noise, left out of comparisons: ' + m.learned_noise.join(', ') : '';
+  if (m.mismatch_rate != null) {
+    state.mirrorRates.push([Date.now(), m.mismatch_rate]);
+    while (state.mirrorRates.length > 900) state.mirrorRates.shift();
   }
-  $('mirror-facts').replaceChildren(...facts);
+  const pts = state.mirrorRates;
+  const max = drawLine($('chart-mirror'), pts, Date.now());
+  $('now-mirror').textContent = rate;
+  $('max-mirror').textContent = pts.length ? fixed(max * 100, 2) + '%' : '—';
+}
+
+async function loadMirrorDiffs() {
+  const r = await api('GET', '/api/v1/mirror/diffs?limit=10');
+  if (!r.ok) {
+    $('mirror-diffs').replaceChildren(el('li', { text: 'diffs: ' + r.status + (r.data && r.data.error ? ' ' + r.data.error.message : '') }));
+    return;
+  }
+  const diffs = r.data.diffs;
+  $('mirror-diffs').replaceChildren(...(diffs.length ? diffs.map((x) => el('li', { class: 'diff' },
+    el('span', { class: 'when', text: clock(x.time) + ' · ' }), el('span', { class: 'kind', text: x.request }),
+    el('table', {}, el('thead', {}, el('tr', {}, ...['Field', 'Live', 'Candidate'].map((h) => el('th', { scope: 'col', text: h })))),
+      el('tbody', {}, ...x.fields.map((f) => el('tr', {}, el('td', { text: f.field }), el('td', { text: f.live }), el('td', { text: f.candidate })))))))
+    : [el('li', { text: 'No mismatch kept.' })]));
 }
 
 // ---- events -----------------------------------------------------------
@@ -491,17 +537,30 @@ function addEvent(e) {
   renderEvents();
 }
 
+// The shapes events carry, in words: weights, a rollout, an endpoint.
 function describeValue(v) {
-  if (v == null) return '';
+  if (v == null) return '—';
   if (typeof v !== 'object') return String(v);
   if ('blue' in v && 'green' in v && Object.keys(v).length === 2) return 'blue ' + pct(v.blue) + ' / green ' + pct(v.green);
-  return Object.entries(v).map(([k, x]) => k + ' ' + (typeof x === 'object' ? JSON.stringify(x) : x)).join(', ');
+  if (Array.isArray(v.steps)) {
+    return 'rollout to ' + v.to + ', step ' + v.step + ' of ' + v.steps.length + ' (' + pct(v.percent) + ')' +
+      (v.step_interval ? ' every ' + v.step_interval : '') + (v.paused ? ', paused' : '');
+  }
+  if (v.endpoint) return v.pool + ' endpoint ' + v.endpoint + (v.state ? ': ' + v.state : '');
+  return Object.entries(v).filter(([, x]) => x != null)
+    .map(([k, x]) => k.replace(/_/g, ' ') + ' ' + (typeof x === 'object' ? JSON.stringify(x) : x)).join(', ');
+}
+
+function figure(v) {
+  if (v == null) return '—';
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : String(Math.round(v * 10000) / 10000);
+  return typeof v === 'object' ? JSON.stringify(v) : String(v);
 }
 
 function evidence(stats) {
   const rows = Object.entries(stats).map(([k, v]) => el('tr', {},
     el('th', { scope: 'row', text: k.replace(/_/g, ' ') }),
-    el('td', { text: typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v) })));
+    el('td', { text: figure(v) })));
   return el('details', { class: 'evidence', open: '' }, el('summary', { text: 'evidence' }), el('table', {}, el('tbody', {}, ...rows)));
 }
 
@@ -513,7 +572,9 @@ function renderEvents() {
       el('span', { class: 'kind', text: e.kind.replace(/_/g, ' ') }),
       el('span', { text: ' by ' + e.actor + (e.member ? ' (' + e.member + ')' : '') }));
     const detail = [];
-    if (e.from != null || e.to != null) detail.push(describeValue(e.from) + ' → ' + describeValue(e.to));
+    if (e.from != null && e.to != null) detail.push(describeValue(e.from) + ' → ' + describeValue(e.to));
+    else if (e.to != null) detail.push(describeValue(e.to));
+    else if (e.from != null) detail.push('from ' + describeValue(e.from));
     if (e.weights) detail.push('weights ' + describeValue(e.weights));
     if (detail.length) li.append(el('div', { text: detail.join(' · ') }));
     if (e.reason) li.append(el('div', { class: 'reason', text: e.reason }));
@@ -616,6 +677,7 @@ function start() {
   // Never submitted anywhere (the policy forbids it): the token stays here.
   $('token-form').addEventListener('submit', (ev) => { ev.preventDefault(); useToken(); });
   $('token-button').addEventListener('click', () => askToken());
+  $('mirror-diffs-button').addEventListener('click', loadMirrorDiffs);
   $('weight-green').addEventListener('input', () => { state.weightDirty = true; showSlider(); });
   setInterval(() => { renderConnection(); renderClocks(); }, 1000);
   for (const pool of POOLS) poolCard(pool);
