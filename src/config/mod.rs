@@ -11,12 +11,14 @@
 //!   missing key and wrong type.
 //! - `semantic`: ranges, cross-field rules, addresses, files on disk.
 //! - `values`: what one value may be, shared with the admin API.
+//! - `analysis`: the `analysis` and `notify` sections and the judge's keys.
 //! - `check`: the text of `switchyard check`.
 //! - `fswatch`: which file system events concern a watched file.
 //! - `tls_files`: reading and checking certificates, keys and CA bundles,
 //!   for validation and for the proxy and upstream clients alike.
 //! - `token`: reading the admin token, for validation and the admin API.
 
+pub mod analysis;
 pub mod check;
 pub mod cidr;
 pub mod fleet;

@@ -54,6 +54,12 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub fleet: Option<super::fleet::FleetConfig>,
+    /// Checks on business metrics (SPEC.md section 10).
+    #[serde(default)]
+    pub analysis: super::analysis::AnalysisConfig,
+    /// Where events are posted (SPEC.md section 10).
+    #[serde(default)]
+    pub notify: Vec<super::analysis::NotifyConfig>,
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
@@ -361,6 +367,12 @@ pub struct RollbackConfig {
     pub consecutive_breaches: u32,
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// `threshold` (the rules above) or `sequential` (SPEC.md section 10).
+    pub judge: super::analysis::JudgeKind,
+    /// Sequential: a false rollback stays under `1 - confidence`.
+    pub confidence: f64,
+    /// Sequential: the smallest error-rate increase over the live pool worth acting on.
+    pub min_effect: f64,
 }
 
 impl Default for RollbackConfig {
@@ -375,6 +387,9 @@ impl Default for RollbackConfig {
             max_p99_latency: None,
             consecutive_breaches: 3,
             grace: Duration::from_secs(10),
+            judge: super::analysis::JudgeKind::Threshold,
+            confidence: 0.99,
+            min_effect: 0.005,
         }
     }
 }

@@ -130,6 +130,7 @@ pub fn parse_and_validate_in(
     if let Some(cfg) = &typed.config {
         issues.extend(semantic::check(cfg, &doc, env, &typed.dirty));
         issues.extend(super::fleet::check(cfg.fleet.as_ref(), &doc, &typed.dirty));
+        issues.extend(super::analysis::check(cfg, &doc, &typed.dirty));
     }
     match typed.config {
         Some(cfg) if issues.is_empty() => Ok(cfg),

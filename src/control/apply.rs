@@ -119,6 +119,7 @@ impl Controller {
             }
         }
         self.publish_view();
+        self.arm_checks();
         applied
     }
 

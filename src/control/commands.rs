@@ -115,6 +115,8 @@ pub enum Command {
         if_generation: Option<u64>,
         reply: Option<Reply<ReloadReport>>,
     },
+    /// An analysis check's reading (from its task, never awaited).
+    CheckResult(Box<crate::control::analysis::CheckReport>),
     /// The process is stopping: a switch in flight aborts now, so its held
     /// writes go to the old pool instead of waiting out `max_hold`.
     Shutdown { reply: Reply<()> },
@@ -130,6 +132,7 @@ impl Controller {
                 reason,
             } => self.record_endpoint_health(pool, address, state, reason),
             Command::Status { reply } => send(reply, Ok(self.publish_view())),
+            Command::CheckResult(report) => self.on_check(*report).await,
             Command::SetWeights {
                 weights,
                 force,

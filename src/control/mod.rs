@@ -17,10 +17,12 @@
 //! - [`cutover`]: a write hold in flight; [`rollback`]: manual and automatic rollback.
 //! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
+//! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
 //! - [`events`]: the audit log; [`view`]: what status shows.
 //! - `fleet` (feature `fleet`): the etcd layer; `store::etcd`: the fleet's
 //!   store; `membership`: joining, the member value, the write fence.
 
+pub mod analysis;
 pub mod apply;
 pub mod barrier;
 pub mod build;
