@@ -307,7 +307,11 @@ fn one_check(out: &mut Vec<Problem>, at: &str, c: &CheckConfig) {
         }
         Compare::Absolute => {
             if c.min_ratio.is_some() || c.max_ratio.is_some() {
-                let k = if c.min_ratio.is_some() { "min_ratio" } else { "max_ratio" };
+                let k = if c.min_ratio.is_some() {
+                    "min_ratio"
+                } else {
+                    "max_ratio"
+                };
                 out.push(problem(
                     p(k),
                     "belongs to `compare: baseline`; an absolute check takes min/max",
@@ -377,9 +381,10 @@ fn notify(out: &mut Vec<Problem>, i: usize, n: &NotifyConfig) {
     if let Some(f) = &n.secret_file {
         match super::values::readable_file(f) {
             Err(m) => out.push(problem(p("secret_file"), m)),
-            Ok(()) if read_secret(f).is_none() => {
-                out.push(problem(p("secret_file"), "is empty: the secret would be no secret"))
-            }
+            Ok(()) if read_secret(f).is_none() => out.push(problem(
+                p("secret_file"),
+                "is empty: the secret would be no secret",
+            )),
             Ok(()) => {}
         }
     }

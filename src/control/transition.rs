@@ -326,7 +326,12 @@ pub fn timers(doc: &StateDoc, cfg: &Config, now: u64) -> Option<StateDoc> {
 
 /// [`timers`], with a due rollout step taken only when `step_allowed`
 /// (every analysis check has passed since the step began).
-pub fn timers_gated(doc: &StateDoc, cfg: &Config, now: u64, step_allowed: bool) -> Option<StateDoc> {
+pub fn timers_gated(
+    doc: &StateDoc,
+    cfg: &Config,
+    now: u64,
+    step_allowed: bool,
+) -> Option<StateDoc> {
     if doc.switching() {
         return None;
     }

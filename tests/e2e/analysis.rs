@@ -20,7 +20,14 @@ fn check_config(url: &str, failure_limit: u32) -> String {
 }
 
 async fn events(s: &Server) -> Vec<Value> {
-    let (_, v) = api(s.admin_addr, Method::GET, "/api/v1/events?limit=200", None, None).await;
+    let (_, v) = api(
+        s.admin_addr,
+        Method::GET,
+        "/api/v1/events?limit=200",
+        None,
+        None,
+    )
+    .await;
     v["events"].as_array().cloned().unwrap_or_default()
 }
 
@@ -61,7 +68,12 @@ async fn a_green_whose_business_value_drops_is_rolled_back_by_the_check() {
     let load = Load::start(proxy_url(&s, "/"), 2);
     start_rollout(&s, json!([20, 50, 100]), "1h").await;
     wait_for(Duration::from_secs(10), "a passing reading", || async {
-        series(&s, "switchyard_checks_total{check=\"orders\",result=\"pass\"}").await >= 1.0
+        series(
+            &s,
+            "switchyard_checks_total{check=\"orders\",result=\"pass\"}",
+        )
+        .await
+            >= 1.0
     })
     .await;
     // Orders stop on green; its HTTP answers stay 200.
@@ -71,10 +83,16 @@ async fn a_green_whose_business_value_drops_is_rolled_back_by_the_check() {
     })
     .await;
     let samples = load.finish().await;
-    assert!(samples.iter().all(|x| x.status == 200), "every answer stayed 200");
+    assert!(
+        samples.iter().all(|x| x.status == 200),
+        "every answer stayed 200"
+    );
     assert_eq!(rb["actor"], "auto", "{rb}");
     let reason = rb["reason"].as_str().unwrap_or("");
-    assert!(reason.starts_with("check: check orders failed 2 times in a row"), "{rb}");
+    assert!(
+        reason.starts_with("check: check orders failed 2 times in a row"),
+        "{rb}"
+    );
     assert_eq!(rb["stats"]["check"], "orders", "{rb}");
     assert_eq!(rb["stats"]["candidate"], 10.0, "{rb}");
     assert_eq!(rb["stats"]["live"], 100.0, "{rb}");
@@ -83,8 +101,18 @@ async fn a_green_whose_business_value_drops_is_rolled_back_by_the_check() {
     let st = status(&s).await;
     assert_eq!(st["weights"]["blue"], 100.0, "{st}");
     assert_eq!(st["rollback_lock"]["pool"], "green", "{st}");
-    assert_eq!(series(&s, "switchyard_rollbacks_total{reason=\"check\"}").await, 1.0);
-    assert_eq!(series(&s, "switchyard_check_value{check=\"orders\",pool=\"green\"}").await, 10.0);
+    assert_eq!(
+        series(&s, "switchyard_rollbacks_total{reason=\"check\"}").await,
+        1.0
+    );
+    assert_eq!(
+        series(
+            &s,
+            "switchyard_check_value{check=\"orders\",pool=\"green\"}"
+        )
+        .await,
+        10.0
+    );
     s.shutdown().await;
 }
 
@@ -98,16 +126,26 @@ async fn a_step_waits_for_the_checks_and_no_data_pauses_the_rollout() {
     start_rollout(&s, json!([10, 50, 100]), "100ms").await;
     // Failing (but under failure_limit): the due step is not taken.
     wait_for(Duration::from_secs(10), "five failing readings", || async {
-        series(&s, "switchyard_checks_total{check=\"orders\",result=\"fail\"}").await >= 5.0
+        series(
+            &s,
+            "switchyard_checks_total{check=\"orders\",result=\"fail\"}",
+        )
+        .await
+            >= 5.0
     })
     .await;
     let st = status(&s).await;
-    assert_eq!(st["rollout"]["step"], 1, "the step waits for the check: {st}");
+    assert_eq!(
+        st["rollout"]["step"], 1,
+        "the step waits for the check: {st}"
+    );
     assert_eq!(st["weights"]["green"], 10.0, "{st}");
     values.set("green", 100);
-    wait_for(Duration::from_secs(10), "the next step once the check passes", || async {
-        status(&s).await["rollout"]["step"].as_u64().unwrap_or(0) >= 2
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the next step once the check passes",
+        || async { status(&s).await["rollout"]["step"].as_u64().unwrap_or(0) >= 2 },
+    )
     .await;
     // The check URL answers 503: no data, the rollout pauses and says why.
     values.set("green", -1);
@@ -121,6 +159,9 @@ async fn a_step_waits_for_the_checks_and_no_data_pauses_the_rollout() {
     assert!(why.contains("answered 503"), "{paused}");
     let st = status(&s).await;
     assert_eq!(st["phase"], "paused", "{st}");
-    assert!(st["rollback_lock"].is_null(), "no rollback on no data: {st}");
+    assert!(
+        st["rollback_lock"].is_null(),
+        "no rollback on no data: {st}"
+    );
     s.shutdown().await;
 }

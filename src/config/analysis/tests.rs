@@ -47,12 +47,18 @@ fn a_bad_placeholder_is_refused_at_its_line_and_column() {
     );
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("t.yaml:7:"), "{e:?}");
-    assert!(e[0].contains("analysis.checks[0].prometheus.query"), "{e:?}");
+    assert!(
+        e[0].contains("analysis.checks[0].prometheus.query"),
+        "{e:?}"
+    );
     assert!(e[0].contains("unknown placeholder `{{pol}}`"), "{e:?}");
     assert!(placeholders("a {{ pool }} b {{pool}}").is_ok());
     assert!(placeholders("a {{pool").is_err());
     assert!(placeholders("a pool}}").is_err());
-    assert_eq!(fill("x?p={{pool}}&q={{pool}}", "green"), "x?p=green&q=green");
+    assert_eq!(
+        fill("x?p={{pool}}&q={{pool}}", "green"),
+        "x?p=green&q=green"
+    );
 }
 
 #[test]
@@ -61,10 +67,24 @@ fn min_ratio_above_max_ratio_and_misplaced_bounds_are_refused() {
         "analysis:\n  checks:\n    - name: a\n      http: {url: \"http://127.0.0.1:1/{{pool}}\"}\n      min_ratio: 2\n      max_ratio: 1\n    - name: b\n      http: {url: \"http://127.0.0.1:1/\"}\n      compare: absolute\n      min: 5\n      max: 1\n      max_ratio: 3\n    - name: c\n      http: {url: \"http://127.0.0.1:1/\"}\n",
     );
     let all = e.join("\n");
-    assert!(all.contains("t.yaml:8:18: analysis.checks[0].min_ratio: min_ratio (2) is above max_ratio (1)"), "{all}");
-    assert!(all.contains("analysis.checks[1].min: min (5) is above max (1)"), "{all}");
-    assert!(all.contains("analysis.checks[1].max_ratio: belongs to `compare: baseline`"), "{all}");
-    assert!(all.contains("analysis.checks[2].compare: baseline needs `min_ratio` or `max_ratio`"), "{all}");
+    assert!(
+        all.contains(
+            "t.yaml:8:18: analysis.checks[0].min_ratio: min_ratio (2) is above max_ratio (1)"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("analysis.checks[1].min: min (5) is above max (1)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("analysis.checks[1].max_ratio: belongs to `compare: baseline`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("analysis.checks[2].compare: baseline needs `min_ratio` or `max_ratio`"),
+        "{all}"
+    );
     assert_eq!(e.len(), 4, "{all}");
 }
 
@@ -75,12 +95,32 @@ fn a_check_needs_one_source_a_good_url_a_unique_name_and_positive_counts() {
     );
     let all = e.join("\n");
     assert!(all.contains("analysis.checks[0]: needs a source"), "{all}");
-    assert!(all.contains("analysis.checks[1].name: `a` names another check already"), "{all}");
-    assert!(all.contains("analysis.checks[1].http.url: `ftp://127.0.0.1/` is not an http:// or https:// URL"), "{all}");
-    assert!(all.contains("analysis.checks[1].interval: must be longer than 0"), "{all}");
-    assert!(all.contains("analysis.checks[1].failure_limit: must be at least 1"), "{all}");
-    assert!(all.contains("analysis.checks[2].name: may hold only"), "{all}");
-    assert!(all.contains("analysis.checks[2].compare: absolute needs `min` or `max`"), "{all}");
+    assert!(
+        all.contains("analysis.checks[1].name: `a` names another check already"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "analysis.checks[1].http.url: `ftp://127.0.0.1/` is not an http:// or https:// URL"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("analysis.checks[1].interval: must be longer than 0"),
+        "{all}"
+    );
+    assert!(
+        all.contains("analysis.checks[1].failure_limit: must be at least 1"),
+        "{all}"
+    );
+    assert!(
+        all.contains("analysis.checks[2].name: may hold only"),
+        "{all}"
+    );
+    assert!(
+        all.contains("analysis.checks[2].compare: absolute needs `min` or `max`"),
+        "{all}"
+    );
     assert_eq!(e.len(), 7, "{all}");
 }
 
@@ -96,13 +136,21 @@ fn notify_refuses_an_unknown_kind_a_missing_secret_and_a_bad_url() {
         blank.display()
     ));
     let all = e.join("\n");
-    assert!(all.contains("t.yaml:6:24: notify[0].events[1]: unknown event kind `rolback`"), "{all}");
+    assert!(
+        all.contains("t.yaml:6:24: notify[0].events[1]: unknown event kind `rolback`"),
+        "{all}"
+    );
     assert!(all.contains("notify[0].secret_file:"), "{all}");
     assert!(all.contains("notify[1].url:"), "{all}");
-    assert!(all.contains("notify[1].events: name at least one event kind"), "{all}");
+    assert!(
+        all.contains("notify[1].events: name at least one event kind"),
+        "{all}"
+    );
     assert!(all.contains("notify[1].secret_file: is empty"), "{all}");
     assert_eq!(e.len(), 5, "{all}");
-    let e = errors("notify:\n  - url: \"http://127.0.0.1:1/\"\n    events: [rollback]\n    format: teams\n");
+    let e = errors(
+        "notify:\n  - url: \"http://127.0.0.1:1/\"\n    events: [rollback]\n    format: teams\n",
+    );
     assert!(e[0].contains("teams"), "{e:?}");
 }
 
@@ -110,8 +158,14 @@ fn notify_refuses_an_unknown_kind_a_missing_secret_and_a_bad_url() {
 fn the_judge_keys_have_ranges() {
     let e = errors("rollback:\n  judge: sequential\n  confidence: 1\n  min_effect: 0\n");
     let all = e.join("\n");
-    assert!(all.contains("t.yaml:6:15: rollback.confidence: must be above 0.5 and below 1"), "{all}");
-    assert!(all.contains("t.yaml:7:15: rollback.min_effect: must be above 0"), "{all}");
+    assert!(
+        all.contains("t.yaml:6:15: rollback.confidence: must be above 0.5 and below 1"),
+        "{all}"
+    );
+    assert!(
+        all.contains("t.yaml:7:15: rollback.min_effect: must be above 0"),
+        "{all}"
+    );
     let e = errors("rollback:\n  judge: bayesian\n");
     assert!(e[0].contains("bayesian"), "{e:?}");
 }

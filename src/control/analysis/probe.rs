@@ -71,7 +71,9 @@ pub fn prometheus_answer(status: u16, body: &[u8]) -> Reading {
     // A sample is [time, "value"]; the value is a string ("NaN", "+Inf" too).
     match sample[1].as_str().map(str::parse::<f64>) {
         Some(Ok(x)) => Reading::Value(x),
-        _ => Reading::NoData(format!("Prometheus answered a sample without a value: {sample}")),
+        _ => Reading::NoData(format!(
+            "Prometheus answered a sample without a value: {sample}"
+        )),
     }
 }
 
@@ -115,21 +117,30 @@ mod tests {
             Reading::NoData("Prometheus answered no series".into())
         );
         let two = br#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"1"]},{"value":[1,"2"]}]}}"#;
-        assert!(matches!(prometheus_answer(200, two), Reading::NoData(m) if m.contains("2 series")));
+        assert!(
+            matches!(prometheus_answer(200, two), Reading::NoData(m) if m.contains("2 series"))
+        );
         let nan = br#"{"status":"success","data":{"resultType":"scalar","result":[1,"NaN"]}}"#;
         assert!(matches!(prometheus_answer(200, nan), Reading::Value(x) if x.is_nan()));
         let bad = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#;
         assert!(
             matches!(prometheus_answer(400, bad), Reading::NoData(m) if m.contains("400: bad_data parse error"))
         );
-        assert!(matches!(prometheus_answer(502, b"<html>"), Reading::NoData(m) if m.contains("without JSON")));
+        assert!(
+            matches!(prometheus_answer(502, b"<html>"), Reading::NoData(m) if m.contains("without JSON"))
+        );
     }
 
     #[test]
     fn a_check_url_gives_a_value_or_a_status() {
-        assert_eq!(http_answer(false, 200, br#"{"value": 7}"#), Reading::Value(7.0));
+        assert_eq!(
+            http_answer(false, 200, br#"{"value": 7}"#),
+            Reading::Value(7.0)
+        );
         assert!(matches!(http_answer(false, 200, b"ok"), Reading::NoData(_)));
-        assert!(matches!(http_answer(false, 503, br#"{"value": 7}"#), Reading::NoData(m) if m.contains("503")));
+        assert!(
+            matches!(http_answer(false, 503, br#"{"value": 7}"#), Reading::NoData(m) if m.contains("503"))
+        );
         assert_eq!(http_answer(true, 503, b""), Reading::Status(503));
     }
 

@@ -152,7 +152,12 @@ pub async fn once(cfg: &CheckConfig, t: Target) -> CheckReport {
     report(cfg, t, &candidate, live.as_ref())
 }
 
-fn report(cfg: &CheckConfig, t: Target, candidate: &Reading, live: Option<&Reading>) -> CheckReport {
+fn report(
+    cfg: &CheckConfig,
+    t: Target,
+    candidate: &Reading,
+    live: Option<&Reading>,
+) -> CheckReport {
     let j = judge(cfg, candidate, live);
     if j.verdict != CheckVerdict::Pass {
         tracing::info!(check = %cfg.name, verdict = j.verdict.as_str(), detail = %j.detail, "check");

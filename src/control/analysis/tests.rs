@@ -50,7 +50,10 @@ fn a_baseline_check_holds_the_ratio_to_its_bounds() {
     let j = judge(&c, &v(20.0), Some(&v(100.0)));
     assert_eq!(j.verdict, CheckVerdict::Fail);
     assert_eq!(j.detail, "candidate/live 0.2000 is below 0.9");
-    assert_eq!(judge(&c, &v(200.0), Some(&v(100.0))).verdict, CheckVerdict::Fail);
+    assert_eq!(
+        judge(&c, &v(200.0), Some(&v(100.0))).verdict,
+        CheckVerdict::Fail
+    );
     assert_eq!(threshold(&c), "0.9 <= candidate/live <= 1.5");
 }
 
@@ -60,7 +63,10 @@ fn no_data_nan_and_a_zero_baseline_are_inconclusive_never_a_verdict() {
     let none = Reading::NoData("Prometheus answered no series".into());
     let j = judge(&c, &none, Some(&Reading::Value(1.0)));
     assert_eq!(j.verdict, CheckVerdict::Inconclusive);
-    assert_eq!(j.detail, "inconclusive: candidate: Prometheus answered no series");
+    assert_eq!(
+        j.detail,
+        "inconclusive: candidate: Prometheus answered no series"
+    );
     let j = judge(&c, &Reading::Value(1.0), Some(&Reading::Value(f64::NAN)));
     assert_eq!(j.verdict, CheckVerdict::Inconclusive);
     assert!(j.detail.contains("live value is NaN"), "{}", j.detail);
@@ -77,8 +83,14 @@ fn an_absolute_check_and_a_status_only_check() {
         min: Some(1.0),
         ..check(Compare::Absolute)
     };
-    assert_eq!(judge(&c, &Reading::Value(0.5), None).verdict, CheckVerdict::Fail);
-    assert_eq!(judge(&c, &Reading::Value(1.0), None).verdict, CheckVerdict::Pass);
+    assert_eq!(
+        judge(&c, &Reading::Value(0.5), None).verdict,
+        CheckVerdict::Fail
+    );
+    assert_eq!(
+        judge(&c, &Reading::Value(1.0), None).verdict,
+        CheckVerdict::Pass
+    );
     let status = CheckConfig {
         prometheus: None,
         http: Some(HttpSource {
@@ -87,10 +99,19 @@ fn an_absolute_check_and_a_status_only_check() {
         ..check(Compare::Absolute)
     };
     assert!(status.status_only());
-    assert_eq!(judge(&status, &Reading::Status(204), None).verdict, CheckVerdict::Pass);
-    assert_eq!(judge(&status, &Reading::Status(500), None).verdict, CheckVerdict::Fail);
+    assert_eq!(
+        judge(&status, &Reading::Status(204), None).verdict,
+        CheckVerdict::Pass
+    );
+    assert_eq!(
+        judge(&status, &Reading::Status(500), None).verdict,
+        CheckVerdict::Fail
+    );
     let unreachable = Reading::NoData("unreachable".into());
-    assert_eq!(judge(&status, &unreachable, None).verdict, CheckVerdict::Inconclusive);
+    assert_eq!(
+        judge(&status, &unreachable, None).verdict,
+        CheckVerdict::Inconclusive
+    );
 }
 
 fn rolling() -> StateDoc {
@@ -119,24 +140,48 @@ async fn failures_in_a_row_roll_back_and_a_pass_breaks_the_run() {
     let metrics = Metrics::new();
     let m = &metrics.analysis;
     let mut a = Analysis::new(Arc::new(|_| {}), &[baseline(0.9)]);
-    assert!(a.target().is_none(), "not armed before the controller arms it");
+    assert!(
+        a.target().is_none(),
+        "not armed before the controller arms it"
+    );
     a.arm(&rolling(), true);
     assert_eq!(a.target().map(|t| t.candidate), Some(PoolName::Green));
-    assert_eq!(a.on_report(report(&a, CheckVerdict::Fail, 20.0), m), Action::Nothing);
-    assert_eq!(a.on_report(report(&a, CheckVerdict::Pass, 95.0), m), Action::Nothing);
-    assert_eq!(a.on_report(report(&a, CheckVerdict::Fail, 20.0), m), Action::Nothing);
+    assert_eq!(
+        a.on_report(report(&a, CheckVerdict::Fail, 20.0), m),
+        Action::Nothing
+    );
+    assert_eq!(
+        a.on_report(report(&a, CheckVerdict::Pass, 95.0), m),
+        Action::Nothing
+    );
+    assert_eq!(
+        a.on_report(report(&a, CheckVerdict::Fail, 20.0), m),
+        Action::Nothing
+    );
     let Action::Rollback { text, figures } = a.on_report(report(&a, CheckVerdict::Fail, 20.0), m)
     else {
         panic!("two failures in a row roll back");
     };
-    assert!(text.starts_with("check orders failed 2 times in a row"), "{text}");
+    assert!(
+        text.starts_with("check orders failed 2 times in a row"),
+        "{text}"
+    );
     assert_eq!(figures["candidate"], 20.0);
     assert_eq!(figures["live"], 100.0);
     assert_eq!(figures["failure_limit"], 2);
     let text = metrics.encode();
-    assert!(text.contains("switchyard_checks_total{check=\"orders\",result=\"fail\"} 3"), "{text}");
-    assert!(text.contains("switchyard_check_value{check=\"orders\",pool=\"green\"} 20"), "{text}");
-    assert!(text.contains("switchyard_check_value{check=\"orders\",pool=\"blue\"} 100"), "{text}");
+    assert!(
+        text.contains("switchyard_checks_total{check=\"orders\",result=\"fail\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchyard_check_value{check=\"orders\",pool=\"green\"} 20"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchyard_check_value{check=\"orders\",pool=\"blue\"} 100"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -154,9 +199,15 @@ async fn a_step_waits_for_a_pass_since_it_began_and_old_readings_are_dropped() {
     a.arm(&rolling(), true);
     assert!(a.step_ready().is_err(), "a new step needs a new pass");
     assert_eq!(a.on_report(before, m), Action::Nothing);
-    assert!(a.step_ready().is_err(), "a reading from before the step does not count");
+    assert!(
+        a.step_ready().is_err(),
+        "a reading from before the step does not count"
+    );
     let pause = a.on_report(report(&a, CheckVerdict::Inconclusive, 95.0), m);
-    assert!(matches!(pause, Action::Pause(ref why) if why.starts_with("check orders is")), "{pause:?}");
+    assert!(
+        matches!(pause, Action::Pause(ref why) if why.starts_with("check orders is")),
+        "{pause:?}"
+    );
     a.on_report(report(&a, CheckVerdict::Pass, 95.0), m);
     assert_eq!(a.step_ready(), Ok(()));
 }
@@ -181,23 +232,38 @@ async fn checks_are_armed_only_while_the_candidate_takes_traffic_and_this_proxy_
             epoch: 0
         }
     );
-    assert_eq!(a.step_ready(), Ok(()), "a baseline check without a baseline does not hold a step");
+    assert_eq!(
+        a.step_ready(),
+        Ok(()),
+        "a baseline check without a baseline does not hold a step"
+    );
 }
 
 #[tokio::test]
 async fn a_check_reads_a_real_url_through_its_task() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         for _ in 0..4 {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let mut buf = vec![0u8; 4096];
             let n = s.read(&mut buf).await.unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let value = if head.starts_with("GET /v/green") { 40 } else { 100 };
+            let value = if head.starts_with("GET /v/green") {
+                40
+            } else {
+                100
+            };
             let body = format!("{{\"value\": {value}}}");
-            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = s.write_all(answer.as_bytes()).await;
         }
     });
@@ -216,5 +282,8 @@ async fn a_check_reads_a_real_url_through_its_task() {
         .expect("a report in time")
         .expect("a report");
     assert_eq!(r.verdict, CheckVerdict::Fail, "{r:?}");
-    assert_eq!((r.candidate, r.live, r.ratio), (Some(40.0), Some(100.0), Some(0.4)));
+    assert_eq!(
+        (r.candidate, r.live, r.ratio),
+        (Some(40.0), Some(100.0), Some(0.4))
+    );
 }

@@ -50,7 +50,11 @@ async fn serve(handler: Handler) -> Serving {
                     let handler = handler.clone();
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         let (status, text) = handler(&parts, body);
                         let resp = Response::builder()
                             .status(status)
