@@ -117,38 +117,14 @@ async fn a_green_whose_business_value_drops_is_rolled_back_by_the_check() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_waits_for_the_checks_and_no_data_pauses_the_rollout() {
+async fn no_data_pauses_the_rollout_and_a_step_waits_for_the_checks() {
     let blue = Upstream::start("blue-1").await;
     let green = Upstream::start("green-1").await;
-    let values = CheckValues::start(100, 50).await;
+    // The check URL answers 503 for green: no data.
+    let values = CheckValues::start(100, -1).await;
     let extra = check_config(&values.url(), 1000);
     let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], &extra)).await;
     start_rollout(&s, json!([10, 50, 100]), "100ms").await;
-    // Failing (but under failure_limit): the due step is not taken.
-    wait_for(Duration::from_secs(10), "five failing readings", || async {
-        series(
-            &s,
-            "switchyard_checks_total{check=\"orders\",result=\"fail\"}",
-        )
-        .await
-            >= 5.0
-    })
-    .await;
-    let st = status(&s).await;
-    assert_eq!(
-        st["rollout"]["step"], 1,
-        "the step waits for the check: {st}"
-    );
-    assert_eq!(st["weights"]["green"], 10.0, "{st}");
-    values.set("green", 100);
-    wait_for(
-        Duration::from_secs(10),
-        "the next step once the check passes",
-        || async { status(&s).await["rollout"]["step"].as_u64().unwrap_or(0) >= 2 },
-    )
-    .await;
-    // The check URL answers 503: no data, the rollout pauses and says why.
-    values.set("green", -1);
     let paused = wait_until(Duration::from_secs(10), "the pause", || async {
         newest(&s, "rollout_paused").await
     })
@@ -159,9 +135,47 @@ async fn a_step_waits_for_the_checks_and_no_data_pauses_the_rollout() {
     assert!(why.contains("answered 503"), "{paused}");
     let st = status(&s).await;
     assert_eq!(st["phase"], "paused", "{st}");
+    assert_eq!(st["rollout"]["step"], 1, "{st}");
     assert!(
         st["rollback_lock"].is_null(),
         "no rollback on no data: {st}"
     );
+    // Failing (but under failure_limit) after a resume: the due step waits.
+    values.set("green", 50);
+    let (code, v) = api(
+        s.admin_addr,
+        Method::POST,
+        "/api/v1/rollout/resume",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    wait_for(Duration::from_secs(10), "five failing readings", || async {
+        series(
+            &s,
+            "switchyard_checks_total{check=\"orders\",result=\"fail\"}",
+        )
+        .await
+            >= 5.0
+    })
+    .await;
+    let st = status(&s).await;
+    assert_eq!(st["phase"], "rolling", "{st}");
+    assert_eq!(
+        st["rollout"]["step"], 1,
+        "the step waits for the check: {st}"
+    );
+    assert_eq!(st["weights"]["green"], 10.0, "{st}");
+    values.set("green", 100);
+    wait_for(
+        Duration::from_secs(10),
+        "the next steps once the check passes",
+        || async {
+            let st = status(&s).await;
+            st["rollout"]["step"].as_u64().unwrap_or(0) >= 2 || st["live"] == "green"
+        },
+    )
+    .await;
     s.shutdown().await;
 }
