@@ -63,6 +63,7 @@ impl From<CommandError> for ApiError {
                 err
             }
             CommandError::Invalid(_) => ApiError::unprocessable(message),
+            CommandError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             CommandError::ConfigInvalid(diags) => {
                 let mut err =
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", message);

@@ -47,6 +47,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/rollback", post(post_rollback))
         .route("/api/v1/rearm", post(post_rearm))
         .route("/api/v1/reload", post(post_reload))
+        .route(
+            "/api/v1/endpoints/{address}/{action}",
+            post(post_endpoint_action),
+        )
         .route("/metrics", get(metrics))
         .route("/api/v1/events", get(get_events))
         .fallback(not_found)
@@ -428,6 +432,39 @@ async fn post_reload(
         actor: Actor::Admin,
         if_generation: b.if_generation,
         reply: Some(reply),
+    })
+    .await?;
+    Ok(to_json(report))
+}
+
+/// The body of a drain or an enable: nothing, or `{}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {}
+
+/// `POST /api/v1/endpoints/{address}/drain` and `.../enable`: maintenance
+/// of one endpoint, by its address as the config writes it.
+async fn post_endpoint_action(
+    State(st): State<AdminState>,
+    Path((address, action)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let drain = match action.as_str() {
+        "drain" => true,
+        "enable" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no action {other:?} on an endpoint: drain or enable"),
+            ))
+        }
+    };
+    let MaintenanceBody {} = json_body(body)?;
+    let report = command(&st, |reply| Command::Maintenance {
+        address,
+        drain,
+        reply,
     })
     .await?;
     Ok(to_json(report))

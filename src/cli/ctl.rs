@@ -3,7 +3,7 @@
 //! message on any error.
 
 use super::output;
-use super::render::{render_change, render_events, render_status};
+use super::render::{render_change, render_events, render_maintenance, render_status};
 use crate::config::PoolName;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -86,6 +86,23 @@ pub enum CtlCmd {
     },
     /// Reload the config file now.
     Reload,
+    /// Maintenance of one endpoint: drain it, or enable it again.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EndpointCmd {
+    /// Take no new requests; those in flight finish. Status shows `draining`.
+    Drain {
+        /// The endpoint as the config writes it, e.g. 127.0.0.1:8001.
+        address: String,
+    },
+    /// Take requests again after a drain.
+    Enable {
+        /// The endpoint as the config writes it, e.g. 127.0.0.1:8001.
+        address: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -425,6 +442,14 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCmd::Rearm => (Method::POST, "/api/v1/rearm".into(), None),
         CtlCmd::Events { limit } => (Method::GET, format!("/api/v1/events?limit={limit}"), None),
         CtlCmd::Reload => (Method::POST, "/api/v1/reload".into(), None),
+        CtlCmd::Endpoint(e) => {
+            let (action, address) = match e {
+                EndpointCmd::Drain { address } => ("drain", address),
+                EndpointCmd::Enable { address } => ("enable", address),
+            };
+            let path = format!("/api/v1/endpoints/{}/{action}", path_segment(address));
+            (Method::POST, path, None)
+        }
     };
     let value = api.call(method, &path, body).await?;
     let text = if args.json {
@@ -433,10 +458,25 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         match &args.cmd {
             CtlCmd::Status => render_status(&value),
             CtlCmd::Events { .. } => render_events(&value),
+            CtlCmd::Endpoint(_) => render_maintenance(&value),
             _ => format!("{}\n", render_change(&value)),
         }
     };
     print(&text)
+}
+
+/// `text` as one path segment: anything but letters, digits and `.:-_~`
+/// percent-encoded, so an address cannot reach another route.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b".:-_~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// An API document as `--json` prints it.

@@ -23,13 +23,21 @@ fn ms(v: &Value) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// A phase as a person reads it: `split` (the API's word) is a manual split.
+fn phase_words(phase: &str) -> &str {
+    match phase {
+        "split" => "manual split",
+        other => other,
+    }
+}
+
 /// A human summary of `GET /api/v1/status`.
 pub fn render_status(s: &Value) -> String {
     let mut out = String::new();
     let w = &s["weights"];
     out.push_str(&format!(
         "phase {}   live {}   candidate {}   generation {}\n",
-        s["phase"].as_str().unwrap_or("?"),
+        phase_words(s["phase"].as_str().unwrap_or("?")),
         s["live"].as_str().unwrap_or("?"),
         s["candidate"].as_str().unwrap_or("?"),
         s["generation"]
@@ -63,9 +71,14 @@ pub fn render_status(s: &Value) -> String {
         ));
     }
     if let Some(b) = s["bake"].as_object() {
+        let pool = b.get("pool").and_then(|v| v.as_str()).unwrap_or("?");
+        let other = match pool {
+            "blue" => "green",
+            "green" => "blue",
+            _ => "the other pool",
+        };
         out.push_str(&format!(
-            "baking   {} until {} (rollback still armed)\n",
-            b.get("pool").and_then(|v| v.as_str()).unwrap_or("?"),
+            "baking   {pool} serves all traffic; {other} is kept warm and automatic rollback to it stays armed until {}\n",
             b.get("until").and_then(|v| v.as_str()).unwrap_or("?"),
         ));
     }
@@ -222,6 +235,33 @@ pub fn render_change(v: &Value) -> String {
     out
 }
 
+/// The answer to `ctl endpoint drain|enable`: what each endpoint with the
+/// address is now, and what is still in flight on it.
+pub fn render_maintenance(v: &Value) -> String {
+    let verb = match v["action"].as_str() {
+        Some("drain") => "drained",
+        Some("enable") => "enabled",
+        _ => "?",
+    };
+    let mut out = String::new();
+    if v["changed"].as_bool() == Some(false) {
+        out.push_str(&format!(
+            "{} was already {verb}\n",
+            v["address"].as_str().unwrap_or("?")
+        ));
+    }
+    for e in v["endpoints"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "ok: {verb} {}/{}: now {}, {} in flight\n",
+            e["pool"].as_str().unwrap_or("?"),
+            e["address"].as_str().unwrap_or("?"),
+            e["state"].as_str().unwrap_or("?"),
+            e["inflight"]
+        ));
+    }
+    out
+}
+
 /// `ctl fleet`: this member, the leader and one line per member.
 pub fn render_fleet(f: &Value) -> String {
     if f.is_null() {
@@ -348,6 +388,28 @@ mod tests {
         assert!(
             out.contains(&format!("config   RESTART NEEDED: {note}")),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn a_split_and_a_bake_are_named_for_what_they_are() {
+        let out = render_status(&json!({"phase": "split"}));
+        assert!(out.starts_with("phase manual split "), "{out}");
+        let out = render_status(&json!({"phase": "baking",
+            "bake": {"pool": "green", "until": "2026-12-05T10:00:00Z"}}));
+        assert!(
+            out.contains("baking   green serves all traffic; blue is kept warm and automatic rollback to it stays armed until 2026-12-05T10:00:00Z"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_maintenance_answer_says_what_is_in_flight() {
+        let v = json!({"generation": 3, "action": "drain", "address": "127.0.0.1:1", "changed": false,
+            "endpoints": [{"pool": "blue", "address": "127.0.0.1:1", "state": "draining", "inflight": 2}]});
+        assert_eq!(
+            render_maintenance(&v),
+            "127.0.0.1:1 was already drained\nok: drained blue/127.0.0.1:1: now draining, 2 in flight\n"
         );
     }
 

@@ -39,6 +39,8 @@ pub const EVENT_KINDS: &[&str] = &[
     "endpoint_down",
     "endpoint_up",
     "endpoint_ejected",
+    "endpoint_drained",
+    "endpoint_enabled",
     "failover",
     "rearmed",
     "state_file_error",

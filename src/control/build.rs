@@ -61,7 +61,7 @@ pub fn build_pools(
                 t.pool(name)
                     .endpoints
                     .iter()
-                    .find(|e| &e.address == address && !e.is_draining())
+                    .find(|e| &e.address == address && !e.is_removed())
                     .cloned()
             });
             let ep = match reused {

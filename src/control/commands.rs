@@ -117,6 +117,12 @@ pub enum Command {
     },
     /// An analysis check's reading (from its task, never awaited).
     CheckResult(Box<crate::control::analysis::CheckReport>),
+    /// Drain an endpoint for maintenance (`drain`), or enable it again.
+    Maintenance {
+        address: String,
+        drain: bool,
+        reply: Reply<crate::control::maintenance::MaintenanceReport>,
+    },
     /// The process is stopping: a switch in flight aborts now, so its held
     /// writes go to the old pool instead of waiting out `max_hold`.
     Shutdown { reply: Reply<()> },
@@ -133,6 +139,11 @@ impl Controller {
             } => self.record_endpoint_health(pool, address, state, reason),
             Command::Status { reply } => send(reply, Ok(self.publish_view())),
             Command::CheckResult(report) => self.on_check(*report).await,
+            Command::Maintenance {
+                address,
+                drain,
+                reply,
+            } => send(reply, self.maintain_endpoint(&address, drain)),
             Command::SetWeights {
                 weights,
                 force,
@@ -204,7 +215,9 @@ impl Controller {
                 if_generation,
                 reply,
             } => {
-                let text = reason.unwrap_or_else(|| "manual rollback".into());
+                // No reason given: the event says `manual`, not
+                // `manual: manual rollback`.
+                let text = reason.map(|r| r.trim().to_string()).unwrap_or_default();
                 match self.check_generation(if_generation) {
                     Ok(()) => self.rollback_manual(text, reply).await,
                     Err(e) => send(reply, Err(e)),

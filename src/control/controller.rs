@@ -81,6 +81,9 @@ pub enum CommandError {
     ConfigInvalid(Vec<Diagnostic>),
     #[error("refused: {0}")]
     Conflict(String),
+    /// The command names something that does not exist (an endpoint).
+    #[error("{0}")]
+    NotFound(String),
     /// A switch with a write hold gave up; nothing changed.
     #[error("switch aborted: {}", .0.reason.as_deref().unwrap_or("max_hold exceeded"))]
     SwitchAborted(Box<crate::control::commands::SwitchReport>),

@@ -88,9 +88,14 @@ pub(crate) struct PendingRollback {
 }
 
 impl PendingRollback {
-    /// The reason the rollback records: `manual: bad deploy`.
+    /// The reason the rollback records: `manual: bad deploy`, or `manual`
+    /// alone when no reason was given.
     pub fn recorded(&self) -> String {
-        format!("{}: {}", self.reason.as_str(), self.text)
+        if self.text.is_empty() {
+            self.reason.as_str().to_string()
+        } else {
+            format!("{}: {}", self.reason.as_str(), self.text)
+        }
     }
 }
 

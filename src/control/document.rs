@@ -32,6 +32,10 @@ pub enum Phase {
     Paused,
     Switching,
     Baking,
+    /// A manual split (`PUT /weights`) with no rollout: both pools take
+    /// traffic and nothing moves on its own. Not `paused`, which says a
+    /// rollout waits to be resumed.
+    Split,
 }
 
 /// Why automatic (or manual) rollback locked a pool.
@@ -205,8 +209,7 @@ impl StateDoc {
         } else if self.weights.sole_pool() == Some(self.live) {
             Phase::Stable
         } else {
-            // A manual split outside a rollout.
-            Phase::Paused
+            Phase::Split
         }
     }
 
@@ -255,7 +258,7 @@ mod tests {
         assert!(!d.armed());
 
         d.weights = Weights::with_percent(PoolName::Green, 10.0);
-        assert_eq!(d.phase(), Phase::Paused, "a manual split");
+        assert_eq!(d.phase(), Phase::Split, "a manual split");
         assert!(d.armed());
 
         let mut r = Rollout::new(

@@ -51,6 +51,10 @@ pub enum EventKind {
     EndpointDown,
     EndpointUp,
     EndpointEjected,
+    /// An operator drained an endpoint for maintenance.
+    EndpointDrained,
+    /// An operator enabled a drained endpoint again.
+    EndpointEnabled,
     Failover,
     Rearmed,
     StateFileError,
@@ -277,12 +281,14 @@ mod tests {
             | EventKind::EndpointDown
             | EventKind::EndpointUp
             | EventKind::EndpointEjected
+            | EventKind::EndpointDrained
+            | EventKind::EndpointEnabled
             | EventKind::Failover
             | EventKind::Rearmed
             | EventKind::StateFileError => EVENT_KINDS.contains(&k.to_string().as_str()),
         };
         assert!(listed(EventKind::Failover));
-        assert_eq!(EVENT_KINDS.len(), 20, "one word per variant above");
+        assert_eq!(EVENT_KINDS.len(), 22, "one word per variant above");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
 //! - [`events`]: the audit log; [`view`]: what status shows.
+//! - [`maintenance`]: draining one endpoint for maintenance, and enabling it.
 //! - `fleet` (feature `fleet`): the etcd layer; `store::etcd`: the fleet's
 //!   store; `membership`: joining, the member value, the write fence.
 
@@ -38,6 +39,7 @@ pub mod fleet_judge;
 pub mod judge;
 #[cfg(feature = "fleet")]
 pub mod leader;
+pub mod maintenance;
 #[cfg(feature = "fleet")]
 pub mod membership;
 pub mod reload;

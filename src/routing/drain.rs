@@ -220,7 +220,7 @@ pub fn drain_removed(endpoints: Vec<Arc<Endpoint>>, timeout: Duration) {
         return;
     }
     for ep in &endpoints {
-        ep.set_draining(true);
+        ep.set_removed();
     }
     tokio::spawn(async move {
         tokio::time::sleep(timeout).await;

@@ -36,7 +36,9 @@ pub enum EndpointState {
     Unhealthy,
     /// Ejected by passive outlier detection until its ejection time passes.
     Ejected,
-    /// Removed by a reload: finishing what is in flight, taking nothing new.
+    /// Removed by a reload, or drained by an operator for maintenance
+    /// (`POST /api/v1/endpoints/{address}/drain`): finishing what is in
+    /// flight, taking nothing new.
     Draining,
 }
 
@@ -55,6 +57,15 @@ impl EndpointState {
 const HEALTH_UNKNOWN: u8 = 0;
 const HEALTH_UP: u8 = 1;
 const HEALTH_DOWN: u8 = 2;
+
+/// Bits of `Endpoint::draining`: why it takes no new request. Two reasons
+/// in one atomic, so the hot path's availability test stays one load.
+/// Removed from the config by a reload (for good: a re-added address is a
+/// new endpoint).
+const DRAIN_REMOVED: u8 = 1;
+/// Drained by an operator; `enable` clears it. Survives reloads, since the
+/// endpoint is carried over while its address stays in the config.
+const DRAIN_MAINTENANCE: u8 = 2;
 
 /// What the last active health check saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +126,8 @@ pub struct Endpoint {
     probation: AtomicBool,
     /// Woken when passive detection ejects the endpoint.
     ejection: Notify,
-    draining: AtomicBool,
+    /// [`DRAIN_REMOVED`] | [`DRAIN_MAINTENANCE`]; 0 while it may serve.
+    draining: AtomicU8,
     /// Cancelled when a removed endpoint's drain time is over: closes its
     /// upgraded connections.
     drain_deadline: CancellationToken,
@@ -156,7 +168,7 @@ impl Endpoint {
             ejected_until_ms: AtomicU64::new(0),
             probation: AtomicBool::new(false),
             ejection: Notify::new(),
-            draining: AtomicBool::new(false),
+            draining: AtomicU8::new(0),
             drain_deadline: CancellationToken::new(),
             inflight: AtomicI64::new(0),
             peak_inflight: AtomicI64::new(0),
@@ -174,12 +186,12 @@ impl Endpoint {
     #[inline]
     pub fn is_available(&self, now_ms: u64) -> bool {
         self.health.load(Ordering::Relaxed) != HEALTH_DOWN
-            && !self.draining.load(Ordering::Relaxed)
+            && self.draining.load(Ordering::Relaxed) == 0
             && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
     pub fn state(&self, now_ms: u64) -> EndpointState {
-        if self.draining.load(Ordering::Relaxed) {
+        if self.draining.load(Ordering::Relaxed) != 0 {
             EndpointState::Draining
         } else {
             self.health_state(now_ms)
@@ -314,15 +326,37 @@ impl Endpoint {
         self.probation.load(Ordering::Relaxed) && self.ejected_until_ms() <= now_ms
     }
 
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
-        if draining {
-            self.close_idle();
-        }
+    /// Removed from the config by a reload: it takes no new request and
+    /// its idle connections close. For good.
+    pub fn set_removed(&self) {
+        self.draining.fetch_or(DRAIN_REMOVED, Ordering::Relaxed);
+        self.close_idle();
     }
 
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+    /// Removed by a reload (see [`Endpoint::set_removed`]).
+    pub fn is_removed(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) & DRAIN_REMOVED != 0
+    }
+
+    /// Drain for maintenance (`on`: it takes no new request, finishes those
+    /// in flight, its idle connections close) or enable it again (`!on`).
+    /// Returns true when this changed the flag.
+    pub fn set_maintenance(&self, on: bool) -> bool {
+        let prev = if on {
+            self.draining.fetch_or(DRAIN_MAINTENANCE, Ordering::Relaxed)
+        } else {
+            self.draining
+                .fetch_and(!DRAIN_MAINTENANCE, Ordering::Relaxed)
+        };
+        if on {
+            self.close_idle();
+        }
+        (prev & DRAIN_MAINTENANCE != 0) != on
+    }
+
+    /// Drained by an operator (see [`Endpoint::set_maintenance`]).
+    pub fn in_maintenance(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) & DRAIN_MAINTENANCE != 0
     }
 
     /// Cancelled when this (removed) endpoint's drain time is over; its
@@ -356,7 +390,7 @@ impl Endpoint {
     /// wins; the other closes when its request is done.
     pub fn set_shared_conn(&self, conn: &UpstreamConn, now_ms: u64) {
         if let Some(c) = conn.share() {
-            if !self.draining.load(Ordering::Relaxed) {
+            if self.draining.load(Ordering::Relaxed) == 0 {
                 self.shared_used_ms.store(now_ms, Ordering::Relaxed);
                 self.shared.store(Some(Arc::new(c)));
             }
@@ -367,7 +401,7 @@ impl Endpoint {
     /// draining). A shared HTTP/2 handle is just dropped: the endpoint keeps its own.
     #[inline]
     pub fn put_idle(&self, conn: UpstreamConn, now_ms: u64) {
-        if !self.draining.load(Ordering::Relaxed) && conn.is_poolable() {
+        if self.draining.load(Ordering::Relaxed) == 0 && conn.is_poolable() {
             self.idle.put(conn, now_ms);
         }
     }

@@ -589,7 +589,7 @@ async fn ctl_status_and_weights_work_and_fail_clearly_when_stopped() {
     let (code, out, _) = tokio::task::block_in_place(|| ctl(&["status"]));
     assert_eq!(code, Some(0));
     assert!(
-        out.contains("phase paused") && out.contains("green  20.00%"),
+        out.contains("phase manual split") && out.contains("green  20.00%"),
         "{out}"
     );
     let (code, out, _) = tokio::task::block_in_place(|| ctl(&["--json", "status"]));

@@ -174,7 +174,7 @@ fn of_two_endpoints_the_one_with_fewer_in_flight_and_never_an_unavailable_one() 
     blue.endpoints[1].set_healthy(false);
     assert_eq!(pick(&[5000, 1, 0]), 0);
     blue.endpoints[1].set_healthy(true);
-    blue.endpoints[0].set_draining(true);
+    blue.endpoints[0].set_removed();
     assert_eq!(pick(&[5000, 0, 0]), 1);
 }
 

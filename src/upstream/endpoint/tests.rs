@@ -91,7 +91,30 @@ fn health_and_drain_decide_availability() {
     assert_eq!(ep.state(0), EndpointState::Unhealthy);
     assert!(ep.set_healthy(true));
     assert_eq!(ep.state(0), EndpointState::Healthy);
-    ep.set_draining(true);
+    ep.set_removed();
+    assert!(!ep.is_available(0));
+    assert_eq!(ep.state(0), EndpointState::Draining);
+}
+
+#[test]
+fn maintenance_drains_until_enabled_and_is_not_removal() {
+    let ep = Endpoint::new(PoolName::Blue, "127.0.0.1:1").unwrap();
+    assert!(ep.set_healthy(true));
+    assert!(ep.set_maintenance(true), "first drain changes the flag");
+    assert!(!ep.set_maintenance(true), "a second drain changes nothing");
+    assert!(!ep.is_available(0));
+    assert_eq!(ep.state(0), EndpointState::Draining);
+    assert!(ep.in_maintenance());
+    assert!(!ep.is_removed(), "a reload must still carry it over");
+    assert_eq!(ep.health_state(0), EndpointState::Healthy);
+    assert!(ep.set_maintenance(false));
+    assert!(!ep.set_maintenance(false));
+    assert!(ep.is_available(0));
+    assert_eq!(ep.state(0), EndpointState::Healthy);
+    // Removal wins over an enable: a removed endpoint never serves again.
+    ep.set_maintenance(true);
+    ep.set_removed();
+    ep.set_maintenance(false);
     assert!(!ep.is_available(0));
     assert_eq!(ep.state(0), EndpointState::Draining);
 }
