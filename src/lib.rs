@@ -8,8 +8,9 @@
 //! - [`upstream`]: endpoints with their health atomics, pooled upstream connections.
 //! - [`proxy`]: listeners, the per-request handler, header rewriting, error responses.
 //! - [`control`]: the controller task, the only writer of deployment state.
-//! - [`telemetry`]: Prometheus metrics, per-pool statistics windows, logging.
-//! - [`admin`]: the admin API.
+//! - [`telemetry`]: Prometheus metrics, per-pool statistics windows, the
+//!   dashboard's traffic history, logging.
+//! - [`admin`]: the admin API and the dashboard served with it.
 //! - [`demo`]: sample upstreams and the embedded config of `switchyard demo`.
 //! - [`fuzzing`]: entry points of the fuzz targets and property tests.
 //!

@@ -221,11 +221,15 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
             stop_admin.clone(),
         )?;
     }
+    let history = Arc::new(crate::telemetry::history::History::default());
+    admin::history::spawn(shared.clone(), history.clone(), stop_admin.clone());
     let router = admin::router(AdminState {
         shared: shared.clone(),
         controller: handle.clone(),
         token,
         certs: certs.clone().into(),
+        streams: admin::stream::Streams::new(stop_admin.clone()),
+        history,
     });
     let admin_stop = stop_admin.clone();
     // The admin API's heads are bounded like the proxy's (a restart applies a new value).

@@ -35,6 +35,10 @@ pub struct AdminState {
     pub token: Arc<ArcSwapOption<String>>,
     /// The certificates of the TLS listeners, for status.
     pub certs: Arc<[Arc<crate::proxy::listener_tls::CertStore>]>,
+    /// The dashboard's open streams (`GET /api/v1/stream`).
+    pub streams: Arc<crate::admin::stream::Streams>,
+    /// The dashboard's traffic history (`GET /api/v1/history`).
+    pub history: Arc<crate::telemetry::history::History>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -53,6 +57,8 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/api/v1/events", get(get_events))
+        .route("/api/v1/stream", get(crate::admin::stream::get_stream))
+        .route("/api/v1/history", get(crate::admin::history::get_history))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -63,6 +69,8 @@ pub fn router(state: AdminState) -> Router {
         // The API router's fallback does not cover these two routes: without
         // it, `POST /healthz` is a 405 with an empty body.
         .method_not_allowed_fallback(method_not_allowed)
+        // The page asks for the token itself: it holds nothing secret.
+        .merge(crate::admin::dashboard::routes())
         .merge(api)
         .with_state(state)
 }
@@ -154,9 +162,14 @@ async fn get_events(
 }
 
 async fn get_status(State(st): State<AdminState>) -> Json<status::Status> {
+    Json(full_status(&st))
+}
+
+/// What `GET /api/v1/status` answers (the stream sends the same).
+pub fn full_status(st: &AdminState) -> status::Status {
     let mut s = status::status(&st.shared);
     s.tls = st.certs.iter().map(|c| c.status()).collect();
-    Json(s)
+    s
 }
 
 /// Parse a JSON body whatever its `Content-Type` (operators type `curl -d`):

@@ -57,6 +57,9 @@ pub struct Shared {
     /// Fleet mode: the fleet as this member sees it, kept by the
     /// membership task; None for a single proxy.
     pub fleet: ArcSwapOption<crate::control::view::FleetView>,
+    /// Events, view changes and traffic samples as they happen (the
+    /// dashboard's stream); sending on it never waits.
+    pub feed: crate::control::feed::Feed,
     shutting_down: AtomicBool,
 }
 
@@ -213,7 +216,8 @@ impl Controller {
         metrics: Arc<Metrics>,
         mut store: Box<dyn StateStore>,
     ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
-        let events = EventLog::new(cfg.audit_log.as_deref())
+        let feed = crate::control::feed::Feed::default();
+        let events = EventLog::new(cfg.audit_log.as_deref(), feed.clone())
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let now = crate::clock::unix_ms();
         let mut note = None;
@@ -240,6 +244,7 @@ impl Controller {
             writes: Arc::new(WritesInFlight::default()),
             config_read: ArcSwapOption::empty(),
             fleet: ArcSwapOption::empty(),
+            feed,
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(256);

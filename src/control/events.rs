@@ -4,12 +4,13 @@
 //!
 //! Only the controller appends; the admin API reads.
 
+use crate::control::feed::{Change, Feed};
 use crate::routing::Weights;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Events kept in memory.
 pub const RING_CAPACITY: usize = 1000;
@@ -163,13 +164,15 @@ struct Inner {
 
 pub struct EventLog {
     inner: Mutex<Inner>,
+    /// Where each recorded event goes next, for the dashboard's stream.
+    feed: Feed,
 }
 
 impl EventLog {
     /// A log that also appends to `audit_log` when given. Ids continue after
     /// the last id found in an existing audit log, so they stay unique
-    /// across restarts.
-    pub fn new(audit_log: Option<&Path>) -> Result<Self, AuditError> {
+    /// across restarts. Each recorded event is also sent on `feed`.
+    pub fn new(audit_log: Option<&Path>, feed: Feed) -> Result<Self, AuditError> {
         let mut ring = VecDeque::with_capacity(RING_CAPACITY);
         let mut next_id = 1;
         let audit = match audit_log {
@@ -203,13 +206,20 @@ impl EventLog {
                 next_id,
                 audit,
             }),
+            feed,
         })
     }
 
     /// Stamp `event` with an id (and the time, unless it carries the time
-    /// its change was decided), keep it, append it to the audit log;
-    /// returns the stamped event.
-    pub fn record(&self, mut event: Event) -> Event {
+    /// its change was decided), keep it, append it to the audit log, send
+    /// it on the feed; returns the stamped event.
+    pub fn record(&self, event: Event) -> Event {
+        let event = self.keep(event);
+        self.feed.send(Change::Event(Arc::new(event.clone())));
+        event
+    }
+
+    fn keep(&self, mut event: Event) -> Event {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         event.id = inner.next_id;
         inner.next_id += 1;
@@ -295,7 +305,7 @@ mod tests {
     fn events_are_numbered_bounded_and_survive_in_the_audit_log() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let log = EventLog::new(Some(&path)).unwrap();
+        let log = EventLog::new(Some(&path), Feed::default()).unwrap();
         for _ in 0..3 {
             log.record(Event::new(EventKind::WeightsChanged, Actor::Admin));
         }
@@ -303,7 +313,7 @@ mod tests {
         assert_eq!(recent.iter().map(|e| e.id).collect::<Vec<_>>(), vec![3, 2]);
         drop(log);
         // A restart reads the audit log back and continues the numbering.
-        let log = EventLog::new(Some(&path)).unwrap();
+        let log = EventLog::new(Some(&path), Feed::default()).unwrap();
         assert_eq!(log.recent(10).len(), 3);
         let e = log.record(Event::new(EventKind::Rearmed, Actor::Admin));
         assert_eq!(e.id, 4);

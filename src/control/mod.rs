@@ -18,7 +18,8 @@
 //! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
-//! - [`events`]: the audit log; [`view`]: what status shows.
+//! - [`events`]: the audit log; [`view`]: what status shows; [`feed`]: both
+//!   as they change, for the dashboard's stream.
 //! - [`maintenance`]: draining one endpoint for maintenance, and enabling it.
 //! - `fleet` (feature `fleet`): the etcd layer; `store::etcd`: the fleet's
 //!   store; `membership`: joining, the member value, the write fence.
@@ -33,6 +34,7 @@ pub mod controller;
 pub mod cutover;
 pub mod document;
 pub mod events;
+pub mod feed;
 #[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod fleet_judge;

@@ -109,6 +109,7 @@ impl Controller {
     pub(crate) fn publish_view(&mut self) -> ControlView {
         let view = self.view();
         self.shared.view.store(Arc::new(view.clone()));
+        self.shared.feed.send(crate::control::feed::Change::Status);
         view
     }
 

@@ -36,6 +36,8 @@ pub(super) fn guide(demo: &Demo) -> String {
     let ctl = ctl_command(admin);
     let control = demo.control_addr;
     let mut s = String::new();
+    // First, so it is what a reader sees: the page shows everything below.
+    s.push_str(&format!("Dashboard: http://{admin}/\n\n"));
     s.push_str("switchyard demo is running.\n\n");
     for a in &demo.apps {
         s.push_str(&format!(

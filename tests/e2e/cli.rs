@@ -233,6 +233,11 @@ fn demo_guide(admin: std::net::SocketAddr, traffic: &str) -> String {
 fn the_demo_guide_matches_its_flags() {
     let admin = crate::support::process::free_addr();
     let guide = demo_guide(admin, "2");
+    assert_eq!(
+        guide.lines().next(),
+        Some(format!("Dashboard: http://{admin}/").as_str()),
+        "the dashboard's address comes first: {guide}"
+    );
     let ctl: Vec<&str> = guide
         .lines()
         .filter(|l| l.contains("switchyard ctl"))

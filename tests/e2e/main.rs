@@ -9,6 +9,7 @@ mod cli;
 mod conformance;
 mod ctl;
 mod cutover;
+mod dashboard;
 mod disk;
 mod drain;
 mod faults;

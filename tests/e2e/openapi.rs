@@ -66,8 +66,22 @@ async fn every_documented_operation_answers_as_documented() {
         for (method, op) in item.as_object().unwrap() {
             let op = resolve(&spec, op);
             let m: Method = method.to_uppercase().parse().unwrap();
-            let (code, value) = api(s.admin_addr, m.clone(), path, body_for(path), None).await;
             let documented = &op["responses"];
+            if documented["200"]["content"]
+                .get("text/event-stream")
+                .is_some()
+            {
+                // An endless body: check the head only.
+                let resp = client()
+                    .get(admin_url(&s, path).parse().unwrap())
+                    .await
+                    .expect("the stream answers");
+                assert_eq!(resp.status(), 200, "{method} {path}");
+                assert_eq!(resp.headers()["content-type"], "text/event-stream");
+                checked += 1;
+                continue;
+            }
+            let (code, value) = api(s.admin_addr, m.clone(), path, body_for(path), None).await;
             assert!(
                 documented.get(code.to_string()).is_some(),
                 "{method} {path} answered {code}, documented: {:?}: {value}",
