@@ -4,6 +4,7 @@
 //! Owns argument parsing and process concerns (runtime, signals, exit codes).
 //! Everything it runs lives in the library.
 
+pub mod check;
 pub mod ctl;
 pub mod output;
 pub mod render;
@@ -40,16 +41,7 @@ pub enum Cmd {
         config: PathBuf,
     },
     /// Validate a config file: exit 0 with a summary, or 1 with every error.
-    Check {
-        #[arg(
-            short,
-            long,
-            env = "SWITCHYARD_CONFIG",
-            default_value = DEFAULT_CONFIG,
-            value_parser = config_path
-        )]
-        config: PathBuf,
-    },
+    Check(check::CheckArgs),
     /// Everything on one machine: sample upstreams, the proxy, the admin API.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -130,22 +122,7 @@ pub async fn shutdown_signal() {
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Cmd::Check { config } => {
-            let (ok, report) = config::check::run(&config);
-            if !ok {
-                output::err(&format!("{report}\n"));
-                return ExitCode::FAILURE;
-            }
-            match output::out(&format!("{report}\n")) {
-                Err(e) if !output::reader_gone(&e) => {
-                    output::err(&format!(
-                        "switchyard check: cannot print the summary: {e}\n"
-                    ));
-                    ExitCode::FAILURE
-                }
-                _ => ExitCode::SUCCESS,
-            }
-        }
+        Cmd::Check(args) => check::main(args),
         Cmd::Run { config: path } => {
             let cfg = match config::load(&path) {
                 Ok(c) => c,
@@ -222,9 +199,9 @@ mod tests {
     #[test]
     fn an_empty_config_flag_parses() {
         let cli = Cli::try_parse_from(["switchyard", "check", "-c", ""]).expect("parses");
-        let Cmd::Check { config } = cli.command else {
+        let Cmd::Check(args) = cli.command else {
             panic!("not check: {cli:?}");
         };
-        assert_eq!(config, PathBuf::from(DEFAULT_CONFIG));
+        assert_eq!(args.config, PathBuf::from(DEFAULT_CONFIG));
     }
 }

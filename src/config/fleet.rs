@@ -251,7 +251,7 @@ pub fn problems(f: &FleetConfig) -> Vec<Problem> {
             "write_fence",
             format!(
                 "must be shorter than member_ttl ({}): a member must stop writing before the fleet can count it gone",
-                humantime::format_duration(ttl)
+                crate::config::values::human_duration(ttl)
             ),
         ));
     }

@@ -11,18 +11,18 @@
 //!   missing key and wrong type.
 //! - `semantic`: ranges, cross-field rules, addresses, files on disk.
 //! - `values`: what one value may be, shared with the admin API.
+//! - `paths`: relative file paths follow the config file's folder.
 //! - `analysis`: the `analysis` and `notify` sections and the judge's keys.
-//! - `check`: the text of `switchyard check`.
 //! - `fswatch`: which file system events concern a watched file.
 //! - `tls_files`: reading and checking certificates, keys and CA bundles,
 //!   for validation and for the proxy and upstream clients alike.
 //! - `token`: reading the admin token, for validation and the admin API.
 
 pub mod analysis;
-pub mod check;
 pub mod cidr;
 pub mod fleet;
 pub mod fswatch;
+mod paths;
 pub mod schema;
 mod semantic;
 pub mod tls_files;
@@ -77,7 +77,15 @@ fn render(diags: &[Diagnostic]) -> String {
 
 /// Read, parse and validate the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    parse(&read(path)?, &path.display().to_string())
+    parse_file(&read(path)?, path)
+}
+
+/// Parse and validate `text`, read from the file at `path`: diagnostics
+/// name it, and relative file paths in it are relative to its folder.
+pub fn parse_file(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    validate::parse_and_validate_in(text, &file, &Environment::for_file(path))
+        .map_err(ConfigError::Invalid)
 }
 
 /// The text of the file at `path`, for a caller that keeps it (a reload

@@ -263,8 +263,8 @@ impl Checker<'_> {
                 path,
                 format!(
                     "timeout ({}) is longer than interval ({})",
-                    humantime::format_duration(h.timeout),
-                    humantime::format_duration(h.interval)
+                    crate::config::values::human_duration(h.timeout),
+                    crate::config::values::human_duration(h.interval)
                 ),
             );
         }
@@ -375,8 +375,8 @@ impl Checker<'_> {
                 path,
                 format!(
                     "window ({}) is shorter than interval ({})",
-                    humantime::format_duration(r.window),
-                    humantime::format_duration(r.interval)
+                    crate::config::values::human_duration(r.window),
+                    crate::config::values::human_duration(r.interval)
                 ),
             );
         }

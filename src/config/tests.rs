@@ -5,7 +5,7 @@
 
 use super::validate::{parse_and_validate_in, Environment};
 use super::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Two valid pools, three lines: what most tests add their sections to.
@@ -161,6 +161,32 @@ fn a_section_with_a_type_error_gets_no_second_error_from_defaults() {
     // With `interval` unreadable, "timeout longer than interval" would only confuse.
     let text = format!("{POOLS}health_check: {{interval: soon, timeout: 5s}}\n");
     assert_one(&text, after(&text, "interval: "), "invalid duration");
+}
+
+#[test]
+fn a_type_error_does_not_hide_the_other_keys_of_its_section() {
+    // One pass: the unreadable key, and the range errors beside it.
+    let text = format!(
+        "{POOLS}rollback: {{interval: -5s, max_error_rate: 5, window: 500ms}}\nrollout: {{steps: [50, 20], bake_time: 1d}}\n"
+    );
+    let d = errors(&text);
+    assert_eq!(d.len(), 4, "{}", render(&d));
+    assert_has(
+        &d,
+        after(&text, "interval: "),
+        "rollback.interval: invalid duration \"-5s\": durations cannot be negative",
+    );
+    assert_has(
+        &d,
+        after(&text, "max_error_rate: "),
+        "rollback.max_error_rate: must be between 0 and 1",
+    );
+    assert_has(
+        &d,
+        after(&text, "window: "),
+        "rollback.window: must be at least 1s",
+    );
+    assert_has(&d, at(&text, "20"), "rollout.steps[1]");
 }
 
 #[test]
@@ -467,7 +493,11 @@ fn full_example_is_valid_and_its_values_come_through() {
     assert_eq!(c.cutover.max_held_requests, 10_000);
     assert_eq!(c.timeouts.upstream_idle, Duration::from_secs(90));
     assert_eq!(c.log.format, LogFormat::Text);
-    assert_eq!(c.state_file, Some(PathBuf::from("./switchyard-state.json")));
+    // Relative: beside the file, not in the working directory.
+    let beside = std::path::absolute(Path::new(env!("CARGO_MANIFEST_DIR")).join("config"))
+        .expect("absolute")
+        .join("switchyard-state.json");
+    assert_eq!(c.state_file, Some(beside));
 }
 
 #[test]

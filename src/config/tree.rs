@@ -120,8 +120,7 @@ impl Tree {
                     line: e.marker().line(),
                     column: e.marker().col() + 1,
                 };
-                let message = format!("YAML syntax error: {}", e.info());
-                Issue::new(pos.before(builder.end), message)
+                syntax_error(text, pos.before(builder.end), e.info())
             })?;
             builder.event(event, &span)?;
         }
@@ -228,6 +227,29 @@ fn scan(text: &str) -> Result<Pos, Issue> {
         }
     }
     Ok(pos)
+}
+
+/// A YAML syntax error at `pos`, in words. A tab where YAML wants spaces
+/// is the usual cause of the parser's terse words: said plainly, at the tab.
+fn syntax_error(text: &str, pos: Pos, info: &str) -> Issue {
+    let line = text.lines().nth(pos.line.saturating_sub(1)).unwrap_or("");
+    let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+    if let Some(tab) = line[..indent].find('\t') {
+        let at = Pos {
+            line: pos.line,
+            column: line[..tab].chars().count() + 1,
+        };
+        let message = "YAML syntax error: a tab in the indentation; YAML indents with spaces only \
+                       (replace the tab with spaces)";
+        return Issue::new(at, message.to_string());
+    }
+    let here = line.chars().nth(pos.column.saturating_sub(1));
+    let hint = if here == Some('\t') {
+        " (a tab here: write a space instead)"
+    } else {
+        ""
+    };
+    Issue::new(pos, format!("YAML syntax error: {info}{hint}"))
 }
 
 enum PendingKey {

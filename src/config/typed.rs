@@ -30,6 +30,10 @@ pub(super) struct Typed {
     /// Top-level sections holding a stand-in: their semantic checks would
     /// run on made-up values and shifted indices, so they are skipped.
     pub dirty: BTreeSet<String>,
+    /// Keys whose value could not be read and were left out (read as their
+    /// default): `rollback.interval`. The rest of their section is still
+    /// checked, but nothing is said about these keys, or against them.
+    pub unread: BTreeSet<String>,
 }
 
 /// How a value that could not be read is set aside.
@@ -51,6 +55,7 @@ pub(super) fn read(tree: &Tree) -> Typed {
     let mut issues = Vec::new();
     let mut unknown = BTreeMap::new();
     let mut dirty = BTreeSet::new();
+    let mut unread = BTreeSet::new();
     let mut config = None;
     for _ in 0..MAX_PASSES {
         let ctx = Ctx {
@@ -73,10 +78,10 @@ pub(super) fn read(tree: &Tree) -> Typed {
         };
         let section = match err.missing {
             Some(field) if place.section.is_empty() => field.to_string(),
-            _ => place.section,
+            _ => place.section.clone(),
         };
-        dirty.insert(section);
         let go_on = if err.hole {
+            dirty.insert(section);
             // No stand-in fits there: leave the node out; its parent decides.
             place.id != root && aside.insert(place.id, Aside::Skip) != Some(Aside::Skip)
         } else if let Some(field) = err.missing {
@@ -88,6 +93,7 @@ pub(super) fn read(tree: &Tree) -> Typed {
                 };
                 issues.push(Issue::new(place.anchor, message));
             }
+            dirty.insert(section);
             missing.insert((place.id, field))
         } else {
             let path = match place.path.as_str() {
@@ -95,7 +101,19 @@ pub(super) fn read(tree: &Tree) -> Typed {
                 path => path,
             };
             issues.push(Issue::new(place.pos, format!("{path}: {}", err.message)));
-            place.id != root && aside.insert(place.id, Aside::Placeholder).is_none()
+            if place.id == root {
+                false
+            } else if place.keyed {
+                // A key's value: read on as if it were not written (its
+                // default; a required key then reads as a stand-in), so the
+                // rest of its section is still checked.
+                unread.insert(place.path.clone());
+                aside.insert(place.id, Aside::Skip).is_none()
+            } else {
+                // A list item: leaving it out would shift the indices after it.
+                dirty.insert(section);
+                aside.insert(place.id, Aside::Placeholder).is_none()
+            }
         };
         if !go_on {
             break;
@@ -110,6 +128,7 @@ pub(super) fn read(tree: &Tree) -> Typed {
         config,
         issues: all,
         dirty,
+        unread,
     }
 }
 
@@ -161,6 +180,8 @@ struct Place {
     section: String,
     /// For a missing key: it is written, but its value was left out.
     key_written: bool,
+    /// The node is the value of a key (not a list item, not the root).
+    keyed: bool,
 }
 
 impl serde_de::Error for DeError {
@@ -214,6 +235,15 @@ impl serde_de::Error for DeError {
 /// A duration such as `250ms`, `2s` or `1m`, or why not, in the words
 /// `check` uses (the admin API says the same).
 pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    if let Some(rest) = value.trim_start().strip_prefix('-') {
+        let example = match rest.trim() {
+            "" => "2s",
+            r => r,
+        };
+        return Err(format!(
+            "invalid duration {value:?}: durations cannot be negative (a span of time from 0 up, such as {example})"
+        ));
+    }
     humantime::parse_duration(value).map_err(|why| {
         format!("invalid duration {value:?}: {why} (durations look like 250ms, 2s or 1m)")
     })

@@ -90,6 +90,9 @@ pub struct Environment {
     /// `$SWITCHYARD_ADMIN_TOKEN` holds a token (not blank): a non-loopback
     /// admin bind is then allowed without `token_file`.
     pub admin_token_in_env: bool,
+    /// The folder of the config file: relative file paths in it are
+    /// relative to this folder. None: to the working directory.
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 impl Environment {
@@ -97,6 +100,16 @@ impl Environment {
     pub fn from_process() -> Self {
         Environment {
             admin_token_in_env: admin_token_from_env().is_some(),
+            base_dir: None,
+        }
+    }
+
+    /// [`Environment::from_process`] for the config file at `path`.
+    pub fn for_file(path: &std::path::Path) -> Self {
+        let base = path.parent().filter(|d| !d.as_os_str().is_empty());
+        Environment {
+            base_dir: Some(base.unwrap_or(std::path::Path::new(".")).to_path_buf()),
+            ..Self::from_process()
         }
     }
 }
@@ -125,12 +138,17 @@ pub fn parse_and_validate_in(
             .collect()
     };
     let (doc, mut issues) = Tree::parse(text).map_err(|i| diagnostics(vec![i]))?;
-    let typed = typed::read(&doc);
+    let mut typed = typed::read(&doc);
     issues.extend(typed.issues);
+    if let (Some(cfg), Some(base)) = (&mut typed.config, &env.base_dir) {
+        super::paths::resolve(cfg, base);
+    }
     if let Some(cfg) = &typed.config {
-        issues.extend(semantic::check(cfg, &doc, env, &typed.dirty));
-        issues.extend(super::fleet::check(cfg.fleet.as_ref(), &doc, &typed.dirty));
-        issues.extend(super::analysis::check(cfg, &doc, &typed.dirty));
+        let mut later = semantic::check(cfg, &doc, env, &typed.dirty);
+        later.extend(super::fleet::check(cfg.fleet.as_ref(), &doc, &typed.dirty));
+        later.extend(super::analysis::check(cfg, &doc, &typed.dirty));
+        later.retain(|i| !about_unread(&i.message, &typed.unread));
+        issues.extend(later);
     }
     match typed.config {
         Some(cfg) if issues.is_empty() => Ok(cfg),
@@ -139,6 +157,23 @@ pub fn parse_and_validate_in(
             Err(diagnostics(issues))
         }
     }
+}
+
+/// Whether a semantic rule's `message` is about a key whose value could not
+/// be read (the rule saw its default), or compares another key of the same
+/// section with it (`window (30s) is shorter than interval (1s)`): said
+/// already, or said against a value the operator did not write.
+fn about_unread(message: &str, unread: &std::collections::BTreeSet<String>) -> bool {
+    let Some((path, rest)) = message.split_once(": ") else {
+        return false;
+    };
+    let section = |p: &str| p.split(['.', '[']).next().unwrap_or("").to_string();
+    unread.iter().any(|u| {
+        let under =
+            path == u || path.starts_with(&format!("{u}.")) || path.starts_with(&format!("{u}["));
+        let name = u.rsplit(['.', ']']).next().unwrap_or(u);
+        under || (section(path) == section(u) && !name.is_empty() && rest.contains(name))
+    })
 }
 
 /// Whether a blue/green split is valid: each weight in `0..=100` with at most

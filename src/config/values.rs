@@ -36,9 +36,43 @@ pub fn duration_at_most(d: Duration, max: Duration) -> Result<(), String> {
     }
     Err(format!(
         "{} is longer than the maximum of {}",
-        humantime::format_duration(d),
-        humantime::format_duration(max)
+        human_duration(d),
+        human_duration(max)
     ))
+}
+
+/// A duration as an operator reads it: `3 days`, `1 day 2h`, `1 year`,
+/// `1h 30m`, `250ms` (humantime writes `3days`, `1day`). Years and days
+/// are words, smaller units the short forms the config accepts.
+pub fn human_duration(d: Duration) -> String {
+    let word = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let mut secs = d.as_secs();
+    let mut parts = Vec::new();
+    for (size, unit) in [(YEAR.as_secs(), "year"), (DAY.as_secs(), "day")] {
+        if secs >= size {
+            parts.push(word(secs / size, unit));
+            secs %= size;
+        }
+    }
+    let nanos = d.subsec_nanos();
+    let small = [
+        (secs / 3600, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(nanos / 1_000_000), "ms"),
+        (u64::from(nanos / 1_000 % 1_000), "us"),
+        (u64::from(nanos % 1_000), "ns"),
+    ];
+    parts.extend(
+        small
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, unit)| format!("{n}{unit}")),
+    );
+    if parts.is_empty() {
+        return "0s".into();
+    }
+    parts.join(" ")
 }
 
 /// Why a percentage is not one: out of `0..=100`, or finer than 0.01.
@@ -302,12 +336,24 @@ mod tests {
     fn durations_are_bounded_and_the_bound_is_named() {
         assert_eq!(duration_at_most(YEAR, MAX_BAKE_TIME), Ok(()));
         let err = duration_at_most(YEAR + Duration::from_secs(1), MAX_BAKE_TIME).unwrap_err();
-        assert_eq!(err, "1year 1s is longer than the maximum of 1year");
+        assert_eq!(err, "1 year 1s is longer than the maximum of 1 year");
         assert_eq!(
             duration_at_most(Duration::from_secs(301), MAX_HOLD).unwrap_err(),
             "5m 1s is longer than the maximum of 5m"
         );
         assert!(duration_at_most(Duration::MAX, DAY).is_err());
+    }
+
+    #[test]
+    fn durations_read_as_words_for_days_and_years() {
+        let s = Duration::from_secs;
+        assert_eq!(human_duration(DAY), "1 day");
+        assert_eq!(human_duration(3 * DAY), "3 days");
+        assert_eq!(human_duration(DAY + 2 * HOUR), "1 day 2h");
+        assert_eq!(human_duration(2 * YEAR + DAY), "2 years 1 day");
+        assert_eq!(human_duration(s(5400)), "1h 30m");
+        assert_eq!(human_duration(Duration::from_millis(1250)), "1s 250ms");
+        assert_eq!(human_duration(Duration::ZERO), "0s");
     }
 
     #[test]

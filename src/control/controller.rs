@@ -193,6 +193,20 @@ pub struct Controller {
     pub(crate) analysis: Analysis,
 }
 
+/// Say at start which stored state the proxy resumes, from where, and that
+/// it, not the config's `traffic.initial`, sets the weights: a warning when
+/// they differ (a proxy that comes up at 70/30 with 100/0 in its config
+/// must say why), else a plain line.
+fn restored(doc: &StateDoc, origin: &str, initial: &crate::config::WeightsConfig) {
+    let state = doc.describe();
+    let config = format!("blue {}, green {}", initial.blue, initial.green);
+    if Weights::from_config(initial) == doc.weights {
+        tracing::info!(from = %origin, %state, "restored the stored state; it overrides traffic.initial ({config}), which it equals");
+    } else {
+        tracing::warn!(from = %origin, %state, "restored the stored state; its weights, not traffic.initial ({config}), are in force");
+    }
+}
+
 impl Controller {
     /// The state file's store (or memory, without `state_file`), then
     /// [`Controller::with_store`].
@@ -222,7 +236,10 @@ impl Controller {
         let now = crate::clock::unix_ms();
         let mut note = None;
         let doc = match store.load().await {
-            Ok(Some(doc)) => doc,
+            Ok(Some(doc)) => {
+                restored(&doc, &store.origin(), &cfg.traffic.initial);
+                doc
+            }
             Ok(None) => StateDoc::initial(Weights::from_config(&cfg.traffic.initial), now),
             Err(e) => {
                 tracing::error!(error = %e, "state file unusable; starting from the config");

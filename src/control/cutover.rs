@@ -282,7 +282,7 @@ impl Controller {
             .unwrap_or_default();
         format!(
             "max_hold {} exceeded waiting for the {step}{answer}",
-            humantime::format_duration(max_hold)
+            crate::config::values::human_duration(max_hold)
         )
     }
 

@@ -185,6 +185,28 @@ impl StateDoc {
         self.live.other()
     }
 
+    /// The document in one line, for the start log and `check`:
+    /// `blue 70, green 30 (live blue, generation 5, saved 2026-11-20T10:15:00Z)`.
+    pub fn describe(&self) -> String {
+        let mut extra = vec![
+            format!("live {}", self.live.as_str()),
+            format!("generation {}", self.generation),
+        ];
+        if self.rollout.is_some() {
+            extra.push("a rollout in progress".into());
+        }
+        if let Some(lock) = &self.rollback_lock {
+            extra.push(format!("rollback lock on {}", lock.pool.as_str()));
+        }
+        extra.push(format!("saved {}", self.saved_at));
+        format!(
+            "blue {}, green {} ({})",
+            self.weights.percent(PoolName::Blue),
+            self.weights.percent(PoolName::Green),
+            extra.join(", ")
+        )
+    }
+
     /// The hold in flight, if any (not one that ended).
     pub fn hold_in_flight(&self) -> Option<&HoldDoc> {
         self.hold.as_ref().filter(|h| h.in_flight())

@@ -105,7 +105,7 @@ impl Controller {
         self.shared
             .config_read
             .store(text.as_ref().ok().map(|t| Arc::new(t.clone().into_bytes())));
-        let new = match text.and_then(|t| config::parse(&t, &path.display().to_string())) {
+        let new = match text.and_then(|t| config::parse_file(&t, &path)) {
             Ok(c) => c,
             Err(e) => return Err(self.reject(actor, e.diagnostics())),
         };

@@ -24,7 +24,7 @@ async fn a_rollout_step_interval_past_the_bound_is_refused_and_the_proxy_keeps_s
     assert_eq!(code, 422, "{v}");
     let message = v["error"]["message"].as_str().unwrap_or("");
     assert!(
-        message.contains("step_interval") && message.contains("maximum of 1year"),
+        message.contains("step_interval") && message.contains("maximum of 1 year"),
         "{v}"
     );
     let st = status(&s).await;

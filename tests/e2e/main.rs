@@ -20,6 +20,7 @@ mod limits;
 mod locked;
 mod maintenance;
 mod openapi;
+mod operator;
 mod operator_input;
 mod pool;
 mod proxy;

@@ -168,6 +168,7 @@ fn admin_reachable_from_other_hosts_needs_a_token() {
     assert_one(&t, at(&t, "\"0.0.0.0"), "reachable from other hosts");
     let env = Environment {
         admin_token_in_env: true,
+        ..Environment::default()
     };
     assert_eq!(errors_in(&t, &env), []);
     let dir = temp_dir();
@@ -281,40 +282,40 @@ fn too_long_durations() {
         (
             "rollout: {step_interval: 10000years}",
             "rollout.step_interval",
-            "1year",
+            "1 year",
         ),
         (
             "rollout: {bake_time: 10000years}",
             "rollout.bake_time",
-            "1year",
+            "1 year",
         ),
         (
             "traffic: {sticky: {max_age: 2years}}",
             "traffic.sticky.max_age",
-            "1year",
+            "1 year",
         ),
         (
             "outlier_detection: {ejection_time: 2days}",
             "outlier_detection.ejection_time",
-            "1day",
+            "1 day",
         ),
-        ("drain: {timeout: 10000years}", "drain.timeout", "1day"),
-        ("timeouts: {connect: 25h}", "timeouts.connect", "1day"),
-        ("timeouts: {request: 25h}", "timeouts.request", "1day"),
+        ("drain: {timeout: 10000years}", "drain.timeout", "1 day"),
+        ("timeouts: {connect: 25h}", "timeouts.connect", "1 day"),
+        ("timeouts: {request: 25h}", "timeouts.request", "1 day"),
         (
             "timeouts: {client_header: 25h}",
             "timeouts.client_header",
-            "1day",
+            "1 day",
         ),
         (
             "timeouts: {client_body: 25h}",
             "timeouts.client_body",
-            "1day",
+            "1 day",
         ),
         (
             "timeouts: {upstream_idle: 25h}",
             "timeouts.upstream_idle",
-            "1day",
+            "1 day",
         ),
         (
             "health_check: {interval: 2h}",
@@ -326,8 +327,8 @@ fn too_long_durations() {
             "rollback.interval",
             "1h",
         ),
-        ("rollback: {window: 2days}", "rollback.window", "1day"),
-        ("rollback: {grace: 2days}", "rollback.grace", "1day"),
+        ("rollback: {window: 2days}", "rollback.window", "1 day"),
+        ("rollback: {grace: 2days}", "rollback.grace", "1 day"),
         (
             "rollback: {max_p99_latency: 2h}",
             "rollback.max_p99_latency",

@@ -69,6 +69,7 @@ impl DeError {
                 section: path.split(['.', '[']).next().unwrap_or("").to_string(),
                 path,
                 key_written,
+                keyed: matches!(at.step, Step::Key(_)),
             }));
         }
         self

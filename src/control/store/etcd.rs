@@ -352,6 +352,16 @@ impl StateStore for EtcdStore {
         Box::pin(async {})
     }
 
+    fn origin(&self) -> String {
+        match &self.cache {
+            Some(p) => format!(
+                "etcd (or its cache {} when etcd is unreachable)",
+                p.display()
+            ),
+            None => "etcd".into(),
+        }
+    }
+
     fn status(&self) -> StoreStatus {
         StoreStatus {
             path: self.cache.clone(),

@@ -145,13 +145,9 @@ pub fn load(path: &Path) -> Result<Option<StateDoc>, FileError> {
             })
         }
     };
-    let reason = match serde_json::from_slice::<StateDoc>(&bytes) {
-        Ok(s) if READABLE_VERSIONS.contains(&s.version) => match out_of_range(&s) {
-            None => return Ok(Some(s)),
-            Some(why) => why,
-        },
-        Ok(s) => format!("unknown version {}", s.version),
-        Err(e) => e.to_string(),
+    let reason = match parse(&bytes) {
+        Ok(doc) => return Ok(Some(doc)),
+        Err(why) => why,
     };
     let mut kept = path.as_os_str().to_owned();
     kept.push(format!(".corrupt-{}", crate::clock::unix_ms()));
@@ -164,6 +160,29 @@ pub fn load(path: &Path) -> Result<Option<StateDoc>, FileError> {
         kept,
         reason,
     })
+}
+
+/// The document in a state file's bytes, or why it is not usable.
+fn parse(bytes: &[u8]) -> Result<StateDoc, String> {
+    match serde_json::from_slice::<StateDoc>(bytes) {
+        Ok(s) if READABLE_VERSIONS.contains(&s.version) => match out_of_range(&s) {
+            None => Ok(s),
+            Some(why) => Err(why),
+        },
+        Ok(s) => Err(format!("unknown version {}", s.version)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What a start would restore from the state file at `path`, read only
+/// (`check` asks): nothing is set aside or removed. `Ok(None)`: no file;
+/// `Err`: why a start would set it aside and begin from the config.
+pub fn peek(path: &Path) -> Result<Option<StateDoc>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse(&bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read it: {e}")),
+    }
 }
 
 /// A time no valid run can have written: past year 9999, where RFC 3339

@@ -81,6 +81,14 @@ pub trait StateStore: Send {
 
     fn status(&self) -> StoreStatus;
 
+    /// Where [`StateStore::load`] reads, in words for the start log.
+    fn origin(&self) -> String {
+        match self.status().path {
+            Some(p) => p.display().to_string(),
+            None => "memory".into(),
+        }
+    }
+
     /// Documents committed by others, taken once by the controller; `None`
     /// for a store nobody else writes.
     fn events(&mut self) -> Option<mpsc::Receiver<StoreEvent>>;
