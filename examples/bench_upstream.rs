@@ -36,7 +36,14 @@
 //! ```
 //!
 //! A plain `--listen ADDR` is named `upstream-N` (N counted from 1 in the
-//! order given). The server runs on a current-thread runtime: the harness pins
+//! order given). `--delay-ms N` makes every answer other than `/health` and
+//! `/__fail` wait N ms first (a slow application: the matrix's 20 ms cell).
+//! `--h2` serves HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1, and
+//! answers a request of `content-type: application/grpc` as a gRPC unary
+//! call: one length-prefixed message of `--body-size` bytes, then the
+//! trailer `grpc-status: 0`.
+//!
+//! The server runs on a current-thread runtime: the harness pins
 //! it to one core, and a single thread keeps its CPU use easy to reason about.
 //! It does no work per request beyond parsing and writing a prebuilt response,
 //! so that what a benchmark measures is the proxy, not the upstream.
@@ -51,12 +58,16 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
 use http::header::{HeaderValue, CONTENT_TYPE};
+use http::HeaderMap;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::WithTrailers;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::{ready, Ready};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// A fast upstream for switchyard's load comparison.
@@ -70,7 +81,21 @@ struct Args {
     /// Size in bytes of the body of every response other than `/health`.
     #[arg(long, default_value_t = 64)]
     body_size: usize,
+
+    /// Milliseconds every answer other than `/health` and `/__fail` waits.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+
+    /// Serve HTTP/2 (prior knowledge) instead of HTTP/1.1; gRPC requests
+    /// get a gRPC answer.
+    #[arg(long)]
+    h2: bool,
 }
+
+/// A gRPC answer's trailers, ready at once.
+type Trailers = Ready<Option<Result<HeaderMap, Infallible>>>;
+/// A plain answer, or a gRPC one with its trailers.
+type AnswerBody = Either<Full<Bytes>, WithTrailers<Full<Bytes>, Trailers>>;
 
 /// One upstream instance: its name and the address it binds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,10 +217,33 @@ fn parse_status(v: &str) -> Result<u16, String> {
 struct Responder {
     name: HeaderValue,
     body: Bytes,
+    /// The same bytes as one gRPC message (5-byte prefix, then the body).
+    grpc: Bytes,
     fail: Arc<FailKnob>,
+    delay: Option<Duration>,
 }
 
 impl Responder {
+    /// The answer to `req`, and whether it waits `--delay-ms` first.
+    fn answer(&self, req: &Request<Incoming>) -> (Response<AnswerBody>, bool) {
+        let waits = !matches!(req.uri().path(), "/health" | "/__fail");
+        let grpc = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc && waits {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let body = Full::new(self.grpc.clone()).with_trailers(ready(Some(Ok(trailers))));
+            let mut response = Response::new(Either::Right(body));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert("x-upstream", self.name.clone());
+            return (response, true);
+        }
+        (self.respond(req).map(Either::Left), waits)
+    }
+
     fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let body = match req.uri().path() {
             "/health" => {
@@ -237,7 +285,7 @@ impl Responder {
     }
 }
 
-async fn serve(listener: TcpListener, responder: Responder) {
+async fn serve(listener: TcpListener, responder: Responder, h2: bool) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -253,15 +301,30 @@ async fn serve(listener: TcpListener, responder: Responder) {
         }
         let responder = responder.clone();
         tokio::spawn(async move {
+            let delay = responder.delay;
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = responder.respond(&req);
-                async move { Ok::<_, Infallible>(response) }
+                let (response, waits) = responder.answer(&req);
+                async move {
+                    if let (Some(d), true) = (delay, waits) {
+                        // The slow application this upstream plays.
+                        tokio::time::sleep(d).await;
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             // Client resets at the end of a wrk run are normal: not reported.
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let io = TokioIo::new(stream);
+            let _ = if h2 {
+                http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1024)
+                    .serve_connection(io, service)
+                    .await
+            } else {
+                http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(io, service)
+                    .await
+            };
         });
     }
 }
@@ -275,6 +338,13 @@ fn main() -> anyhow::Result<()> {
         .map(|(i, spec)| parse_instance(spec, i + 1))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let body = Bytes::from(vec![b'x'; args.body_size]);
+    let mut grpc = Vec::with_capacity(5 + args.body_size);
+    grpc.push(0);
+    grpc.extend_from_slice(&u32::try_from(args.body_size)?.to_be_bytes());
+    grpc.extend_from_slice(&body);
+    let grpc = Bytes::from(grpc);
+    let delay = (args.delay_ms > 0).then(|| Duration::from_millis(args.delay_ms));
+    let h2 = args.h2;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -289,9 +359,11 @@ fn main() -> anyhow::Result<()> {
             let responder = Responder {
                 name: HeaderValue::from_str(&instance.name).context("instance name")?,
                 body: body.clone(),
+                grpc: grpc.clone(),
                 fail: Arc::new(FailKnob::new()),
+                delay,
             };
-            tokio::spawn(serve(listener, responder));
+            tokio::spawn(serve(listener, responder, h2));
         }
         tokio::signal::ctrl_c()
             .await

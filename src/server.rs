@@ -85,7 +85,10 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Server, 
         PoolName::ALL.map(|p| Arc::new(PoolRuntime::new(p, window, metrics.pool(p).clone())));
     let client_header = cfg.timeouts.client_header;
     let request_limits = crate::proxy::limits::RequestLimits::from_config(&cfg.limits);
-    let connections = crate::proxy::limits::ConnectionLimit::new(cfg.limits.max_connections);
+    let connections = crate::proxy::limits::ConnectionLimit::with_gauges(
+        cfg.limits.max_connections,
+        metrics.register_client_connections(),
+    );
     let listener_cfgs = cfg.listeners.clone();
     let admin_bind = cfg.admin.bind;
 

@@ -26,8 +26,14 @@
 //! Cost on the hot path: a prefix comparison per write (`HTTP/1.` and a `4`
 //! in the status), two relaxed atomic loads only for a 4xx head, and per
 //! request two atomic increments and one decrement.
+//!
+//! [`ConnWatch`] also carries what parking an idle connection needs to know
+//! ([`crate::proxy::park`]): whether everything hyper wrote has been flushed
+//! (a relaxed store per write and per flush), whether the wait for the next
+//! request head has lasted long enough to park, and that wait's deadline.
 
 use crate::proxy::error::{status_of, ProxyError};
+use bytes::{Buf, Bytes};
 use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use std::io;
@@ -39,7 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What the service of one client connection is doing, as far as the
 /// connection's writer needs to know.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnWatch {
     /// Requests the service has been given.
     started: AtomicU64,
@@ -47,6 +53,32 @@ pub struct ConnWatch {
     open: AtomicU64,
     /// A 101 went out: the stream is a tunnel now.
     upgraded: AtomicBool,
+    /// hyper's last write was followed by a flush that completed: nothing
+    /// it wrote is waiting in its buffer or in the stream's (TLS).
+    pub(crate) flushed: AtomicBool,
+    /// hyper has been waiting for the next request head for the park delay
+    /// (set by the head's timer, cleared when that timer goes: the head came).
+    pub(crate) park_due: AtomicBool,
+    /// The deadline of the request head hyper is waiting for, in the park
+    /// module's clock (0: none); kept across a park so parking never
+    /// extends `timeouts.client_header`.
+    head_deadline: AtomicU64,
+    /// The origin of `head_deadline`'s clock: before any deadline.
+    born: std::time::Instant,
+}
+
+impl Default for ConnWatch {
+    fn default() -> Self {
+        ConnWatch {
+            started: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+            flushed: AtomicBool::new(false),
+            park_due: AtomicBool::new(false),
+            head_deadline: AtomicU64::new(0),
+            born: tokio::time::Instant::now().into_std(),
+        }
+    }
 }
 
 impl ConnWatch {
@@ -57,6 +89,44 @@ impl ConnWatch {
         self.started.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
         OpenResponse(self.clone())
+    }
+}
+
+impl ConnWatch {
+    /// hyper starts waiting for a request head with this deadline: the
+    /// deadline carried over a park instead, if there is one (then true).
+    pub(crate) fn start_head(&self, deadline: std::time::Instant) -> (std::time::Instant, bool) {
+        if let Some(carried) = self.head_deadline() {
+            return (carried, true);
+        }
+        self.carry_deadline(deadline);
+        (deadline, false)
+    }
+
+    /// The head came (or the connection went): no deadline, no parking.
+    pub(crate) fn end_head(&self) {
+        self.park_due.store(false, Ordering::Relaxed);
+        self.head_deadline.store(0, Ordering::Relaxed);
+    }
+
+    /// The deadline of the head being waited for.
+    pub(crate) fn head_deadline(&self) -> Option<std::time::Instant> {
+        match self.head_deadline.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.born + std::time::Duration::from_nanos(n - 1)),
+        }
+    }
+
+    /// Set the deadline of the head being (or about to be) waited for.
+    pub(crate) fn carry_deadline(&self, deadline: std::time::Instant) {
+        let nanos = deadline.saturating_duration_since(self.born).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1;
+        self.head_deadline.store(nanos, Ordering::Relaxed);
+    }
+
+    /// hyper waits for a head past the park delay, with nothing unflushed.
+    pub(crate) fn park_ready(&self) -> bool {
+        self.park_due.load(Ordering::Relaxed) && self.flushed.load(Ordering::Relaxed)
     }
 }
 
@@ -119,6 +189,9 @@ pub struct ClientIo<S> {
     quiet_at: u64,
     /// The replacement answer has been made: nothing more to look for.
     done: bool,
+    /// Bytes read before the connection was parked (a part of the next
+    /// request head), given to hyper before anything new.
+    replay: Bytes,
     /// Replacement bytes not yet written, from `pending_at`.
     pending: Vec<u8>,
     pending_at: usize,
@@ -129,15 +202,28 @@ pub struct ClientIo<S> {
 
 impl<S> ClientIo<S> {
     pub fn new(inner: S, watch: Arc<ConnWatch>) -> Self {
+        Self::resume(inner, watch, Bytes::new())
+    }
+
+    /// The stream of a parked connection, served again: no response is in
+    /// progress, and `replay` (hyper's unread bytes when it was parked) is
+    /// read first.
+    pub fn resume(inner: S, watch: Arc<ConnWatch>, replay: Bytes) -> Self {
         ClientIo {
             inner,
+            quiet_at: watch.started.load(Ordering::Relaxed),
             watch,
-            quiet_at: 0,
             done: false,
+            replay,
             pending: Vec::new(),
             pending_at: 0,
             flat: Vec::new(),
         }
+    }
+
+    /// The stream, for parking; what is buffered here goes.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 
     /// No response of the service can be in what hyper writes next.
@@ -195,7 +281,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -207,6 +300,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.watch.flushed.store(false, Ordering::Relaxed);
         ready!(this.poll_pending(cx))?;
         if let Some(r) = this.take_automatic(cx, buf) {
             return Poll::Ready(r);
@@ -221,6 +315,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.watch.flushed.store(false, Ordering::Relaxed);
         ready!(this.poll_pending(cx))?;
         // The slices before the first non-empty one hold nothing: a head
         // at its start is at the start of the write.
@@ -247,7 +342,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         if this.watch.open.load(Ordering::Relaxed) == 0 {
             this.quiet_at = started;
         }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        this.watch.flushed.store(true, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
     }
 
     #[inline]

@@ -11,6 +11,7 @@
 
 use crate::config::LimitsConfig;
 use crate::proxy::error::{status_of, ProxyError};
+use crate::telemetry::metrics::ClientConnGauges;
 use http::{header, Request, Version};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,20 +32,44 @@ pub struct ConnectionLimit {
     open: AtomicUsize,
     refusing: AtomicUsize,
     refusal: Vec<u8>,
+    gauges: ClientConnGauges,
+}
+
+/// One parked connection, counted until dropped.
+#[derive(Debug)]
+pub struct ParkedMark<'a>(&'a ConnectionLimit);
+
+impl Drop for ParkedMark<'_> {
+    fn drop(&mut self) {
+        self.0.gauges.parked.dec();
+    }
 }
 
 /// One admitted connection; dropping it frees its place.
 #[derive(Debug)]
 pub struct ConnectionSlot(Arc<ConnectionLimit>);
 
+impl ConnectionSlot {
+    /// The cap this place counts against.
+    pub fn limit(&self) -> &ConnectionLimit {
+        &self.0
+    }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.gauges.open.dec();
     }
 }
 
 impl ConnectionLimit {
     pub fn new(max: usize) -> Arc<Self> {
+        Self::with_gauges(max, ClientConnGauges::default())
+    }
+
+    /// [`new`](Self::new), counting connections on `gauges` too.
+    pub fn with_gauges(max: usize, gauges: ClientConnGauges) -> Arc<Self> {
         let (status, body, _) = status_of(&ProxyError::TooManyConnections);
         let refusal = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
@@ -58,6 +83,7 @@ impl ConnectionLimit {
             open: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
             refusal: refusal.into_bytes(),
+            gauges,
         })
     }
 
@@ -67,7 +93,14 @@ impl ConnectionLimit {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
+        self.gauges.open.inc();
         Some(ConnectionSlot(self.clone()))
+    }
+
+    /// Count a parked connection until the mark is dropped.
+    pub fn parked(&self) -> ParkedMark<'_> {
+        self.gauges.parked.inc();
+        ParkedMark(self)
     }
 
     /// Connections open now.

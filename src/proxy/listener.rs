@@ -5,9 +5,13 @@
 //! A TLS handshake runs in the connection's own task, bounded by the
 //! handshake timeout, so a slow client never holds up the accept loop.
 //!
+//! HTTP/1 connections (cleartext, or TLS with ALPN `http/1.1`) are served by
+//! [`crate::proxy::park`], which parks them while they idle between requests.
+//!
 //! On shutdown the listener stops accepting (new connections are refused),
-//! HTTP/1 connections close after their current response, HTTP/2 ones get
-//! GOAWAY, and in-flight work gets up to `drain.timeout` (SPEC.md section 6;
+//! HTTP/1 connections close after their current response (parked ones at
+//! once), HTTP/2 ones get GOAWAY ([`crate::proxy::stop`]), and in-flight
+//! work gets up to `drain.timeout` (SPEC.md section 6;
 //! here that is the listener's *shutdown*: "drain" in the code is what a
 //! pool that lost its traffic does, `routing::drain`). [`accept`], the
 //! accept loop with its backoff, serves the admin listener too.
@@ -21,19 +25,17 @@ use crate::proxy::handler::handle;
 use crate::proxy::headers::ClientAddr;
 use crate::proxy::limits::{ConnectionLimit, RequestLimits};
 use crate::proxy::listener_tls::TlsListener;
+use crate::proxy::park::{serve_h1, H1Server, PARK_AFTER};
+use crate::proxy::stop::{stoppable, Shutdown};
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -88,7 +90,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// which re-checks a rewind buffer on every read; `auto` serves the rest.
 pub struct HttpBuilders {
     auto: auto::Builder<TokioExecutor>,
-    h1: hyper::server::conn::http1::Builder,
+    h1: H1Server,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     client_header: Duration,
 }
@@ -120,7 +122,11 @@ pub fn http_builder(client_header_timeout: Duration, limits: &RequestLimits) -> 
         .max_concurrent_streams(256);
     HttpBuilders {
         auto,
-        h1,
+        h1: H1Server {
+            builder: h1,
+            header_timeout: client_header_timeout,
+            park_after: Some(PARK_AFTER),
+        },
         h2,
         client_header: client_header_timeout,
     }
@@ -144,115 +150,6 @@ async fn sniff(stream: &TcpStream, within: Duration) -> Sniffed {
         Ok(Ok(n)) if buf[..n] != H2_PREFACE[..n] => Sniffed::Http1,
         Ok(Ok(24)) => Sniffed::Http2,
         Ok(Ok(_)) => Sniffed::Unsure,
-    }
-}
-
-/// Shutdown shared by a listener's connections. Unlike hyper-util's
-/// `GracefulShutdown`, whose watch future each connection polls (a lock and
-/// a version check) on every wake-up, a connection here checks one atomic
-/// flag and polls the cancellation only when its task's waker changes.
-struct Shutdown {
-    started: AtomicBool,
-    token: CancellationToken,
-    connections: TaskTracker,
-}
-
-/// A served connection that hyper can ask to finish gracefully.
-trait GracefulConn: Future<Output = Result<(), Self::Error>> {
-    type Error: std::fmt::Display;
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Error = hyper::Error;
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
-    }
-}
-
-impl<I, S, B, E> GracefulConn for hyper::server::conn::http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    type Error = hyper::Error;
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper::server::conn::http2::Connection::graceful_shutdown(self)
-    }
-}
-
-impl<I, S, B, E> GracefulConn for auto::UpgradeableConnection<'_, I, S, E>
-where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
-{
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        auto::UpgradeableConnection::graceful_shutdown(self)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A connection that starts its graceful shutdown when the listener's
-    /// shutdown does.
-    struct Stoppable<C> {
-        #[pin]
-        conn: C,
-        #[pin]
-        cancelled: tokio_util::sync::WaitForCancellationFutureOwned,
-        shutdown: Arc<Shutdown>,
-        registered: Option<Waker>,
-        shutting_down: bool,
-    }
-}
-
-impl<C: GracefulConn> Future for Stoppable<C> {
-    type Output = Result<(), C::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if !*this.shutting_down {
-            let registered = this
-                .registered
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()));
-            if !registered || this.shutdown.started.load(Ordering::Acquire) {
-                match this.cancelled.poll(cx) {
-                    Poll::Ready(()) => {
-                        *this.shutting_down = true;
-                        this.conn.as_mut().graceful_shutdown();
-                    }
-                    Poll::Pending => *this.registered = Some(cx.waker().clone()),
-                }
-            }
-        }
-        this.conn.poll(cx)
-    }
-}
-
-fn stoppable<C: GracefulConn>(conn: C, shutdown: &Arc<Shutdown>) -> Stoppable<C> {
-    Stoppable {
-        conn,
-        cancelled: shutdown.token.clone().cancelled_owned(),
-        shutdown: shutdown.clone(),
-        registered: None,
-        shutting_down: false,
     }
 }
 
@@ -305,29 +202,32 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(open.attach(handle(req, &ctx, &client).await)) }
             });
             let b = &*builders;
+            let limit = slot.limit();
+            // Whatever is big and not HTTP/1 is boxed, so that the task of a
+            // parked connection stays small (see `park`).
             match tls {
                 None => match sniff(&stream, b.client_header).await {
                     Sniffed::Http1 => {
-                        let io = TokioIo::new(ClientIo::new(stream, watch));
-                        let conn = b.h1.serve_connection(io, svc);
-                        log_end(stoppable(conn.with_upgrades(), &shutdown).await)
+                        let served = serve_h1(stream, svc, watch, &b.h1, &shutdown, limit);
+                        log_end(served.await)
                     }
                     Sniffed::Http2 => {
                         let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
-                        log_end(stoppable(conn, &shutdown).await)
+                        log_end(Box::pin(stoppable(conn, &shutdown)).await)
                     }
                     Sniffed::Unsure => {
                         let io = TokioIo::new(ClientIo::new(stream, watch));
                         let conn = b.auto.serve_connection_with_upgrades(io, svc);
-                        log_end(stoppable(conn, &shutdown).await)
+                        log_end(Box::pin(stoppable(conn, &shutdown)).await)
                     }
                     Sniffed::Gone => {}
                 },
                 Some(tls) => {
                     let handshake = tls.acceptor.accept(stream);
-                    let stream = match tokio::time::timeout(tls.handshake_timeout, handshake).await
-                    {
-                        Ok(Ok(s)) => s,
+                    let handshake =
+                        Box::pin(tokio::time::timeout(tls.handshake_timeout, handshake));
+                    let stream = match handshake.await {
+                        Ok(Ok(s)) => Box::new(s),
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             return;
@@ -341,17 +241,16 @@ pub async fn serve(
                     match alpn.as_deref() {
                         Some(b"h2") => {
                             let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
-                            log_end(stoppable(conn, &shutdown).await)
+                            log_end(Box::pin(stoppable(conn, &shutdown)).await)
                         }
                         Some(b"http/1.1") => {
-                            let io = TokioIo::new(ClientIo::new(stream, watch));
-                            let conn = b.h1.serve_connection(io, svc);
-                            log_end(stoppable(conn.with_upgrades(), &shutdown).await)
+                            let served = serve_h1(stream, svc, watch, &b.h1, &shutdown, limit);
+                            log_end(served.await)
                         }
                         _ => {
                             let io = TokioIo::new(ClientIo::new(stream, watch));
                             let conn = b.auto.serve_connection_with_upgrades(io, svc);
-                            log_end(stoppable(conn, &shutdown).await)
+                            log_end(Box::pin(stoppable(conn, &shutdown)).await)
                         }
                     }
                 }

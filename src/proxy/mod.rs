@@ -1,5 +1,6 @@
-//! The data plane: listeners (plain and TLS) and their accept loop, the
-//! client connection's stream (`client_io`), the per-request handler (acting
+//! The data plane: listeners (plain and TLS) and their accept loop, their
+//! graceful shutdown (`stop`), idle HTTP/1 connections parked without
+//! buffers (`park`), the client connection's stream (`client_io`), the per-request handler (acting
 //! on the route decision of `routing`), the exchange with the upstream, the
 //! one place a request's outcome is recorded, header rewriting, response
 //! bodies, `Max-Forwards`, and the errors the proxy answers itself. The
@@ -20,5 +21,7 @@ pub mod listener;
 pub mod listener_tls;
 pub mod max_forwards;
 pub mod outcome;
+pub mod park;
+pub mod stop;
 
 pub use listener::{serve, ListenerCtx};

@@ -433,6 +433,44 @@ impl Metrics {
     }
 }
 
+/// Client connections over all proxy listeners: open, and of those the
+/// idle HTTP/1 ones parked without hyper's buffers. Registered by the server
+/// ([`Metrics::register_client_connections`]); unregistered gauges (the
+/// default) count for nobody.
+#[derive(Clone, Debug)]
+pub struct ClientConnGauges {
+    pub open: IntGauge,
+    pub parked: IntGauge,
+}
+
+impl Default for ClientConnGauges {
+    fn default() -> Self {
+        let gauge = |name: &str| IntGauge::new(name, name).expect("a valid gauge name");
+        ClientConnGauges {
+            open: gauge("client_connections"),
+            parked: gauge("client_connections_parked"),
+        }
+    }
+}
+
+impl Metrics {
+    /// Register the client connection gauges. Call once.
+    pub fn register_client_connections(&self) -> ClientConnGauges {
+        let r = &self.registry;
+        let gauge = |name: &str, help: &str| register(r, IntGauge::with_opts(opts(name, help)));
+        ClientConnGauges {
+            open: gauge(
+                "switchyard_client_connections",
+                "Client connections open on the proxy listeners.",
+            ),
+            parked: gauge(
+                "switchyard_client_connections_parked",
+                "Of those, idle HTTP/1 keep-alive connections parked: waiting for their next request without a buffer.",
+            ),
+        }
+    }
+}
+
 /// Fleet mode's series (SPEC.md section 9), registered only in fleet mode
 /// ([`Metrics::register_fleet`]): a single proxy shows none of them.
 #[derive(Clone)]

@@ -22,6 +22,7 @@ mod maintenance;
 mod openapi;
 mod operator;
 mod operator_input;
+mod park;
 mod pool;
 mod proxy;
 mod refusals;
