@@ -305,12 +305,23 @@ pub fn summary(cfg: &Config, env: &Environment) -> Vec<String> {
     }
     let c = &cfg.cutover;
     let gate = match &c.gate {
-        Some(g) => format!(
-            ", gate {} (polled every {}, timeout {})",
-            g.url,
-            human(g.poll_interval),
-            human(g.timeout)
-        ),
+        Some(g) => {
+            // Never the connection strings: they may hold a password.
+            let what = match (&g.url, &g.postgres) {
+                (Some(url), _) => url.clone(),
+                (None, Some(pg)) => format!(
+                    "PostgreSQL replica caught up (max_lag_bytes {}){}",
+                    pg.max_lag_bytes,
+                    if pg.promote { ", then promoted" } else { "" }
+                ),
+                (None, None) => "?".into(),
+            };
+            format!(
+                ", gate {what} (polled every {}, timeout {})",
+                human(g.poll_interval),
+                human(g.timeout)
+            )
+        }
         None => String::new(),
     };
     if c.hold_writes {

@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod ctl;
+pub mod gate;
 pub mod output;
 pub mod render;
 

@@ -90,6 +90,7 @@ pub fn render_status(s: &Value) -> String {
             l.get("reason").and_then(|v| v.as_str()).unwrap_or("?"),
         ));
     }
+    out.push_str(&super::gate::render_gate(&s["gate"]));
     for pool in ["blue", "green"] {
         let p = &s["pools"][pool];
         let st = &p["stats"];
@@ -231,6 +232,11 @@ pub fn render_change(v: &Value) -> String {
     };
     if let Some(note) = v["restart_needed"].as_str() {
         out.push_str(&format!("\nRESTART NEEDED: {note}"));
+    }
+    let gate = super::gate::render_gate(&v["database"]);
+    if !gate.is_empty() {
+        out.push('\n');
+        out.push_str(gate.trim_end());
     }
     out
 }

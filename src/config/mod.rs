@@ -17,11 +17,13 @@
 //! - `tls_files`: reading and checking certificates, keys and CA bundles,
 //!   for validation and for the proxy and upstream clients alike.
 //! - `token`: reading the admin token, for validation and the admin API.
+//! - `gate`: `cutover.gate`, a URL or PostgreSQL replication caught up.
 
 pub mod analysis;
 pub mod cidr;
 pub mod fleet;
 pub mod fswatch;
+pub mod gate;
 mod paths;
 pub mod schema;
 mod semantic;
@@ -33,6 +35,7 @@ pub mod validate;
 pub mod values;
 
 pub use cidr::Cidr;
+pub use gate::{GateConfig, PostgresGate};
 pub use schema::*;
 pub use typed::parse_duration;
 pub use validate::{validate_steps, validate_weights, Diagnostic, Environment, StatusRanges};

@@ -10,6 +10,7 @@
 //! are read side by side.
 
 use super::cidr::Cidr;
+use super::gate::GateConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -395,25 +396,6 @@ impl Default for RollbackConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateConfig {
-    /// Polled with GET until it answers 2xx.
-    pub url: String,
-    #[serde(default = "default_gate_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "default_gate_poll", with = "humantime_serde")]
-    pub poll_interval: Duration,
-}
-
-fn default_gate_timeout() -> Duration {
-    Duration::from_millis(500)
-}
-
-fn default_gate_poll() -> Duration {
-    Duration::from_millis(100)
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CutoverConfig {
     pub hold_writes: bool,
@@ -422,6 +404,23 @@ pub struct CutoverConfig {
     pub max_held_requests: usize,
     pub gate: Option<GateConfig>,
     pub min_healthy: u32,
+}
+
+impl CutoverConfig {
+    /// The longest a held write can wait: `max_hold`, and once promotion
+    /// of the replica has begun, [`super::gate::PROMOTE_WAIT`] more.
+    pub fn hold_bound(&self) -> Duration {
+        let promotes = self
+            .gate
+            .as_ref()
+            .and_then(|g| g.postgres.as_ref())
+            .is_some_and(|p| p.promote);
+        if promotes {
+            self.max_hold + super::gate::PROMOTE_WAIT
+        } else {
+            self.max_hold
+        }
+    }
 }
 
 impl Default for CutoverConfig {

@@ -412,7 +412,13 @@ impl Checker<'_> {
         self.span("cutover.max_hold", c.max_hold, values::MAX_HOLD);
         self.positive("cutover.max_held_requests", c.max_held_requests as u64);
         if let Some(gate) = &c.gate {
-            self.result("cutover.gate.url", values::gate_url(&gate.url));
+            for p in super::gate::problems(gate, c.hold_writes) {
+                let path = match p.path {
+                    "" => "cutover.gate".to_string(),
+                    rest => format!("cutover.gate.{rest}"),
+                };
+                self.err(&path, p.message);
+            }
             self.span("cutover.gate.timeout", gate.timeout, values::MAX_HOLD);
             self.span(
                 "cutover.gate.poll_interval",

@@ -138,7 +138,7 @@ impl Controller {
                 id,
                 hold: Arc::new(Hold::new(
                     cfg.cutover.max_held_requests,
-                    cfg.cutover.max_hold,
+                    cfg.cutover.hold_bound(),
                 )),
                 started: tokio::time::Instant::now(),
             });

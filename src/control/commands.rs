@@ -41,6 +41,8 @@ pub struct SwitchReport {
     pub drain_ms: u64,
     pub gate_ms: u64,
     pub gate_answer: Option<String>,
+    /// The PostgreSQL gate's LSNs, lag and promotion; null for other gates.
+    pub database: Option<crate::control::gate::DatabaseFigures>,
     pub reason: Option<String>,
     pub generation: u64,
     pub phase: Phase,
@@ -361,6 +363,7 @@ impl Controller {
             drain_ms: 0,
             gate_ms: 0,
             gate_answer: None,
+            database: None,
             reason,
             generation: self.doc.generation,
             phase: self.doc.phase(),

@@ -168,6 +168,8 @@ pub struct Controller {
     pub(crate) held: Option<LocalHold>,
     /// The hold this controller drives: its progress and who waits for it.
     pub(crate) cutover: Option<Cutover>,
+    /// The last PostgreSQL gate's figures, shown by status after its switch.
+    pub(crate) last_gate: Option<crate::control::gate::DatabaseFigures>,
     pub(crate) progress_tx: mpsc::UnboundedSender<Progress>,
     progress_rx: mpsc::UnboundedReceiver<Progress>,
     pub(crate) judge: RollbackJudge,
@@ -274,6 +276,7 @@ impl Controller {
             doc,
             held: None,
             cutover: None,
+            last_gate: None,
             progress_tx,
             progress_rx,
             judge,

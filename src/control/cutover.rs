@@ -17,26 +17,25 @@
 //! This module drives the hold; it never stores into the table itself
 //! (`apply` does) and never waits inside the loop.
 
-use crate::config::{GateConfig, PoolName};
+use crate::config::PoolName;
 use crate::control::apply::Applied;
 use crate::control::commands::SwitchReport;
 use crate::control::controller::{send, CommandError, Controller, Reply};
 use crate::control::document::{HoldKind, HoldOutcome};
+use crate::control::gate::{self, DatabaseFigures, GateEvent, GateOutcome};
 use crate::control::rollback::refuse;
 use crate::control::transition;
 use crate::control::view::ControlView;
 use crate::control::Actor;
 use crate::routing::{Hold, WritesInFlight};
 use crate::telemetry::metrics::{RollbackReason, SwitchResult};
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+mod database;
 
 /// How often the in-flight write count is looked at while writes settle.
 const SETTLE_POLL: Duration = Duration::from_millis(2);
@@ -62,6 +61,9 @@ pub struct HoldFigures {
     pub gate_answer: Option<String>,
     /// Which step ran out of time, when one did.
     pub timed_out: Option<&'static str>,
+    /// The PostgreSQL gate's LSNs, lag and promotion (SPEC.md section 13).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseFigures>,
 }
 
 /// A report from a hold's task.
@@ -69,12 +71,10 @@ pub struct HoldFigures {
 pub enum Progress {
     /// The writes in flight finished (`settled`), or the deadline came first.
     Settled { id: u64, settled: bool },
-    /// The gate answered 2xx (`passed`), or the deadline came first.
-    Gate {
-        id: u64,
-        passed: bool,
-        answer: Option<String>,
-    },
+    /// The gate passed, failed, or the deadline came first.
+    Gate { id: u64, outcome: Box<GateOutcome> },
+    /// The gate's figures moved, or it asks to promote the replica.
+    GateEvent { id: u64, event: GateEvent },
 }
 
 /// A rollback waiting for its hold.
@@ -123,6 +123,12 @@ pub(crate) struct Cutover {
     rollback: Option<PendingRollback>,
     /// An ending the store did not take; tried again at every tick.
     retry: Option<Ending>,
+    /// The gate, prepared when the hold starts (its connections open
+    /// while the writes drain), run once they have drained.
+    gate: Option<gate::Prepared>,
+    /// Promotion of the replica has begun: the switch completes, whatever
+    /// the time; a rollback cannot take it over.
+    promoting: bool,
 }
 
 /// Wait until no write is in flight, at most until `deadline`.
@@ -136,36 +142,6 @@ async fn settle(writes: Arc<WritesInFlight>, deadline: Instant) -> bool {
             return false;
         }
         tick.tick().await;
-    }
-}
-
-/// Poll the gate until it answers 2xx, at most until `deadline`.
-async fn pass_gate(gate: GateConfig, deadline: Instant) -> (bool, Option<String>) {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let Ok(uri) = gate.url.parse::<http::Uri>() else {
-        return (false, Some("invalid gate url".into()));
-    };
-    let mut last = None;
-    let mut tick = tokio::time::interval(gate.poll_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return (false, last);
-        }
-        let call = tokio::time::timeout(gate.timeout.min(remaining), client.get(uri.clone())).await;
-        match call {
-            Ok(Ok(resp)) => {
-                let status = resp.status();
-                last = Some(status.as_u16().to_string());
-                if status.is_success() {
-                    return (true, last);
-                }
-            }
-            Ok(Err(e)) => last = Some(format!("error: {e}")),
-            Err(_) => last = Some("timeout".into()),
-        }
     }
 }
 
@@ -187,7 +163,8 @@ impl Controller {
         let Some(h) = self.doc.hold_in_flight() else {
             return;
         };
-        let max_hold = self.shared.config.load().cutover.max_hold;
+        let cutover = self.shared.config.load().cutover.clone();
+        let max_hold = cutover.max_hold;
         let started = self
             .held
             .as_ref()
@@ -205,6 +182,11 @@ impl Controller {
             switch_reply,
             rollback,
             retry: None,
+            gate: match h.kind {
+                HoldKind::Switch => cutover.gate.map(gate::prepare),
+                HoldKind::Rollback => None,
+            },
+            promoting: false,
         };
         let (tx, writes, id, deadline) = (
             self.progress_tx.clone(),
@@ -235,39 +217,37 @@ impl Controller {
                 if !settled {
                     c.figures.timed_out = Some("writes in flight");
                 }
-                let gate = self.shared.config.load().cutover.gate.clone();
-                match (c.kind, settled, gate) {
+                match (c.kind, settled, c.gate.take()) {
                     (HoldKind::Rollback, _, _) => self.end_hold(Ending::Rollback).await,
                     (HoldKind::Switch, false, _) => {
                         let reason = self.timed_out_reason("writes in flight");
                         self.end_hold(Ending::Abort(reason)).await
                     }
                     (HoldKind::Switch, true, None) => self.end_hold(Ending::Flip).await,
-                    (HoldKind::Switch, true, Some(gate)) => {
-                        let (tx, id, deadline) = (self.progress_tx.clone(), c.id, c.deadline);
+                    (HoldKind::Switch, true, Some(prepared)) => {
+                        let (tx, id) = (self.progress_tx.clone(), c.id);
+                        let (started, deadline) = (c.started, c.deadline);
                         c.task = Some(
                             tokio::spawn(async move {
-                                let (passed, answer) = pass_gate(gate, deadline).await;
-                                report_progress(&tx, Progress::Gate { id, passed, answer });
+                                let events = {
+                                    let tx = tx.clone();
+                                    move |event| {
+                                        report_progress(&tx, Progress::GateEvent { id, event })
+                                    }
+                                };
+                                let outcome = gate::pass(prepared, started, deadline, events).await;
+                                let outcome = Box::new(outcome);
+                                report_progress(&tx, Progress::Gate { id, outcome });
                             })
                             .abort_handle(),
                         );
                     }
                 }
             }
-            Progress::Gate { id, passed, answer } if id == c.id && c.kind == HoldKind::Switch => {
-                c.task = None;
-                c.figures.gate_ms =
-                    (c.started.elapsed().as_millis() as u64).saturating_sub(c.figures.settle_ms);
-                c.figures.gate_answer = answer;
-                if passed {
-                    self.end_hold(Ending::Flip).await;
-                } else {
-                    c.figures.timed_out = Some("gate");
-                    let reason = self.timed_out_reason("gate");
-                    self.end_hold(Ending::Abort(reason)).await;
-                }
+            Progress::Gate { id, outcome } if id == c.id && c.kind == HoldKind::Switch => {
+                self.on_gate_outcome(*outcome).await
             }
+            Progress::GateEvent { id, event } if id == c.id => self.on_gate_event(event),
             other => tracing::debug!(?other, "progress of a hold that already ended"),
         }
     }
@@ -338,6 +318,10 @@ impl Controller {
         let Some(mut c) = self.cutover.take() else {
             return;
         };
+        if c.figures.database.is_some() {
+            self.shared.metrics.set_gate_lag(0);
+            self.last_gate = c.figures.database.clone();
+        }
         if let Some(r) = applied.released {
             c.figures.held_requests = r.held_requests;
             c.figures.hold_ms = r.hold.as_millis() as u64;
@@ -387,16 +371,21 @@ impl Controller {
         r.drain_ms = c.figures.settle_ms;
         r.gate_ms = c.figures.gate_ms;
         r.gate_answer = c.figures.gate_answer.clone();
+        r.database = c.figures.database.clone();
         r
     }
 
-    /// Abort the switch in flight (shutdown); a rollback's hold goes on.
+    /// End the switch in flight (shutdown): abort it, or once the replica
+    /// is being promoted, flip (promotion goes on in the database; its
+    /// task is left to finish). A rollback's hold goes on.
     pub(crate) async fn abort_switch(&mut self, reason: &str) {
-        if self
-            .cutover
-            .as_ref()
-            .is_some_and(|c| c.kind == HoldKind::Switch)
-        {
+        let Some(c) = self.cutover.as_mut().filter(|c| c.kind == HoldKind::Switch) else {
+            return;
+        };
+        if c.promoting {
+            c.task = None;
+            self.end_hold(Ending::Flip).await;
+        } else {
             self.end_hold(Ending::Abort(reason.into())).await;
         }
     }
@@ -408,6 +397,10 @@ impl Controller {
         let Some(c) = self.cutover.as_mut() else {
             return refuse(p, CommandError::Conflict("no switch to take over".into()));
         };
+        if c.promoting {
+            let why = "the replica is being promoted: the switch will complete; roll back after it";
+            return refuse(p, CommandError::Conflict(why.into()));
+        }
         c.figures.hold_ms = c.started.elapsed().as_millis() as u64;
         let stats = serde_json::to_value(&c.figures).unwrap_or_default();
         let now = crate::clock::unix_ms();

@@ -14,7 +14,9 @@
 //! - [`store`]: where documents are committed; [`store::file`] is the state file.
 //! - [`controller`]: the task and its `select!` loop; [`apply`]: commit and apply.
 //! - [`commands`]: what the admin API, the watcher and signals ask for.
-//! - [`cutover`]: a write hold in flight; [`rollback`]: manual and automatic rollback.
+//! - [`cutover`]: a write hold in flight; [`gate`]: what it waits for before the
+//!   flip (a URL, or PostgreSQL replication caught up and the replica promoted);
+//!   [`rollback`]: manual and automatic rollback.
 //! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
@@ -38,6 +40,7 @@ pub mod feed;
 #[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod fleet_judge;
+pub mod gate;
 pub mod judge;
 #[cfg(feature = "fleet")]
 pub mod leader;

@@ -49,6 +49,9 @@ pub struct ControlView {
     pub rollback_armed: bool,
     /// The write hold in flight (phase `switching`), null otherwise.
     pub hold: Option<HoldDoc>,
+    /// The PostgreSQL gate of the switch in flight, else of the last one:
+    /// LSNs, the lag over time, the promotion (SPEC.md section 13).
+    pub gate: Option<crate::control::gate::DatabaseFigures>,
     pub config: ConfigView,
     pub state_file: StoreStatus,
 }
@@ -67,6 +70,7 @@ impl ControlView {
             rollback_lock: None,
             rollback_armed: false,
             hold: None,
+            gate: None,
             config: ConfigView {
                 path: None,
                 loaded_at: String::new(),
@@ -94,6 +98,7 @@ impl Controller {
             rollback_lock: doc.rollback_lock.clone(),
             rollback_armed: doc.armed() && self.shared.config.load().rollback.enabled,
             hold: doc.hold_in_flight().cloned(),
+            gate: self.gate_view(),
             config: ConfigView {
                 path: self.config_path.clone(),
                 loaded_at: self.loaded_at.clone(),

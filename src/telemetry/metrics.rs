@@ -208,6 +208,7 @@ pub struct Metrics {
     rollbacks: IntCounterVec,
     held_requests: IntCounter,
     hold_duration: Histogram,
+    gate_lag: IntGauge,
     config_reloads: IntCounterVec,
     /// Checks and notifications (SPEC.md section 10).
     pub analysis: AnalysisMetrics,
@@ -347,6 +348,13 @@ impl Metrics {
                 .buckets(HOLD_BUCKETS.to_vec()),
             ),
         );
+        let gate_lag = register(
+            r,
+            IntGauge::with_opts(opts(
+                "switchyard_gate_lag_bytes",
+                "While a switch waits on the PostgreSQL gate: how many bytes of the primary's WAL the replica has still to replay; 0 otherwise.",
+            )),
+        );
         let config_reloads = register(
             r,
             IntCounterVec::new(
@@ -370,6 +378,7 @@ impl Metrics {
             rollbacks,
             held_requests,
             hold_duration,
+            gate_lag,
             config_reloads,
             analysis,
         }
@@ -425,6 +434,11 @@ impl Metrics {
     pub fn hold(&self, held_requests: u64, duration: Duration) {
         self.held_requests.inc_by(held_requests);
         self.hold_duration.observe(duration.as_secs_f64());
+    }
+
+    /// `switchyard_gate_lag_bytes`.
+    pub fn set_gate_lag(&self, bytes: u64) {
+        self.gate_lag.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn config_reload(&self, success: bool) {

@@ -24,6 +24,7 @@ mod operator;
 mod operator_input;
 mod park;
 mod pool;
+mod postgres_gate;
 mod proxy;
 mod refusals;
 mod reload;

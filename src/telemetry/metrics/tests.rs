@@ -33,6 +33,8 @@ const SPEC: &[(&str, &str)] = &[
     ("switchyard_config_reloads_total", "counter"),
     // SPEC.md section 10; the check series appear with the first reading.
     ("switchyard_notifications_total", "counter"),
+    // SPEC.md section 13.
+    ("switchyard_gate_lag_bytes", "gauge"),
 ];
 
 #[test]

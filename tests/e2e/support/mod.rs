@@ -6,6 +6,8 @@ pub mod admin;
 pub mod fault;
 pub mod hooks;
 pub mod logs;
+pub mod pg_app;
+pub mod postgres;
 pub mod process;
 pub mod raw;
 pub mod tls;
