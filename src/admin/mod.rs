@@ -11,6 +11,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod history;
+pub mod mirror;
 pub mod routes;
 pub mod serve;
 pub mod status;

@@ -57,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/api/v1/events", get(get_events))
+        .route("/api/v1/mirror/diffs", get(get_mirror_diffs))
         .route("/api/v1/stream", get(crate::admin::stream::get_stream))
         .route("/api/v1/history", get(crate::admin::history::get_history))
         .fallback(not_found)
@@ -159,6 +160,15 @@ async fn get_events(
         .min(crate::control::events::RING_CAPACITY);
     let events = st.shared.events.recent(limit);
     Ok(Json(serde_json::json!({ "events": events })))
+}
+
+async fn get_mirror_diffs(
+    State(st): State<AdminState>,
+    q: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::admin::mirror::MirrorDiffs>, ApiError> {
+    let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(crate::telemetry::mirror::DIFFS_KEPT);
+    Ok(Json(crate::admin::mirror::diffs(&st.shared, limit)))
 }
 
 async fn get_status(State(st): State<AdminState>) -> Json<status::Status> {

@@ -52,6 +52,8 @@ pub struct Status {
     /// One entry per TLS listener: its certificate and last reload error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<crate::proxy::listener_tls::CertStatus>,
+    /// Copies to the candidate and how its answers compare (SPEC.md section 12).
+    pub mirror: crate::admin::mirror::MirrorStatus,
     /// Fleet mode only (SPEC.md section 9).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::control::view::FleetView>,
@@ -108,6 +110,7 @@ pub fn status(shared: &Shared) -> Status {
         shutting_down: shared.is_shutting_down(),
         held_requests: table.hold.as_ref().map(|h| h.held_now()),
         tls: Vec::new(),
+        mirror: crate::admin::mirror::status(shared),
         fleet: shared.fleet.load_full().map(|f| (*f).clone()),
     }
 }

@@ -89,6 +89,19 @@ pub enum CtlCmd {
     /// Maintenance of one endpoint: drain it, or enable it again.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// Copies of live requests to the candidate (SPEC.md section 12).
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MirrorCmd {
+    /// The last mismatches, newest first: each request line and every
+    /// differing field with both values; then the fields learned as noise.
+    Diffs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -442,6 +455,11 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCmd::Rearm => (Method::POST, "/api/v1/rearm".into(), None),
         CtlCmd::Events { limit } => (Method::GET, format!("/api/v1/events?limit={limit}"), None),
         CtlCmd::Reload => (Method::POST, "/api/v1/reload".into(), None),
+        CtlCmd::Mirror(MirrorCmd::Diffs { limit }) => (
+            Method::GET,
+            format!("/api/v1/mirror/diffs?limit={limit}"),
+            None,
+        ),
         CtlCmd::Endpoint(e) => {
             let (action, address) = match e {
                 EndpointCmd::Drain { address } => ("drain", address),
@@ -459,6 +477,7 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
             CtlCmd::Status => render_status(&value),
             CtlCmd::Events { .. } => render_events(&value),
             CtlCmd::Endpoint(_) => render_maintenance(&value),
+            CtlCmd::Mirror(_) => crate::cli::mirror::render_diffs(&value),
             _ => format!("{}\n", render_change(&value)),
         }
     };

@@ -114,6 +114,7 @@ pub fn render_status(s: &Value) -> String {
             ));
         }
     }
+    out.push_str(&crate::cli::mirror::status_line(s));
     // The reload was applied except for these keys: say so on every view,
     // or an operator reads "ok" and never restarts.
     if let Some(note) = s["config"]["restart_needed"].as_str() {

@@ -17,6 +17,7 @@
 //! - `tls_files`: reading and checking certificates, keys and CA bundles,
 //!   for validation and for the proxy and upstream clients alike.
 //! - `token`: reading the admin token, for validation and the admin API.
+//! - `fleet`, `mirror`: the sections of SPEC.md sections 9 and 12, each with its rules.
 //! - `gate`: `cutover.gate`, a URL or PostgreSQL replication caught up.
 
 pub mod analysis;
@@ -24,6 +25,7 @@ pub mod cidr;
 pub mod fleet;
 pub mod fswatch;
 pub mod gate;
+pub mod mirror;
 mod paths;
 pub mod schema;
 mod semantic;

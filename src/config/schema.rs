@@ -61,6 +61,9 @@ pub struct Config {
     /// Where events are posted (SPEC.md section 10).
     #[serde(default)]
     pub notify: Vec<super::analysis::NotifyConfig>,
+    /// Copies of live requests to the candidate, compared (SPEC.md section 12).
+    #[serde(default)]
+    pub mirror: super::mirror::MirrorConfig,
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {

@@ -171,7 +171,7 @@ impl Controller {
                 reply,
             } => {
                 let cfg = self.shared.config.load_full();
-                let target_ok = self.check_healthy(to);
+                let target_ok = self.check_healthy(to).and_then(|()| self.check_mirror(to));
                 let now = crate::clock::unix_ms();
                 let r = self
                     .change(if_generation, |d| {
@@ -316,7 +316,7 @@ impl Controller {
         reply: Reply<SwitchReport>,
     ) {
         let cfg = self.shared.config.load_full();
-        let target_ok = self.check_healthy(to);
+        let target_ok = self.check_healthy(to).and_then(|()| self.check_mirror(to));
         let now = crate::clock::unix_ms();
         let from = self.doc.weights.sole_pool().unwrap_or(self.doc.live);
         let was_switching = self.doc.switching();

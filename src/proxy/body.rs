@@ -11,6 +11,7 @@
 //! error of its kind, like one before the head. Dropped early by the client,
 //! it is neither. Both are recorded through [`crate::proxy::outcome`].
 
+use crate::proxy::mirror::tap::LiveTap;
 use crate::proxy::outcome::{self, Outcome};
 use crate::routing::hold::WriteToken;
 use crate::routing::PoolRuntime;
@@ -120,6 +121,9 @@ pub struct UpstreamResponseBody {
     /// Made the first time the body waits on its upstream: a response read
     /// in one go (most) never needs it, a streaming one pays one allocation.
     drained: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+    /// The request was copied to the candidate: the body is noted as it
+    /// streams and handed to the copy when it ends (never changed).
+    tap: Option<Box<LiveTap>>,
 }
 
 impl UpstreamResponseBody {
@@ -138,6 +142,30 @@ impl UpstreamResponseBody {
             })
         });
         drained.as_mut().poll(cx).is_ready()
+    }
+
+    /// Note a frame for the copy's comparison; at the end, hand it over.
+    #[cold]
+    fn tap_frame(&mut self, res: &Poll<Option<Result<Frame<Bytes>, UpstreamError>>>) {
+        match res {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(t), Some(data)) = (&mut self.tap, f.data_ref()) {
+                    t.feed(data);
+                }
+                if self.inner.is_end_stream() {
+                    if let Some(t) = self.tap.take() {
+                        t.end();
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(t) = self.tap.take() {
+                    t.end();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.tap = None,
+            Poll::Pending => {}
+        }
     }
 
     fn finish(&mut self) {
@@ -173,11 +201,22 @@ impl ProxyBody {
         ProxyBody::Text(None)
     }
 
-    pub fn upstream(inner: UpstreamBody, guard: InflightGuard) -> Self {
+    pub fn upstream(
+        inner: UpstreamBody,
+        guard: InflightGuard,
+        mut tap: Option<Box<LiveTap>>,
+    ) -> Self {
+        if inner.is_end_stream() {
+            // No frame will come (an empty body): the answer is whole now.
+            if let Some(t) = tap.take() {
+                t.end();
+            }
+        }
         ProxyBody::Upstream(UpstreamResponseBody {
             inner,
             guard: Some(guard),
             drained: None,
+            tap,
         })
     }
 }
@@ -195,6 +234,9 @@ impl Body for ProxyBody {
             ProxyBody::Text(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(u) => {
                 let res = Pin::new(&mut u.inner).poll_frame(cx);
+                if u.tap.is_some() {
+                    u.tap_frame(&res);
+                }
                 match &res {
                     Poll::Ready(None) => u.finish(),
                     Poll::Ready(Some(Ok(_))) if u.inner.is_end_stream() => u.finish(),

@@ -14,6 +14,7 @@ use crate::proxy::body::{InflightGuard, Passive, ProxyBody};
 use crate::proxy::error::{ProxyError, UpstreamErrorKind};
 use crate::proxy::handler::{failed, Served, X_SWITCHYARD_POOL};
 use crate::proxy::headers;
+use crate::proxy::mirror::tap::LiveTap;
 use crate::proxy::outcome::{self, Outcome};
 use crate::proxy::ListenerCtx;
 use crate::routing::drain::TunnelDrain;
@@ -46,6 +47,9 @@ pub(super) struct Prepared<'a> {
     pub(super) started: tokio::time::Instant,
     pub(super) write_token: Option<WriteToken>,
     pub(super) served: Option<&'a mut Served>,
+    /// The request was copied to the candidate: the live answer is noted
+    /// for the comparison (SPEC.md section 12).
+    pub(super) mirror_tap: Option<Box<LiveTap>>,
 }
 
 /// Forward a prepared request (retrying where that is safe) and turn the
@@ -158,6 +162,7 @@ pub(super) fn exchange<'a>(
                 body_fate: p.body_fate.take(),
                 client_upgrade: p.client_upgrade.take(),
                 started: p.started,
+                mirror_tap: p.mirror_tap.take(),
             };
             return respond(answer, settings, l, pool, ep, guard, resp);
         }
@@ -247,6 +252,7 @@ struct Answer {
     body_fate: Option<Arc<BodyFate>>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     started: tokio::time::Instant,
+    mirror_tap: Option<Box<LiveTap>>,
 }
 
 /// The client's response from the upstream's: outcome recorded, head
@@ -282,6 +288,10 @@ fn respond(
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
     let (mut rparts, rbody) = resp.into_parts();
+    let mut tap = p.mirror_tap;
+    if let Some(t) = &mut tap {
+        t.head(status.as_u16(), &rparts.headers);
+    }
     headers::prepare_response(&mut rparts.headers, switching);
     // RFC 9110 section 7.6.3: a proxy adds Via to what it forwards, in
     // both directions; here, the protocol the response came in.
@@ -317,7 +327,7 @@ fn respond(
             ));
             ProxyBody::empty()
         }
-        _ => ProxyBody::upstream(rbody, guard),
+        _ => ProxyBody::upstream(rbody, guard, tap),
     };
     Response::from_parts(rparts, body)
 }

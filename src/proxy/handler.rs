@@ -234,14 +234,16 @@ fn prepare<'a>(
     let pool = table.pool(route.pool);
     let idx = route.endpoint;
     let (mut parts, body) = req.into_parts();
-    let body = ClientBody::new(body, settings.client_body_idle);
-    let body_fate = body.fate();
     let write = !is_safe(&parts.method);
     let idempotent = is_idempotent(&parts.method);
     if let Some(name) = &settings.override_header {
         parts.headers.remove(name);
     }
     let mut is_upgrade = headers::prepare_request(&mut parts, client, l.tls);
+    let (body, mirror_tap) =
+        crate::proxy::mirror::consider(&table, route.pool, &parts, body, is_upgrade, idx);
+    let body = ClientBody::new(body, settings.client_body_idle);
+    let body_fate = body.fate();
     if pool.protocol != UpstreamProtocol::H2
         && !http_body::Body::is_end_stream(&body)
         && http_body::Body::size_hint(&body).exact().is_none()
@@ -278,5 +280,6 @@ fn prepare<'a>(
         started,
         write_token,
         served,
+        mirror_tap,
     }
 }

@@ -3,7 +3,8 @@
 //! buffers (`park`), the client connection's stream (`client_io`), the per-request handler (acting
 //! on the route decision of `routing`), the exchange with the upstream, the
 //! one place a request's outcome is recorded, header rewriting, response
-//! bodies, `Max-Forwards`, and the errors the proxy answers itself. The
+//! bodies, `Max-Forwards`, copies to the candidate compared with the live
+//! answer (`mirror`), and the errors the proxy answers itself. The
 //! client's request body on its way out is `upstream::request_body` (the
 //! upstream client sends it).
 //!
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod listener;
 pub mod listener_tls;
 pub mod max_forwards;
+pub mod mirror;
 pub mod outcome;
 pub mod park;
 pub mod stop;

@@ -12,6 +12,7 @@ pub mod decide;
 pub mod drain;
 pub mod draw;
 pub mod hold;
+pub mod mirror;
 pub mod sticky;
 pub mod table;
 pub mod weights;

@@ -27,6 +27,9 @@ pub struct PoolRuntime {
     pub stats: PoolStats,
     pub metrics: PoolMetrics,
     pub drain: PoolDrain,
+    /// The copies sent to this pool while it is the candidate (SPEC.md
+    /// section 12): results, mismatches, learned noise.
+    pub mirror: Arc<crate::telemetry::mirror::MirrorRecord>,
     inflight_writes: AtomicI64,
     failovers: AtomicU64,
     /// The last request meant for this pool went to the other one.
@@ -49,6 +52,10 @@ impl PoolRuntime {
         PoolRuntime {
             name,
             stats: PoolStats::new(window),
+            mirror: Arc::new(crate::telemetry::mirror::MirrorRecord::new(
+                window,
+                metrics.mirror.clone(),
+            )),
             metrics,
             drain: PoolDrain::default(),
             inflight_writes: AtomicI64::new(0),
@@ -209,6 +216,9 @@ pub struct Settings {
     /// Fleet mode: set while this member is out of touch past
     /// `write_fence`; unsafe requests are refused. None for a single proxy.
     pub fence: Option<Arc<WriteFence>>,
+    /// `mirror`: which requests are copied to the candidate; None when
+    /// nothing is (`percent: 0`), which costs a request one branch.
+    pub mirror: Option<Arc<crate::routing::mirror::MirrorPlan>>,
 }
 
 /// Whether unsafe requests are refused (fleet mode, SPEC.md section 9):
@@ -259,6 +269,7 @@ impl Settings {
             },
             access_log: cfg.log.access_log,
             fence: None,
+            mirror: crate::routing::mirror::MirrorPlan::from_config(&cfg.mirror),
         }
     }
 }

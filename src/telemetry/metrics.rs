@@ -149,6 +149,9 @@ pub struct PoolMetrics {
     upstream_errors: [IntCounter; 4],
     inflight: IntGauge,
     weight: Gauge,
+    /// `switchyard_mirror_requests_total` (one series for both pools: the
+    /// copies of SPEC.md section 12 go to whichever is the candidate).
+    pub mirror: super::mirror::MirrorCounters,
 }
 
 impl PoolMetrics {
@@ -281,6 +284,19 @@ impl Metrics {
                 &["pool"],
             ),
         );
+        let mirror = register(
+            r,
+            IntCounterVec::new(
+                opts(
+                    "switchyard_mirror_requests_total",
+                    "Copies of live requests sent to the candidate, by result: match, mismatch (its answer differed from the live one), error (no comparison), dropped (mirror.max_inflight copies were out).",
+                ),
+                &["result"],
+            ),
+        );
+        let mirror = super::mirror::MirrorCounters(
+            super::mirror::MirrorResult::ALL.map(|m| mirror.with_label_values(&[m.as_str()])),
+        );
         let pools = PoolName::ALL.map(|pool| {
             let name = pool.as_str();
             PoolMetrics {
@@ -290,6 +306,7 @@ impl Metrics {
                     .map(|kind| upstream_errors.with_label_values(&[name, kind.as_str()])),
                 inflight: inflight.with_label_values(&[name]),
                 weight: weight.with_label_values(&[name]),
+                mirror: mirror.clone(),
             }
         });
 

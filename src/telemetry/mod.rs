@@ -5,4 +5,5 @@
 pub mod history;
 pub mod logging;
 pub mod metrics;
+pub mod mirror;
 pub mod stats;

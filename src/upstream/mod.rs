@@ -7,6 +7,7 @@
 //! which pool a request goes to (that is `routing`) nor change deployment state.
 
 pub mod connector;
+pub mod copied;
 pub mod endpoint;
 pub mod h1;
 pub mod health;

@@ -20,8 +20,8 @@
 //! send it; the proxy's handler wraps the client's body in it. It must not
 //! know about routing or the proxy's answers.
 
+use crate::upstream::copied::RequestBody;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -132,7 +132,7 @@ impl BodyFate {
 }
 
 /// A client's request body with an idle timeout; see the module docs.
-pub struct ClientBody<B = Incoming> {
+pub struct ClientBody<B = RequestBody> {
     inner: B,
     idle: Duration,
     /// Made at the first wait, pushed back after each frame.

@@ -19,6 +19,7 @@ mod hostile;
 mod limits;
 mod locked;
 mod maintenance;
+mod mirror;
 mod openapi;
 mod operator;
 mod operator_input;

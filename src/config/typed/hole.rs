@@ -48,6 +48,7 @@ impl<'de> de::Deserializer<'de> for Hole {
             "a duration" => "0s",
             "socket address" => "0.0.0.0:0",
             "IP address" => "0.0.0.0",
+            crate::config::mirror::SIZE_EXPECTED => "0",
             _ => "",
         };
         visitor.visit_str(text)

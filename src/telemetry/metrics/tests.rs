@@ -33,6 +33,8 @@ const SPEC: &[(&str, &str)] = &[
     ("switchyard_config_reloads_total", "counter"),
     // SPEC.md section 10; the check series appear with the first reading.
     ("switchyard_notifications_total", "counter"),
+    // SPEC.md section 12.
+    ("switchyard_mirror_requests_total", "counter"),
     // SPEC.md section 13.
     ("switchyard_gate_lag_bytes", "gauge"),
 ];
@@ -88,6 +90,10 @@ fn a_fresh_registry_shows_every_known_series_at_zero() {
     }
     for result in ["success", "failure"] {
         let series = format!("switchyard_config_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(all.get(&series), Some(&0.0), "{series}");
+    }
+    for result in ["match", "mismatch", "error", "dropped"] {
+        let series = format!("switchyard_mirror_requests_total{{result=\"{result}\"}}");
         assert_eq!(all.get(&series), Some(&0.0), "{series}");
     }
     assert_eq!(all.get("switchyard_held_requests_total"), Some(&0.0));

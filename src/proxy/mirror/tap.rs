@@ -1,0 +1,154 @@
+//! Reading what an answer's body holds, for the comparison, without ever
+//! holding more than [`COMPARE_CAP`] of it: [`Capture`] keeps the first
+//! pieces (the same [`Bytes`] the body came in, not a copy) and, past the
+//! cap, only a running SHA-256 digest.
+//!
+//! [`LiveTap`] rides on the client's response body when its request was
+//! copied: it notes the live answer's status and header fields, the body's
+//! pieces as they stream to the client, and hands the lot to the copy's
+//! task when the body ends. It never changes, delays or fails the body: a
+//! body that breaks or is dropped early just leaves the copy without a
+//! live answer to compare with.
+
+use super::compare::{Captured, COMPARE_CAP};
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use tokio::sync::oneshot;
+
+/// A body's pieces up to the cap, its length, and its digest once longer.
+#[derive(Default)]
+pub struct Capture {
+    pieces: Vec<Bytes>,
+    kept: usize,
+    len: u64,
+    /// Started when the body first goes past the cap.
+    digest: Option<ring::digest::Context>,
+}
+
+impl Capture {
+    pub fn feed(&mut self, data: &Bytes) {
+        self.len += data.len() as u64;
+        if let Some(d) = &mut self.digest {
+            d.update(data);
+            return;
+        }
+        if self.kept + data.len() <= COMPARE_CAP {
+            if !data.is_empty() {
+                self.kept += data.len();
+                self.pieces.push(data.clone());
+            }
+            return;
+        }
+        // Past the cap: keep the cap's worth, digest everything.
+        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+        for p in &self.pieces {
+            d.update(p);
+        }
+        d.update(data);
+        let room = COMPARE_CAP - self.kept;
+        self.pieces.push(data.slice(..room));
+        self.kept = COMPARE_CAP;
+        self.digest = Some(d);
+    }
+
+    /// What was read, as the comparison takes it. The head is made one
+    /// buffer here, in the copy's task, not while the body streams.
+    pub fn finish(self) -> Captured {
+        let head = match self.pieces.len() {
+            0 => Bytes::new(),
+            1 => self.pieces[0].clone(),
+            _ => {
+                let mut b = BytesMut::with_capacity(self.kept);
+                for p in &self.pieces {
+                    b.extend_from_slice(p);
+                }
+                b.freeze()
+            }
+        };
+        let digest = match self.digest {
+            Some(d) => d.finish(),
+            None => ring::digest::digest(&ring::digest::SHA256, &head),
+        };
+        let mut out = [0; 32];
+        out.copy_from_slice(digest.as_ref());
+        Captured {
+            head,
+            len: self.len,
+            digest: out,
+        }
+    }
+}
+
+/// The live answer to a copied request, as its body ended.
+pub struct LiveAnswer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Capture,
+}
+
+/// Notes the live answer on its way to the client; see the module docs.
+pub struct LiveTap {
+    tx: oneshot::Sender<LiveAnswer>,
+    answer: LiveAnswer,
+}
+
+impl LiveTap {
+    pub fn new() -> (Box<LiveTap>, oneshot::Receiver<LiveAnswer>) {
+        let (tx, rx) = oneshot::channel();
+        let answer = LiveAnswer {
+            status: 0,
+            headers: HeaderMap::new(),
+            body: Capture::default(),
+        };
+        (Box::new(LiveTap { tx, answer }), rx)
+    }
+
+    /// The head as the upstream sent it (before the proxy rewrote it).
+    pub fn head(&mut self, status: u16, headers: &HeaderMap) {
+        self.answer.status = status;
+        self.answer.headers = headers.clone();
+    }
+
+    #[inline]
+    pub fn feed(&mut self, data: &Bytes) {
+        self.answer.body.feed(data);
+    }
+
+    /// The body ended: the answer goes to the copy's task.
+    pub fn end(self: Box<Self>) {
+        let LiveTap { tx, answer } = *self;
+        // The copy's task may have given up waiting: nothing to do then.
+        let _ignored = tx.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_body_is_kept_as_the_same_bytes() {
+        let mut c = Capture::default();
+        let one = Bytes::from_static(b"{\"a\":1}");
+        c.feed(&one);
+        let got = c.finish();
+        assert_eq!(got.head.as_ptr(), one.as_ptr());
+        assert_eq!(got, Captured::whole(b"{\"a\":1}"));
+        let mut c = Capture::default();
+        c.feed(&Bytes::from_static(b"ab"));
+        c.feed(&Bytes::new());
+        c.feed(&Bytes::from_static(b"cd"));
+        assert_eq!(c.finish(), Captured::whole(b"abcd"));
+    }
+
+    #[test]
+    fn a_long_body_keeps_the_cap_and_digests_all_of_it() {
+        let body: Vec<u8> = (0..COMPARE_CAP * 3).map(|i| (i % 251) as u8).collect();
+        let mut c = Capture::default();
+        for piece in body.chunks(10_000) {
+            c.feed(&Bytes::copy_from_slice(piece));
+        }
+        assert!(c.pieces.iter().map(Bytes::len).sum::<usize>() == COMPARE_CAP);
+        assert_eq!(c.finish(), Captured::whole(&body));
+    }
+}
