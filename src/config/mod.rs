@@ -12,6 +12,7 @@
 //! - `semantic`: ranges, cross-field rules, addresses, files on disk.
 //! - `values`: what one value may be, shared with the admin API.
 //! - `paths`: relative file paths follow the config file's folder.
+//! - `analysis`: the `analysis` and `notify` sections and the judge's keys.
 //! - `fswatch`: which file system events concern a watched file.
 //! - `tls_files`: reading and checking certificates, keys and CA bundles,
 //!   for validation and for the proxy and upstream clients alike.
@@ -19,6 +20,7 @@
 //! - `fleet`, `mirror`: the sections of SPEC.md sections 9 and 12, each with its rules.
 //! - `gate`: `cutover.gate`, a URL or PostgreSQL replication caught up.
 
+pub mod analysis;
 pub mod cidr;
 pub mod fleet;
 pub mod fswatch;

@@ -33,6 +33,9 @@ pub(super) fn resolve(cfg: &mut Config, base: &Path) {
     }
     cfg.state_file.as_mut().map(fix);
     cfg.audit_log.as_mut().map(fix);
+    for n in &mut cfg.notify {
+        n.secret_file.as_mut().map(fix);
+    }
     let pg = cfg.cutover.gate.as_mut().and_then(|g| g.postgres.as_mut());
     if let Some(file) = pg.and_then(|pg| pg.password_file.as_mut()) {
         fix(file);

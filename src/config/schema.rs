@@ -55,6 +55,12 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub fleet: Option<super::fleet::FleetConfig>,
+    /// Checks on business metrics (SPEC.md section 10).
+    #[serde(default)]
+    pub analysis: super::analysis::AnalysisConfig,
+    /// Where events are posted (SPEC.md section 10).
+    #[serde(default)]
+    pub notify: Vec<super::analysis::NotifyConfig>,
     /// Copies of live requests to the candidate, compared (SPEC.md section 12).
     #[serde(default)]
     pub mirror: super::mirror::MirrorConfig,
@@ -372,6 +378,12 @@ pub struct RollbackConfig {
     pub consecutive_breaches: u32,
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// `threshold` (the rules above) or `sequential` (SPEC.md section 10).
+    pub judge: super::analysis::JudgeKind,
+    /// Sequential: a false rollback stays under `1 - confidence`.
+    pub confidence: f64,
+    /// Sequential: the smallest error-rate increase over the live pool worth acting on.
+    pub min_effect: f64,
 }
 
 /// `rollback.recent_window` by default: 1/12 of the default 60 s `window`,
@@ -394,6 +406,9 @@ impl Default for RollbackConfig {
             max_p99_latency: None,
             consecutive_breaches: 3,
             grace: Duration::from_secs(10),
+            judge: super::analysis::JudgeKind::Threshold,
+            confidence: 0.99,
+            min_effect: 0.005,
         }
     }
 }

@@ -146,6 +146,7 @@ pub fn parse_and_validate_in(
     if let Some(cfg) = &typed.config {
         let mut later = semantic::check(cfg, &doc, env, &typed.dirty);
         later.extend(super::fleet::check(cfg.fleet.as_ref(), &doc, &typed.dirty));
+        later.extend(super::analysis::check(cfg, &doc, &typed.dirty));
         later.extend(super::mirror::check(&cfg.mirror, &doc, &typed.dirty));
         later.retain(|i| !about_unread(&i.message, &typed.unread));
         issues.extend(later);

@@ -146,6 +146,7 @@ impl Controller {
             }
         }
         self.publish_view();
+        self.arm_checks();
         applied
     }
 

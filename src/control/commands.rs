@@ -121,6 +121,8 @@ pub enum Command {
         if_generation: Option<u64>,
         reply: Option<Reply<ReloadReport>>,
     },
+    /// An analysis check's reading (from its task, never awaited).
+    CheckResult(Box<crate::control::analysis::CheckReport>),
     /// Drain an endpoint for maintenance (`drain`), or enable it again.
     Maintenance {
         address: String,
@@ -142,6 +144,7 @@ impl Controller {
                 reason,
             } => self.record_endpoint_health(pool, address, state, reason),
             Command::Status { reply } => send(reply, Ok(self.publish_view())),
+            Command::CheckResult(report) => self.on_check(*report).await,
             Command::Maintenance {
                 address,
                 drain,

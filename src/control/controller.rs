@@ -12,6 +12,7 @@
 //! Nothing else stores into the table.
 
 use crate::config::{Config, Diagnostic, PoolName};
+use crate::control::analysis::drive::Analysis;
 use crate::control::build::{build_table, BuildError};
 use crate::control::cutover::{Cutover, LocalHold, Progress};
 use crate::control::document::StateDoc;
@@ -193,6 +194,8 @@ pub struct Controller {
     /// The admin API's bearer token, replaced by a reload when the content
     /// of `admin.token_file` changed.
     pub(crate) admin_token: Option<Arc<ArcSwapOption<String>>>,
+    /// The analysis checks: their tasks, and what their reports decided.
+    pub(crate) analysis: Analysis,
 }
 
 /// Say at start which stored state the proxy resumes, from where, and that
@@ -267,6 +270,7 @@ impl Controller {
             shutting_down: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(256);
+        let analysis = Analysis::new(report_sink(&tx), &cfg.analysis.checks);
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         let fleet_hold = crate::control::fleet_hold::FleetHold::for_store(store.as_ref());
         let mut ctl = Controller {
@@ -290,6 +294,7 @@ impl Controller {
             health: None,
             started,
             admin_token: None,
+            analysis,
         };
         ctl.judge.reset(tokio::time::Instant::now());
         ctl.publish_table();
@@ -404,11 +409,16 @@ impl Controller {
         if self.doc.switching() || !self.store.in_touch() || !self.store.leads() {
             return None;
         }
+        // A due step waiting for the checks is no deadline: a check's
+        // report wakes the loop, which looks again.
+        let now = crate::clock::unix_ms();
+        let step_waits = self.analysis.step_ready().is_err();
         let at = [
             self.doc
                 .rollout
                 .as_ref()
-                .and_then(|r| r.next_step_at_unix_ms),
+                .and_then(|r| r.next_step_at_unix_ms)
+                .filter(|&t| !(step_waits && t <= now)),
             self.doc.bake.as_ref().map(|b| b.until_unix_ms),
         ]
         .into_iter()
@@ -416,7 +426,7 @@ impl Controller {
         .min()?;
         // Held to a day: the loop computes the deadline again after every
         // wake-up, and an Instant far in the future can overflow.
-        let wait = at.saturating_sub(crate::clock::unix_ms()).min(DAY_MS);
+        let wait = at.saturating_sub(now).min(DAY_MS);
         Some(tokio::time::Instant::now() + Duration::from_millis(wait))
     }
 
@@ -427,7 +437,10 @@ impl Controller {
         }
         let cfg = self.shared.config.load_full();
         let now = crate::clock::unix_ms();
-        if let Some(next) = crate::control::transition::timers(&self.doc, &cfg, now) {
+        let step_allowed = self.analysis.step_ready().is_ok();
+        if let Some(next) =
+            crate::control::transition::timers_gated(&self.doc, &cfg, now, step_allowed)
+        {
             if let Err(e) = self.commit(next).await {
                 tracing::error!(error = %e, "a rollout step or the end of a bake was not stored");
             }
@@ -461,6 +474,7 @@ impl Controller {
     pub(crate) fn weights_changed(&mut self) {
         self.changed_at_ms = crate::clock::now_ms();
         self.judge.reset(tokio::time::Instant::now());
+        self.analysis.step_began();
     }
 
     pub(crate) fn check_generation(&self, expected: Option<u64>) -> Result<(), CommandError> {
@@ -472,6 +486,17 @@ impl Controller {
             _ => Ok(()),
         }
     }
+}
+
+/// Where the check tasks send their reports: the controller's inbox,
+/// through a weak sender, so the tasks never keep the controller running.
+fn report_sink(tx: &mpsc::Sender<Command>) -> crate::control::analysis::runner::Sink {
+    let weak = tx.downgrade();
+    Arc::new(move |report| {
+        if let Some(tx) = weak.upgrade() {
+            ControllerHandle { tx }.notify(Command::CheckResult(Box::new(report)));
+        }
+    })
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

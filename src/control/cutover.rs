@@ -28,7 +28,6 @@ use crate::control::commands::SwitchReport;
 use crate::control::controller::{send, CommandError, Controller, Reply};
 use crate::control::document::{HoldKind, HoldOutcome};
 use crate::control::gate::{self, DatabaseFigures, GateEvent, GateOutcome};
-use crate::control::judge::Figures;
 use crate::control::rollback::refuse;
 use crate::control::store::StoreError;
 use crate::control::transition;
@@ -89,7 +88,8 @@ pub(crate) struct PendingRollback {
     pub actor: Actor,
     pub reason: RollbackReason,
     pub text: String,
-    pub figures: Option<Figures>,
+    /// The evidence: the rule's or the check's figures, as the event's `stats`.
+    pub figures: Option<serde_json::Value>,
     pub replies: Vec<Reply<ControlView>>,
 }
 
@@ -323,8 +323,7 @@ impl Controller {
             Ending::Rollback => {
                 let p = c.rollback.as_ref();
                 let reason = p.map_or_else(|| "rollback".to_string(), PendingRollback::recorded);
-                let figures = p.and_then(|p| p.figures.as_ref());
-                let figures = figures.and_then(|f| serde_json::to_value(f).ok());
+                let figures = p.and_then(|p| p.figures.clone());
                 transition::rollback(&self.doc, rollback_actor(p), &reason, figures, now)
             }
         };

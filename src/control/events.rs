@@ -264,6 +264,43 @@ mod tests {
         assert_eq!(Actor::Auto.to_string(), "auto");
     }
 
+    /// The config's list of kinds a notification may name is every kind.
+    #[test]
+    fn notify_knows_every_event_kind() {
+        use crate::config::analysis::EVENT_KINDS;
+        for word in EVENT_KINDS {
+            let kind: EventKind = serde_json::from_value(serde_json::json!(word)).expect(word);
+            assert_eq!(kind.to_string(), *word);
+        }
+        // Exhaustive: a new kind fails to compile here until it is listed.
+        let listed = |k: EventKind| match k {
+            EventKind::Started
+            | EventKind::WeightsChanged
+            | EventKind::SwitchStarted
+            | EventKind::SwitchCompleted
+            | EventKind::SwitchAborted
+            | EventKind::RolloutStarted
+            | EventKind::RolloutStep
+            | EventKind::RolloutPaused
+            | EventKind::RolloutResumed
+            | EventKind::RolloutCompleted
+            | EventKind::Rollback
+            | EventKind::BakeCompleted
+            | EventKind::ConfigReloaded
+            | EventKind::ConfigRejected
+            | EventKind::EndpointDown
+            | EventKind::EndpointUp
+            | EventKind::EndpointEjected
+            | EventKind::EndpointDrained
+            | EventKind::EndpointEnabled
+            | EventKind::Failover
+            | EventKind::Rearmed
+            | EventKind::StateFileError => EVENT_KINDS.contains(&k.to_string().as_str()),
+        };
+        assert!(listed(EventKind::Failover));
+        assert_eq!(EVENT_KINDS.len(), 22, "one word per variant above");
+    }
+
     #[test]
     fn events_are_numbered_bounded_and_survive_in_the_audit_log() {
         let dir = tempfile::tempdir().unwrap();

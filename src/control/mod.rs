@@ -20,12 +20,14 @@
 //! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic;
 //!   [`mirror_guard`]: no move to a candidate that answers copies differently.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
+//! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
 //! - [`events`]: the audit log; [`view`]: what status shows; [`feed`]: both
 //!   as they change, for the dashboard's stream.
 //! - [`maintenance`]: draining one endpoint for maintenance, and enabling it.
 //! - `fleet` (feature `fleet`): the etcd layer; `store::etcd`: the fleet's
 //!   store; `membership`: joining, the member value, the write fence.
 
+pub mod analysis;
 pub mod apply;
 pub mod barrier;
 pub mod build;

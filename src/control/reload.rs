@@ -175,6 +175,7 @@ impl Controller {
         let config_changed = *old != new;
         let changed = config_changed || token_replaced;
         self.judge.set_config(&new.rollback);
+        self.analysis.configure(&new.analysis.checks);
         self.shared.config.store(Arc::new(new));
         let error_cleared = self.config_error.take().is_some();
         self.loaded_at = crate::clock::rfc3339(crate::clock::unix_ms());

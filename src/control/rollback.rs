@@ -57,10 +57,7 @@ impl Controller {
             }
             return;
         }
-        let figures = p
-            .figures
-            .as_ref()
-            .and_then(|f| serde_json::to_value(f).ok());
+        let figures = p.figures.clone();
         let next = transition::rollback(&self.doc, p.actor, &reason, figures, now);
         let committed = match next {
             Ok(next) => self.commit(next).await,
@@ -80,6 +77,7 @@ impl Controller {
 
     /// One automatic-rollback evaluation over the window since the last change.
     pub(crate) async fn evaluate(&mut self) {
+        self.arm_checks();
         let cfg = self.shared.config.load_full();
         if !cfg.rollback.enabled
             || !self.doc.armed()
@@ -154,7 +152,7 @@ impl Controller {
                 actor: Actor::Auto,
                 reason,
                 text,
-                figures: Some(decision.figures),
+                figures: serde_json::to_value(&decision.figures).ok(),
                 replies: Vec::new(),
             };
             self.rollback(p).await;

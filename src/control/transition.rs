@@ -321,18 +321,47 @@ pub fn rearm(doc: &StateDoc, now: u64) -> Result<Option<StateDoc>, CommandError>
 /// change; `None` when nothing is due (or a hold is in flight: timers wait
 /// for it).
 pub fn timers(doc: &StateDoc, cfg: &Config, now: u64) -> Option<StateDoc> {
+    timers_gated(doc, cfg, now, true)
+}
+
+/// [`timers`], with a due rollout step taken only when `step_allowed`
+/// (every analysis check has passed since the step began).
+pub fn timers_gated(
+    doc: &StateDoc,
+    cfg: &Config,
+    now: u64,
+    step_allowed: bool,
+) -> Option<StateDoc> {
     if doc.switching() {
         return None;
     }
     let mut n = begin(doc, now);
     let mut events = Vec::new();
-    if n.rollout.as_ref().is_some_and(|r| r.due(now)) {
+    if step_allowed && n.rollout.as_ref().is_some_and(|r| r.due(now)) {
         step_rollout(&mut n, Actor::Auto, cfg, now, &mut events);
     }
     if let Some(b) = n.bake.clone().filter(|b| b.until_unix_ms <= now) {
         complete_bake(&mut n, b.pool, &mut events);
     }
     (!events.is_empty()).then(|| done(n, events))
+}
+
+/// A running rollout paused by the analysis (a check said nothing
+/// usable); `None` when no rollout runs.
+pub fn auto_pause(doc: &StateDoc, reason: &str, now: u64) -> Option<StateDoc> {
+    if doc.switching() {
+        return None;
+    }
+    let r = doc.rollout.as_ref().filter(|r| !r.paused)?;
+    let mut n = begin(doc, now);
+    let mut r = r.clone();
+    r.pause();
+    let event = Event::new(EventKind::RolloutPaused, Actor::Auto)
+        .to(r.view())
+        .weights(doc.weights)
+        .reason(reason);
+    n.rollout = Some(r);
+    Some(done(n, vec![event]))
 }
 
 /// The first document of a proxy that found none stored: the state from

@@ -12,6 +12,10 @@
 //! in the first scrape; `rate()` and absent-series alerts then behave. This
 //! module only counts: it does not decide anything from the figures.
 
+mod analysis;
+
+pub use analysis::{AnalysisMetrics, NOTIFICATION_RESULTS};
+
 use super::stats::Outcome;
 use crate::config::PoolName;
 use prometheus::core::Collector;
@@ -96,14 +100,20 @@ pub enum RollbackReason {
     Latency,
     /// `POST /api/v1/rollback` or `rollout abort`.
     Manual,
+    /// An analysis check failed `failure_limit` times in a row.
+    Check,
+    /// The sequential judge found the candidate worse than the live pool.
+    Sequential,
 }
 
 impl RollbackReason {
-    pub const ALL: [RollbackReason; 4] = [
+    pub const ALL: [RollbackReason; 6] = [
         RollbackReason::ErrorRate,
         RollbackReason::ErrorRateIncrease,
         RollbackReason::Latency,
         RollbackReason::Manual,
+        RollbackReason::Check,
+        RollbackReason::Sequential,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -112,6 +122,8 @@ impl RollbackReason {
             RollbackReason::ErrorRateIncrease => "error_rate_increase",
             RollbackReason::Latency => "latency",
             RollbackReason::Manual => "manual",
+            RollbackReason::Check => "check",
+            RollbackReason::Sequential => "sequential",
         }
     }
 }
@@ -201,6 +213,8 @@ pub struct Metrics {
     hold_duration: Histogram,
     gate_lag: IntGauge,
     config_reloads: IntCounterVec,
+    /// Checks and notifications (SPEC.md section 10).
+    pub analysis: AnalysisMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -371,6 +385,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let analysis = AnalysisMetrics::new(r);
 
         Metrics {
             registry,
@@ -382,6 +397,7 @@ impl Metrics {
             hold_duration,
             gate_lag,
             config_reloads,
+            analysis,
         }
     }
 

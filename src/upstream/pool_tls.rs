@@ -99,7 +99,8 @@ impl UpstreamTls {
     }
 }
 
-fn system_roots() -> Result<RootCertStore, UpstreamTlsError> {
+/// The operating system's trusted roots (also what outbound calls trust).
+pub fn system_roots() -> Result<RootCertStore, UpstreamTlsError> {
     let found = rustls_native_certs::load_native_certs();
     for e in &found.errors {
         tracing::warn!(error = %e, "could not load some system root certificates");

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod analysis;
 mod cli;
 mod conformance;
 mod ctl;

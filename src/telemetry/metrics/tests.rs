@@ -31,6 +31,8 @@ const SPEC: &[(&str, &str)] = &[
     ("switchyard_held_requests_total", "counter"),
     ("switchyard_hold_duration_seconds", "histogram"),
     ("switchyard_config_reloads_total", "counter"),
+    // SPEC.md section 10; the check series appear with the first reading.
+    ("switchyard_notifications_total", "counter"),
     // SPEC.md section 12.
     ("switchyard_mirror_requests_total", "counter"),
     // SPEC.md section 13.

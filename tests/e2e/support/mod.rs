@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod fault;
+pub mod hooks;
 pub mod logs;
 pub mod pg_app;
 pub mod postgres;
