@@ -122,7 +122,7 @@ def raise_fd_limit(want):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < want:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard) if hard >= want else want, max(hard, want)))
         except (ValueError, OSError):
             sys.exit(f"need {want} file descriptors, have {soft} (run as root or open fewer)")
 
@@ -171,7 +171,7 @@ def main():
     for b in (args.switchyard_bin, args.upstream_bin):
         if "switchyard" in args.peers and not os.access(b, os.X_OK):
             sys.exit(f"idle_conns: {b} missing (cargo build --release --bin switchyard --example bench_upstream)")
-    raise_fd_limit(2 * args.conns + 4096)
+    raise_fd_limit(args.conns + 2048)
 
     work = tempfile.mkdtemp(prefix="idle-conns-")
     up_port = args.port_base + 1

@@ -336,7 +336,7 @@ def main():
         if not os.access(b, os.X_OK):
             sys.exit(f"matrix: {b} missing (cargo build --release --bin switchyard --example bench_upstream)")
     import idle_conns
-    idle_conns.raise_fd_limit(2 * args.idle_conns + 8192)
+    idle_conns.raise_fd_limit(args.idle_conns + 2048)
     args.work = tempfile.mkdtemp(prefix="matrix-")
     load = os.getloadavg()[0]
     log(f"cells {', '.join(cells)}; {args.rounds} round(s) of {args.duration} s; load average {load:.1f}")

@@ -175,10 +175,15 @@ http {{
             bind += " proto h2"
         server = f"server up {self.upstream}" + (" proto h2" if self.cell.get("grpc") else "")
         conf = os.path.join(d, "haproxy.cfg")
+        # HAProxy wants two descriptors per connection; idle client
+        # connections need one, so cap it at what the process may open.
+        import resource
+        fds = min(2 * n + 100, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
         with open(conf, "w") as f:
             f.write(f"""global
     nbthread 1
-    maxconn {n}
+    maxconn {min(n, (fds - 100) // 2)}
+    ulimit-n {fds}
     tune.ssl.cachesize 0
 defaults
     mode http
