@@ -150,7 +150,7 @@ pub struct Figures {
     pub window_ms: u64,
     /// The sequential judge's evidence (`rollback.judge: sequential`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sequential: Option<crate::control::sequential::Evidence>,
+    pub sequential: Option<Box<crate::control::sequential::Evidence>>,
 }
 
 /// The outcome of one evaluation.

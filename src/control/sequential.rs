@@ -223,7 +223,7 @@ pub fn verdict(cfg: &RollbackConfig, candidate: &Counts, live: &Counts) -> Optio
             max_error_rate_increase: None,
             max_p99_latency_ms: None,
             window_ms: 0,
-            sequential: Some(e.clone()),
+            sequential: Some(Box::new(e.clone())),
         },
     })
 }
