@@ -22,6 +22,7 @@
 //!   [`mirror_guard`]: no move to a candidate that answers copies differently.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
+//! - [`explain`]: every rule and check now, for `GET /api/v1/explain`.
 //! - [`events`]: the audit log; [`view`]: what status shows; [`feed`]: both
 //!   as they change, for the dashboard's stream.
 //! - [`maintenance`]: draining one endpoint for maintenance, and enabling it.
@@ -38,6 +39,7 @@ pub mod controller;
 pub mod cutover;
 pub mod document;
 pub mod events;
+pub mod explain;
 pub mod feed;
 #[cfg(feature = "fleet")]
 pub mod fleet;
