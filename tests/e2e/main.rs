@@ -22,6 +22,7 @@ mod limits;
 mod locked;
 mod maintenance;
 mod mirror;
+mod notify;
 mod openapi;
 mod operator;
 mod operator_input;
