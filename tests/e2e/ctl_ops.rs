@@ -161,6 +161,9 @@ async fn rollout_start_wait_ends_with_the_bake_or_exits_6_on_rollback() {
     );
 
     // Back to blue the same way, while blue fails every request: rolled back.
+    // The rollout to blue needs blue healthy (cutover.min_healthy): after
+    // the bake its health may read "not checked yet" for a moment.
+    wait_healthy(s.admin_addr, "blue").await;
     blue.set_failure_rate(1.0);
     let load = Load::start(proxy_url(&s, "/"), 2);
     let (code, out, err) = blocking(|| {
