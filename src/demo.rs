@@ -154,8 +154,8 @@ rollout:
 rollback:
   interval: 250ms
   window: 10s
-  recent_window: 3s
-  min_requests: 10
+  recent_window: 2s
+  min_requests: 5
   max_error_rate: 0.05
   consecutive_breaches: 2
   grace: 2s
