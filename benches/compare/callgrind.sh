@@ -102,9 +102,12 @@ done
 curl -sf -o /dev/null "$URL" || { echo "switchyard did not answer under valgrind:"; cat "$WORK/proxy.log"; exit 1; }
 
 h2load --h1 -n 2000 -c 16 "$URL" >/dev/null
+copies() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^switchyard_mirror_requests_total/ { n += $2 } END { print n + 0 }'; }
+copied_before=$(copies)
 callgrind_control -z "$PROXY_PID" >/dev/null 2>&1
 result=$(h2load --h1 -n "$REQUESTS" -c 64 "$URL")
 callgrind_control -d "$PROXY_PID" >/dev/null 2>&1
+copied=$(($(copies) - copied_before))
 ok=$(awk '/^requests:/ { print $8 }' <<<"$result")
 if [[ "$ok" != "$REQUESTS" ]]; then
     echo "only $ok of $REQUESTS requests succeeded:"; echo "$result"; exit 1
@@ -115,6 +118,6 @@ cp "$dump" "$OUT/callgrind.out"
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
 echo "commit $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?'): $REQUESTS requests, $total instructions, $((total / REQUESTS)) per request"
 if [[ -n "$MIRROR" ]]; then
-    echo "mirror $MIRROR %: $(curl -s "http://127.0.0.1:$ADMIN/metrics" | grep '^switchyard_mirror_requests_total' | tr '\n' ' ')"
+    echo "mirror $MIRROR %: $copied copies of the $REQUESTS requests counted: $(curl -s "http://127.0.0.1:$ADMIN/metrics" | grep '^switchyard_mirror_requests_total' | tr '\n' ' ')"
 fi
 echo "profile: $OUT/callgrind.out (callgrind_annotate --inclusive=yes $OUT/callgrind.out | less)"

@@ -191,6 +191,10 @@ fn headers(a: &HeaderMap, b: &HeaderMap, plan: &ComparePlan, out: &mut Found) {
         if never_compared(name) || plan.ignore_headers.contains(name) {
             continue;
         }
+        // The same values: nothing to write out (most fields, most copies).
+        if a.get_all(name).iter().eq(b.get_all(name).iter()) {
+            continue;
+        }
         let joined = |m: &HeaderMap| -> Option<String> {
             let mut vals = m.get_all(name).iter().peekable();
             vals.peek()?;
