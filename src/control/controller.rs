@@ -178,6 +178,9 @@ pub struct Controller {
     pub(crate) judge: RollbackJudge,
     /// Monotonic ms of the last weight change: statistics before it do not count.
     pub(crate) changed_at_ms: u64,
+    /// Both pools' counts since the last weight change: what the
+    /// sequential judge weighs (the statistics ring holds only `window`).
+    pub(crate) since_change: crate::control::fleet_judge::Publisher,
     pub(crate) config_path: Option<PathBuf>,
     pub(crate) loaded_at: String,
     pub(crate) config_error: Option<ConfigErrorView>,
@@ -236,6 +239,8 @@ impl Controller {
         mut store: Box<dyn StateStore>,
     ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
         let feed = crate::control::feed::Feed::default();
+        // Before the first event is recorded, so `started` is sent too.
+        let notify_rx = feed.subscribe();
         let events = EventLog::new(cfg.audit_log.as_deref(), feed.clone())
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let now = crate::clock::unix_ms();
@@ -269,6 +274,12 @@ impl Controller {
             feed,
             shutting_down: AtomicBool::new(false),
         });
+        crate::control::notify::spawn(
+            notify_rx,
+            Arc::downgrade(&shared),
+            store.member_id().map(str::to_string),
+            shared.metrics.analysis.clone(),
+        );
         let (tx, rx) = mpsc::channel(256);
         let analysis = Analysis::new(report_sink(&tx), &cfg.analysis.checks);
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
@@ -286,6 +297,7 @@ impl Controller {
             progress_rx,
             judge,
             changed_at_ms: crate::clock::now_ms(),
+            since_change: crate::control::fleet_judge::Publisher::new(0, 0, crate::clock::now_ms()),
             config_path,
             loaded_at: crate::clock::rfc3339(now),
             config_error: None,
@@ -438,9 +450,10 @@ impl Controller {
         let cfg = self.shared.config.load_full();
         let now = crate::clock::unix_ms();
         let step_allowed = self.analysis.step_ready().is_ok();
-        if let Some(next) =
+        if let Some(mut next) =
             crate::control::transition::timers_gated(&self.doc, &cfg, now, step_allowed)
         {
+            self.attach_evidence(&mut next);
             if let Err(e) = self.commit(next).await {
                 tracing::error!(error = %e, "a rollout step or the end of a bake was not stored");
             }
@@ -473,6 +486,7 @@ impl Controller {
     /// A weight change: restart grace, forget statistics from before.
     pub(crate) fn weights_changed(&mut self) {
         self.changed_at_ms = crate::clock::now_ms();
+        self.since_change = crate::control::fleet_judge::Publisher::new(0, 0, self.changed_at_ms);
         self.judge.reset(tokio::time::Instant::now());
         self.analysis.step_began();
     }

@@ -65,6 +65,9 @@ pub enum BreachReason {
     ErrorRate,
     ErrorRateIncrease,
     Latency,
+    /// The sequential judge (SPEC.md section 10): decided at once, not
+    /// after `consecutive_breaches` evaluations.
+    Sequential,
 }
 
 impl BreachReason {
@@ -73,6 +76,7 @@ impl BreachReason {
             BreachReason::ErrorRate => "error_rate",
             BreachReason::ErrorRateIncrease => "error_rate_increase",
             BreachReason::Latency => "latency",
+            BreachReason::Sequential => "sequential",
         }
     }
 }
@@ -89,6 +93,7 @@ impl From<BreachReason> for RollbackReason {
             BreachReason::ErrorRate => RollbackReason::ErrorRate,
             BreachReason::ErrorRateIncrease => RollbackReason::ErrorRateIncrease,
             BreachReason::Latency => RollbackReason::Latency,
+            BreachReason::Sequential => RollbackReason::Sequential,
         }
     }
 }
@@ -140,8 +145,12 @@ pub struct Figures {
     pub max_error_rate_increase: Option<f64>,
     pub max_p99_latency_ms: Option<f64>,
     /// The window these figures cover: `rollback.window`, or
-    /// `rollback.recent_window` when that one breached.
+    /// `rollback.recent_window` when that one breached; 0 for the
+    /// sequential judge, which counts since the last weight change.
     pub window_ms: u64,
+    /// The sequential judge's evidence (`rollback.judge: sequential`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<Box<crate::control::sequential::Evidence>>,
 }
 
 /// The outcome of one evaluation.
@@ -210,6 +219,7 @@ pub fn evaluate(cfg: &RollbackConfig, candidate: &WindowStats, live: &WindowStat
                 max_error_rate_increase: cfg.max_error_rate_increase,
                 max_p99_latency_ms: max_p99_ms,
                 window_ms: u64::try_from(cfg.window.as_millis()).unwrap_or(u64::MAX),
+                sequential: None,
             },
         },
     }
@@ -251,11 +261,12 @@ pub fn evaluate_windows(
     }
 }
 
-fn exceeds(value: f64, threshold: f64) -> bool {
+/// Strictly above `threshold`, with [`EPSILON`] of slack.
+pub fn exceeds(value: f64, threshold: f64) -> bool {
     value > threshold + EPSILON
 }
 
-fn millis(d: Duration) -> f64 {
+pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -309,6 +320,18 @@ impl RollbackJudge {
         self.run
     }
 
+    /// How much of grace is left at `now`; None when none runs.
+    pub fn grace_left(&self, now: Instant) -> Option<Duration> {
+        self.grace_until
+            .filter(|until| now < *until)
+            .map(|until| until - now)
+    }
+
+    /// Breaches in a row that decide.
+    pub fn consecutive_breaches(&self) -> u32 {
+        self.consecutive_breaches
+    }
+
     /// Whether `now` is still within grace.
     pub fn in_grace(&self, now: Instant) -> bool {
         self.grace_until.is_some_and(|until| now < until)
@@ -325,7 +348,12 @@ impl RollbackJudge {
         match verdict {
             Verdict::Breach { reason, figures } => {
                 self.run += 1;
-                if self.run < self.consecutive_breaches {
+                // The sequential test's bound already holds for every look.
+                let needed = match reason {
+                    BreachReason::Sequential => 1,
+                    _ => self.consecutive_breaches,
+                };
+                if self.run < needed {
                     return None;
                 }
                 let breaches = std::mem::take(&mut self.run);

@@ -17,10 +17,13 @@
 //! - [`cutover`]: a write hold in flight; [`gate`]: what it waits for before the
 //!   flip (a URL, or PostgreSQL replication caught up and the replica promoted);
 //!   [`rollback`]: manual and automatic rollback.
-//! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic;
+//! - [`judge`]: the automatic-rollback rules; [`sequential`]: the sequential
+//!   judge against the live pool; [`rollout`]: step arithmetic;
 //!   [`mirror_guard`]: no move to a candidate that answers copies differently.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
-//! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
+//! - [`analysis`]: checks on business metrics, run off the loop, reported to it;
+//!   [`notify`]: events POSTed to webhooks, off the loop, from the feed.
+//! - [`explain`]: every rule and check now, for `GET /api/v1/explain`.
 //! - [`events`]: the audit log; [`view`]: what status shows; [`feed`]: both
 //!   as they change, for the dashboard's stream.
 //! - [`maintenance`]: draining one endpoint for maintenance, and enabling it.
@@ -37,6 +40,7 @@ pub mod controller;
 pub mod cutover;
 pub mod document;
 pub mod events;
+pub mod explain;
 pub mod feed;
 #[cfg(feature = "fleet")]
 pub mod fleet;
@@ -50,9 +54,11 @@ pub mod maintenance;
 #[cfg(feature = "fleet")]
 pub mod membership;
 pub mod mirror_guard;
+pub mod notify;
 pub mod reload;
 pub mod rollback;
 pub mod rollout;
+pub mod sequential;
 pub mod store;
 pub mod transition;
 pub mod view;
