@@ -120,12 +120,15 @@ pub enum CtlCmd {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Every rollback rule and check now: value, threshold, verdict, and
+    /// what it waits for.
+    Explain,
     /// Reload the config file now.
     Reload,
     /// Maintenance of one endpoint: drain it, or enable it again.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
-    /// Copies of live requests to the candidate (SPEC.md section 12).
+    /// Copies of live requests to the candidate, answers compared.
     #[command(subcommand)]
     Mirror(MirrorCmd),
 }
