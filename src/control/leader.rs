@@ -28,20 +28,29 @@ pub fn leading(link: &FleetLink) -> Option<LeaderKey> {
 /// Whether committing `doc` needs leadership: a change an automatic
 /// decision made (a rollout step, the end of a bake, an automatic rollback).
 /// Health events (`endpoint_up`, ...) are automatic too but every member
-/// records its own: they are not decisions and need no leadership.
+/// records its own: they are not decisions and need no leadership. A
+/// change an operator made through any member is theirs, even when it
+/// carries an automatic consequence: a switch (or a split of 100 % to the
+/// candidate) with no bake time records `bake_completed` by `auto` in the
+/// same change, and must not be refused on a member that does not lead.
 pub fn needs_leader(doc: &StateDoc) -> bool {
-    let decision_event = doc.last_change.as_ref().is_some_and(|c| {
-        c.events.iter().any(|e| {
-            e.actor == Actor::Auto
-                && matches!(
-                    e.kind,
-                    EventKind::RolloutStep
-                        | EventKind::RolloutCompleted
-                        | EventKind::BakeCompleted
-                        | EventKind::Rollback
-                )
-        })
-    });
+    let by_operator = doc
+        .last_change
+        .as_ref()
+        .is_some_and(|c| c.events.iter().any(|e| e.actor != Actor::Auto));
+    let decision_event = !by_operator
+        && doc.last_change.as_ref().is_some_and(|c| {
+            c.events.iter().any(|e| {
+                e.actor == Actor::Auto
+                    && matches!(
+                        e.kind,
+                        EventKind::RolloutStep
+                            | EventKind::RolloutCompleted
+                            | EventKind::BakeCompleted
+                            | EventKind::Rollback
+                    )
+            })
+        });
     // The start of an automatic rollback's write hold.
     let auto_rollback_hold = doc.hold_in_flight().is_some_and(|h| {
         h.kind == HoldKind::Rollback && h.actor == Actor::Auto && h.id == doc.generation
@@ -106,5 +115,38 @@ impl MemberDuties {
             Ok(()) => self.last_published = Some(Instant::now()),
             Err(e) => tracing::debug!(error = %e, "stats not published"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::document::Change;
+    use crate::control::events::Event;
+    use crate::routing::Weights;
+
+    fn changed(events: &[(EventKind, Actor)]) -> StateDoc {
+        let mut doc = StateDoc::initial(Weights::all_on(PoolName::Blue), 1);
+        let events = events.iter().map(|(k, a)| Event::new(*k, *a)).collect();
+        doc.last_change = Some(Change::new(events));
+        doc
+    }
+
+    #[test]
+    fn only_a_change_the_leader_decided_alone_needs_leadership() {
+        use Actor::{Admin, Auto};
+        use EventKind::{BakeCompleted, Rollback, RolloutStep, SwitchCompleted, SwitchStarted};
+        assert!(needs_leader(&changed(&[(RolloutStep, Auto)])));
+        assert!(needs_leader(&changed(&[(Rollback, Auto)])));
+        assert!(needs_leader(&changed(&[(BakeCompleted, Auto)])));
+        // A manual switch with no bake time completes the bake at once.
+        let manual = [
+            (SwitchStarted, Admin),
+            (SwitchCompleted, Admin),
+            (BakeCompleted, Auto),
+        ];
+        assert!(!needs_leader(&changed(&manual)));
+        assert!(!needs_leader(&changed(&[(RolloutStep, Admin)])));
+        assert!(!needs_leader(&changed(&[(EventKind::EndpointUp, Auto)])));
     }
 }

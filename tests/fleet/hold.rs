@@ -6,7 +6,7 @@
 //! acknowledgement never sends a write to blue.
 
 use crate::support::etcd::Etcd;
-use crate::support::replica::{call, client, FleetOpts, HttpClient, Replica};
+use crate::support::replica::{call, call_within, client, FleetOpts, HttpClient, Replica};
 use crate::support::upstream::Upstream;
 use crate::support::{prefix, wait_for};
 use bytes::Bytes;
@@ -162,6 +162,50 @@ pub async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Outcome>>>) -> Vec<O
     all
 }
 
+/// A mixed load running over a fleet's replicas.
+pub struct Load {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Outcome>>>,
+}
+
+impl Load {
+    /// `workers` clients over every replica of `f`, once they have sent
+    /// more than `min_blue` requests to blue.
+    pub async fn on_blue(f: &HeldFleet, workers: usize, min_blue: u64) -> Load {
+        let stop = CancellationToken::new();
+        let targets = f.replicas.iter().map(|r| r.proxy).collect();
+        let tasks = mixed_load(targets, workers, stop.clone());
+        wait_for(Duration::from_secs(10), "traffic on blue", || async {
+            (f.blue.requests() > min_blue).then_some(())
+        })
+        .await;
+        Load { stop, tasks }
+    }
+
+    /// Stop the clients; what each request got.
+    pub async fn finish(self) -> Vec<Outcome> {
+        self.stop.cancel();
+        collect(self.tasks).await
+    }
+}
+
+/// What [`call`] gives: status, `Retry-After`, the body.
+type Answer = (u16, Option<String>, serde_json::Value);
+
+/// `POST /switch` to green through `admin`, answered in the background
+/// (within 30 s).
+fn switch_in_background(
+    c: &HttpClient,
+    admin: SocketAddr,
+) -> tokio::task::JoinHandle<Result<Answer, String>> {
+    let c = c.clone();
+    tokio::spawn(async move {
+        let body = Some(json!({"to": "green"}));
+        let within = Duration::from_secs(30);
+        call_within(&c, admin, Method::POST, "/api/v1/switch", body, within).await
+    })
+}
+
 /// How many times each POST id reached `up`.
 fn post_ids(up: &Upstream) -> HashMap<String, usize> {
     let mut m = HashMap::new();
@@ -256,13 +300,7 @@ async fn a_held_switch_under_load_over_three_replicas_loses_and_interleaves_noth
     let etcd = Etcd::one().await;
     let f = held_fleet("hold3", etcd.endpoints(), "3s", 300).await;
     let c = client();
-    let stop = CancellationToken::new();
-    let targets = f.replicas.iter().map(|r| r.proxy).collect();
-    let load = mixed_load(targets, 12, stop.clone());
-    wait_for(Duration::from_secs(10), "traffic on blue", || async {
-        (f.blue.requests() > 300).then_some(())
-    })
-    .await;
+    let load = Load::on_blue(&f, 12, 300).await;
 
     let (status, report) = switch(&c, &f, 0).await;
     assert_eq!(status, 200, "{report}");
@@ -273,8 +311,7 @@ async fn a_held_switch_under_load_over_three_replicas_loses_and_interleaves_noth
         (f.green.requests() > green_then + 300).then_some(())
     })
     .await;
-    stop.cancel();
-    let out = collect(load).await;
+    let out = load.finish().await;
 
     let errors: Vec<_> = out.iter().filter(|o| o.status != 200).collect();
     assert!(
@@ -307,14 +344,16 @@ async fn a_replica_stopped_before_the_switch_aborts_it_naming_the_replica() {
     signal(&f.replicas[2], "STOP");
     let stop = CancellationToken::new();
     let targets = f.replicas[..2].iter().map(|r| r.proxy).collect();
-    let load = mixed_load(targets, 6, stop.clone());
+    let load = Load {
+        stop: stop.clone(),
+        tasks: mixed_load(targets, 6, stop),
+    };
 
     let started = Instant::now();
     let (status, report) = switch(&c, &f, 0).await;
     let took = started.elapsed();
     signal(&f.replicas[2], "CONT");
-    stop.cancel();
-    let out = collect(load).await;
+    let out = load.finish().await;
 
     assert_eq!(status, 409, "{report}");
     let err = &report["error"];
@@ -352,28 +391,8 @@ async fn a_replica_stopped_after_its_ack_never_sends_a_write_to_blue() {
     let etcd_client = crate::support::connect(etcd.endpoints(), &f.prefix).await;
     let g0 = f.replicas[0].generation(&c).await.unwrap();
 
-    let stop = CancellationToken::new();
-    let targets = f.replicas.iter().map(|r| r.proxy).collect();
-    let load = mixed_load(targets, 9, stop.clone());
-    wait_for(Duration::from_secs(10), "traffic on blue", || async {
-        (f.blue.requests() > 200).then_some(())
-    })
-    .await;
-    let coordinator = {
-        let (c, r) = (c.clone(), f.replicas[0].admin);
-        tokio::spawn(async move {
-            let (s, _, body) = call(
-                &c,
-                r,
-                Method::POST,
-                "/api/v1/switch",
-                Some(json!({"to": "green"})),
-            )
-            .await
-            .expect("the switch is answered");
-            (s, body)
-        })
-    };
+    let load = Load::on_blue(&f, 9, 200).await;
+    let coordinator = switch_in_background(&c, f.replicas[0].admin);
     // The hold is the next generation; c acks it, then stops.
     let hold = (g0 + 1).to_string();
     wait_for(Duration::from_secs(5), "c's ack in etcd", || async {
@@ -383,7 +402,7 @@ async fn a_replica_stopped_after_its_ack_never_sends_a_write_to_blue() {
     .await;
     signal(&f.replicas[2], "STOP");
     let stopped_at = Instant::now();
-    let (status, report) = coordinator.await.unwrap();
+    let (status, _, report) = coordinator.await.unwrap().expect("the switch is answered");
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["outcome"], "completed", "{report}");
     // c runs again once b shows the flip: what it held, and what queued
@@ -404,8 +423,7 @@ async fn a_replica_stopped_after_its_ack_never_sends_a_write_to_blue() {
         (f.green.requests() > green_then + 200).then_some(())
     })
     .await;
-    stop.cancel();
-    let out = collect(load).await;
+    let out = load.finish().await;
 
     each_post_once(&f, &out);
     no_interleaving(&f);
@@ -438,21 +456,26 @@ async fn a_replica_stopped_after_its_ack_never_sends_a_write_to_blue() {
     eprintln!("stopped after its ack: c refused {c_refused} requests (503), none reached blue");
 }
 
-/// `POST /switch` to `to` through the admin API at `admin`.
-async fn switch_to(c: &HttpClient, admin: SocketAddr, to: &str) -> (u16, serde_json::Value) {
-    let body = Some(json!({ "to": to }));
-    let (s, _, body) = call(c, admin, Method::POST, "/api/v1/switch", body)
-        .await
-        .expect("the switch is answered");
-    (s, body)
-}
-
 /// `n` held switches back and forth through `admin`; each one's `hold_ms`.
-async fn hold_lengths(c: &HttpClient, admin: SocketAddr, n: usize) -> Vec<u64> {
+/// `logs` tells what the proxies logged when one is not answered.
+async fn hold_lengths(
+    c: &HttpClient,
+    admin: SocketAddr,
+    n: usize,
+    logs: impl Fn() -> String,
+) -> Vec<u64> {
     let mut out = Vec::new();
     for i in 0..n {
         let to = if i % 2 == 0 { "green" } else { "blue" };
-        let (s, report) = switch_to(c, admin, to).await;
+        let body = Some(json!({ "to": to }));
+        let path = "/api/v1/switch";
+        let within = Duration::from_secs(10);
+        let (s, _, report) =
+            crate::support::replica::call_within(c, admin, Method::POST, path, body, within)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("switch {i} to {to} not answered ({e}); logs:\n{}", logs())
+                });
         assert_eq!(s, 200, "{report}");
         assert_eq!(report["outcome"], "completed", "{report}");
         out.push(report["hold_ms"].as_u64().unwrap());
@@ -489,8 +512,8 @@ async fn hold_length_of_a_fleet_cutover_against_a_single_proxy() {
     )
     .await;
     let n = 20;
-    let fleet = hold_lengths(&c, f.replicas[0].admin, n).await;
-    let one = hold_lengths(&c, single.admin, n).await;
+    let fleet = hold_lengths(&c, f.replicas[0].admin, n, || logs(&f)).await;
+    let one = hold_lengths(&c, single.admin, n, || single.log()).await;
     eprintln!(
         "write hold over {n} switches: fleet of 3 p50 {} ms / max {} ms; single proxy p50 {} ms / max {} ms",
         fleet[n / 2],
@@ -512,29 +535,8 @@ async fn the_etcd_leader_killed_mid_switch_leaves_one_outcome_everywhere() {
     let mut etcd = Etcd::three().await;
     let f = held_fleet("hold-leader", etcd.endpoints(), "3s", 600).await;
     let c = client();
-    let stop = CancellationToken::new();
-    let targets = f.replicas.iter().map(|r| r.proxy).collect();
-    let load = mixed_load(targets, 9, stop.clone());
-    wait_for(Duration::from_secs(10), "traffic on blue", || async {
-        (f.blue.requests() > 200).then_some(())
-    })
-    .await;
-    let answer = {
-        let (c, admin) = (c.clone(), f.replicas[0].admin);
-        tokio::spawn(async move {
-            let body = Some(json!({"to": "green"}));
-            let within = Duration::from_secs(30);
-            crate::support::replica::call_within(
-                &c,
-                admin,
-                Method::POST,
-                "/api/v1/switch",
-                body,
-                within,
-            )
-            .await
-        })
-    };
+    let load = Load::on_blue(&f, 9, 200).await;
+    let answer = switch_in_background(&c, f.replicas[0].admin);
     wait_for(Duration::from_secs(5), "a switching", || async {
         let s = f.replicas[0].status(&c).await?;
         (s["phase"] == "switching").then_some(())
@@ -572,8 +574,7 @@ async fn the_etcd_leader_killed_mid_switch_leaves_one_outcome_everywhere() {
         },
     )
     .await;
-    stop.cancel();
-    let out = collect(load).await;
+    let out = load.finish().await;
     each_post_once(&f, &out);
     no_interleaving(&f);
     eprintln!("etcd leader killed mid-switch: the switch answered {status}; all on {want}");

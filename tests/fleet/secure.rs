@@ -25,10 +25,16 @@ fn section(endpoints: Vec<String>, prefix: &str) -> FleetConfig {
 }
 
 /// `settings` of the tests, with the section's endpoints, TLS and user.
+/// With a user, connecting authenticates, which costs etcd a bcrypt hash
+/// of the password: up to seconds on a loaded 2-core machine, so the
+/// calls get 5 s instead of the tests' usual 1 s.
 fn from_section(f: &FleetConfig) -> EtcdSettings {
     let read = EtcdSettings::from_config(f).expect("read the section's files");
     let mut s = settings(read.endpoints.clone(), &read.prefix);
     s.tls = read.tls;
+    if read.user.is_some() {
+        s.request_timeout = Duration::from_secs(5);
+    }
     s.user = read.user;
     s
 }

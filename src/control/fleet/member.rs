@@ -330,7 +330,7 @@ async fn keep(shared: Arc<Shared>) {
     let ttl = i64::try_from(s.member_ttl.as_secs())
         .unwrap_or(i64::MAX)
         .max(2);
-    let every = s.member_ttl / 3;
+    let every = s.renew_every();
     let mut pause = s.retry_min;
     let back_off = |pause: &mut Duration| {
         let wait = *pause;

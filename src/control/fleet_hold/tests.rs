@@ -53,11 +53,18 @@ impl MemFleet {
         self.0.lock().unwrap()
     }
 
+    /// A member's store. It subscribes here, before the controller loads
+    /// the document, as the etcd store watches from the revision it read:
+    /// a document committed before the member's loop runs is not missed.
     fn store(&self, id: &str) -> MemStore {
-        self.inner().members.insert(id.to_string());
+        let (tx, rx) = mpsc::channel(256);
+        let mut inner = self.inner();
+        inner.members.insert(id.to_string());
+        inner.subscribers.push((id.to_string(), tx));
         MemStore {
             id: id.to_string(),
             fleet: self.clone(),
+            events: Some(rx),
         }
     }
 
@@ -79,6 +86,7 @@ impl MemFleet {
 struct MemStore {
     id: String,
     fleet: MemFleet,
+    events: Option<mpsc::Receiver<StoreEvent>>,
 }
 
 impl MemStore {
@@ -153,9 +161,7 @@ impl StateStore for MemStore {
     }
 
     fn events(&mut self) -> Option<mpsc::Receiver<StoreEvent>> {
-        let (tx, rx) = mpsc::channel(256);
-        self.fleet.inner().subscribers.push((self.id.clone(), tx));
-        Some(rx)
+        self.events.take()
     }
 
     fn member_id(&self) -> Option<&str> {

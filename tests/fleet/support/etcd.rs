@@ -153,10 +153,14 @@ impl Node {
             .is_some_and(|b| b.lines().any(|l| l == "etcd_server_is_leader 1"))
     }
 
+    /// This member's log.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
+    }
+
     /// The end of this member's log, for a failure message.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join(format!("{}.log", self.name)))
-            .unwrap_or_default();
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -173,6 +177,11 @@ pub struct Etcd {
     pub nodes: Vec<Node>,
     _dir: tempfile::TempDir,
 }
+
+/// How many times a cluster is started on new ports when a port was taken.
+const START_TRIES: usize = 3;
+/// What etcd logs when its port was taken.
+const IN_USE: &str = "address already in use";
 
 /// `n` distinct free ports on 127.0.0.1 (bound together so none repeats).
 fn free_ports(n: usize) -> Vec<SocketAddr> {
@@ -198,7 +207,24 @@ impl Etcd {
         Etcd::start(3, None).await
     }
 
+    /// Start `n` members; again on new ports (at most [`START_TRIES`]
+    /// times) when a port picked free was taken before etcd bound it: the
+    /// pick is released for etcd to take, and meanwhile another test's
+    /// connection may get it as its ephemeral port.
     async fn start(n: usize, tls: Option<ServerTls>) -> Etcd {
+        for attempt in 1..=START_TRIES {
+            match Etcd::try_start(n, tls.clone()).await {
+                Ok(etcd) => return etcd,
+                Err(e) if attempt < START_TRIES && e.contains(IN_USE) => {
+                    eprintln!("etcd: a picked port was taken; new ports (try {attempt}): {e}");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the last try returns or panics")
+    }
+
+    async fn try_start(n: usize, tls: Option<ServerTls>) -> Result<Etcd, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(3 * n);
         let token = format!("t{}", fastrand::u64(..));
@@ -227,11 +253,44 @@ impl Etcd {
         for node in &mut nodes {
             node.spawn();
         }
-        let etcd = Etcd { nodes, _dir: dir };
-        for i in 0..n {
-            etcd.wait_healthy(i).await;
+        let mut etcd = Etcd { nodes, _dir: dir };
+        etcd.all_healthy().await?;
+        Ok(etcd)
+    }
+
+    /// Wait (at most 30 s) until every member serves with a leader; Err
+    /// with the log of a member that exited, or of one still unhealthy.
+    async fn all_healthy(&mut self) -> Result<(), String> {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let mut unhealthy = None;
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                if let Some(Ok(Some(status))) = node.child.as_mut().map(Child::try_wait) {
+                    return Err(format!(
+                        "etcd {} exited ({status}):\n{}",
+                        node.name,
+                        node.log_tail()
+                    ));
+                }
+                if unhealthy.is_none() && !node.healthy().await {
+                    unhealthy = Some(i);
+                }
+            }
+            match unhealthy {
+                None => return Ok(()),
+                Some(i) if std::time::Instant::now() >= end => {
+                    let node = &self.nodes[i];
+                    return Err(format!(
+                        "etcd {} did not become healthy:\n{}",
+                        node.name,
+                        node.log_tail()
+                    ));
+                }
+                Some(_) => {}
+            }
         }
-        etcd
     }
 
     pub fn endpoints(&self) -> Vec<String> {

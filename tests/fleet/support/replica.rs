@@ -75,6 +75,11 @@ pub async fn call_within(
     Ok((status, retry, json))
 }
 
+/// How many times a replica is started on new ports when one was taken.
+const START_TRIES: usize = 3;
+/// What the binary says when its port was taken.
+const IN_USE: &str = "Address already in use";
+
 /// The fleet section's settings of a replica.
 pub struct FleetOpts {
     pub endpoints: Vec<String>,
@@ -129,6 +134,8 @@ impl Replica {
         Self::spawn(dir, id, blue, green, None, extra).await
     }
 
+    /// Start the replica on ports picked free; on new ones (at most
+    /// [`START_TRIES`] times) when one was taken before it bound it.
     async fn spawn(
         dir: &Path,
         id: &str,
@@ -139,8 +146,6 @@ impl Replica {
     ) -> Replica {
         let dir = dir.join(id);
         std::fs::create_dir_all(&dir).unwrap();
-        let proxy = free_addr();
-        let admin = free_addr();
         let fleet_yaml = fleet.map_or_else(String::new, |fleet| {
             let endpoints = fleet
                 .endpoints
@@ -155,41 +160,67 @@ impl Replica {
                 fence = fleet.write_fence,
             )
         });
-        let yaml = format!(
-            "listeners:\n  - bind: \"{proxy}\"\nadmin:\n  bind: \"{admin}\"\npools:\n  blue:\n    endpoints: [\"{blue}\"]\n  green:\n    endpoints: [\"{green}\"]\nhealth_check:\n  interval: 200ms\n  timeout: 100ms\n  healthy_threshold: 1\nstate_file: \"{state}\"\nrollout:\n  bake_time: 0s\n{fleet_yaml}",
-            state = dir.join("state.json").display(),
-        );
-        let config = dir.join("switchyard.yaml");
-        std::fs::write(&config, yaml + extra).unwrap();
+        for attempt in 1..=START_TRIES {
+            let (proxy, admin) = (free_addr(), free_addr());
+            let yaml = format!(
+                "listeners:\n  - bind: \"{proxy}\"\nadmin:\n  bind: \"{admin}\"\npools:\n  blue:\n    endpoints: [\"{blue}\"]\n  green:\n    endpoints: [\"{green}\"]\nhealth_check:\n  interval: 200ms\n  timeout: 100ms\n  healthy_threshold: 1\nstate_file: \"{state}\"\nrollout:\n  bake_time: 0s\n{fleet_yaml}",
+                state = dir.join("state.json").display(),
+            );
+            let config = dir.join("switchyard.yaml");
+            std::fs::write(&config, yaml + extra).unwrap();
+            let mut r = Replica::launch(&dir, id, &config, proxy, admin);
+            match r.ready().await {
+                Ok(()) => return r,
+                Err(log) if attempt < START_TRIES && log.contains(IN_USE) => {
+                    eprintln!("replica {id}: a picked port was taken; new ports (try {attempt})");
+                }
+                Err(log) => panic!("replica {id} did not start: {log}"),
+            }
+        }
+        unreachable!("the last try returns or panics")
+    }
+
+    fn launch(
+        dir: &Path,
+        id: &str,
+        config: &Path,
+        proxy: SocketAddr,
+        admin: SocketAddr,
+    ) -> Replica {
         let log = std::fs::File::create(dir.join("run.log")).unwrap();
         let child = Command::new(BIN)
             .args(["run", "-c"])
-            .arg(&config)
+            .arg(config)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn switchyard");
-        let r = Replica {
+        Replica {
             id: id.to_string(),
             child,
             proxy,
             admin,
-            dir,
-        };
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Wait (at most 20 s) until the admin API answers; Err with the log
+    /// when the process exited or never answered.
+    async fn ready(&mut self) -> Result<(), String> {
         let c = client();
-        let admin = r.admin;
-        let ready = super::eventually(Duration::from_secs(20), || {
-            let c = c.clone();
-            async move {
-                let (s, _, _) = call(&c, admin, Method::GET, "/healthz", None).await.ok()?;
-                (s == 200).then_some(())
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            if let Ok((200, _, _)) = call(&c, self.admin, Method::GET, "/healthz", None).await {
+                return Ok(());
             }
-        })
-        .await;
-        assert!(ready.is_some(), "replica {id} did not start: {}", r.log());
-        r
+            if matches!(self.child.try_wait(), Ok(Some(_))) || tokio::time::Instant::now() >= end {
+                return Err(self.log());
+            }
+        }
     }
 
     pub fn log(&self) -> String {
