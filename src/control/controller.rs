@@ -178,6 +178,9 @@ pub struct Controller {
     pub(crate) judge: RollbackJudge,
     /// Monotonic ms of the last weight change: statistics before it do not count.
     pub(crate) changed_at_ms: u64,
+    /// Both pools' counts since the last weight change: what the
+    /// sequential judge weighs (the statistics ring holds only `window`).
+    pub(crate) since_change: crate::control::fleet_judge::Publisher,
     pub(crate) config_path: Option<PathBuf>,
     pub(crate) loaded_at: String,
     pub(crate) config_error: Option<ConfigErrorView>,
@@ -286,6 +289,7 @@ impl Controller {
             progress_rx,
             judge,
             changed_at_ms: crate::clock::now_ms(),
+            since_change: crate::control::fleet_judge::Publisher::new(0, 0, crate::clock::now_ms()),
             config_path,
             loaded_at: crate::clock::rfc3339(now),
             config_error: None,
@@ -473,6 +477,7 @@ impl Controller {
     /// A weight change: restart grace, forget statistics from before.
     pub(crate) fn weights_changed(&mut self) {
         self.changed_at_ms = crate::clock::now_ms();
+        self.since_change = crate::control::fleet_judge::Publisher::new(0, 0, self.changed_at_ms);
         self.judge.reset(tokio::time::Instant::now());
         self.analysis.step_began();
     }

@@ -1,7 +1,9 @@
 //! Fleet-wide automatic rollback as pure logic (SPEC.md section 9, "One
 //! decision"): what each member publishes ([`StatsReport`], built by
 //! [`Publisher`]) and how the leader turns every member's reports into one
-//! verdict ([`Aggregator`]) for the unchanged rules of [`super::judge`].
+//! verdict ([`Aggregator`]) for the unchanged rules of [`super::judge`],
+//! or, with `rollback.judge: sequential`, for [`super::sequential`] on the
+//! sums of the reports since the generation began (the counts it needs).
 //!
 //! Each member publishes, every `rollback.interval`, its **cumulative**
 //! per-pool [`Counts`] (requests, errors, latency histogram) since the state
@@ -20,9 +22,10 @@
 //! and the controller owns the commit).
 
 use super::judge::{evaluate_windows, NoVerdictReason, Verdict};
+use crate::config::analysis::JudgeKind;
 use crate::config::fleet::MinReporting;
 use crate::config::{PoolName, RollbackConfig};
-use crate::telemetry::stats::{Counts, PoolStats};
+use crate::telemetry::stats::{Counts, PoolStats, WindowStats};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -153,6 +156,12 @@ pub struct FleetFigures {
 pub struct FleetVerdict {
     pub verdict: Verdict,
     pub fleet: FleetFigures,
+    /// The fleet's candidate and live counts since the generation began
+    /// (what the sequential judge weighs); None without enough reports.
+    pub totals: Option<(Counts, Counts)>,
+    /// The summed candidate and live figures over `window` (what the
+    /// threshold rules judge); None without enough reports.
+    pub window: Option<(WindowStats, WindowStats)>,
 }
 
 /// The leader's side: the reports of every member, summed into one verdict.
@@ -224,6 +233,9 @@ impl Aggregator {
         let recent_window = crate::control::judge::recent_window(cfg);
         let mut cand_recent = Counts::default();
         let mut live_recent = Counts::default();
+        // The sequential judge's: everything since the generation began.
+        let mut cand_total = Counts::default();
+        let mut live_total = Counts::default();
         for member in live_members {
             let Some(history) = self.members.get(member) else {
                 stale.push(member.clone());
@@ -252,6 +264,8 @@ impl Aggregator {
             };
             cand_sum.add(&cand);
             live_sum.add(&lv);
+            cand_total.add(latest.report.pool(candidate));
+            live_total.add(latest.report.pool(live));
             if let Some(w) = recent_window {
                 let recent_base = self::baseline(history, w, now);
                 let diff = |pool: PoolName| match recent_base {
@@ -276,6 +290,8 @@ impl Aggregator {
                     reason: NoVerdictReason::Disabled,
                 },
                 fleet,
+                totals: None,
+                window: None,
             };
         }
         if fleet.reporting.len() < needed {
@@ -287,7 +303,23 @@ impl Aggregator {
                     },
                 },
                 fleet,
+                totals: None,
+                window: None,
             };
+        }
+        let window = Some((
+            cand_sum.summarize(cfg.window),
+            live_sum.summarize(cfg.window),
+        ));
+        if cfg.judge == JudgeKind::Sequential {
+            if let Some(verdict) = super::sequential::verdict(cfg, &cand_total, &live_total) {
+                return FleetVerdict {
+                    verdict,
+                    fleet,
+                    totals: Some((cand_total, live_total)),
+                    window,
+                };
+            }
         }
         let recent = recent_window.map(|w| (cand_recent.summarize(w), live_recent.summarize(w)));
         let verdict = evaluate_windows(
@@ -296,7 +328,12 @@ impl Aggregator {
             &live_sum.summarize(cfg.window),
             recent.as_ref().map(|(c, l)| (c, l)),
         );
-        FleetVerdict { verdict, fleet }
+        FleetVerdict {
+            verdict,
+            fleet,
+            totals: Some((cand_total, live_total)),
+            window,
+        }
     }
 }
 

@@ -65,6 +65,9 @@ pub enum BreachReason {
     ErrorRate,
     ErrorRateIncrease,
     Latency,
+    /// The sequential judge (SPEC.md section 10): decided at once, not
+    /// after `consecutive_breaches` evaluations.
+    Sequential,
 }
 
 impl BreachReason {
@@ -73,6 +76,7 @@ impl BreachReason {
             BreachReason::ErrorRate => "error_rate",
             BreachReason::ErrorRateIncrease => "error_rate_increase",
             BreachReason::Latency => "latency",
+            BreachReason::Sequential => "sequential",
         }
     }
 }
@@ -89,6 +93,7 @@ impl From<BreachReason> for RollbackReason {
             BreachReason::ErrorRate => RollbackReason::ErrorRate,
             BreachReason::ErrorRateIncrease => RollbackReason::ErrorRateIncrease,
             BreachReason::Latency => RollbackReason::Latency,
+            BreachReason::Sequential => RollbackReason::Sequential,
         }
     }
 }
@@ -140,8 +145,12 @@ pub struct Figures {
     pub max_error_rate_increase: Option<f64>,
     pub max_p99_latency_ms: Option<f64>,
     /// The window these figures cover: `rollback.window`, or
-    /// `rollback.recent_window` when that one breached.
+    /// `rollback.recent_window` when that one breached; 0 for the
+    /// sequential judge, which counts since the last weight change.
     pub window_ms: u64,
+    /// The sequential judge's evidence (`rollback.judge: sequential`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<Box<crate::control::sequential::Evidence>>,
 }
 
 /// The outcome of one evaluation.
@@ -210,6 +219,7 @@ pub fn evaluate(cfg: &RollbackConfig, candidate: &WindowStats, live: &WindowStat
                 max_error_rate_increase: cfg.max_error_rate_increase,
                 max_p99_latency_ms: max_p99_ms,
                 window_ms: u64::try_from(cfg.window.as_millis()).unwrap_or(u64::MAX),
+                sequential: None,
             },
         },
     }
@@ -325,7 +335,12 @@ impl RollbackJudge {
         match verdict {
             Verdict::Breach { reason, figures } => {
                 self.run += 1;
-                if self.run < self.consecutive_breaches {
+                // The sequential test's bound already holds for every look.
+                let needed = match reason {
+                    BreachReason::Sequential => 1,
+                    _ => self.consecutive_breaches,
+                };
+                if self.run < needed {
                     return None;
                 }
                 let breaches = std::mem::take(&mut self.run);

@@ -17,7 +17,8 @@
 //! - [`cutover`]: a write hold in flight; [`gate`]: what it waits for before the
 //!   flip (a URL, or PostgreSQL replication caught up and the replica promoted);
 //!   [`rollback`]: manual and automatic rollback.
-//! - [`judge`]: the automatic-rollback rules; [`rollout`]: step arithmetic;
+//! - [`judge`]: the automatic-rollback rules; [`sequential`]: the sequential
+//!   judge against the live pool; [`rollout`]: step arithmetic;
 //!   [`mirror_guard`]: no move to a candidate that answers copies differently.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
@@ -53,6 +54,7 @@ pub mod mirror_guard;
 pub mod reload;
 pub mod rollback;
 pub mod rollout;
+pub mod sequential;
 pub mod store;
 pub mod transition;
 pub mod view;

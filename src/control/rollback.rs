@@ -1,19 +1,38 @@
 //! Rolling back: asked for by the admin API, or decided by the automatic
 //! evaluation at every tick (the [`crate::control::judge`] rules on the
-//! pools' statistics windows since the last weight change).
+//! pools' statistics windows since the last weight change, or with
+//! `rollback.judge: sequential` the [`crate::control::sequential`] test on
+//! the counts since that change; in fleet mode both on every member's sum).
 //!
 //! A rollback holds writes when `cutover.hold_writes` is on and the
 //! candidate has traffic ([`crate::control::cutover`]); one asked for while
 //! a switch holds writes takes that hold over. This module decides when;
 //! the documents come from [`crate::control::transition`].
 
+use crate::config::analysis::JudgeKind;
 use crate::control::controller::{send, CommandError, Controller};
 use crate::control::cutover::PendingRollback;
 use crate::control::document::HoldKind;
-use crate::control::judge::{self, BreachReason};
+use crate::control::fleet_judge::FleetFigures;
+use crate::control::judge::{self, BreachReason, Verdict};
+use crate::control::sequential::{self, Assessment};
 use crate::control::transition;
 use crate::control::Actor;
 use crate::telemetry::metrics::RollbackReason;
+use crate::telemetry::stats::WindowStats;
+
+/// What the automatic rollback sees at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct Judgement {
+    pub verdict: Verdict,
+    /// The candidate's and the live pool's figures over `rollback.window`.
+    pub window: Option<(WindowStats, WindowStats)>,
+    /// `rollback.judge: sequential`: both halves of the test, since the
+    /// last weight change.
+    pub sequential: Option<Assessment>,
+    /// Fleet mode: whose stats were summed.
+    pub fleet: Option<FleetFigures>,
+}
 
 /// Answer every requester of `p` with `e`.
 pub(crate) fn refuse(p: PendingRollback, e: CommandError) {
@@ -75,25 +94,20 @@ impl Controller {
         }
     }
 
-    /// One automatic-rollback evaluation over the window since the last change.
-    pub(crate) async fn evaluate(&mut self) {
-        self.arm_checks();
-        let cfg = self.shared.config.load_full();
-        if !cfg.rollback.enabled
-            || !self.doc.armed()
-            || !self.store.in_touch()
-            || !self.store.leads()
-        {
-            return;
-        }
+    /// What the automatic rollback sees now, as [`Controller::evaluate`]
+    /// judges it (and `explain` shows it): this proxy's statistics, or in
+    /// fleet mode the sum of every member's.
+    pub(crate) fn judge_now(&mut self, cfg: &crate::config::Config) -> Judgement {
         let now = crate::clock::now_ms();
         let (candidate, live) = (self.doc.candidate(), self.doc.live);
-        let window = cfg.rollback.window;
-        let stats = |pool: crate::config::PoolName| {
+        let stats = |pool: crate::config::PoolName, w: std::time::Duration| {
             self.shared.runtimes[pool.index()]
                 .stats
-                .window_since(now, window, self.changed_at_ms)
+                .window_since(now, w, self.changed_at_ms)
         };
+        let blue = &self.shared.runtimes[crate::config::PoolName::Blue.index()].stats;
+        let green = &self.shared.runtimes[crate::config::PoolName::Green.index()].stats;
+        let report = self.since_change.tick(blue, green, now, 0).clone();
         let min_reporting = cfg
             .fleet
             .as_ref()
@@ -106,29 +120,66 @@ impl Controller {
             candidate,
             live,
         );
-        let (verdict, fleet_figures) = match fleet {
-            Some(f) => (f.verdict, Some(f.fleet)),
-            None => {
-                let (c, l) = (stats(candidate), stats(live));
-                let recent = judge::recent_window(&cfg.rollback).map(|w| {
-                    let recent = |pool: crate::config::PoolName| {
-                        self.shared.runtimes[pool.index()].stats.window_since(
-                            now,
-                            w,
-                            self.changed_at_ms,
-                        )
-                    };
-                    (recent(candidate), recent(live))
-                });
-                let verdict = judge::evaluate_windows(
-                    &cfg.rollback,
-                    &c,
-                    &l,
-                    recent.as_ref().map(|(c, l)| (c, l)),
-                );
-                (verdict, None)
-            }
-        };
+        let sequential_on = cfg.rollback.judge == JudgeKind::Sequential;
+        if let Some(f) = fleet {
+            let sequential = match (&f.totals, sequential_on) {
+                (Some((c, l)), true) => Some(sequential::assess(&cfg.rollback, c, l)),
+                _ => None,
+            };
+            return Judgement {
+                verdict: f.verdict,
+                window: f.window,
+                sequential,
+                fleet: Some(f.fleet),
+            };
+        }
+        let window = (
+            stats(candidate, cfg.rollback.window),
+            stats(live, cfg.rollback.window),
+        );
+        let (c_total, l_total) = (report.pool(candidate), report.pool(live));
+        let seq_verdict = sequential_on
+            .then(|| sequential::verdict(&cfg.rollback, c_total, l_total))
+            .flatten();
+        let verdict = seq_verdict.unwrap_or_else(|| {
+            let recent =
+                judge::recent_window(&cfg.rollback).map(|w| (stats(candidate, w), stats(live, w)));
+            judge::evaluate_windows(
+                &cfg.rollback,
+                &window.0,
+                &window.1,
+                recent.as_ref().map(|(c, l)| (c, l)),
+            )
+        });
+        Judgement {
+            verdict,
+            window: Some(window),
+            sequential: sequential_on.then(|| sequential::assess(&cfg.rollback, c_total, l_total)),
+            fleet: None,
+        }
+    }
+
+    /// One automatic-rollback evaluation over the window since the last change.
+    pub(crate) async fn evaluate(&mut self) {
+        self.arm_checks();
+        let cfg = self.shared.config.load_full();
+        if !cfg.rollback.enabled
+            || !self.doc.armed()
+            || !self.store.in_touch()
+            || !self.store.leads()
+        {
+            return;
+        }
+        let candidate = self.doc.candidate();
+        let Judgement {
+            verdict,
+            fleet: fleet_figures,
+            window,
+            sequential,
+        } = self.judge_now(&cfg);
+        if let Some(a) = &sequential {
+            tracing::trace!(?a, ?window, "sequential judge");
+        }
         if let Some(f) = &fleet_figures {
             tracing::debug!(verdict = ?verdict, reporting = ?f.reporting, stale = ?f.stale, candidate_requests = f.candidate_requests, "fleet verdict");
         }
@@ -180,5 +231,9 @@ fn describe(reason: BreachReason, f: &judge::Figures) -> String {
             f.candidate_p99_ms.unwrap_or(0.0),
             f.max_p99_latency_ms.unwrap_or(0.0)
         ),
+        BreachReason::Sequential => match &f.sequential {
+            Some(e) => crate::control::sequential::describe(e),
+            None => "the sequential judge found the candidate worse".to_owned(),
+        },
     }
 }

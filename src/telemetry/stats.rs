@@ -423,6 +423,17 @@ fn hist_index(latency: Duration) -> usize {
     }
 }
 
+/// The histogram bucket a latency lands in (the keys of [`Counts::latency`]).
+pub fn bucket_of(latency: Duration) -> u16 {
+    hist_index(latency) as u16
+}
+
+/// The upper bound of histogram bucket `index` in milliseconds: a latency
+/// at or above it lands in a later bucket (the keys of [`Counts::latency`]).
+pub fn bucket_upper_ms(index: u16) -> f64 {
+    hist_bounds_us(usize::from(index)).1 as f64 / 1000.0
+}
+
 /// `[low, high)` of a histogram bucket, in microseconds.
 fn hist_bounds_us(index: usize) -> (u64, u64) {
     let index = index as u64;

@@ -264,7 +264,7 @@ pub(super) enum Answer {
 
 /// Accept only what the admin API sends: JSON objects, `{"error": {"message"}}`
 /// on failure, and on success either `generation` (every state and change
-/// answer) or `events`. Anything else, even a 200, must not be reported as
+/// answer), `events`, or the mirror's `diffs` with the pool they go `to`. Anything else, even a 200, must not be reported as
 /// done: a script would believe the weights changed.
 pub(super) fn judge_answer(
     status: StatusCode,
@@ -294,7 +294,8 @@ pub(super) fn judge_answer(
             None => Err(foreign("JSON without an error message")),
         };
     }
-    if value["generation"].is_u64() || value["events"].is_array() {
+    let mirror_diffs = value["diffs"].is_array() && value["to"].is_string();
+    if value["generation"].is_u64() || value["events"].is_array() || mirror_diffs {
         Ok(value)
     } else {
         Err(foreign("JSON of another shape"))

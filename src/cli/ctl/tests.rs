@@ -76,6 +76,8 @@ fn only_the_admin_api_shape_is_success() {
         r#"{"events": []}"#
     )
     .is_ok());
+    // `ctl mirror diffs`: GET /api/v1/mirror/diffs carries no generation.
+    assert!(ok(StatusCode::OK, JSON, r#"{"to": "green", "diffs": []}"#).is_ok());
     // An application's 200 (the proxy port, an SPA catch-all) is not success.
     for (ct, body) in [
         ("text/plain", "blue-1"),
@@ -83,6 +85,7 @@ fn only_the_admin_api_shape_is_success() {
         (JSON, "\"xxxx\""),
         (JSON, "[1, 2]"),
         (JSON, "{\"status\": \"ok\"}"),
+        (JSON, "{\"diffs\": []}"),
         (JSON, "not json"),
     ] {
         match ok(StatusCode::OK, ct, body) {

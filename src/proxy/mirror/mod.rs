@@ -9,7 +9,8 @@
 //! copy's own task ([`Copy::run`]): wait for the whole request body, send
 //! the copy to a candidate endpoint (once, never retried, within
 //! `timeouts.request`), read its answer up to the comparison cap, with
-//! `learn_noise` send a sample also to a second live endpoint, compare,
+//! `learn_noise` send a sample of the safe ones (GET, HEAD: a write is
+//! never repeated on the live pool) also to a second live endpoint, compare,
 //! and record. The client's answer never waits on any of it; a copy that
 //! cannot get a slot (`max_inflight` out) is dropped and counted.
 //!
@@ -185,7 +186,9 @@ async fn compared(
         send(table, candidate, head, &body, 0).await?;
         return Ok(None);
     };
+    // A noise sample repeats the request on the live pool: never a write.
     let sample = rules.learn_noise
+        && head.method.is_safe()
         && (record.compared_total() < NOISE_FIRST || fastrand::u32(..NOISE_ONE_IN) == 0);
     let second = async {
         match sample {

@@ -1,7 +1,10 @@
 //! Reading what an answer's body holds, for the comparison, without ever
-//! holding more than [`COMPARE_CAP`] of it: [`Capture`] keeps the first
-//! pieces (the same [`Bytes`] the body came in, not a copy) and, past the
-//! cap, only a running SHA-256 digest.
+//! holding more than [`COMPARE_CAP`] of it: [`Capture`] copies the first
+//! bytes into its own buffer and, past the cap, keeps only a running
+//! SHA-256 digest. It copies rather than keeping the pieces the body came
+//! in: a piece is a slice of the connection's read buffer, and holding a
+//! few bytes of it would hold all of it, so what a copy waiting on a slow
+//! candidate holds would depend on how the answer was read, not on the cap.
 //!
 //! [`LiveTap`] rides on the client's response body when its request was
 //! copied: it notes the live answer's status and header fields, the body's
@@ -11,15 +14,15 @@
 //! live answer to compare with.
 
 use super::compare::{Captured, COMPARE_CAP};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use tokio::sync::oneshot;
 
-/// A body's pieces up to the cap, its length, and its digest once longer.
+/// A body's bytes up to the cap, its length, and its digest once longer.
 #[derive(Default)]
 pub struct Capture {
-    pieces: Vec<Bytes>,
-    kept: usize,
+    /// Grown by doubling, never past the cap.
+    head: Vec<u8>,
     len: u64,
     /// Started when the body first goes past the cap.
     digest: Option<ring::digest::Context>,
@@ -32,39 +35,30 @@ impl Capture {
             d.update(data);
             return;
         }
-        if self.kept + data.len() <= COMPARE_CAP {
-            if !data.is_empty() {
-                self.kept += data.len();
-                self.pieces.push(data.clone());
-            }
-            return;
+        let keep = data.len().min(COMPARE_CAP - self.head.len());
+        self.grow(keep);
+        self.head.extend_from_slice(&data[..keep]);
+        if keep < data.len() {
+            // Past the cap: keep the cap's worth, digest everything.
+            let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+            d.update(&self.head);
+            d.update(&data[keep..]);
+            self.digest = Some(d);
         }
-        // Past the cap: keep the cap's worth, digest everything.
-        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
-        for p in &self.pieces {
-            d.update(p);
-        }
-        d.update(data);
-        let room = COMPARE_CAP - self.kept;
-        self.pieces.push(data.slice(..room));
-        self.kept = COMPARE_CAP;
-        self.digest = Some(d);
     }
 
-    /// What was read, as the comparison takes it. The head is made one
-    /// buffer here, in the copy's task, not while the body streams.
+    /// Room for `more` bytes, doubling but never past the cap.
+    fn grow(&mut self, more: usize) {
+        let need = self.head.len() + more;
+        if need > self.head.capacity() {
+            let cap = need.max(self.head.capacity() * 2).min(COMPARE_CAP);
+            self.head.reserve_exact(cap - self.head.len());
+        }
+    }
+
+    /// What was read, as the comparison takes it.
     pub fn finish(self) -> Captured {
-        let head = match self.pieces.len() {
-            0 => Bytes::new(),
-            1 => self.pieces[0].clone(),
-            _ => {
-                let mut b = BytesMut::with_capacity(self.kept);
-                for p in &self.pieces {
-                    b.extend_from_slice(p);
-                }
-                b.freeze()
-            }
-        };
+        let head = Bytes::from(self.head);
         let digest = match self.digest {
             Some(d) => d.finish(),
             None => ring::digest::digest(&ring::digest::SHA256, &head),
@@ -127,12 +121,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_short_body_is_kept_as_the_same_bytes() {
+    fn a_short_body_is_kept_in_its_own_buffer() {
         let mut c = Capture::default();
         let one = Bytes::from_static(b"{\"a\":1}");
         c.feed(&one);
         let got = c.finish();
-        assert_eq!(got.head.as_ptr(), one.as_ptr());
+        // A copy: holding it does not hold the buffer the body came in.
+        assert_ne!(got.head.as_ptr(), one.as_ptr());
         assert_eq!(got, Captured::whole(b"{\"a\":1}"));
         let mut c = Capture::default();
         c.feed(&Bytes::from_static(b"ab"));
@@ -148,7 +143,8 @@ mod tests {
         for piece in body.chunks(10_000) {
             c.feed(&Bytes::copy_from_slice(piece));
         }
-        assert!(c.pieces.iter().map(Bytes::len).sum::<usize>() == COMPARE_CAP);
+        assert_eq!(c.head.len(), COMPARE_CAP);
+        assert_eq!(c.head.capacity(), COMPARE_CAP);
         assert_eq!(c.finish(), Captured::whole(&body));
     }
 }
