@@ -239,6 +239,8 @@ impl Controller {
         mut store: Box<dyn StateStore>,
     ) -> Result<(Controller, ControllerHandle, Arc<Shared>), CommandError> {
         let feed = crate::control::feed::Feed::default();
+        // Before the first event is recorded, so `started` is sent too.
+        let notify_rx = feed.subscribe();
         let events = EventLog::new(cfg.audit_log.as_deref(), feed.clone())
             .map_err(|e| CommandError::Invalid(e.to_string()))?;
         let now = crate::clock::unix_ms();
@@ -272,6 +274,12 @@ impl Controller {
             feed,
             shutting_down: AtomicBool::new(false),
         });
+        crate::control::notify::spawn(
+            notify_rx,
+            Arc::downgrade(&shared),
+            store.member_id().map(str::to_string),
+            shared.metrics.analysis.clone(),
+        );
         let (tx, rx) = mpsc::channel(256);
         let analysis = Analysis::new(report_sink(&tx), &cfg.analysis.checks);
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();

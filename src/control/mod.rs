@@ -21,7 +21,8 @@
 //!   judge against the live pool; [`rollout`]: step arithmetic;
 //!   [`mirror_guard`]: no move to a candidate that answers copies differently.
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
-//! - [`analysis`]: checks on business metrics, run off the loop, reported to it.
+//! - [`analysis`]: checks on business metrics, run off the loop, reported to it;
+//!   [`notify`]: events POSTed to webhooks, off the loop, from the feed.
 //! - [`events`]: the audit log; [`view`]: what status shows; [`feed`]: both
 //!   as they change, for the dashboard's stream.
 //! - [`maintenance`]: draining one endpoint for maintenance, and enabling it.
@@ -51,6 +52,7 @@ pub mod maintenance;
 #[cfg(feature = "fleet")]
 pub mod membership;
 pub mod mirror_guard;
+pub mod notify;
 pub mod reload;
 pub mod rollback;
 pub mod rollout;

@@ -21,6 +21,7 @@ mod limits;
 mod locked;
 mod maintenance;
 mod mirror;
+mod notify;
 mod openapi;
 mod operator;
 mod operator_input;

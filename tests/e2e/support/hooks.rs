@@ -101,11 +101,32 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(script: &[u16]) -> Receiver {
+        let script = Mutex::new(script.iter().copied().collect::<VecDeque<_>>());
+        Self::answering(move |_| script.lock().unwrap().pop_front().unwrap_or(200)).await
+    }
+
+    /// A receiver that answers 500 to the first `n` deliveries of each
+    /// distinct body (each event), then 200.
+    pub async fn failing_first(n: usize) -> Receiver {
+        let seen = Mutex::new(std::collections::HashMap::<Bytes, usize>::new());
+        Self::answering(move |body| {
+            let mut seen = seen.lock().unwrap();
+            let count = seen.entry(body.clone()).or_default();
+            *count += 1;
+            if *count <= n {
+                500
+            } else {
+                200
+            }
+        })
+        .await
+    }
+
+    async fn answering(answer: impl Fn(&Bytes) -> u16 + Send + Sync + 'static) -> Receiver {
         let deliveries = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<_>>()));
         let log = deliveries.clone();
         let serving = serve(Arc::new(move |parts, body| {
-            let answered = script.lock().unwrap().pop_front().unwrap_or(200);
+            let answered = answer(&body);
             log.lock().unwrap().push(Delivery {
                 path: parts.uri.path().to_string(),
                 headers: parts.headers.clone(),
