@@ -57,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/api/v1/events", get(get_events))
+        .route("/api/v1/explain", get(get_explain))
         .route("/api/v1/mirror/diffs", get(get_mirror_diffs))
         .route("/api/v1/stream", get(crate::admin::stream::get_stream))
         .route("/api/v1/history", get(crate::admin::history::get_history))
@@ -169,6 +170,14 @@ async fn get_mirror_diffs(
     let q = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(crate::telemetry::mirror::DIFFS_KEPT);
     Ok(Json(crate::admin::mirror::diffs(&st.shared, limit)))
+}
+
+/// Every rollback rule and check now (SPEC.md section 10, "Explanations").
+async fn get_explain(
+    State(st): State<AdminState>,
+) -> Result<Json<crate::control::explain::Explanation>, ApiError> {
+    let e = command(&st, |reply| Command::Explain { reply }).await?;
+    Ok(Json(*e))
 }
 
 async fn get_status(State(st): State<AdminState>) -> Json<status::Status> {

@@ -125,6 +125,7 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCmd::Rearm => (Method::POST, "/api/v1/rearm".into(), None),
         CtlCmd::Events { limit } => (Method::GET, format!("/api/v1/events?limit={limit}"), None),
         CtlCmd::Reload => (Method::POST, "/api/v1/reload".into(), None),
+        CtlCmd::Explain => (Method::GET, "/api/v1/explain".into(), None),
         CtlCmd::Mirror(MirrorCmd::Diffs { limit }) => (
             Method::GET,
             format!("/api/v1/mirror/diffs?limit={limit}"),
@@ -146,6 +147,7 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         match &args.cmd {
             CtlCmd::Status => render_status(&value, &Style::for_stdout(json)),
             CtlCmd::Events { .. } => render_events(&value),
+            CtlCmd::Explain => crate::cli::explain::render(&value),
             CtlCmd::Endpoint(_) => render_maintenance(&value),
             CtlCmd::Mirror(_) => crate::cli::mirror::render_diffs(&value),
             _ => format!("{}\n", render_change(&value)),

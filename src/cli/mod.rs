@@ -7,6 +7,7 @@
 pub mod check;
 pub mod ctl;
 pub mod docs;
+pub mod explain;
 pub mod gate;
 pub mod mirror;
 pub mod output;

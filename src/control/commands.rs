@@ -78,6 +78,10 @@ pub enum Command {
     /// The view as the controller has it now (the admin API reads the
     /// published view; this is the same, through the inbox).
     Status { reply: Reply<ControlView> },
+    /// Every rollback rule and check now, and what each waits for.
+    Explain {
+        reply: Reply<Box<crate::control::explain::Explanation>>,
+    },
     SetWeights {
         weights: Weights,
         /// Give a rollback-locked pool traffic all the same.
@@ -144,6 +148,7 @@ impl Controller {
                 reason,
             } => self.record_endpoint_health(pool, address, state, reason),
             Command::Status { reply } => send(reply, Ok(self.publish_view())),
+            Command::Explain { reply } => send(reply, Ok(Box::new(self.explain()))),
             Command::CheckResult(report) => self.on_check(*report).await,
             Command::Maintenance {
                 address,

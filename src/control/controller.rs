@@ -450,9 +450,10 @@ impl Controller {
         let cfg = self.shared.config.load_full();
         let now = crate::clock::unix_ms();
         let step_allowed = self.analysis.step_ready().is_ok();
-        if let Some(next) =
+        if let Some(mut next) =
             crate::control::transition::timers_gated(&self.doc, &cfg, now, step_allowed)
         {
+            self.attach_evidence(&mut next);
             if let Err(e) = self.commit(next).await {
                 tracing::error!(error = %e, "a rollout step or the end of a bake was not stored");
             }

@@ -261,11 +261,12 @@ pub fn evaluate_windows(
     }
 }
 
-fn exceeds(value: f64, threshold: f64) -> bool {
+/// Strictly above `threshold`, with [`EPSILON`] of slack.
+pub fn exceeds(value: f64, threshold: f64) -> bool {
     value > threshold + EPSILON
 }
 
-fn millis(d: Duration) -> f64 {
+pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -317,6 +318,18 @@ impl RollbackJudge {
     /// Breaches in a row so far.
     pub fn breaches(&self) -> u32 {
         self.run
+    }
+
+    /// How much of grace is left at `now`; None when none runs.
+    pub fn grace_left(&self, now: Instant) -> Option<Duration> {
+        self.grace_until
+            .filter(|until| now < *until)
+            .map(|until| until - now)
+    }
+
+    /// Breaches in a row that decide.
+    pub fn consecutive_breaches(&self) -> u32 {
+        self.consecutive_breaches
     }
 
     /// Whether `now` is still within grace.

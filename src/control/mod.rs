@@ -23,6 +23,7 @@
 //! - [`reload`], [`config_watch`], [`build`]: the config file and the tables built from it.
 //! - [`analysis`]: checks on business metrics, run off the loop, reported to it;
 //!   [`notify`]: events POSTed to webhooks, off the loop, from the feed.
+//! - [`explain`]: every rule and check now, for `GET /api/v1/explain`.
 //! - [`events`]: the audit log; [`view`]: what status shows; [`feed`]: both
 //!   as they change, for the dashboard's stream.
 //! - [`maintenance`]: draining one endpoint for maintenance, and enabling it.
@@ -39,6 +40,7 @@ pub mod controller;
 pub mod cutover;
 pub mod document;
 pub mod events;
+pub mod explain;
 pub mod feed;
 #[cfg(feature = "fleet")]
 pub mod fleet;

@@ -135,7 +135,8 @@ pub struct Assessment {
 /// last weight change.
 pub fn assess(cfg: &RollbackConfig, candidate: &Counts, live: &Counts) -> Assessment {
     let alpha = (1.0 - cfg.confidence).clamp(f64::MIN_POSITIVE, 1.0);
-    let needed = 2.0 / alpha;
+    // Rounded to a millionth: 1 - 0.99 is 0.010000000000000009 in binary.
+    let needed = (2.0 / alpha * 1e6).round() / 1e6;
     let mut a = Assessment {
         confidence: cfg.confidence,
         candidate_requests: candidate.requests,

@@ -13,6 +13,7 @@ mod cutover;
 mod dashboard;
 mod disk;
 mod drain;
+mod explain;
 mod faults;
 mod grpc;
 mod health;

@@ -120,6 +120,9 @@ pub enum CtlCmd {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Every rollback rule and check now: value, threshold, verdict, and
+    /// what it waits for.
+    Explain,
     /// Reload the config file now.
     Reload,
     /// Maintenance of one endpoint: drain it, or enable it again.

@@ -223,10 +223,11 @@ impl crate::control::Controller {
             }
             Action::Pause(why) => {
                 let now = crate::clock::unix_ms();
-                let Some(next) = crate::control::transition::auto_pause(&self.doc, &why, now)
+                let Some(mut next) = crate::control::transition::auto_pause(&self.doc, &why, now)
                 else {
                     return;
                 };
+                self.attach_evidence(&mut next);
                 tracing::warn!(%why, "rollout paused by a check");
                 if let Err(e) = self.commit(next).await {
                     tracing::error!(error = %e, "the pause a check asked for was not stored");
