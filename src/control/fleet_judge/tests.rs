@@ -271,3 +271,54 @@ fn the_publisher_accumulates_finished_buckets_and_restarts_per_generation() {
     assert_eq!(p.tick(&blue, &green, 2_000, 12).green.requests, 0);
     assert_eq!(p.generation(), 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sequential_judge_weighs_the_fleets_sums_since_the_generation_began() {
+    let cfg = RollbackConfig {
+        judge: JudgeKind::Sequential,
+        ..cfg()
+    };
+    let live = members(&["a", "b", "c"]);
+    let both_fail = |agg: &mut Aggregator, green_errors: u64| {
+        for m in &live {
+            // Covering more than the window: the sequential judge still
+            // counts everything since the generation began.
+            agg.observe(
+                m,
+                report(7, 60_000, counts(300, green_errors, 5), counts(900, 9, 5)),
+                Instant::now(),
+            );
+        }
+    };
+    let evaluate = |agg: &mut Aggregator| {
+        agg.evaluate(
+            &cfg,
+            MinReporting::Majority,
+            &live,
+            7,
+            Green,
+            Blue,
+            Instant::now(),
+        )
+    };
+    // 1 % on both sides in every member: no evidence against green.
+    let mut agg = Aggregator::new();
+    both_fail(&mut agg, 3);
+    let v = evaluate(&mut agg);
+    assert_eq!(v.verdict, Verdict::Pass);
+    let (c, l) = v.totals.expect("the fleet's sums");
+    assert_eq!((c.requests, c.errors, l.requests), (900, 9, 2_700));
+    // 6 % against 1 %: decided on the sum, with its evidence.
+    let mut agg = Aggregator::new();
+    both_fail(&mut agg, 18);
+    match evaluate(&mut agg).verdict {
+        Verdict::Breach { reason, figures } => {
+            assert_eq!(reason, BreachReason::Sequential);
+            let e = figures.sequential.expect("evidence");
+            assert_eq!((e.candidate_requests, e.candidate_events), (900, 54));
+            assert_eq!((e.live_requests, e.live_events), (2_700, 27));
+            assert!(e.decides());
+        }
+        other => panic!("expected a sequential breach, got {other:?}"),
+    }
+}
