@@ -153,8 +153,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--settle", type=float, default=3.0,
-                    help="seconds to wait before each RSS reading (default 3)")
+    ap.add_argument("--settle", type=float, default=12.0,
+                    help="seconds to wait before each RSS reading (default 12: past jemalloc's 10 s decay)")
     ap.add_argument("--peers", default="nginx,haproxy,switchyard")
     ap.add_argument("--active", type=int, default=0,
                     help="busy wrk connections next to the idle ones (0: none)")

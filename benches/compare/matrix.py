@@ -317,7 +317,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 round of 2 s, 2000 idle connections")
     ap.add_argument("--rate-share", type=float, default=0.5)
     ap.add_argument("--idle-conns", type=int, default=10000)
-    ap.add_argument("--settle", type=float, default=3.0)
+    ap.add_argument("--settle", type=float, default=12.0)
     ap.add_argument("--readme", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--switchyard-bin", default=os.path.join(REPO, "target/release/switchyard"))

@@ -25,10 +25,11 @@ use crate::proxy::handler::handle;
 use crate::proxy::headers::ClientAddr;
 use crate::proxy::limits::{ConnectionLimit, RequestLimits};
 use crate::proxy::listener_tls::TlsListener;
-use crate::proxy::park::{serve_h1, H1Server, PARK_AFTER};
+use crate::proxy::park::{spawn_h1, H1Conn, H1Server, PARK_AFTER};
 use crate::proxy::stop::{stoppable, Shutdown};
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -90,7 +91,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// which re-checks a rewind buffer on every read; `auto` serves the rest.
 pub struct HttpBuilders {
     auto: auto::Builder<TokioExecutor>,
-    h1: H1Server,
+    h1: Arc<H1Server>,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     client_header: Duration,
 }
@@ -122,11 +123,11 @@ pub fn http_builder(client_header_timeout: Duration, limits: &RequestLimits) -> 
         .max_concurrent_streams(256);
     HttpBuilders {
         auto,
-        h1: H1Server {
+        h1: Arc::new(H1Server {
             builder: h1,
             header_timeout: client_header_timeout,
             park_after: Some(PARK_AFTER),
-        },
+        }),
         h2,
         client_header: client_header_timeout,
     }
@@ -202,15 +203,19 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(open.attach(handle(req, &ctx, &client).await)) }
             });
             let b = &*builders;
-            let limit = slot.limit();
-            // Whatever is big and not HTTP/1 is boxed, so that the task of a
-            // parked connection stays small (see `park`).
+            // HTTP/1 goes on in tasks of its own (`park`): this one ends.
+            // What is big here is boxed, so that this task stays small too.
             match tls {
                 None => match sniff(&stream, b.client_header).await {
-                    Sniffed::Http1 => {
-                        let served = serve_h1(stream, svc, watch, &b.h1, &shutdown, limit);
-                        log_end(served.await)
-                    }
+                    Sniffed::Http1 => spawn_h1(H1Conn {
+                        io: stream,
+                        svc,
+                        watch,
+                        replay: Bytes::new(),
+                        h1: b.h1.clone(),
+                        shutdown: shutdown.clone(),
+                        slot,
+                    }),
                     Sniffed::Http2 => {
                         let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
                         log_end(Box::pin(stoppable(conn, &shutdown)).await)
@@ -243,10 +248,15 @@ pub async fn serve(
                             let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
                             log_end(Box::pin(stoppable(conn, &shutdown)).await)
                         }
-                        Some(b"http/1.1") => {
-                            let served = serve_h1(stream, svc, watch, &b.h1, &shutdown, limit);
-                            log_end(served.await)
-                        }
+                        Some(b"http/1.1") => spawn_h1(H1Conn {
+                            io: stream,
+                            svc,
+                            watch,
+                            replay: Bytes::new(),
+                            h1: b.h1.clone(),
+                            shutdown: shutdown.clone(),
+                            slot,
+                        }),
                         _ => {
                             let io = TokioIo::new(ClientIo::new(stream, watch));
                             let conn = b.auto.serve_connection_with_upgrades(io, svc);
@@ -255,7 +265,8 @@ pub async fn serve(
                     }
                 }
             }
-            drop(slot);
+            // The connection's place (`slot`) is freed here, or by the
+            // last task of an HTTP/1 connection.
         });
     }
     drop(listener);

@@ -6,8 +6,9 @@
 //! connection is *parked*: hyper's connection is taken apart
 //! (`into_parts`) and dropped, and only the stream, the service and the
 //! bytes hyper had already read of the next head (usually none) stay, in a
-//! task that waits for the stream to become readable. Then a new hyper
-//! connection serves the stream as if nothing had happened. A busy
+//! small task of their own that waits for the stream to become readable
+//! (a task costs the memory of its largest state). Then a new task and a
+//! new hyper connection serve the stream as if nothing had happened. A busy
 //! connection never waits that long, so the hot path pays nothing but the
 //! timer below.
 //!
@@ -32,7 +33,7 @@
 //! too short to tell the protocol) are not parked.
 
 use crate::proxy::client_io::{ClientIo, ConnWatch};
-use crate::proxy::limits::ConnectionLimit;
+use crate::proxy::limits::ConnectionSlot;
 use crate::proxy::stop::{Shutdown, StopWatch};
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -172,16 +173,78 @@ enum Wake {
     Closed,
 }
 
-/// Serve HTTP/1 on `io` until the client or the listener's shutdown ends
-/// it, parking it whenever it idles (see the module documentation).
-pub(crate) async fn serve_h1<I, S, B>(
-    mut io: I,
-    mut svc: S,
-    watch: Arc<ConnWatch>,
-    h1: &H1Server,
-    shutdown: &Arc<Shutdown>,
-    limit: &ConnectionLimit,
-) -> Result<(), hyper::Error>
+/// An HTTP/1 client connection between requests: what a serving task
+/// hands to the task that waits while it is parked, and back.
+pub(crate) struct H1Conn<I, S> {
+    pub io: I,
+    pub svc: S,
+    pub watch: Arc<ConnWatch>,
+    /// Bytes hyper had read of the next head when the connection was parked.
+    pub replay: Bytes,
+    pub h1: Arc<H1Server>,
+    pub shutdown: Arc<Shutdown>,
+    /// The connection's place under `limits.max_connections`.
+    pub slot: ConnectionSlot,
+}
+
+/// Serve HTTP/1 on `conn` in a task of the listener's, until the client or
+/// the listener's shutdown ends it. Each time the connection idles past
+/// the park delay its task ends and a small one waits for the client
+/// ([`spawn_parked`]): a task's memory is that of its largest state, so
+/// the parked wait gets a task of its own rather than sharing one with
+/// hyper's connection, the TLS handshake and the protocol sniffing.
+pub(crate) fn spawn_h1<I, S, B>(conn: H1Conn<I, S>)
+where
+    I: ParkIo,
+    S: HttpService<Incoming, ResBody = B> + Unpin + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tracker = conn.shutdown.connections.clone();
+    tracker.spawn(async move {
+        match serve_until_parked(conn).await {
+            Ok(Some((conn, deadline))) => spawn_parked(conn, deadline),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "client connection ended with an error"),
+        }
+    });
+}
+
+/// Wait, in a small task, for the parked connection's next request; then
+/// serve it again ([`spawn_h1`]).
+fn spawn_parked<I, S, B>(mut conn: H1Conn<I, S>, deadline: Instant)
+where
+    I: ParkIo,
+    S: HttpService<Incoming, ResBody = B> + Unpin + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tracker = conn.shutdown.connections.clone();
+    tracker.spawn(async move {
+        let parked = conn.slot.limit().parked();
+        let wake = wait_parked(conn.io.tcp(), deadline, &conn.shutdown).await;
+        drop(parked);
+        match wake {
+            Wake::Readable => {
+                conn.watch.carry_deadline(deadline.into_std());
+                spawn_h1(conn);
+            }
+            Wake::Closed => close(&mut conn.io),
+        }
+    });
+}
+
+/// Serve `conn` until it ends (`None`) or parks: then what is left of it
+/// and the deadline of the head it waits for.
+async fn serve_until_parked<I, S, B>(
+    conn: H1Conn<I, S>,
+) -> Result<Option<(H1Conn<I, S>, Instant)>, hyper::Error>
 where
     I: ParkIo,
     S: HttpService<Incoming, ResBody = B> + Unpin,
@@ -189,8 +252,16 @@ where
     B: http_body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut replay = Bytes::new();
-    loop {
+    let H1Conn {
+        io,
+        svc,
+        watch,
+        replay,
+        h1,
+        shutdown,
+        slot,
+    } = conn;
+    let hyper_conn = {
         let mut b = h1.builder.clone();
         if let Some(park_after) = h1.park_after {
             b.timer(ParkTimer {
@@ -199,26 +270,24 @@ where
                 header_timeout: h1.header_timeout,
             });
         }
-        let io_now = TokioIo::new(ClientIo::resume(io, watch.clone(), replay));
-        let conn = Box::new(b.serve_connection(io_now, svc).with_upgrades());
-        let (parts, deadline) = match serve_turn(conn, &watch, shutdown).await {
-            Turn::Done(r) => return r,
-            Turn::Parked(parts, deadline) => (parts, deadline),
-        };
-        io = parts.io.into_inner().into_inner();
-        svc = parts.service;
+        let io = TokioIo::new(ClientIo::resume(io, watch.clone(), replay));
+        Box::new(b.serve_connection(io, svc).with_upgrades())
+    };
+    let (parts, deadline) = match serve_turn(hyper_conn, &watch, &shutdown).await {
+        Turn::Done(r) => return r.map(|()| None),
+        Turn::Parked(parts, deadline) => (parts, deadline),
+    };
+    let conn = H1Conn {
+        io: parts.io.into_inner().into_inner(),
+        svc: parts.service,
+        watch,
         // A copy: the frozen buffer holds all of hyper's read buffer.
-        replay = Bytes::copy_from_slice(&parts.read_buf);
-        drop(parts.read_buf);
-        let _parked = limit.parked();
-        match wait_parked(io.tcp(), deadline, shutdown).await {
-            Wake::Readable => watch.carry_deadline(deadline.into_std()),
-            Wake::Closed => {
-                close(&mut io);
-                return Ok(());
-            }
-        }
-    }
+        replay: Bytes::copy_from_slice(&parts.read_buf),
+        h1,
+        shutdown,
+        slot,
+    };
+    Ok(Some((conn, deadline)))
 }
 
 /// Poll one hyper connection until it ends or parks.

@@ -214,11 +214,19 @@ async fn no_rollback_when_green_is_no_worse_than_blue() {
     let load = Load::start(proxy_url(&s, "/"), 6);
     // Long enough for many evaluations with plenty of requests.
     // A deadline for a busy machine; on an idle one this takes ~2 s.
-    wait_for(Duration::from_secs(40), "traffic on both pools", || async {
+    let both = poll_until(Duration::from_secs(40), || async {
         green.requests() > 400 && blue.requests() > 400
     })
     .await;
     let samples = load.finish().await;
+    assert!(
+        both,
+        "traffic on both pools: blue {} green {} requests; the proxy answered {} times, statuses {:?}",
+        blue.requests(),
+        green.requests(),
+        samples.len(),
+        status_counts(&samples)
+    );
     assert!(samples.iter().any(|x| x.status == 500));
     let st = status(&s).await;
     assert_eq!(
@@ -424,4 +432,13 @@ async fn a_manual_split_pauses_a_rollout_even_all_on_live_and_all_on_green_compl
         "{seen:?}"
     );
     s.shutdown().await;
+}
+
+/// How many answers had each status (0: no answer).
+fn status_counts(samples: &[Sample]) -> std::collections::BTreeMap<u16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for x in samples {
+        *counts.entry(x.status).or_insert(0) += 1;
+    }
+    counts
 }
