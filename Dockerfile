@@ -3,7 +3,8 @@
 # (contrib/docker/switchyard.yaml; mount your own over it); the state file
 # and audit log live on the volume /var/lib/switchyard.
 #
-#   docker build -t switchyard .
+#   docker build --build-arg SWITCHYARD_COMMIT=$(git rev-parse --short=12 HEAD) \
+#     -t switchyard .
 #   docker run -e SWITCHYARD_ADMIN_TOKEN=... -p 8080:8080 -p 9901:9901 \
 #     -v switchyard-state:/var/lib/switchyard switchyard
 #
@@ -16,7 +17,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends make protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# The build context has no .git (.dockerignore): `switchyard --version`
+# names the commit given here, else says `commit unknown`.
+ARG SWITCHYARD_COMMIT
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples

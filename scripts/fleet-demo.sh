@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A fleet on one machine (SPEC.md section 9): one local etcd, the demo's
+# A fleet on one machine (README: Running a fleet): one local etcd, the demo's
 # sample upstreams (from `switchyard demo`), and three replicas sharing one
 # state through etcd, all on loopback. Ctrl-C stops everything.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A database cutover on one machine (SPEC.md section 13): a PostgreSQL
+# A database cutover on one machine (README: A database cutover): a PostgreSQL
 # primary and its streaming replica, a blue app writing to the primary, a
 # green app on the replica, and switchyard in front with the PostgreSQL
 # gate (hold writes, wait until the replica has replayed everything, promote

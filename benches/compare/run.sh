@@ -1184,7 +1184,7 @@ run_scenarios() {
     local code
     code=$(admin_code GET /api/v1/status)
     if [[ "$code" != 200 ]]; then
-        fail "scenarios: GET $ADMIN/api/v1/status answered $code, not 200: the admin API (SPEC.md section 3) is not available yet, so weight flips and reloads cannot be measured"
+        fail "scenarios: GET $ADMIN/api/v1/status answered $code, not 200: the admin API (openapi.yaml) is not available yet, so weight flips and reloads cannot be measured"
         return
     fi
     # Every scenario run uses the same wrk script, so that its cost (small:

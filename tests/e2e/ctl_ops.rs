@@ -161,6 +161,9 @@ async fn rollout_start_wait_ends_with_the_bake_or_exits_6_on_rollback() {
     );
 
     // Back to blue the same way, while blue fails every request: rolled back.
+    // The rollout to blue needs blue healthy (cutover.min_healthy): after
+    // the bake its health may read "not checked yet" for a moment.
+    wait_healthy(s.admin_addr, "blue").await;
     blue.set_failure_rate(1.0);
     let load = Load::start(proxy_url(&s, "/"), 2);
     let (code, out, err) = blocking(|| {
@@ -187,4 +190,52 @@ async fn rollout_start_wait_ends_with_the_bake_or_exits_6_on_rollback() {
     let (code, _, _) = blocking(|| run(&["ctl", "--admin", &admin, "rollout", "status", "--wait"]));
     assert_eq!(code, Some(6));
     s.shutdown().await;
+}
+
+/// `switch --wait` the same way: exit 0 once the bake completes; exit 6
+/// when the new pool fails during its bake and is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_wait_ends_with_the_bake_or_exits_6_on_rollback() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    let rules = "outlier_detection:\n  consecutive_failures: 100000\nrollback:\n  interval: 100ms\n  window: 5s\n  min_requests: 10\n  consecutive_breaches: 1\n  grace: 0s\n";
+    for (bake, fail) in [("1s", false), ("1h", true)] {
+        let extra = format!("rollout:\n  bake_time: {bake}\n{rules}");
+        let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], &extra)).await;
+        wait_healthy(s.admin_addr, "green").await;
+        let admin = format!("http://{}", s.admin_addr);
+        green.set_failure_rate(if fail { 1.0 } else { 0.0 });
+        let load = fail.then(|| Load::start(proxy_url(&s, "/"), 2));
+        let (code, out, err) = blocking(|| {
+            run(&[
+                "ctl",
+                "--admin",
+                &admin,
+                "switch",
+                "green",
+                "--wait",
+                "--timeout",
+                "30s",
+            ])
+        });
+        if let Some(load) = load {
+            load.finish().await;
+        }
+        let st = status(&s).await;
+        if fail {
+            assert_eq!(code, Some(6), "{out}{err}");
+            assert!(err.contains("rolled back"), "{err}");
+            assert_eq!(st["live"].as_str(), Some("blue"), "{st}");
+        } else {
+            assert_eq!(code, Some(0), "{out}{err}");
+            let last = out.trim_end().lines().last().unwrap_or_default();
+            assert!(last.contains("bake_completed"), "{out}");
+            assert_eq!(
+                (st["phase"].as_str(), st["live"].as_str()),
+                (Some("stable"), Some("green")),
+                "{st}"
+            );
+        }
+        s.shutdown().await;
+    }
 }

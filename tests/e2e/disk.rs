@@ -2,7 +2,7 @@
 //! write, and a full disk or a read-only directory is reported, never
 //! corrupts the previous state, and heals by itself when the disk allows.
 
-use crate::support::process::{free_addr, BIN};
+use crate::support::process::{free_addr, StderrOnFailure, BIN};
 use crate::support::*;
 use http::Method;
 use serde_json::{json, Value};
@@ -85,7 +85,13 @@ fn euid() -> u32 {
 
 /// `switchyard run -c config`, as `nobody` when the tests run as root (root
 /// ignores directory permissions), waiting until the admin API answers.
-async fn spawn(config: &Path, admin: std::net::SocketAddr, as_nobody: bool) -> Child {
+/// Its stderr is shown only if the test fails.
+async fn spawn(
+    config: &Path,
+    admin: std::net::SocketAddr,
+    as_nobody: bool,
+) -> (Child, StderrOnFailure) {
+    let stderr = StderrOnFailure::new(config.with_file_name("switchyard.stderr.log"));
     let mut cmd = if as_nobody {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
@@ -99,7 +105,7 @@ async fn spawn(config: &Path, admin: std::net::SocketAddr, as_nobody: bool) -> C
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr.stdio())
         .spawn()
         .expect("spawn switchyard");
     let c = client();
@@ -112,7 +118,7 @@ async fn spawn(config: &Path, admin: std::net::SocketAddr, as_nobody: bool) -> C
         }
     })
     .await;
-    child
+    (child, stderr)
 }
 
 async fn put_weights(admin: std::net::SocketAddr, green: f64) -> (u16, Value) {
@@ -146,7 +152,7 @@ async fn killed_mid_write_the_state_file_is_whole_and_resumed() {
         let (proxy, admin) = (free_addr(), free_addr());
         let config = dir.path().join("switchyard.yaml");
         std::fs::write(&config, yaml(proxy, admin, up.addr, &state_path)).unwrap();
-        let mut child = spawn(&config, admin, false).await;
+        let (mut child, _stderr) = spawn(&config, admin, false).await;
         if round > 0 {
             let st = api(admin, Method::GET, "/api/v1/status", None, None)
                 .await
@@ -286,7 +292,7 @@ async fn a_read_only_directory_is_reported_and_heals() {
     let config = root.path().join("switchyard.yaml");
     std::fs::write(&config, yaml(proxy, admin, up.addr, &state_path)).unwrap();
     chmod(&config, 0o644);
-    let mut child = spawn(&config, admin, as_nobody).await;
+    let (mut child, _stderr) = spawn(&config, admin, as_nobody).await;
 
     assert_eq!(put_weights(admin, 30.0).await.0, 200);
     assert_eq!(file_green(&state_path), 30.0);

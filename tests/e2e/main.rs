@@ -30,6 +30,7 @@ mod park;
 mod pool;
 mod postgres_gate;
 mod proxy;
+mod quiet;
 mod refusals;
 mod reload;
 mod rollback_time;

@@ -281,22 +281,48 @@ fn the_demo_guide_commands_run_as_printed() {
     );
 }
 
-/// The README stands on its own: no link or word pointing outside the
-/// repository (a reader of a fresh clone has nothing beside it), and every
-/// relative link it makes points at a file that exists.
-#[test]
-fn the_readme_points_nowhere_outside_the_repository() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    for word in ["../", "SPEC.md", "DESIGN.md", "shared/"] {
-        let at: Vec<usize> = readme
+/// Words that point at what a fresh clone does not have.
+const OUTSIDE: [&str; 4] = ["../", "SPEC.md", "DESIGN.md", "shared/"];
+
+/// `what` names nothing of [`OUTSIDE`].
+fn points_nowhere_outside(what: &str, text: &str) {
+    for word in OUTSIDE {
+        let at: Vec<usize> = text
             .lines()
             .enumerate()
             .filter(|(_, l)| l.contains(word))
             .map(|(i, _)| i + 1)
             .collect();
-        assert!(at.is_empty(), "README.md names `{word}` on lines {at:?}");
+        assert!(at.is_empty(), "{what} names `{word}` on lines {at:?}");
     }
+}
+
+/// The README stands on its own: no link or word pointing outside the
+/// repository (a reader of a fresh clone has nothing beside it), and every
+/// relative link it makes points at a file that exists. So do the files it
+/// sends a reader to, and the help the binary prints (its man page holds
+/// every subcommand's).
+#[test]
+fn the_readme_points_nowhere_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    points_nowhere_outside("README.md", &readme);
+    for file in [
+        "config/minimal.yaml",
+        "config/switchyard.example.yaml",
+        "openapi.yaml",
+        "Dockerfile",
+        "contrib/docker/switchyard.yaml",
+        "contrib/systemd/switchyard.service",
+        "contrib/systemd/switchyard.yaml",
+        "scripts/fleet-demo.sh",
+        "scripts/pg-demo.sh",
+    ] {
+        points_nowhere_outside(file, &std::fs::read_to_string(root.join(file)).unwrap());
+    }
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    assert!(man.status.success());
+    points_nowhere_outside("switchyard man", &String::from_utf8_lossy(&man.stdout));
     for (i, line) in readme.lines().enumerate() {
         for target in line.split("](").skip(1).filter_map(|r| r.split(')').next()) {
             if target.contains("://") || target.starts_with('#') {

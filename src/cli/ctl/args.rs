@@ -128,7 +128,7 @@ pub enum CtlCmd {
     /// Maintenance of one endpoint: drain it, or enable it again.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
-    /// Copies of live requests to the candidate (SPEC.md section 12).
+    /// Copies of live requests to the candidate, answers compared.
     #[command(subcommand)]
     Mirror(MirrorCmd),
 }

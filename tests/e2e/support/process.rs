@@ -27,11 +27,52 @@ fn write_config(dir: &Path, yaml: &str) -> (PathBuf, SocketAddr, SocketAddr) {
     (config, proxy, admin)
 }
 
+/// A child's stderr, kept in a file and shown only when the test fails.
+/// libtest captures what a test prints, not what a child writes to an
+/// inherited stderr: without this a passing run printed every WARN and
+/// ERROR the proxies under test logged on purpose.
+pub struct StderrOnFailure {
+    path: PathBuf,
+}
+
+impl StderrOnFailure {
+    /// `path` is appended to: a restarted proxy adds to the same file.
+    pub fn new(path: PathBuf) -> StderrOnFailure {
+        StderrOnFailure { path }
+    }
+
+    /// A handle to the file, for `Command::stderr`.
+    pub fn stdio(&self) -> Stdio {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .expect("open the child's stderr file");
+        Stdio::from(file)
+    }
+}
+
+impl Drop for StderrOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            // eprintln!, not a write to fd 2: libtest captures it and shows
+            // it with the failure.
+            eprintln!(
+                "--- stderr of switchyard ({}):\n{text}--- end",
+                self.path.display()
+            );
+        }
+    }
+}
+
 pub struct ProxyProcess {
     pub child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub config: PathBuf,
+    /// Dropped after the child is killed: the log is complete when shown.
+    _stderr: StderrOnFailure,
 }
 
 impl ProxyProcess {
@@ -42,16 +83,20 @@ impl ProxyProcess {
         Self::start_with(config, proxy, admin).await
     }
 
+    /// Its stderr (level `warn`) goes to `switchyard.stderr.log` beside the
+    /// config, shown only if the test fails.
     pub async fn start_with(config: PathBuf, proxy: SocketAddr, admin: SocketAddr) -> ProxyProcess {
-        Self::spawn(config, proxy, admin, "warn", Stdio::inherit()).await
+        let log = StderrOnFailure::new(config.with_file_name("switchyard.stderr.log"));
+        Self::spawn(config, proxy, admin, "warn", log).await
     }
 
     /// Like [`ProxyProcess::start`], with the log (stderr, level `info`)
     /// written to `log`, a file: what an operator's `2> run.log` gets.
     pub async fn start_logging_to(dir: &Path, yaml: &str, log: &Path) -> ProxyProcess {
         let (config, proxy, admin) = write_config(dir, yaml);
-        let file = std::fs::File::create(log).expect("create the log file");
-        Self::spawn(config, proxy, admin, "info", Stdio::from(file)).await
+        std::fs::File::create(log).expect("create the log file");
+        let log = StderrOnFailure::new(log.to_path_buf());
+        Self::spawn(config, proxy, admin, "info", log).await
     }
 
     async fn spawn(
@@ -59,7 +104,7 @@ impl ProxyProcess {
         proxy: SocketAddr,
         admin: SocketAddr,
         level: &str,
-        stderr: Stdio,
+        stderr: StderrOnFailure,
     ) -> ProxyProcess {
         let child = Command::new(BIN)
             .args(["run", "-c"])
@@ -67,7 +112,7 @@ impl ProxyProcess {
             .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
+            .stderr(stderr.stdio())
             .spawn()
             .expect("spawn switchyard");
         let p = ProxyProcess {
@@ -75,6 +120,7 @@ impl ProxyProcess {
             proxy,
             admin,
             config,
+            _stderr: stderr,
         };
         p.wait_ready().await;
         p
