@@ -54,3 +54,19 @@ wait_for_demo() {
   wait_until 20 "the demo did not start" curl -fsS "http://$admin/healthz"
   wait_until 10 "the demo's proxy did not answer" curl -fsS -o /dev/null "http://$proxy/"
 }
+
+# need_selenium: Debian's chromium and chromium-driver, and selenium (PyPI)
+# in a cached virtualenv; sets selenium_py to its python.
+need_selenium() {
+  need_tool chromium chromium
+  need_tool chromedriver chromium-driver
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-ci/selenium-venv"
+  if ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
+    echo "selenium missing: installing it from PyPI into $venv"
+    mkdir -p "$(dirname "$venv")"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'selenium>=4.20,<5'
+  fi
+  "$venv/bin/python" -c 'import selenium' || { echo "FAIL: selenium is not available"; exit 1; }
+  selenium_py="$venv/bin/python"
+}

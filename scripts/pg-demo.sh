@@ -14,7 +14,8 @@
 # target/debug/switchyard), PG_BIN (default the newest
 # /usr/lib/postgresql/*/bin), PG_DEMO_DIR (default a temp dir), and the
 # ports: PG_DEMO_PRIMARY_PORT, PG_DEMO_REPLICA_PORT, PG_DEMO_BLUE_PORT,
-# PG_DEMO_GREEN_PORT, PG_DEMO_PROXY and PG_DEMO_ADMIN (host:port).
+# PG_DEMO_GREEN_PORT, PG_DEMO_PROXY and PG_DEMO_ADMIN (host:port); with
+# --check, PG_DEMO_THEN (a command run at the end with the admin address).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -147,3 +148,8 @@ echo "acknowledged $n writes; on the promoted replica: $count"
 [ "$count" = "$n rows, $n distinct ids" ] || { echo "FAIL: writes lost or doubled" >&2; exit 1; }
 [ "$n" -eq 150 ] || { echo "FAIL: only $n of 150 writes acknowledged" >&2; exit 1; }
 echo "pg-demo: every write acknowledged is on the promoted replica exactly once"
+# PG_DEMO_THEN: a command run now, with everything still up, given the
+# admin address as its last argument (postgres.sh's look at the dashboard).
+if [ -n "${PG_DEMO_THEN:-}" ]; then
+    $PG_DEMO_THEN "$ADMIN"
+fi

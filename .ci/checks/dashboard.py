@@ -21,123 +21,23 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.common.keys import Keys
+
+import dashlib
+from dashlib import (browser, call, confirm, fail, free_port, procs, requested_urls, shown, start,
+                     text, type_token, until, wait_http)
 
 BIN, WORK = sys.argv[1], sys.argv[2]
 FLEET = "--fleet" in sys.argv[3:]
 SCREENSHOT = next((a for a in sys.argv[3:] if a != "--fleet"), None)
 TOKEN = "dash-" + os.urandom(8).hex()
 TOKEN_KEY = "switchyard-admin-token"
-procs = []
-
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    raise SystemExit(1)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def call(method, url, body=None, token=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return None, b""
-
-
-def wait_http(url, what, secs=30):
-    end = time.time() + secs
-    while time.time() < end:
-        if call("GET", url)[0] == 200:
-            return
-        time.sleep(0.1)
-    fail(what)
-
-
-def start(args, log, env=None):
-    p = subprocess.Popen([BIN] + args, stdout=open(log, "w"), stderr=open(log + ".err", "w"),
-                         env=dict(os.environ, **(env or {})))
-    procs.append(p)
-    return p
-
-
-def browser():
-    o = webdriver.ChromeOptions()
-    o.binary_location = "/usr/bin/chromium"
-    for a in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--window-size=1280,1500",
-              "--user-data-dir=" + tempfile.mkdtemp(dir=WORK)]:
-        o.add_argument(a)
-    o.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
-
-
-def until(d, secs, what, cond):
-    """Wait for cond(d) (polled every 50 ms); returns the seconds it took."""
-    t0 = time.time()
-    try:
-        # The page re-renders every second: an element read just as it is
-        # replaced is stale, which is "not yet", not a failure.
-        WebDriverWait(d, secs, poll_frequency=0.05,
-                      ignored_exceptions=[StaleElementReferenceException]).until(lambda d: cond(d))
-    except Exception:
-        path = os.path.join(WORK, "failed.png")
-        d.save_screenshot(path)
-        fail(what + " (screenshot: " + path + ")")
-    return time.time() - t0
-
-
-def text(d, id_):
-    return d.find_element(By.ID, id_).text
-
-
-def shown(d, id_):
-    return d.find_element(By.ID, id_).is_displayed()
-
-
-def confirm(d, action):
-    d.find_element(By.CSS_SELECTOR, 'button[data-action="%s"]' % action).click()
-    until(d, 5, "the confirm dialog for " + action, lambda d: shown(d, "confirm"))
-    d.find_element(By.ID, "confirm-ok").click()
-
-
-def type_token(d, token):
-    until(d, 5, "the token dialog", lambda d: shown(d, "token-input"))
-    d.find_element(By.ID, "token-input").send_keys(token)
-    d.find_element(By.ID, "token-ok").click()
-
-
-def requested_urls(d):
-    urls = []
-    for entry in d.get_log("performance"):
-        m = json.loads(entry["message"])["message"]
-        if m.get("method") == "Network.requestWillBeSent":
-            urls.append(m["params"]["request"]["url"])
-    return urls
+dashlib.BIN, dashlib.WORK = BIN, WORK
 
 
 def demo_part(d, admin, control):
@@ -179,6 +79,13 @@ def demo_part(d, admin, control):
     until(d, 3, "step 1 current", lambda d: current(d).startswith("10%"))
     took = until(d, 8, "step 2 on the page", lambda d: current(d).startswith("50%"))
     print("rollout: started from the page, step 2 shown %.2f s after step 1" % took)
+    # The countdown to the next step, then the bake time left (demo: 30s).
+    until(d, 2, "the countdown to step 3",
+          lambda d: re.search(r"step 2 of 3 \(50%\)\. Next step in [1-3] s", text(d, "countdown")))
+    countdown = text(d, "countdown")
+    until(d, 8, "the bake time left after the last step",
+          lambda d: re.match(r"Baking green: (2[0-9]|30) s left", text(d, "bake")))
+    print("rollout: %s / %s" % (countdown, text(d, "bake")))
 
     # An automatic rollback shows in the timeline with its evidence.
     call("POST", "http://%s/fail/green?rate=0.5" % control)
@@ -188,7 +95,8 @@ def demo_part(d, admin, control):
     ev = d.find_element(By.CSS_SELECTOR, '#timeline li[data-kind="rollback"]').text
     if "by auto" not in ev or "error rate" not in ev:
         fail("the rollback's evidence is missing: " + ev)
-    until(d, 3, "the rollback lock", lambda d: shown(d, "lock"))
+    until(d, 3, "the rollback lock with its reason",
+          lambda d: shown(d, "lock") and "error rate" in text(d, "lock-reason"))
     print("rollback: in the timeline %.2f s after green started failing, with evidence" % took)
     call("POST", "http://%s/fail/green?rate=0" % control)
 
@@ -207,6 +115,10 @@ def demo_part(d, admin, control):
         time.sleep(3)  # let a few seconds of charts accumulate for the picture
         d.save_screenshot(SCREENSHOT)
         print("screenshot: " + SCREENSHOT)
+        code, body = call("POST", base + "/api/v1/rollout/abort", {}, TOKEN)
+        if code != 200:
+            fail("abort the screenshot's rollout: %s %s" % (code, body))
+        call("POST", base + "/api/v1/rearm", {}, TOKEN)  # an abort locks green
 
     # A wrong token is refused and asked for again.
     d.execute_script("sessionStorage.setItem(arguments[0], 'wrong-token')", TOKEN_KEY)
@@ -216,6 +128,97 @@ def demo_part(d, admin, control):
     type_token(d, TOKEN)
     until(d, 10, "live again with the right token", lambda d: "live" in text(d, "conn"))
     print("token: a wrong one is refused and asked for again")
+    polling_part(d, admin)
+    phone_dark_keyboard_part(d)
+
+
+def open_stream(admin):
+    """A stream held open by a raw socket, or None and the refusal's status line."""
+    s = socket.create_connection(tuple(admin.rsplit(":", 1)), timeout=5)
+    s.sendall(("GET /api/v1/stream HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n"
+               % (admin, TOKEN)).encode())
+    line = s.recv(4096).split(b"\r\n", 1)[0].decode()
+    if " 200 " in line:
+        return s, line
+    s.close()
+    return None, line
+
+
+def polling_part(d, admin):
+    """The stream refused (every place taken): the page polls status, still
+    shows changes within 2 s, and goes back to the stream once it can."""
+    base = "http://%s" % admin
+    d.get("about:blank")  # the page's own stream ends (freed at its next heartbeat)
+    socks, line, end = [], "", time.time() + 10
+    while len(socks) < 64 or " 503 " not in line:
+        if time.time() > end:
+            fail("64 streams never filled the proxy (%d open, the last answer: %s)" % (len(socks), line))
+        s, line = open_stream(admin)
+        if s:
+            socks.append(s)
+        elif len(socks) < 64:
+            time.sleep(0.1)  # places still held by streams that have gone
+    try:
+        d.get(base + "/")
+        until(d, 10, "polling while the stream is refused", lambda d: "polling" in text(d, "conn"))
+        t0 = time.time()
+        code, body = call("PUT", base + "/api/v1/weights", {"blue": 70, "green": 30}, TOKEN)
+        if code != 200:
+            fail("PUT weights while polling: %s %s" % (code, body))
+        until(d, 2, "the new split while polling", lambda d: text(d, "split-text") == "blue 70% · green 30%")
+        print("polling: %d streams open, page polls; PUT 70/30 shown after %.2f s" % (
+            len(socks), time.time() - t0))
+    finally:
+        for s in socks:
+            s.close()
+    took = until(d, 10, "back on the stream", lambda d: "live" in text(d, "conn"))
+    print("polling: back on the stream %.2f s after the places were freed" % took)
+    call("PUT", base + "/api/v1/weights", {"blue": 100, "green": 0}, TOKEN)
+
+
+def phone_dark_keyboard_part(d):
+    """A phone's width (one column, no sideways scroll), a dark room
+    (prefers-color-scheme) and the keyboard alone reaching an action."""
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+    try:
+        until(d, 3, "one column on a phone", lambda d: d.execute_script(
+            "const xs = [...document.querySelectorAll('main > .card, .pool')]"
+            ".filter((e) => e.offsetParent).map((e) => Math.round(e.getBoundingClientRect().left));"
+            "return new Set(xs).size === 1 && document.documentElement.scrollWidth <= 390;"))
+    finally:
+        d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    bg = lambda: d.execute_script("return getComputedStyle(document.body).backgroundColor")
+    light = bg()
+    d.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                      {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        dark = bg()
+        lum = [int(x) for x in re.findall(r"\d+", dark)[:3]]
+        if max(lum) > 60 or dark == light:
+            fail("dark mode: the background is %s (light: %s)" % (dark, light))
+    finally:
+        d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    # Tab from the top of the page to "Roll back now"; Enter opens its
+    # confirmation, Escape closes it without acting.
+    d.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    key = lambda k: ActionChains(d).send_keys(k).perform()
+    before = text(d, "result")
+    for tabs in range(1, 80):
+        key(Keys.TAB)
+        if d.execute_script("return document.activeElement.dataset.action") == "rollback":
+            break
+    else:
+        fail("the keyboard never reached the rollback button")
+    key(Keys.ENTER)
+    until(d, 3, "the confirm dialog from the keyboard", lambda d: shown(d, "confirm"))
+    key(Keys.ESCAPE)
+    until(d, 3, "the dialog closed by Escape", lambda d: not shown(d, "confirm"))
+    time.sleep(0.3)  # an answer, had Escape acted, would be on the page by now
+    if text(d, "result") != before:
+        fail("Escape acted: " + text(d, "result"))
+    print("phone: one column at 390 px, no sideways scroll; dark: background %s (light %s); "
+          "keyboard: rollback reached in %d tabs, Enter asks, Escape cancels" % (dark, light, tabs))
 
 
 # A proxy whose switches hold writes and wait for a gate that says no.

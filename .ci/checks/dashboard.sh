@@ -9,28 +9,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source .ci/lib.sh
-need_tool chromium chromium
-need_tool chromedriver chromium-driver
+need_selenium
 features=()
 if [ "${1:-}" = "--fleet" ]; then
   need_tool etcd etcd-server
   features=(--features fleet)
 fi
 
-venv="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-ci/selenium-venv"
-if ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
-  echo "selenium missing: installing it from PyPI into $venv"
-  mkdir -p "$(dirname "$venv")"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'selenium>=4.20,<5'
-fi
-"$venv/bin/python" -c 'import selenium' || { echo "FAIL: selenium is not available"; exit 1; }
-
 cargo build --quiet --bin switchyard "${features[@]}"
 work=$(mktemp -d)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 chromium --version 2>/dev/null | head -n 1 || true
-if ! "$venv/bin/python" .ci/checks/dashboard.py ./target/debug/switchyard "$work" ${SCREENSHOT:+"$SCREENSHOT"} "$@"; then
+if ! "$selenium_py" .ci/checks/dashboard.py ./target/debug/switchyard "$work" ${SCREENSHOT:+"$SCREENSHOT"} "$@"; then
   for log in "$work"/*.log "$work"/*.log.err; do
     [ -e "$log" ] && { echo "== $log"; tail -n 40 "$log"; }
   done

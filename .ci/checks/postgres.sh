@@ -4,7 +4,8 @@
 # streaming replica on loopback ports (as the postgres user: PostgreSQL
 # refuses root) and cuts over between apps writing to them. Those tests
 # are #[ignore]d in a plain `cargo test`; here they run with --ignored.
-# Installs Debian's postgresql when missing; fails, never skips.
+# Installs Debian's postgresql (and, for the page, chromium and selenium)
+# when missing; fails, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../lib.sh
@@ -33,6 +34,11 @@ cargo test --test e2e postgres_gate -- --ignored --nocapture --test-threads 1 2>
 grep -Eq 'test result: ok\. [1-9][0-9]* passed' "$out" || { echo "FAIL: no PostgreSQL test ran"; exit 1; }
 # The README's walkthrough, run as written: primary, replica, two apps,
 # the proxy, a cutover under writes; fails if a write is lost or doubled.
+# Then the dashboard of that proxy in headless Chromium: the gate's LSNs,
+# lag curve and promotion (.ci/checks/dashboard_gate.py).
+need_selenium
 cargo build --quiet --bin switchyard
-bash scripts/pg-demo.sh --check
+shot=$(mktemp -d)
+trap 'rm -f "$out"; rm -rf "$shot"' EXIT
+PG_DEMO_THEN="$selenium_py .ci/checks/dashboard_gate.py $shot" bash scripts/pg-demo.sh --check
 echo "postgres: passed in $((SECONDS - start)) s"

@@ -4,6 +4,7 @@
 # compare even when wall-clock benchmarks cannot tell them apart.
 #
 #   benches/compare/callgrind.sh [--requests N] [--no-build] [--port-base P]
+#                                [--mirror PERCENT] [--target-dir DIR]
 #
 # Starts examples/bench_upstream (two blue, two green instances, 64-byte
 # body) and switchyard under callgrind, pinned to one core when there are
@@ -12,18 +13,25 @@
 # 20 000, 64 keep-alive connections, h2load) and prints them per request.
 # The profile is kept in target/bench-compare/callgrind.out for
 # callgrind_annotate. Installs valgrind and nghttp2-client when missing.
+# --mirror P adds `mirror: {percent: P}` (copies of blue's requests to
+# green, compared) and prints how many copies were counted; --target-dir
+# takes the binaries from DIR/release (with --no-build: another build).
 # Only 127.0.0.1 is used; everything started is stopped on exit.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 REQUESTS=20000
 BUILD=1
 PORT_BASE=18000
+MIRROR=""
+TARGET="$REPO/target"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --requests) REQUESTS="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --port-base) PORT_BASE="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --mirror) MIRROR="$2"; shift 2 ;;
+        --target-dir) TARGET="$2"; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -39,7 +47,7 @@ if ((${#need[@]})); then
 fi
 
 if ((BUILD)); then
-    (cd "$REPO" && cargo build --release --quiet --bin switchyard --example bench_upstream)
+    (cd "$REPO" && CARGO_TARGET_DIR="$TARGET" cargo build --release --quiet --bin switchyard --example bench_upstream)
 fi
 
 OUT="$REPO/target/bench-compare"
@@ -75,14 +83,15 @@ traffic:
 state_file: null
 log: { level: warn }
 EOF
+if [[ -n "$MIRROR" ]]; then echo "mirror: { percent: $MIRROR }" >>"$WORK/switchyard.yaml"; fi
 
-"${PIN[@]}" "$REPO/target/release/examples/bench_upstream" \
+"${PIN[@]}" "$TARGET/release/examples/bench_upstream" \
     --listen "blue-1=127.0.0.1:$B1" --listen "blue-2=127.0.0.1:$B2" \
     --listen "green-1=127.0.0.1:$G1" --listen "green-2=127.0.0.1:$G2" \
     --body-size 64 >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 "${PIN[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" \
-    "$REPO/target/release/switchyard" run -c "$WORK/switchyard.yaml" >"$WORK/proxy.log" 2>&1 &
+    "$TARGET/release/switchyard" run -c "$WORK/switchyard.yaml" >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
 URL="http://127.0.0.1:$PROXY/"
@@ -93,9 +102,12 @@ done
 curl -sf -o /dev/null "$URL" || { echo "switchyard did not answer under valgrind:"; cat "$WORK/proxy.log"; exit 1; }
 
 h2load --h1 -n 2000 -c 16 "$URL" >/dev/null
+copies() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^switchyard_mirror_requests_total/ { n += $2 } END { print n + 0 }'; }
+copied_before=$(copies)
 callgrind_control -z "$PROXY_PID" >/dev/null 2>&1
 result=$(h2load --h1 -n "$REQUESTS" -c 64 "$URL")
 callgrind_control -d "$PROXY_PID" >/dev/null 2>&1
+copied=$(($(copies) - copied_before))
 ok=$(awk '/^requests:/ { print $8 }' <<<"$result")
 if [[ "$ok" != "$REQUESTS" ]]; then
     echo "only $ok of $REQUESTS requests succeeded:"; echo "$result"; exit 1
@@ -105,4 +117,7 @@ dump="$WORK/cg.out.1"
 cp "$dump" "$OUT/callgrind.out"
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
 echo "commit $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?'): $REQUESTS requests, $total instructions, $((total / REQUESTS)) per request"
+if [[ -n "$MIRROR" ]]; then
+    echo "mirror $MIRROR %: $copied copies of the $REQUESTS requests counted: $(curl -s "http://127.0.0.1:$ADMIN/metrics" | grep '^switchyard_mirror_requests_total' | tr '\n' ' ')"
+fi
 echo "profile: $OUT/callgrind.out (callgrind_annotate --inclusive=yes $OUT/callgrind.out | less)"

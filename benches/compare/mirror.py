@@ -14,6 +14,8 @@ compared and matches), pinned with the proxy on --server-cpu; wrk runs on
              (a second bench_upstream with --delay-ms 600000; its /health
              answers, so green stays healthy): copies fill max_inflight
              (256), the rest are dropped
+  off2       (--aa) the same as off: off2 / off is what noise alone does
+             to each figure on this machine, the yardstick for the others
 
 Each round starts every variant afresh (order alternating between rounds)
 and measures:
@@ -29,7 +31,7 @@ It prints per-round paired ratios (variant / off of the same round) and
 their median, which is the figure: the machine may be shared, and only a
 ratio measured side by side means anything.
 
-Usage: benches/compare/mirror.py [--rounds N] [--duration S] [--hang]
+Usage: benches/compare/mirror.py [--rounds N] [--duration S] [--hang] [--aa]
            [--switchyard-bin PATH] [--upstream-bin PATH] [--json FILE]
 Needs wrk, h2load, taskset and target/release/{switchyard,
 examples/bench_upstream} (cargo build --release --bin switchyard
@@ -53,6 +55,7 @@ from matrix import percentile  # noqa: E402
 
 MIRROR = {
     "off": "",
+    "off2": "",
     "mirror10": "mirror: { percent: 10 }\n",
     "hang10": "mirror: { percent: 10 }\n",
 }
@@ -211,6 +214,7 @@ def main():
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--rate-share", type=float, default=0.5)
     ap.add_argument("--hang", action="store_true")
+    ap.add_argument("--aa", action="store_true", help="also off2, the same as off: the noise")
     ap.add_argument("--json")
     ap.add_argument("--switchyard-bin", default=os.path.join(REPO, "target/release/switchyard"))
     ap.add_argument("--upstream-bin", default=os.path.join(REPO, "target/release/examples/bench_upstream"))
@@ -222,7 +226,7 @@ def main():
         if not os.access(b, os.X_OK):
             sys.exit(f"mirror.py: {b} missing (cargo build --release --bin switchyard --example bench_upstream)")
     args.work = tempfile.mkdtemp(prefix="mirror-bench-")
-    variants = ["off", "mirror10"] + (["hang10"] if args.hang else [])
+    variants = ["off", "mirror10"] + (["hang10"] if args.hang else []) + (["off2"] if args.aa else [])
     load = os.getloadavg()[0]
     log(f"{args.rounds} round(s) of {args.duration} s, variants {', '.join(variants)}; load average {load:.1f}")
     ups = start_upstreams(args)
@@ -275,7 +279,7 @@ def report(rows, variants, args, load, rate):
     print(f"\nMedians over {args.rounds} rounds; `variant / off` is the median of the per-round ratios "
           f"(range in brackets). Fixed rate {rate:.0f} req/s. Load average {load:.1f} at the start. "
           f"`benches/compare/mirror.py --rounds {args.rounds} --duration {args.duration}"
-          f"{' --hang' if args.hang else ''}`")
+          f"{' --hang' if args.hang else ''}{' --aa' if args.aa else ''}`")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || '',
   tokenWaiters: [],
   weightDirty: false,
+  streamAbort: null, // the open stream's AbortController
 };
 
 // ---- small helpers ----------------------------------------------------
@@ -142,6 +143,7 @@ function handleMessage(event, data) {
 // One stream, until it ends. Returns why it ended.
 async function streamOnce() {
   const abort = new AbortController();
+  state.streamAbort = abort;
   let resp;
   try {
     resp = await fetch('/api/v1/stream', { headers: headers(false), cache: 'no-store', credentials: 'omit', signal: abort.signal });
@@ -679,6 +681,10 @@ function start() {
   $('token-button').addEventListener('click', () => askToken());
   $('mirror-diffs-button').addEventListener('click', loadMirrorDiffs);
   $('weight-green').addEventListener('input', () => { state.weightDirty = true; showSlider(); });
+  // Leaving the page ends its stream: Chromium otherwise keeps reading it
+  // after a reload or a navigation, and each such stream keeps one of the
+  // proxy's 64 places.
+  window.addEventListener('pagehide', () => { if (state.streamAbort) state.streamAbort.abort(); });
   setInterval(() => { renderConnection(); renderClocks(); }, 1000);
   for (const pool of POOLS) poolCard(pool);
   run();

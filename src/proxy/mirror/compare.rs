@@ -28,26 +28,36 @@ pub const FIELDS_MAX: usize = 16;
 const DEPTH_MAX: usize = 64;
 
 /// What was read of one body: its first [`COMPARE_CAP`] bytes, its length,
-/// and the digest of all of it.
+/// and, when it was longer than that, the digest of all of it (a body read
+/// whole is digested only if a summary needs it: SHA-256 was a quarter of
+/// what a copy of a small answer cost).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Captured {
     pub head: Bytes,
     pub len: u64,
-    pub digest: [u8; 32],
+    pub digest: Option<[u8; 32]>,
+}
+
+/// SHA-256 of `body`.
+pub fn sha256(body: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, body).as_ref());
+    out
 }
 
 impl Captured {
     /// A body held whole (tests, the fuzz target).
     pub fn whole(body: &[u8]) -> Captured {
-        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
-        d.update(body);
-        let mut digest = [0; 32];
-        digest.copy_from_slice(d.finish().as_ref());
         Captured {
             head: Bytes::copy_from_slice(&body[..body.len().min(COMPARE_CAP)]),
             len: body.len() as u64,
-            digest,
+            digest: (body.len() > COMPARE_CAP).then(|| sha256(body)),
         }
+    }
+
+    /// The digest of the whole body.
+    fn digest(&self) -> [u8; 32] {
+        self.digest.unwrap_or_else(|| sha256(&self.head))
     }
 
     fn complete(&self) -> bool {
@@ -55,7 +65,7 @@ impl Captured {
     }
 
     fn summary(&self) -> String {
-        let hex: String = self.digest[..8]
+        let hex: String = self.digest()[..8]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
@@ -181,6 +191,10 @@ fn headers(a: &HeaderMap, b: &HeaderMap, plan: &ComparePlan, out: &mut Found) {
         if never_compared(name) || plan.ignore_headers.contains(name) {
             continue;
         }
+        // The same values: nothing to write out (most fields, most copies).
+        if a.get_all(name).iter().eq(b.get_all(name).iter()) {
+            continue;
+        }
         let joined = |m: &HeaderMap| -> Option<String> {
             let mut vals = m.get_all(name).iter().peekable();
             vals.peek()?;
@@ -205,7 +219,7 @@ fn headers(a: &HeaderMap, b: &HeaderMap, plan: &ComparePlan, out: &mut Found) {
 
 fn body(a: &Captured, b: &Captured, plan: &ComparePlan, out: &mut Found) {
     if !(a.complete() && b.complete()) {
-        if a.len != b.len || a.digest != b.digest {
+        if a.len != b.len || a.digest() != b.digest() {
             out.push("body".into(), a.summary(), b.summary());
         }
         return;

@@ -2,7 +2,8 @@
 //! same everywhere), `/items` (with a `now` stamp that differs in every
 //! answer), `/price` (this instance's price, and a session cookie naming
 //! the instance), `/big` (1 MiB, the same everywhere), `/health`. With
-//! `hang`, everything but `/health` never answers. Every request is noted
+//! `hang`, everything but `/health` never answers; with `fail`, it closes
+//! the connection without an answer instead. Every request is noted
 //! (whether it was a copy, its method, target and body).
 
 use bytes::Bytes;
@@ -12,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ pub struct Seen {
 pub struct App {
     pub addr: SocketAddr,
     pub hang: Arc<AtomicBool>,
+    pub fail: Arc<AtomicBool>,
     /// Requests that carried `x-switchyard-mirror: 1`.
     pub mirrored: Arc<AtomicU64>,
     /// Every request but `/health`.
@@ -61,6 +62,7 @@ struct Shared {
     name: &'static str,
     price: u32,
     hang: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
     mirrored: Arc<AtomicU64>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
@@ -72,6 +74,7 @@ pub async fn app(name: &'static str, price: u32) -> App {
         name,
         price,
         hang: Arc::new(AtomicBool::new(false)),
+        fail: Arc::new(AtomicBool::new(false)),
         mirrored: Arc::new(AtomicU64::new(0)),
         seen: Arc::new(Mutex::new(Vec::new())),
     };
@@ -87,7 +90,7 @@ pub async fn app(name: &'static str, price: u32) -> App {
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let sh = sh.clone();
-                    async move { Ok::<_, Infallible>(answer(req, &sh).await) }
+                    async move { answer(req, &sh).await }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -98,13 +101,15 @@ pub async fn app(name: &'static str, price: u32) -> App {
     App {
         addr,
         hang: shared.hang,
+        fail: shared.fail,
         mirrored: shared.mirrored,
         seen: shared.seen,
         stop,
     }
 }
 
-async fn answer(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
+/// The answer; an error (hyper then closes the connection) with `fail`.
+async fn answer(req: Request<Incoming>, sh: &Shared) -> Result<Response<Full<Bytes>>, String> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let copy = parts
@@ -129,6 +134,9 @@ async fn answer(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
         if sh.hang.load(Ordering::Relaxed) {
             std::future::pending::<()>().await;
         }
+        if sh.fail.load(Ordering::Relaxed) {
+            return Err(format!("{} fails {path}", sh.name));
+        }
     }
     let mut resp = Response::builder()
         .header("content-type", "application/json")
@@ -143,9 +151,9 @@ async fn answer(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
         }
         "/big" => {
             let body = Bytes::from(vec![b'x'; BIG]);
-            return resp.body(Full::new(body)).unwrap();
+            return Ok(resp.body(Full::new(body)).unwrap());
         }
         _ => json!({"path": path}),
     };
-    resp.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+    Ok(resp.body(Full::new(Bytes::from(body.to_string()))).unwrap())
 }

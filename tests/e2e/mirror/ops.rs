@@ -2,7 +2,7 @@
 //! check` warns when writes are copied, a listed write is copied with its
 //! body and `x-switchyard-mirror: 1` (a body past `max_body` is not),
 //! `ctl mirror diffs` shows each differing field with both values and no
-//! credential anywhere, and a slow green with large answers keeps the
+//! credential anywhere, a failing green gets each copy once, and a slow green with large answers keeps the
 //! proxy's memory bounded.
 
 use super::app::{app, BIG};
@@ -195,4 +195,30 @@ async fn copies_waiting_on_a_hanging_green_hold_at_most_the_comparison_cap_of_ea
         grew < 48 * 1024,
         "the proxy grew {grew} KiB with 128 copies of 1 MiB answers waiting"
     );
+}
+
+#[tokio::test]
+async fn a_copy_that_fails_is_counted_an_error_and_never_sent_again() {
+    let (b, g) = (app("blue", 10).await, app("green", 10).await);
+    let s = start_proxy(&mirror_yaml(&[&b], &g, "mirror: { percent: 100 }")).await;
+    wait_healthy(s.admin_addr, "green").await;
+    // Green closes every connection without an answer (its /health still
+    // passes): each copy fails once and stays failed.
+    g.fail.store(true, Ordering::Relaxed);
+    let c = client();
+    for _ in 0..5 {
+        let a = get(&c, proxy_url(&s, "/static")).await;
+        assert_eq!(
+            (a.status, a.headers["x-instance"].as_bytes()),
+            (200, &b"blue"[..])
+        );
+    }
+    wait_for(Duration::from_secs(10), "five failed copies", || async {
+        counted(&metrics_text(&s).await, "error") == 5
+    })
+    .await;
+    let m = metrics_text(&s).await;
+    assert_eq!(counted(&m, "match") + counted(&m, "mismatch"), 0, "{m}");
+    assert_eq!(g.seen().len(), 5, "a copy was sent again: {:?}", g.seen());
+    s.shutdown().await;
 }

@@ -9,6 +9,7 @@ pub mod logs;
 pub mod pg_app;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod raw;
 pub mod tls;
 pub mod upstream;

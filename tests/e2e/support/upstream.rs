@@ -9,6 +9,9 @@
 //! - `/upload`: reads the body as it streams in, answers its length
 //! - `/status/CODE`: answers CODE
 //! - `/ws`: a WebSocket echo session (closed when the upstream stops)
+//! - `/metrics`: Prometheus text: `served_total` (requests on the default
+//!   paths) and `orders_total`, a business counter that counts the same
+//!   requests until `stop_orders` (answers stay 200)
 //! - anything else: 200 with the instance name
 //!
 //! Every answer carries `x-upstream: NAME` and `x-upstream-http: HTTP/1.1`
@@ -44,6 +47,9 @@ pub struct Upstream {
 #[derive(Default)]
 pub struct State {
     pub requests: AtomicU64,
+    /// The business counter of `/metrics`; frozen by `stop_orders`.
+    pub orders: AtomicU64,
+    pub orders_stopped: std::sync::atomic::AtomicBool,
     pub health_status: AtomicU16,
     /// Status answered on every non-health path when non-zero.
     pub force_status: AtomicU16,
@@ -191,6 +197,11 @@ impl Upstream {
         self.state.delay_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// `orders_total` stops increasing; every answer stays as it was.
+    pub fn stop_orders(&self) {
+        self.state.orders_stopped.store(true, Ordering::Relaxed);
+    }
+
     /// `/gate` opens `ms` after its first poll; `u64::MAX`: never.
     pub fn set_gate_open_after(&self, ms: u64) {
         self.state.gate_open_after_ms.store(ms, Ordering::Relaxed);
@@ -251,7 +262,18 @@ async fn answer(req: Request<Incoming>, st: &Arc<State>, name: &str) -> Response
     if path == "/ws" {
         return websocket(req, st.clone(), name);
     }
+    if path == "/metrics" {
+        let (served, orders) = (
+            st.requests.load(Ordering::Relaxed),
+            st.orders.load(Ordering::Relaxed),
+        );
+        let text = format!("# TYPE served_total counter\nserved_total {served}\n# TYPE orders_total counter\norders_total {orders}\n");
+        return full(StatusCode::OK, name, text);
+    }
     st.requests.fetch_add(1, Ordering::Relaxed);
+    if !st.orders_stopped.load(Ordering::Relaxed) {
+        st.orders.fetch_add(1, Ordering::Relaxed);
+    }
     if let Some(id) = req
         .headers()
         .get("x-request-id")
