@@ -117,7 +117,16 @@ fn postgres_problems(pg: &PostgresGate, hold_writes: bool, out: &mut Vec<Problem
         }
         for (path, info) in [("postgres.primary", p), ("postgres.replica", r)] {
             for file in [&info.root_cert, &info.passfile].into_iter().flatten() {
-                if let Err(e) = super::values::readable_file(file) {
+                if let Err(mut e) = super::values::readable_file(file) {
+                    if file.is_relative() {
+                        // libpq's rule, unlike the config's own paths:
+                        // say so, or a path that works by hand fails under systemd.
+                        let cwd = std::env::current_dir().unwrap_or_default();
+                        e += &format!(
+                            " (a relative path in a connection string is read from the working directory, {}, as libpq does: write it absolute)",
+                            cwd.display()
+                        );
+                    }
                     out.push(problem(path, e));
                 }
             }
@@ -220,6 +229,14 @@ mod tests {
             false,
         );
         assert_eq!(paths(&problems(&g, true)), ["postgres.primary"]);
+        let rel = pg(
+            "host=127.0.0.1 sslmode=verify-full sslrootcert=no-such-ca.pem",
+            "host=127.0.0.1 port=5433",
+            false,
+        );
+        let p = problems(&rel, true);
+        assert_eq!(paths(&p), ["postgres.primary"]);
+        assert!(p[0].message.contains("working directory"), "{p:?}");
         if let Some(p) = g.postgres.as_mut() {
             p.primary = "host=127.0.0.1".into();
             p.password_file = Some("/nonexistent/pgpass".into());

@@ -36,10 +36,6 @@ pub(super) fn resolve(cfg: &mut Config, base: &Path) {
     for n in &mut cfg.notify {
         n.secret_file.as_mut().map(fix);
     }
-    let pg = cfg.cutover.gate.as_mut().and_then(|g| g.postgres.as_mut());
-    if let Some(file) = pg.and_then(|pg| pg.password_file.as_mut()) {
-        fix(file);
-    }
     if let Some(etcd) = cfg.fleet.as_mut().map(|f| &mut f.etcd) {
         if let Some(tls) = &mut etcd.tls {
             fix(&mut tls.ca);
