@@ -92,6 +92,41 @@ async fn a_green_failing_more_than_blue_is_rolled_back_by_the_sequential_judge()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_green_is_rolled_back_on_its_latency_distribution() {
+    let blue = Upstream::start("blue-1").await;
+    let green = Upstream::start("green-1").await;
+    // No errors anywhere: only the latency half can see it.
+    green.set_delay_ms(50);
+    let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], SEQUENTIAL)).await;
+    let load = Load::start(proxy_url(&s, "/"), 4);
+    start_rollout(&s, json!([50, 100])).await;
+    let rb = wait_until(Duration::from_secs(30), "the latency rollback", || async {
+        newest(&s, "rollback").await
+    })
+    .await;
+    load.finish().await;
+    let reason = rb["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("sequential judge (latency)"), "{rb}");
+    assert!(reason.contains("slower than the live pool's p99"), "{rb}");
+    let e = &rb["stats"]["sequential"];
+    assert_eq!(e["test"], "latency", "{rb}");
+    // (Under a loaded machine blue's own p99 can near 50 ms: the shares
+    // vary, the ordering and the evidence do not.)
+    let (cand, live) = (
+        e["candidate_rate"].as_f64().unwrap(),
+        e["live_rate"].as_f64().unwrap(),
+    );
+    assert!(cand > live + 0.005, "{rb}");
+    assert!(live <= 0.01, "{rb}");
+    assert!(e["cut_ms"].as_f64().is_some(), "{rb}");
+    assert!(
+        e["evidence"].as_f64().unwrap() >= e["needed"].as_f64().unwrap(),
+        "{rb}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_pools_failing_alike_is_no_sequential_rollback() {
     let blue = Upstream::start("blue-1").await;
     let green = Upstream::start("green-1").await;
