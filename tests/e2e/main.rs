@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod analysis;
+mod analysis_config;
 mod analysis_prometheus;
 mod cli;
 mod conformance;
