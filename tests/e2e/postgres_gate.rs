@@ -563,15 +563,24 @@ async fn once_promotion_began_a_rollback_is_refused_and_max_hold_passes_without_
         db["max_hold_exceeded_ms"].as_u64() > Some(0),
         "the report says by how much max_hold was exceeded: {report}"
     );
-    assert!(!in_recovery(&replica).await, "promoted when the switch answers");
-    assert_eq!(held.await.unwrap(), 200, "the held write goes to green, writable");
+    assert!(
+        !in_recovery(&replica).await,
+        "promoted when the switch answers"
+    );
+    assert_eq!(
+        held.await.unwrap(),
+        200,
+        "the held write goes to green, writable"
+    );
     let stored = rows(&replica).await;
     assert_eq!(stored.get("held-1"), Some(&1), "{stored:?}");
     assert_eq!(stored.get("before"), Some(&1), "{stored:?}");
     assert_eq!(status(&r.proxy).await["live"], "green");
     let events = crate::support::admin::events(&client(), &r.proxy).await;
     assert!(
-        !events.iter().any(|e| e["kind"] == "switch_aborted" || e["kind"] == "rollback"),
+        !events
+            .iter()
+            .any(|e| e["kind"] == "switch_aborted" || e["kind"] == "rollback"),
         "{events:?}"
     );
     eprintln!(
@@ -624,7 +633,11 @@ async fn a_shutdown_during_promotion_waits_for_it_and_flips() {
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["outcome"], "completed", "{report}");
     assert_eq!(report["database"]["promoted"], true, "{report}");
-    assert_eq!(held.await.unwrap(), 200, "the held write goes to the promoted replica");
+    assert_eq!(
+        held.await.unwrap(),
+        200,
+        "the held write goes to the promoted replica"
+    );
     assert_eq!(rows(&replica).await.get("held-1"), Some(&1));
     tokio::time::timeout(Duration::from_secs(10), stopping)
         .await
@@ -673,7 +686,10 @@ async fn before_promotion_a_rollback_or_a_shutdown_aborts_and_promotes_nothing()
     assert_eq!(code, 200, "{v}");
     let (code, v, _) = switch.await.unwrap();
     assert_eq!(code, 409, "{v}");
-    assert_eq!(v["error"]["report"]["reason"], "a rollback took over", "{v}");
+    assert_eq!(
+        v["error"]["report"]["reason"], "a rollback took over",
+        "{v}"
+    );
     assert!(in_recovery(&replica).await, "nothing promoted");
     assert_eq!(status(&proxy).await["live"], "blue");
 

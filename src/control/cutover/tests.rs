@@ -168,13 +168,19 @@ fn aborted(answer: &mut Answer) -> SwitchReport {
 fn flipped(ctl: &Controller) {
     let table = ctl.shared.table.load();
     assert!(table.hold.is_none(), "the held writes are released");
-    assert_eq!(table.weights, crate::routing::Weights::all_on(PoolName::Green));
+    assert_eq!(
+        table.weights,
+        crate::routing::Weights::all_on(PoolName::Green)
+    );
 }
 
 fn stayed_blue(ctl: &Controller) {
     let table = ctl.shared.table.load();
     assert!(table.hold.is_none(), "the held writes are released");
-    assert_eq!(table.weights, crate::routing::Weights::all_on(PoolName::Blue));
+    assert_eq!(
+        table.weights,
+        crate::routing::Weights::all_on(PoolName::Blue)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,7 +213,9 @@ async fn once_promotion_began_a_rollback_is_refused_and_max_hold_passes_without_
     assert_eq!(report.outcome, "completed");
     let db = report.database.expect("the gate's figures");
     assert!(db.promoted);
-    let exceeded = db.max_hold_exceeded_ms.expect("by how much max_hold was exceeded");
+    let exceeded = db
+        .max_hold_exceeded_ms
+        .expect("by how much max_hold was exceeded");
     assert!(exceeded >= 2 * MAX_HOLD.as_millis() as u64, "{exceeded}");
     flipped(&ctl);
 }
@@ -238,7 +246,9 @@ async fn before_promotion_a_rollback_takes_the_hold_over_and_stops_the_gate() {
     // The gate's task was stopped: it can ask for nothing more.
     tokio::task::yield_now().await;
     assert!(
-        script.send(Script::AskPromote(oneshot::channel().0)).is_err(),
+        script
+            .send(Script::AskPromote(oneshot::channel().0))
+            .is_err(),
         "the gate is gone"
     );
 }
@@ -282,7 +292,10 @@ async fn a_shutdown_during_promotion_waits_for_it_then_flips() {
     step(&mut ctl).await;
     assert_eq!(completed(&mut answer).outcome, "completed");
     flipped(&ctl);
-    assert!(matches!(stopped.try_recv(), Ok(Ok(()))), "answered at the flip");
+    assert!(
+        matches!(stopped.try_recv(), Ok(Ok(()))),
+        "answered at the flip"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -298,7 +311,9 @@ async fn a_shutdown_before_promotion_aborts_at_once() {
     stayed_blue(&ctl);
     tokio::task::yield_now().await;
     assert!(
-        script.send(Script::AskPromote(oneshot::channel().0)).is_err(),
+        script
+            .send(Script::AskPromote(oneshot::channel().0))
+            .is_err(),
         "the gate is gone"
     );
 }

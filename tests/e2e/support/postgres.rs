@@ -334,7 +334,8 @@ impl Pair {
         let go = self.dir.path().join("promotion-may-end");
         let path = go.display().to_string();
         assert!(
-            path.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)),
+            path.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)),
             "a path the shell takes as is: {path}"
         );
         let wait = format!(
@@ -342,9 +343,7 @@ impl Pair {
         );
         let replica = self.replica.client().await;
         replica
-            .batch_execute(&format!(
-                "ALTER SYSTEM SET recovery_end_command = '{wait}'"
-            ))
+            .batch_execute(&format!("ALTER SYSTEM SET recovery_end_command = '{wait}'"))
             .await
             .expect("set recovery_end_command");
         replica
