@@ -110,6 +110,13 @@ impl MemberBarrier {
         match hold {
             Some(h) if h.in_flight() => {
                 if current == Some(h.id) {
+                    // The same hold, its deadline moved (promotion began):
+                    // wait for its outcome that much longer.
+                    if let Local::Settling { deadline, .. } | Local::Acked { deadline, .. } =
+                        &mut self.state
+                    {
+                        *deadline = (*deadline).max(h.deadline_unix_ms);
+                    }
                     return MemberAction::Nothing;
                 }
                 // A new hold (a rollback taking a switch's over included):
@@ -206,6 +213,8 @@ pub struct Barrier {
     left: BTreeSet<String>,
     deadline_unix_ms: u64,
     grace_ms: u64,
+    /// Promotion of the replica began: the switch completes.
+    promoting: bool,
     gate_asked: bool,
     gate_passed: bool,
     decided: bool,
@@ -223,6 +232,7 @@ impl Barrier {
             left: BTreeSet::new(),
             deadline_unix_ms: hold.deadline_unix_ms,
             grace_ms,
+            promoting: hold.promoting,
             gate_asked: false,
             gate_passed: false,
             decided: false,
@@ -231,6 +241,15 @@ impl Barrier {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// A newer document of the same hold: promotion began and its deadline
+    /// moved (it never moves back).
+    pub fn refresh(&mut self, hold: &HoldDoc) {
+        if hold.id == self.id {
+            self.deadline_unix_ms = self.deadline_unix_ms.max(hold.deadline_unix_ms);
+            self.promoting |= hold.promoting;
+        }
     }
 
     /// Expected members whose ack is not in (and, for a rollback, that
@@ -292,6 +311,13 @@ impl Barrier {
             self.acked.remove(m);
         }
         match self.kind {
+            // Promotion began: flip guarded by the acks still there.
+            HoldKind::Switch if self.promoting => {
+                self.decided = true;
+                Step::Flip {
+                    acks: self.acked_expected(),
+                }
+            }
             HoldKind::Switch => {
                 self.decided = true;
                 Step::Abort {
@@ -321,6 +347,18 @@ impl Barrier {
             now.is_some_and(|t| t >= self.deadline_unix_ms.saturating_add(self.grace_ms));
         let in_charge = self.coordinator || past_grace;
         match self.kind {
+            // Promotion began: the switch completes. The coordinator flips
+            // when the gate ends; past grace (it is gone) any member does.
+            HoldKind::Switch if self.promoting => {
+                let gate_ended = self.coordinator && self.gate_passed;
+                if !(gate_ended || past_grace) {
+                    return Step::Wait;
+                }
+                self.decided = true;
+                Step::Flip {
+                    acks: self.acked_expected(),
+                }
+            }
             HoldKind::Switch => {
                 if !missing.is_empty() || (self.gate_asked && !self.gate_passed) {
                     // A gate still polling past the deadline also aborts.

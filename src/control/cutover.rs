@@ -287,7 +287,7 @@ impl Controller {
             Progress::Gate { id, outcome } if id == c.id && c.kind == HoldKind::Switch => {
                 self.on_gate_outcome(*outcome).await
             }
-            Progress::GateEvent { id, event } if id == c.id => self.on_gate_event(event),
+            Progress::GateEvent { id, event } if id == c.id => self.on_gate_event(event).await,
             other => tracing::debug!(?other, "progress of a hold that already ended"),
         }
     }

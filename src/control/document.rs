@@ -97,6 +97,11 @@ pub struct HoldDoc {
     /// single proxy.
     #[serde(default)]
     pub expected: Vec<String>,
+    /// The coordinator's gate began promoting the replica (fleet mode):
+    /// the deadline was moved past the promotion's own bound and, from
+    /// here on, the switch completes; no member aborts it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoting: bool,
     #[serde(default)]
     pub outcome: Option<HoldOutcome>,
 }
@@ -268,6 +273,7 @@ mod tests {
             started_unix_ms: 1_000,
             deadline_unix_ms: 3_000,
             expected: Vec::new(),
+            promoting: false,
             outcome,
         }
     }

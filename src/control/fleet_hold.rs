@@ -155,6 +155,8 @@ impl Controller {
                     let b = Barrier::new(h, &fh.me, fh.grace_ms());
                     fh.barrier = Some((b, h.kind));
                     fh.pending = None;
+                } else if let Some((b, _)) = fh.barrier.as_mut() {
+                    b.refresh(h);
                 }
             }
             None => {
@@ -211,7 +213,7 @@ impl Controller {
             }
             Progress::GateEvent { id, event } => {
                 if self.cutover.as_ref().is_some_and(|c| c.id == id) {
-                    self.on_gate_event(event);
+                    self.on_gate_event(event).await;
                 }
             }
         }

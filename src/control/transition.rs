@@ -403,7 +403,7 @@ pub fn restarted(doc: &StateDoc, now: u64) -> Option<StateDoc> {
 mod switch;
 
 pub use switch::{
-    abort, check_rollback, flip, rollback, rollback_hold, switch, take_over, SwitchPlan,
+    abort, check_rollback, flip, promoting, rollback, rollback_hold, switch, take_over, SwitchPlan,
 };
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ fn hold(kind: HoldKind, expected: &[&str]) -> HoldDoc {
         started_unix_ms: 0,
         deadline_unix_ms: 2_000,
         expected: expected.iter().map(|s| (*s).to_owned()).collect(),
+        promoting: false,
         outcome: None,
     }
 }
@@ -332,4 +333,97 @@ async fn three_members_reach_one_outcome_on_an_in_memory_store() {
             }
         }
     }
+}
+
+/// Promotion began (the coordinator committed it, the deadline moved from
+/// 2 000 to 40 000): no member aborts at the old deadline, and past the new
+/// one a member that never heard of the outcome completes the switch
+/// (guarded by the acks still there) instead of aborting it.
+#[test]
+fn once_promotion_began_no_member_aborts_and_past_its_deadline_one_flips() {
+    let doc = hold(HoldKind::Switch, &["a", "b", "c"]);
+    let mut b = Barrier::new(&doc, "b", GRACE);
+    b.on_ack("a", 9);
+    b.on_ack("b", 9);
+    b.on_ack("c", 9);
+    let mut promoting = doc.clone();
+    promoting.promoting = true;
+    promoting.deadline_unix_ms = 40_000;
+    b.refresh(&promoting);
+    // The same document again, or an older deadline, never moves it back.
+    b.refresh(&doc);
+    b.on_ack_deleted("c");
+    assert_eq!(b.on_tick(3_000), Step::Wait, "old deadline + grace");
+    assert_eq!(b.on_tick(40_999), Step::Wait, "new deadline, not its grace");
+    assert_eq!(
+        b.on_tick(41_000),
+        Step::Flip {
+            acks: names(&["a", "b"])
+        },
+        "past the new deadline + grace: flip, even with c's ack gone"
+    );
+    assert_eq!(b.on_tick(50_000), Step::Wait, "decided once");
+
+    // Not promoting, the same member aborts at the old deadline + grace.
+    let mut plain = Barrier::new(&doc, "b", GRACE);
+    plain.on_ack("a", 9);
+    plain.on_ack("b", 9);
+    assert_eq!(
+        plain.on_tick(3_000),
+        Step::Abort {
+            missing: names(&["c"])
+        }
+    );
+}
+
+/// The coordinator, promotion begun: the gate's end flips at once, and a
+/// failed ack guard (a member's lease expired meanwhile) flips again with
+/// the acks left, never aborts.
+#[test]
+fn a_promoting_coordinator_flips_when_the_gate_ends_and_never_aborts_on_a_lost_ack() {
+    let doc = hold(HoldKind::Switch, &["a", "b", "c"]);
+    let mut b = Barrier::new(&doc, "a", GRACE);
+    b.on_ack("a", 9);
+    b.on_ack("b", 9);
+    assert_eq!(b.on_ack("c", 9), Step::PollGate);
+    let mut promoting = doc.clone();
+    promoting.promoting = true;
+    promoting.deadline_unix_ms = 40_000;
+    b.refresh(&promoting);
+    assert_eq!(
+        b.on_tick(5_000),
+        Step::Wait,
+        "past the old deadline: waits for the gate"
+    );
+    assert_eq!(
+        b.on_gate(true),
+        Step::Flip {
+            acks: names(&["a", "b", "c"])
+        }
+    );
+    assert_eq!(
+        b.on_ack_guard_failed(&names(&["c"])),
+        Step::Flip {
+            acks: names(&["a", "b"])
+        }
+    );
+}
+
+#[test]
+fn a_members_fence_moves_with_the_promotions_deadline() {
+    let doc = hold(HoldKind::Switch, &["a", "b"]);
+    let mut m = MemberBarrier::new(GRACE);
+    m.on_doc(Some(&doc));
+    m.on_settled(9);
+    let mut promoting = doc.clone();
+    promoting.promoting = true;
+    promoting.deadline_unix_ms = 40_000;
+    assert_eq!(m.on_doc(Some(&promoting)), MemberAction::Nothing);
+    assert_eq!(
+        m.on_tick(3_000),
+        MemberAction::Nothing,
+        "old deadline + grace"
+    );
+    assert_eq!(m.write_gate(), WriteGate::Hold);
+    assert_eq!(m.on_tick(41_000), MemberAction::RejectHeld { hold_id: 9 });
 }

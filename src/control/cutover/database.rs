@@ -8,13 +8,15 @@
 //! rollback (refused with 409) and over a shutdown (which flips).
 
 use super::{Ending, HoldKind};
+use crate::config::gate::PROMOTE_WAIT;
 use crate::control::controller::Controller;
 use crate::control::gate::{DatabaseFigures, GateEvent, GateOutcome};
+use crate::control::transition;
 use tokio::time::Instant;
 
 impl Controller {
     /// The gate's figures moved, or it asks to promote.
-    pub(crate) fn on_gate_event(&mut self, event: GateEvent) {
+    pub(crate) async fn on_gate_event(&mut self, event: GateEvent) {
         let shutting_down = self.shared.is_shutting_down();
         let Some(c) = self.cutover.as_mut() else {
             return;
@@ -26,8 +28,17 @@ impl Controller {
                 self.publish_view();
             }
             GateEvent::Promote(reply) => {
-                let allowed =
+                let mut allowed =
                     c.kind == HoldKind::Switch && Instant::now() < c.deadline && !shutting_down;
+                // Fleet mode: every member must learn that the switch now
+                // completes before promotion begins, or one could abort it
+                // past the old deadline with the replica already promoted.
+                if allowed && self.fleet_hold.is_some() {
+                    allowed = self.commit_promoting().await;
+                }
+                let Some(c) = self.cutover.as_mut() else {
+                    return;
+                };
                 if allowed {
                     c.promoting = true;
                     tracing::info!(to = %c.to, "promoting the replica: the switch will complete");
@@ -35,6 +46,24 @@ impl Controller {
                 if reply.send(allowed).is_err() {
                     tracing::debug!("the gate stopped before the answer to promote");
                 }
+            }
+        }
+    }
+
+    /// Commit "promotion began" to the fleet: the hold's deadline moves to
+    /// the promotion's bound. Whether it was committed (if not, promotion
+    /// is refused and the switch aborts as before it).
+    async fn commit_promoting(&mut self) -> bool {
+        let now = crate::clock::unix_ms();
+        let deadline = crate::clock::unix_ms_after(now, PROMOTE_WAIT);
+        let Some(next) = transition::promoting(&self.doc, deadline, now) else {
+            return false;
+        };
+        match self.commit(next).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "promotion began could not be committed to the fleet: not promoting");
+                false
             }
         }
     }

@@ -440,3 +440,50 @@ async fn a_member_that_never_learns_the_outcome_refuses_its_held_writes() {
         "c missed the flip"
     );
 }
+
+/// The coordinator committed "promotion began" (the hold's deadline moved
+/// on) and died: the others do not abort at the old deadline, since the
+/// replica may be promoted already; past the new deadline plus grace one of
+/// them completes the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_coordinators_switch_whose_promotion_began_is_completed_not_aborted() {
+    let fleet = MemFleet::default();
+    let ms = three(&fleet).await;
+    let _stuck = ms[0].shared.writes.enter();
+    let answer = switch(&ms[0]);
+    all_hold(&fleet, &ms).await;
+    fleet.inner().deaf.insert("a".into());
+    ms[0].task.abort();
+    answer.abort();
+    // What a committed as its gate began promoting, just before it died.
+    let hold = fleet.doc();
+    let started = hold.hold.as_ref().expect("in flight").started_unix_ms;
+    let extra_ms = 1_500;
+    let deadline = started + MAX_HOLD_MS + extra_ms;
+    let next = crate::control::transition::promoting(&hold, deadline, crate::clock::unix_ms())
+        .expect("a switch in flight");
+    {
+        let mut inner = fleet.inner();
+        inner.doc = Some(next.clone());
+        inner.tell(&StoreEvent::Doc(Box::new(next)));
+    }
+    fleet.leave("a");
+    until("b and c release their writes", || {
+        !holding(&ms[1]) && !holding(&ms[2])
+    })
+    .await;
+    let ended = crate::clock::unix_ms();
+    let doc = fleet.doc();
+    assert_eq!(
+        doc.hold.as_ref().and_then(|h| h.outcome),
+        Some(HoldOutcome::Completed),
+        "{:?}",
+        doc.last_change
+    );
+    assert_eq!(doc.live, PoolName::Green, "the switch completed");
+    assert!(
+        ended - started >= MAX_HOLD_MS + extra_ms + GRACE.as_millis() as u64,
+        "completed {} ms after the start, before the promotion's deadline + grace",
+        ended - started
+    );
+}

@@ -76,6 +76,7 @@ pub fn switch(
         started_unix_ms: now,
         deadline_unix_ms: crate::clock::unix_ms_after(now, cfg.cutover.max_hold),
         expected: Vec::new(),
+        promoting: false,
         outcome: None,
     });
     Ok(SwitchPlan::Hold(done(n, vec![started])))
@@ -138,6 +139,24 @@ pub fn abort(doc: &StateDoc, reason: &str, stats: serde_json::Value, now: u64) -
     done(n, vec![event])
 }
 
+/// The coordinator's gate is about to promote the replica (fleet mode):
+/// the hold in flight records it and its deadline moves to
+/// `deadline_unix_ms` (the promotion's own bound), so no member aborts a
+/// switch that must now complete. None when no switch is in flight.
+pub fn promoting(doc: &StateDoc, deadline_unix_ms: u64, now: u64) -> Option<StateDoc> {
+    let h = doc
+        .hold_in_flight()
+        .filter(|h| h.kind == HoldKind::Switch)?
+        .clone();
+    let mut n = begin(doc, now);
+    n.hold = Some(HoldDoc {
+        promoting: true,
+        deadline_unix_ms: deadline_unix_ms.max(h.deadline_unix_ms),
+        ..h
+    });
+    Some(done(n, Vec::new()))
+}
+
 /// Is there anything for a rollback to undo?
 pub fn check_rollback(doc: &StateDoc) -> Result<(), CommandError> {
     let idle = doc.weights.bp(doc.candidate()) == 0
@@ -176,6 +195,7 @@ pub fn rollback_hold(
         started_unix_ms: now,
         deadline_unix_ms: crate::clock::unix_ms_after(now, cfg.cutover.max_hold),
         expected: Vec::new(),
+        promoting: false,
         outcome: None,
     });
     Ok(done(n, Vec::new()))

@@ -497,3 +497,29 @@ fn promote_pause_resume_and_rearm() {
     assert_eq!(rearmed.rollback_lock, None);
     assert_eq!(kinds(&rearmed), [EventKind::Rearmed]);
 }
+
+#[test]
+fn promotion_began_moves_a_switchs_deadline_forward_only_and_keeps_it_in_flight() {
+    let cfg = cfg("cutover:\n  hold_writes: true\n  max_hold: 3s\n");
+    assert!(promoting(&stable(), NOW + 30_000, NOW).is_none(), "no hold");
+    let hold = held(&stable(), &cfg);
+    let old = hold.hold.as_ref().unwrap().deadline_unix_ms;
+    let n = promoting(&hold, NOW + 30_000, NOW + 500).expect("a switch in flight");
+    assert_eq!(n.generation, hold.generation + 1);
+    let h = n.hold_in_flight().expect("still in flight");
+    assert!(h.promoting);
+    assert_eq!((h.id, h.deadline_unix_ms), (hold.generation, NOW + 30_000));
+    assert_eq!(n.weights, hold.weights, "nothing flips yet");
+    assert!(n.last_change.is_none(), "no event: nobody decided anything");
+    #[cfg(feature = "fleet")]
+    assert!(
+        !crate::control::leader::needs_leader(&n),
+        "the coordinator's, not the leader's"
+    );
+    let earlier = promoting(&hold, old - 1, NOW + 500).unwrap();
+    assert_eq!(
+        earlier.hold.unwrap().deadline_unix_ms,
+        old,
+        "never moves back"
+    );
+}
