@@ -164,33 +164,30 @@ fn log_end<E: std::fmt::Display>(r: Result<(), E>) {
     }
 }
 
-/// The service of one client connection (from `ip`), and its watch.
+/// What the proxy answers a client's request with.
+type Answer = Response<Marked<ProxyBody>>;
+
+/// The service of one client connection (from `ip`), reporting to `watch`.
 fn client_service(
     ctx: Arc<ListenerCtx>,
     ip: IpAddr,
-) -> (
-    impl Service<
-            Request<Incoming>,
-            Response = Response<Marked<ProxyBody>>,
-            Error = Infallible,
-            Future = impl Future<Output = Result<Response<Marked<ProxyBody>>, Infallible>>
-                         + Send
-                         + 'static,
-        > + Clone
-        + Send
-        + Unpin
-        + 'static,
-    Arc<ConnWatch>,
-) {
+    watch: &Arc<ConnWatch>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Answer,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Answer, Infallible>> + Send + 'static,
+> + Clone
+       + Send
+       + Unpin
+       + 'static {
     let client = ClientAddr::new(ip);
-    let watch = Arc::new(ConnWatch::default());
     let conn_watch = watch.clone();
-    let svc = service_fn(move |req| {
+    service_fn(move |req| {
         let (ctx, client) = (ctx.clone(), client.clone());
         let open = conn_watch.request_started();
         async move { Ok::<_, Infallible>(open.attach(handle(req, &ctx, &client).await)) }
-    });
-    (svc, watch)
+    })
 }
 
 /// Serve a parked connection its parker woke, as it was served before.
@@ -201,7 +198,8 @@ fn resume(
     h1: &Arc<H1Server>,
     shutdown: &Arc<Shutdown>,
 ) {
-    let (svc, watch) = client_service(ctx.clone(), idle.ip);
+    let watch = Arc::new(ConnWatch::default());
+    let svc = client_service(ctx.clone(), idle.ip, &watch);
     watch.carry_deadline(idle.deadline.into_std());
     spawn_h1(H1Conn {
         io: idle.io,
@@ -268,7 +266,8 @@ pub async fn serve(
         let tls = tls.clone();
         connections.connections.spawn(async move {
             let b = &*builders;
-            let (svc, watch) = client_service(ctx, peer.ip());
+            let watch = Arc::new(ConnWatch::default());
+            let svc = client_service(ctx, peer.ip(), &watch);
             // An HTTP/1 connection, but for its stream.
             let conn = H1Conn {
                 io: (),
