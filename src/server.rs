@@ -265,10 +265,15 @@ impl Server {
     /// finish (up to the drain timeout), close upgraded connections, stop.
     pub async fn shutdown(mut self) {
         self.shared.set_shutting_down();
-        // A switch holding writes aborts now: they go to the old pool.
+        // A switch holding writes aborts now: they go to the old pool. One
+        // whose replica is being promoted flips once that has ended: the
+        // answer waits for it, at most as long as a held write may wait.
+        let bound = self.shared.config.load().cutover.hold_bound() + Duration::from_secs(1);
         let aborted = self.controller.request(|reply| Command::Shutdown { reply });
-        if let Err(e) = aborted.await {
-            tracing::debug!(error = %e, "controller gone before shutdown");
+        match tokio::time::timeout(bound, aborted).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "controller gone before shutdown"),
+            Err(_) => tracing::warn!("the switch in flight did not end within {bound:?}; stopping"),
         }
         self.stop_watch.cancel();
         // The drain timeout in force now: a reload may have changed it.

@@ -134,7 +134,9 @@ pub enum Command {
         reply: Reply<crate::control::maintenance::MaintenanceReport>,
     },
     /// The process is stopping: a switch in flight aborts now, so its held
-    /// writes go to the old pool instead of waiting out `max_hold`.
+    /// writes go to the old pool instead of waiting out `max_hold`; one
+    /// whose replica is being promoted flips once the promotion has ended
+    /// (answered then).
     Shutdown { reply: Reply<()> },
 }
 
@@ -265,10 +267,7 @@ impl Controller {
                     send(reply, r);
                 }
             }
-            Command::Shutdown { reply } => {
-                self.abort_switch("shutting down").await;
-                send(reply, Ok(()));
-            }
+            Command::Shutdown { reply } => self.abort_switch("shutting down", reply).await,
         }
     }
 

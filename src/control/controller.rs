@@ -174,7 +174,7 @@ pub struct Controller {
     /// The last PostgreSQL gate's figures, shown by status after its switch.
     pub(crate) last_gate: Option<crate::control::gate::DatabaseFigures>,
     pub(crate) progress_tx: mpsc::UnboundedSender<Progress>,
-    progress_rx: mpsc::UnboundedReceiver<Progress>,
+    pub(crate) progress_rx: mpsc::UnboundedReceiver<Progress>,
     pub(crate) judge: RollbackJudge,
     /// Monotonic ms of the last weight change: statistics before it do not count.
     pub(crate) changed_at_ms: u64,

@@ -142,6 +142,9 @@ pub(crate) struct Cutover {
     /// Promotion of the replica has begun: the switch completes, whatever
     /// the time; a rollback cannot take it over.
     pub(crate) promoting: bool,
+    /// A shutdown asked for during promotion: answered once the switch
+    /// has flipped.
+    shutdowns: Vec<Reply<()>>,
 }
 
 /// Wait until no write is in flight, at most until `deadline`.
@@ -200,6 +203,7 @@ impl Controller {
                 HoldKind::Rollback => None,
             },
             promoting: false,
+            shutdowns: Vec::new(),
             acks: None,
             missing: Vec::new(),
             gate_failure: None,
@@ -376,6 +380,9 @@ impl Controller {
             c.figures.held_requests = r.held_requests;
             c.figures.hold_ms = r.hold.as_millis() as u64;
         }
+        for reply in c.shutdowns.drain(..) {
+            send(reply, Ok(()));
+        }
         match ending {
             Ending::Flip => {
                 self.shared.metrics.switch(c.to, SwitchResult::Completed);
@@ -426,19 +433,26 @@ impl Controller {
         r
     }
 
-    /// End the switch in flight (shutdown): abort it, or once the replica
-    /// is being promoted, flip (promotion goes on in the database; its
-    /// task is left to finish). A rollback's hold goes on.
-    pub(crate) async fn abort_switch(&mut self, reason: &str) {
+    /// End the switch in flight (shutdown): abort it, and answer `reply`.
+    /// Once the replica is being promoted the switch flips instead, and
+    /// only when the promotion has ended (the gate's end, bounded by
+    /// `PROMOTE_WAIT`): flipping earlier would release the held writes
+    /// to a database still in recovery. A rollback's hold goes on.
+    pub(crate) async fn abort_switch(&mut self, reason: &str, reply: Reply<()>) {
         let Some(c) = self.cutover.as_mut().filter(|c| c.kind == HoldKind::Switch) else {
-            return;
+            return send(reply, Ok(()));
         };
-        if c.promoting {
-            c.task = None;
-            self.end_hold(Ending::Flip).await;
-        } else {
+        if !c.promoting {
             self.end_hold(Ending::Abort(reason.into())).await;
+            return send(reply, Ok(()));
         }
+        if c.task.as_ref().is_some_and(|t| !t.is_finished()) {
+            tracing::info!(to = %c.to, "shutting down once the replica's promotion has ended");
+            return c.shutdowns.push(reply);
+        }
+        // The gate's task is gone without its end: nothing left to wait for.
+        self.end_hold(Ending::Flip).await;
+        send(reply, Ok(()));
     }
 
     /// A rollback asked for while this controller's switch holds writes:
@@ -507,3 +521,6 @@ impl Controller {
 fn rollback_actor(p: Option<&PendingRollback>) -> Actor {
     p.map_or(Actor::Auto, |p| p.actor)
 }
+
+#[cfg(test)]
+mod tests;

@@ -110,6 +110,42 @@ pub struct GateOutcome {
 pub enum Prepared {
     Url(GateConfig),
     Postgres(GateConfig, postgres::Connecting),
+    /// Tests of the controller: a gate the test plays, step by step.
+    #[cfg(test)]
+    Scripted(tokio::sync::mpsc::UnboundedReceiver<Script>),
+}
+
+/// A step of a [`Prepared::Scripted`] gate.
+#[cfg(test)]
+pub enum Script {
+    /// Ask the coordinator whether to promote; its answer goes back.
+    AskPromote(oneshot::Sender<bool>),
+    /// Report figures.
+    Figures(DatabaseFigures),
+    /// End the gate with this outcome.
+    End(GateOutcome),
+}
+
+#[cfg(test)]
+async fn scripted(
+    mut script: tokio::sync::mpsc::UnboundedReceiver<Script>,
+    events: impl Fn(GateEvent) + Send,
+) -> GateOutcome {
+    while let Some(step) = script.recv().await {
+        match step {
+            Script::AskPromote(back) => {
+                let (tx, rx) = oneshot::channel();
+                events(GateEvent::Promote(tx));
+                let _ = back.send(rx.await == Ok(true));
+            }
+            Script::Figures(f) => events(GateEvent::Figures(Box::new(f))),
+            Script::End(outcome) => return outcome,
+        }
+    }
+    GateOutcome {
+        error: Some("the script ended".into()),
+        ..GateOutcome::default()
+    }
 }
 
 /// Start what can start before the writes have drained: for PostgreSQL,
@@ -139,6 +175,8 @@ pub async fn pass(
         Prepared::Postgres(gate, connecting) => {
             postgres::pass(&gate, connecting, started, deadline, events).await
         }
+        #[cfg(test)]
+        Prepared::Scripted(script) => scripted(script, events).await,
     }
 }
 

@@ -6,7 +6,7 @@
 //! them with `--ignored`.
 
 use crate::support::pg_app::{PgApp, TABLE};
-use crate::support::postgres::{Pair, PASSWORD, TLS_ROLE};
+use crate::support::postgres::{in_recovery, Pair, PASSWORD, TLS_ROLE};
 use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request};
@@ -91,6 +91,44 @@ fn switch_to_green(s: &Server) -> tokio::task::JoinHandle<(u16, Value, Instant)>
         .await;
         (code, v, Instant::now())
     })
+}
+
+/// A write through the proxy in a task: its status once answered.
+fn write_later(s: &Server, id: &str) -> tokio::task::JoinHandle<u16> {
+    let (c, url, id) = (client(), proxy_url(s, "/write"), id.to_string());
+    tokio::spawn(async move { write_to(&c, url, &id).await.status })
+}
+
+async fn write_to(c: &TestClient, url: String, id: &str) -> Answer {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("x-request-id", id)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    read(c.request(req).await.expect("the write is answered")).await
+}
+
+/// Wait until the switch in flight is promoting the replica, and a write
+/// sent now is held.
+async fn promoting(s: &Server, id: &str) -> tokio::task::JoinHandle<u16> {
+    wait_for(
+        Duration::from_secs(10),
+        "the gate promoting the replica",
+        || async { status(s).await["gate"]["state"] == "promoting" },
+    )
+    .await;
+    held_write(s, id).await
+}
+
+/// A write through the proxy while it holds writes, once it is held.
+async fn held_write(s: &Server, id: &str) -> tokio::task::JoinHandle<u16> {
+    let held = write_later(s, id);
+    wait_for(Duration::from_secs(5), "the write held", || async {
+        status(s).await["held_requests"].as_u64() >= Some(1)
+    })
+    .await;
+    held
 }
 
 /// How many rows each id has on `client`'s server.
@@ -465,4 +503,207 @@ async fn a_tls_gate_verifies_the_servers_and_a_wrong_ca_aborts_at_once() {
         "TLS gate: hold {} ms, promotion {} ms",
         report["hold_ms"], report["database"]["promote_ms"]
     );
+}
+
+/// SPEC.md section 13: promotion cannot be undone, so once it has begun
+/// the switch completes. The replica's promotion is held at the end of
+/// recovery (`recovery_end_command`, see `Pair::stall_promotion`) for
+/// longer than `max_hold`; meanwhile a rollback is refused with 409 and
+/// the deadline passes without an abort; once the replica has left
+/// recovery the switch flips and the write held meanwhile lands on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run .ci/checks/postgres.sh"]
+async fn once_promotion_began_a_rollback_is_refused_and_max_hold_passes_without_an_abort() {
+    let pg = Pair::start();
+    let stall = pg.stall_promotion().await;
+    let r = rig(&pg, "1s", true).await;
+    let replica = pg.replica.client().await;
+    let c = client();
+    assert_eq!(write(&c, &r.proxy, "before").await.status, 200);
+    let started = Instant::now();
+    let switch = switch_to_green(&r.proxy);
+    let held = promoting(&r.proxy, "held-1").await;
+
+    let (code, v) = api(
+        r.proxy.admin_addr,
+        Method::POST,
+        "/api/v1/rollback",
+        Some(json!({"reason": "bad deploy"})),
+        None,
+    )
+    .await;
+    assert_eq!(code, 409, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the replica is being promoted") && message.contains("roll back after it"),
+        "{v}"
+    );
+
+    // Past max_hold (1 s), with the replica still in recovery: no abort.
+    wait_for(
+        Duration::from_secs(10),
+        "max_hold to pass during the promotion",
+        || async { started.elapsed() > Duration::from_millis(1500) },
+    )
+    .await;
+    let st = status(&r.proxy).await;
+    assert_eq!(st["phase"], "switching", "{st}");
+    assert_eq!(st["gate"]["state"], "promoting", "{st}");
+    assert!(in_recovery(&replica).await, "the promotion is still held");
+    assert!(!switch.is_finished() && !held.is_finished());
+
+    stall.release();
+    let released = Instant::now();
+    let (code, report, answered) = switch.await.unwrap();
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["outcome"], "completed", "{report}");
+    let db = &report["database"];
+    assert_eq!(db["promoted"], true, "{report}");
+    assert!(
+        db["max_hold_exceeded_ms"].as_u64() > Some(0),
+        "the report says by how much max_hold was exceeded: {report}"
+    );
+    assert!(
+        !in_recovery(&replica).await,
+        "promoted when the switch answers"
+    );
+    assert_eq!(
+        held.await.unwrap(),
+        200,
+        "the held write goes to green, writable"
+    );
+    let stored = rows(&replica).await;
+    assert_eq!(stored.get("held-1"), Some(&1), "{stored:?}");
+    assert_eq!(stored.get("before"), Some(&1), "{stored:?}");
+    assert_eq!(status(&r.proxy).await["live"], "green");
+    let events = crate::support::admin::events(&client(), &r.proxy).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "switch_aborted" || e["kind"] == "rollback"),
+        "{events:?}"
+    );
+    eprintln!(
+        "rollback during promotion: 409 ({message}); switch answered {} ms after the promotion was let end, max_hold exceeded by {} ms, hold {} ms, promotion {} ms",
+        answered.duration_since(released).as_millis(),
+        db["max_hold_exceeded_ms"],
+        report["hold_ms"],
+        db["promote_ms"]
+    );
+}
+
+/// A shutdown (what SIGTERM runs) during promotion waits for it and
+/// flips: flipping at once would send the held writes to a database
+/// still in recovery, aborting would leave a promoted replica behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run .ci/checks/postgres.sh"]
+async fn a_shutdown_during_promotion_waits_for_it_and_flips() {
+    let pg = Pair::start();
+    let stall = pg.stall_promotion().await;
+    let Rig {
+        proxy,
+        _blue,
+        _green,
+    } = rig(&pg, "1s", true).await;
+    let replica = pg.replica.client().await;
+    let started = Instant::now();
+    let switch = switch_to_green(&proxy);
+    let held = promoting(&proxy, "held-1").await;
+    let admin = proxy.admin_addr;
+    let stopping = tokio::spawn(proxy.shutdown());
+    wait_for(Duration::from_secs(5), "the shutdown to begin", || async {
+        let (code, v) = api(admin, Method::GET, "/api/v1/status", None, None).await;
+        code == 200 && v["shutting_down"] == true
+    })
+    .await;
+    // Past max_hold: the shutdown waits for the promotion, held.
+    wait_for(
+        Duration::from_secs(10),
+        "max_hold to pass during the promotion",
+        || async { started.elapsed() > Duration::from_millis(1500) },
+    )
+    .await;
+    let (_, st) = api(admin, Method::GET, "/api/v1/status", None, None).await;
+    assert_eq!(st["phase"], "switching", "{st}");
+    assert!(in_recovery(&replica).await, "the promotion is still held");
+    assert!(!stopping.is_finished() && !switch.is_finished() && !held.is_finished());
+
+    stall.release();
+    let (code, report, _) = switch.await.unwrap();
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert_eq!(report["database"]["promoted"], true, "{report}");
+    assert_eq!(
+        held.await.unwrap(),
+        200,
+        "the held write goes to the promoted replica"
+    );
+    assert_eq!(rows(&replica).await.get("held-1"), Some(&1));
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the shutdown ends after the flip")
+        .unwrap();
+    assert!(!in_recovery(&replica).await);
+    eprintln!(
+        "shutdown during promotion: flipped, hold {} ms, promotion {} ms",
+        report["hold_ms"], report["database"]["promote_ms"]
+    );
+}
+
+/// The mirror: before promotion began a rollback takes the switch over
+/// and a shutdown aborts it, and nothing is promoted (max_hold:
+/// `replay_paused_for_good_aborts_after_max_hold_and_promotes_nothing`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run .ci/checks/postgres.sh"]
+async fn before_promotion_a_rollback_or_a_shutdown_aborts_and_promotes_nothing() {
+    let pg = Pair::start();
+    let Rig {
+        proxy,
+        _blue,
+        _green,
+    } = rig(&pg, "10s", true).await;
+    let replica = pg.replica.client().await;
+    replica
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .expect("pause replay");
+    let c = client();
+    assert_eq!(write(&c, &proxy, "before").await.status, 200);
+    let waiting = || async {
+        let st = status(&proxy).await;
+        st["phase"] == "switching" && st["gate"]["state"] == "waiting"
+    };
+    let switch = switch_to_green(&proxy);
+    wait_for(Duration::from_secs(10), "the gate waiting", waiting).await;
+    let (code, v) = api(
+        proxy.admin_addr,
+        Method::POST,
+        "/api/v1/rollback",
+        Some(json!({"reason": "bad deploy"})),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let (code, v, _) = switch.await.unwrap();
+    assert_eq!(code, 409, "{v}");
+    assert_eq!(
+        v["error"]["report"]["reason"], "a rollback took over",
+        "{v}"
+    );
+    assert!(in_recovery(&replica).await, "nothing promoted");
+    assert_eq!(status(&proxy).await["live"], "blue");
+
+    let (code, v) = api(proxy.admin_addr, Method::POST, "/api/v1/rearm", None, None).await;
+    assert_eq!(code, 200, "{v}");
+    let switch = switch_to_green(&proxy);
+    wait_for(Duration::from_secs(10), "the gate waiting again", waiting).await;
+    let held = held_write(&proxy, "held-1").await;
+    proxy.shutdown().await;
+    let (code, v, _) = switch.await.unwrap();
+    assert_eq!(code, 409, "{v}");
+    assert_eq!(v["error"]["report"]["reason"], "shutting down", "{v}");
+    assert_eq!(held.await.unwrap(), 200, "the held write goes to blue");
+    assert!(in_recovery(&replica).await, "nothing promoted");
+    let primary = pg.primary.client().await;
+    assert_eq!(rows(&primary).await.get("held-1"), Some(&1));
 }

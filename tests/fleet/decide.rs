@@ -13,10 +13,17 @@ use http::Method;
 use serde_json::json;
 use std::time::Duration;
 
-/// `min_requests` above what one replica can send green (100 requests
-/// each), below what two or three send at 70 % green.
+/// `min_requests` above what one replica can send green (at most 100
+/// requests each), below what two or three send at 70 % green.
 const ROLLBACK: &str = "rollback:\n  interval: 200ms\n  window: 30s\n  min_requests: 110\n  consecutive_breaches: 2\n  grace: 0s\n";
+const MIN_REQUESTS: u64 = 110;
+/// Requests through each replica when none is killed.
 const PER_REPLICA: usize = 100;
+/// With the leader killed: through each of the three before the kill,
+/// then through each survivor. A survivor sends 100 in all (below
+/// `min_requests` whatever the draw); the two send ~140 green.
+const BEFORE_KILL: usize = 40;
+const PER_SURVIVOR: usize = 60;
 
 async fn leader_of(c: &HttpClient, r: &Replica, members: usize) -> Option<String> {
     let s = r.status(c).await?;
@@ -33,6 +40,21 @@ async fn load(c: &HttpClient, rs: &[&Replica], n: usize, tag: &str) {
             .unwrap();
         assert!(s == 200 || s == 500, "status {s}");
     }
+}
+
+/// How many requests `r` sent to green, by its own metrics.
+async fn green_requests(c: &HttpClient, r: &Replica) -> u64 {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(format!("http://{}/metrics", r.admin))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.expect("metrics answer");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("switchyard_requests_total{") && l.contains("pool=\"green\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 async fn scenario(kill_leader: bool) {
@@ -77,25 +99,35 @@ async fn scenario(kill_leader: bool) {
     })
     .await;
 
-    // At most PER_REPLICA green requests through any one replica: below
-    // min_requests (110) by construction.
+    // At most 100 requests through any one replica: below min_requests
+    // (110) by construction, whatever share of them went green.
     let all: Vec<&Replica> = rs.iter().collect();
     let survivors: Vec<&Replica> = if kill_leader {
-        load(&c, &all, PER_REPLICA / 2, "x").await;
+        load(&c, &all, BEFORE_KILL, "x").await;
         let dead = rs.iter().position(|r| r.id == leader).unwrap();
         rs[dead].child.kill().unwrap();
         rs[dead].child.wait().unwrap();
         let survivors: Vec<&Replica> = rs.iter().filter(|r| r.id != leader).collect();
-        load(&c, &survivors, PER_REPLICA, "y").await;
+        load(&c, &survivors, PER_SURVIVOR, "y").await;
         survivors
     } else {
         load(&c, &all, PER_REPLICA, "x").await;
         all
     };
-    let green_seen = green.requests();
+    // Each deciding replica's own green count is below min_requests; only
+    // their sum reaches it.
+    let mut own = Vec::new();
+    for r in &survivors {
+        own.push((r.id.clone(), green_requests(&c, r).await));
+    }
     assert!(
-        green_seen >= 110,
-        "the sum must reach min_requests: {green_seen}"
+        own.iter().all(|(_, n)| *n < MIN_REQUESTS),
+        "no replica alone may reach min_requests: {own:?}"
+    );
+    let sum: u64 = own.iter().map(|(_, n)| n).sum();
+    assert!(
+        sum >= MIN_REQUESTS,
+        "the survivors' sum must reach min_requests: {own:?}"
     );
     // One rollback, decided by the (new) leader, seen by every member.
     let mut ids = Vec::new();

@@ -11,11 +11,14 @@
 //! - `replicas`: three `switchyard` processes sharing one state through
 //!   etcd: a switch seen everywhere, `if_generation` across members, etcd
 //!   stopped, a compaction while a replica is cut off, propagation time.
+//! - `outage`: etcd killed under read load and started again: reads flow,
+//!   writes fenced within `write_fence`, every member converges.
 
 mod cluster;
 mod decide;
 mod hold;
 mod members;
+mod outage;
 mod replicas;
 mod secure;
 mod state;

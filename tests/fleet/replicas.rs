@@ -14,15 +14,19 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;
 
-struct Fleet {
-    replicas: Vec<Replica>,
+pub(crate) struct Fleet {
+    pub(crate) replicas: Vec<Replica>,
     _blue: Upstream,
     _green: Upstream,
     _dir: tempfile::TempDir,
 }
 
 /// Three replicas on `endpoints[i]` (one list per replica).
-async fn fleet(test: &str, endpoints: [Vec<String>; 3], write_fence: &'static str) -> Fleet {
+pub(crate) async fn fleet(
+    test: &str,
+    endpoints: [Vec<String>; 3],
+    write_fence: &'static str,
+) -> Fleet {
     let blue = Upstream::start("blue-1").await;
     let green = Upstream::start("green-1").await;
     let dir = tempfile::tempdir().unwrap();
@@ -57,7 +61,7 @@ async fn generations(c: &HttpClient, rs: &[Replica]) -> Vec<Option<u64>> {
 
 /// Wait until every replica shows one generation (> 0), and each lists
 /// three members; returns it.
-async fn converged(c: &HttpClient, rs: &[Replica], within: Duration, what: &str) -> u64 {
+pub(crate) async fn converged(c: &HttpClient, rs: &[Replica], within: Duration, what: &str) -> u64 {
     wait_for(within, what, || async {
         let g = generations(c, rs).await;
         let first = g[0]?;
@@ -79,7 +83,7 @@ async fn put_weights(
 
 /// `PUT /weights`; Err when the admin API does not answer in time (a
 /// commit waiting on a frozen etcd).
-async fn try_put_weights(
+pub(crate) async fn try_put_weights(
     c: &HttpClient,
     r: &Replica,
     green: f64,

@@ -60,6 +60,9 @@ impl Controller {
             Ending::Flip
         } else if let Some(e) = o.error {
             Ending::Abort(format!("the gate failed: {e}"))
+        } else if self.shared.is_shutting_down() {
+            // Promotion was refused as the process stops.
+            Ending::Abort("shutting down".into())
         } else {
             c.figures.timed_out = Some("gate");
             Ending::Abort(self.timed_out_reason("gate"))

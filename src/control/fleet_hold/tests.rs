@@ -274,8 +274,10 @@ fn holding(m: &Member) -> bool {
     m.shared.table.load().hold.is_some()
 }
 
-/// Wait until every member has applied the document that started the
-/// hold (it holds, or has moved past it).
+/// Wait until every member holds under the document that started the
+/// hold. Strictly that document: a member that missed it but applied the
+/// abort after the deadline has not held (a store that subscribed late
+/// once let such a member pass here, and the abort then named it too).
 async fn all_hold(fleet: &MemFleet, ms: &[Member]) {
     let mut started = None;
     until("the hold started", || {
@@ -289,7 +291,10 @@ async fn all_hold(fleet: &MemFleet, ms: &[Member]) {
     .await;
     let id = started.unwrap_or_default();
     until("every member holding", || {
-        ms.iter().all(|m| m.shared.table.load().generation >= id)
+        ms.iter().all(|m| {
+            let t = m.shared.table.load();
+            t.generation == id && t.hold.is_some()
+        })
     })
     .await;
 }

@@ -391,10 +391,11 @@ pub(super) async fn pass(
     let (tx, rx) = tokio::sync::oneshot::channel();
     events(GateEvent::Promote(tx));
     if rx.await != Ok(true) {
-        return failed(
-            f,
-            "the switch ended before the replica could be promoted".into(),
-        );
+        // Past `max_hold`, shutting down, or taken over by a rollback: the
+        // coordinator knows which; not an error of the database's.
+        f.error = Some("not promoted: the switch ended or ran out of time first".into());
+        let answer = lag_answer(&f);
+        return timed_out(f, answer);
     }
     promote(gate, &session.replica, f, events).await
 }

@@ -326,6 +326,42 @@ impl Pair {
         )
     }
 
+    /// Make the replica's promotion slow for real: PostgreSQL runs
+    /// `recovery_end_command` at the end of recovery, before the server
+    /// leaves it, so `pg_promote` answers at once but `pg_is_in_recovery()`
+    /// stays true until [`Stall::release`] (or a minute passes).
+    pub async fn stall_promotion(&self) -> Stall {
+        let go = self.dir.path().join("promotion-may-end");
+        let path = go.display().to_string();
+        assert!(
+            path.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)),
+            "a path the shell takes as is: {path}"
+        );
+        let wait = format!(
+            "i=0; while [ ! -e {path} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+        );
+        let replica = self.replica.client().await;
+        replica
+            .batch_execute(&format!("ALTER SYSTEM SET recovery_end_command = '{wait}'"))
+            .await
+            .expect("set recovery_end_command");
+        replica
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .expect("reload the replica's settings");
+        let set = crate::support::poll_until(Duration::from_secs(10), || async {
+            replica
+                .query_one("SHOW recovery_end_command", &[])
+                .await
+                .map(|r| r.get::<_, String>(0) == wait)
+                .unwrap_or(false)
+        })
+        .await;
+        assert!(set, "the replica did not take recovery_end_command");
+        Stall { go }
+    }
+
     /// Wait until the replica streams (the primary sees its WAL sender).
     pub async fn wait_streaming(&self) {
         let c = self.primary.client().await;
@@ -341,4 +377,25 @@ impl Pair {
         .await;
         assert!(streaming, "the replica did not start streaming");
     }
+}
+
+/// A promotion held at the end of recovery ([`Pair::stall_promotion`]).
+pub struct Stall {
+    go: PathBuf,
+}
+
+impl Stall {
+    /// Let the promotion end.
+    pub fn release(&self) {
+        std::fs::write(&self.go, b"").expect("release the promotion");
+    }
+}
+
+/// Whether `client`'s server is in recovery (a standby).
+pub async fn in_recovery(client: &Client) -> bool {
+    client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("pg_is_in_recovery()")
+        .get(0)
 }
