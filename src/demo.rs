@@ -6,8 +6,13 @@
 //!
 //! The sample upstreams are also what the end-to-end tests of the demo talk
 //! to; they answer with their colour and instance name and serve `/health`.
+//! Each also keeps a business metric ([`orders`]): the demo's control
+//! listener serves a pool's orders per request to the demo's
+//! `analysis.checks` entry, and can stop a pool taking orders while it
+//! keeps answering 200.
 
 mod guide;
+pub mod orders;
 
 use crate::config::{self, PoolName};
 use crate::proxy::listener_tls::selfsigned::Ca;
@@ -35,6 +40,8 @@ pub struct SampleApp {
     pub addr: SocketAddr,
     /// Share of requests (in 1/10000) answered with 500, for trying rollback.
     pub failure_bp: Arc<AtomicU32>,
+    /// Orders placed by the requests it answers.
+    pub orders: Arc<orders::Orders>,
     stop: CancellationToken,
 }
 
@@ -45,7 +52,9 @@ impl SampleApp {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let failure_bp = Arc::new(AtomicU32::new(0));
+        let orders = Arc::new(orders::Orders::default());
         let app = Arc::new(AppInfo {
+            orders: orders.clone(),
             greeting: Bytes::from(format!("Hello from {name} ({pool})\n")),
             name: http::HeaderValue::from_str(name)
                 .unwrap_or(http::HeaderValue::from_static("app")),
@@ -76,6 +85,7 @@ impl SampleApp {
             pool,
             addr,
             failure_bp,
+            orders,
             stop,
         })
     }
@@ -98,6 +108,7 @@ struct AppInfo {
     name: http::HeaderValue,
     pool: PoolName,
     failure_bp: Arc<AtomicU32>,
+    orders: Arc<orders::Orders>,
 }
 
 impl AppInfo {
@@ -112,6 +123,10 @@ impl AppInfo {
         } else {
             (StatusCode::OK, self.greeting.clone())
         };
+        if req.uri().path() != "/health" {
+            let second = crate::clock::unix_ms() / 1000;
+            self.orders.record(second, status == StatusCode::OK);
+        }
         let mut resp = Response::new(Full::new(body));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
@@ -159,6 +174,18 @@ rollback:
   max_error_rate: 0.05
   consecutive_breaches: 2
   grace: 2s
+analysis:
+  checks:
+    # The sample upstreams' business metric: orders per request over the
+    # last 5 s, served by the demo's control listener. Green must take at
+    # least 90 % of blue's; 3 failed readings in a row roll back.
+    - name: orders
+      http: { url: "http://{CONTROL}/orders/{{pool}}" }
+      compare: baseline
+      min_ratio: 0.9
+      interval: 1s
+      timeout: 500ms
+      failure_limit: 3
 state_file: null
 "#;
 
@@ -234,20 +261,41 @@ impl Demo {
     }
 }
 
-/// The demo control endpoint: `POST /fail/{blue|green}?rate=0.2` sets the
-/// share of that pool's requests the sample upstreams answer with 500.
+/// The demo control endpoint:
+/// - `POST /fail/{blue|green}?rate=0.2` sets the share of that pool's
+///   requests the sample upstreams answer with 500;
+/// - `GET /orders/{blue|green}` is the pool's orders per request over the
+///   last few seconds as `{"value": N}` (the demo's check reads it), or 503
+///   when the pool answered no request then (no data);
+/// - `POST /orders/{blue|green}/stop` (and `/start`): the pool's upstreams
+///   stop (resume) taking orders, and keep answering 200.
 async fn control(req: Request<Incoming>, apps: Arc<Vec<Arc<SampleApp>>>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    let post = req.method() == http::Method::POST;
+    let (status, body) = if let Some(rest) = path.strip_prefix("/orders/") {
+        orders_control(post, rest, &apps)
+    } else {
+        fail_control(post, path, req.uri().query(), &apps)
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp
+}
+
+fn fail_control(
+    post: bool,
+    path: &str,
+    query: Option<&str>,
+    apps: &[Arc<SampleApp>],
+) -> (StatusCode, String) {
     let pool = path
         .strip_prefix("/fail/")
         .and_then(|p| p.parse::<PoolName>().ok());
-    let rate = req
-        .uri()
-        .query()
+    let rate = query
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("rate=")))
         .and_then(|r| r.parse::<f64>().ok())
         .filter(|r| (0.0..=1.0).contains(r));
-    let (status, body) = match (req.method() == http::Method::POST, pool, rate) {
+    match (post, pool, rate) {
         (true, Some(pool), Some(rate)) => {
             for a in apps.iter().filter(|a| a.pool == pool) {
                 a.set_failure_rate(rate);
@@ -262,12 +310,75 @@ async fn control(req: Request<Incoming>, apps: Arc<Vec<Arc<SampleApp>>>) -> Resp
         }
         _ => (
             StatusCode::BAD_REQUEST,
-            "use: POST /fail/blue|green?rate=0.0..1.0\n".to_string(),
+            "use: POST /fail/blue|green?rate=0.0..1.0, GET /orders/blue|green, POST /orders/blue|green/stop|start\n"
+                .to_string(),
         ),
+    }
+}
+
+/// `rest` is the path after `/orders/`: `green`, `green/stop`, `green/start`.
+fn orders_control(post: bool, rest: &str, apps: &[Arc<SampleApp>]) -> (StatusCode, String) {
+    let (pool, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(pool) = pool.parse::<PoolName>() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "use: GET /orders/blue|green, POST /orders/blue|green/stop|start\n".to_string(),
+        );
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp
+    let of_pool = || apps.iter().filter(move |a| a.pool == pool);
+    match (post, action) {
+        (false, "") => {
+            let now = crate::clock::unix_ms() / 1000;
+            let mut recent = orders::Counts::default();
+            let mut total = orders::Counts::default();
+            for a in of_pool() {
+                recent.add(a.orders.recent(now));
+                total.add(a.orders.total());
+            }
+            let taking = of_pool().all(|a| a.orders.taking());
+            match recent.per_request() {
+                Some(value) => (
+                    StatusCode::OK,
+                    format!(
+                        "{}\n",
+                        serde_json::json!({
+                            "value": value,
+                            "pool": pool,
+                            "window_seconds": orders::WINDOW_SECONDS,
+                            "requests": recent.requests,
+                            "orders": recent.orders,
+                            "requests_total": total.requests,
+                            "orders_total": total.orders,
+                            "taking_orders": taking,
+                        })
+                    ),
+                ),
+                None => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "no {pool} requests in the last {} s: no data\n",
+                        orders::WINDOW_SECONDS
+                    ),
+                ),
+            }
+        }
+        (true, "stop" | "start") => {
+            let taking = action == "start";
+            for a in of_pool() {
+                a.orders.set_taking(taking);
+            }
+            let now = if taking {
+                "take orders again"
+            } else {
+                "stop taking orders (and still answer 200)"
+            };
+            (StatusCode::OK, format!("{pool} upstreams now {now}\n"))
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "use: GET /orders/blue|green, POST /orders/blue|green/stop|start\n".to_string(),
+        ),
+    }
 }
 
 /// Steady background requests so status and `ctl watch` show live figures
@@ -296,6 +407,18 @@ async fn traffic(proxy: SocketAddr, per_second: u32, stop: CancellationToken) {
             }
         });
     }
+}
+
+/// Where the proxy's check reaches a listener bound to `addr`: an
+/// unspecified address (`0.0.0.0`) is reached on loopback.
+fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }
 
 fn endpoint_list(apps: &[Arc<SampleApp>], pool: PoolName) -> String {
@@ -347,6 +470,10 @@ pub async fn start(opts: DemoOptions) -> anyhow::Result<Demo> {
         .replace("{CERT}", &certs.cert.display().to_string())
         .replace("{KEY}", &certs.key.display().to_string())
         .replace("{ADMIN}", &admin.to_string())
+        .replace(
+            "{CONTROL}",
+            &reachable(control_listener.local_addr()?).to_string(),
+        )
         .replace("{BLUE}", &endpoint_list(&apps, PoolName::Blue))
         .replace("{GREEN}", &endpoint_list(&apps, PoolName::Green));
     let cfg = config::parse(&text, "<demo>")?;

@@ -32,11 +32,17 @@ Cells (--cells, comma-separated; default all):
   grpc       gRPC unary calls over h2c to an h2 upstream: 16 x 32
   slow       an upstream that takes 20 ms, 1000 concurrent clients
   idle       --idle-conns idle connections next to 64 busy ones
+  switch     64 B responses, 64 connections, while all traffic moves between
+             two upstreams every 100 ms and the configuration is reloaded
+             every second (peers.Peer.switch: each peer by its own means)
+
+A request that fails (h2load's "failed", wrk's socket errors and non-2xx)
+is counted in the column "failed" (throughput and latency runs together).
 
 Usage: benches/compare/matrix.py [--cells LIST] [--rounds N] [--duration S]
            [--quick] [--readme] [--json FILE] [--idle-conns N]
 --readme rewrites the results block of benches/compare/README.md and
-benches/compare/matrix.svg. Needs nginx, haproxy, h2load, wrk, openssl, and
+benches/compare/matrix.png. Needs nginx, haproxy, h2load, wrk, openssl, and
 target/release/{switchyard,examples/bench_upstream}.
 """
 
@@ -48,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +72,7 @@ CELLS = {
     "grpc": {"body": 64, "grpc": True, "conns": 16, "streams": 32},
     "slow": {"body": 64, "delay_ms": 20, "conns": 1000},
     "idle": {"body": 64, "conns": 64, "idle": True},
+    "switch": {"body": 64, "conns": 64, "switch": True},
 }
 PEERS = ["nginx", "haproxy", "switchyard"]
 
@@ -105,6 +113,8 @@ def h2load(peer, cell, args, duration, rate=None, logfile=None):
     out = subprocess.run(cmd + [url(peer, cell, path)], capture_output=True, text=True).stdout
     m = re.search(r"status codes: (\d+) 2xx", out)
     ok = int(m.group(1)) if m else 0
+    m = re.search(r"requests: .* (\d+) failed", out)
+    h2load.failed = int(m.group(1)) if m else 0
     lat = []
     if logfile and os.path.exists(logfile):
         with open(logfile) as f:
@@ -132,6 +142,8 @@ def wrk(peer, cell, args, duration):
     total = re.search(r"(\d+) requests in", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     ok = (int(total.group(1)) if total else 0) - (int(bad.group(1)) if bad else 0)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    wrk.failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
     return ok, ms("50"), ms("99")
 
 
@@ -145,6 +157,48 @@ def data_file(work, name, size, grpc=False):
     return path
 
 
+class Switcher:
+    """For the cell `switch`: in a thread, move all traffic to the other
+    pool every 100 ms and reload the configuration every 10th time (once a
+    second), on a fixed schedule, until stopped. Counts the peer's refusals."""
+
+    def __init__(self, peer):
+        self.peer, self.calls, self.refused = peer, 0, 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        start = time.monotonic()
+        n = 0
+        while not self.stop_event.wait(max(0.0, start + (n + 1) * 0.1 - time.monotonic())):
+            n += 1
+            self.calls += 1
+            if not self.peer.switch(reload=n % 10 == 0):
+                self.refused += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join()
+
+
+class NoSwitch:
+    calls = refused = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def switching(peer, cell):
+    return Switcher(peer) if cell.get("switch") else NoSwitch()
+
+
 def throughput(peer, cell, args):
     """Closed loop: requests/s and requests per CPU-second of the proxy."""
     if cell.get("new_conn"):
@@ -152,15 +206,21 @@ def throughput(peer, cell, args):
         before = cpu_seconds(peer.pids())
         t0 = time.monotonic()
         ok, p50, p99 = wrk(peer, cell, args, args.duration)
+        failed = wrk.failed
     else:
         h2load(peer, cell, args, 1)
         before = cpu_seconds(peer.pids())
         t0 = time.monotonic()
-        ok, _ = h2load(peer, cell, args, args.duration)
+        with switching(peer, cell) as sw:
+            ok, _ = h2load(peer, cell, args, args.duration)
+        failed = h2load.failed
         p50 = p99 = None
     wall = time.monotonic() - t0
     cpu = cpu_seconds(peer.pids()) - before
-    res = {"ok": ok, "rps": ok / wall, "cpu_s": cpu, "per_cpu_s": ok / cpu if cpu > 0 else 0}
+    res = {"ok": ok, "rps": ok / wall, "cpu_s": cpu, "per_cpu_s": ok / cpu if cpu > 0 else 0,
+           "failed": failed}
+    if cell.get("switch"):
+        res.update({"switches": sw.calls, "refused": sw.refused})
     if cell.get("new_conn"):
         res.update({"p50_ms": p50, "p99_ms": p99, "p999_ms": None})
     return res
@@ -168,17 +228,21 @@ def throughput(peer, cell, args):
 
 def latency(peer, cell, args, rate):
     logfile = os.path.join(args.work, f"lat-{peer.name}.log")
-    ok, lat = h2load(peer, cell, args, args.duration, rate=rate, logfile=logfile)
-    return {"lat_ok": ok, "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99),
+    with switching(peer, cell) as sw:
+        ok, lat = h2load(peer, cell, args, args.duration, rate=rate, logfile=logfile)
+    return {"lat_ok": ok, "lat_failed": h2load.failed, "lat_refused": sw.refused, "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99),
             "p999_ms": percentile(lat, 0.999)}
 
 
 def run_cell(name, args):
     cell = dict(CELLS[name])
+    green_port = args.port_base + 2 if cell.get("switch") else None
     upstream = start_upstream(args.upstream_bin, args.port_base + 1, args.server_cpu,
                               body_size=cell["body"], delay_ms=cell.get("delay_ms", 0),
-                              h2=bool(cell.get("grpc")))
+                              h2=bool(cell.get("grpc")), green_port=green_port)
     upstream_addr = f"{HOST}:{args.port_base + 1}"
+    if green_port:
+        cell["green"] = f"{HOST}:{green_port}"
     rows = []
     try:
         if cell.get("idle"):
@@ -250,8 +314,13 @@ def summarize(rows):
     for x in rows:
         out.setdefault(x["cell"], {}).setdefault(x["peer"], []).append(x)
     keys = ["rps", "per_cpu_s", "p50_ms", "p99_ms", "p999_ms", "hwm_kb", "bytes_per_conn"]
-    return {c: {p: {k: median(rs, k) for k in keys} for p, rs in peers.items()}
-            for c, peers in out.items()}
+    res = {c: {p: {k: median(rs, k) for k in keys} for p, rs in peers.items()}
+           for c, peers in out.items()}
+    for c, peers in out.items():
+        for p, rs in peers.items():
+            res[c][p]["failed"] = sum(x.get("failed", 0) + x.get("lat_failed", 0) for x in rs)
+            res[c][p]["refused"] = sum(x.get("refused", 0) + x.get("lat_refused", 0) for x in rs)
+    return res
 
 
 def ratios(cell_sum):
@@ -275,8 +344,8 @@ def fmt(v, spec):
 
 
 def table(summary, cells):
-    lines = ["| cell | peer | req/s | req/CPU-s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | B/idle conn |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| cell | peer | req/s | req/CPU-s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | B/idle conn | failed |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
         if c not in summary:
             continue
@@ -286,15 +355,16 @@ def table(summary, cells):
                 continue
             lines.append(f"| {c} | {p} | {fmt(v['rps'], '.0f')} | {fmt(v['per_cpu_s'], '.0f')} | "
                          f"{fmt(v['p50_ms'], '.2f')} | {fmt(v['p99_ms'], '.2f')} | {fmt(v['p999_ms'], '.2f')} | "
-                         f"{fmt(v['hwm_kb'] and v['hwm_kb'] / 1024, '.1f')} | {fmt(v['bytes_per_conn'], '.0f')} |")
+                         f"{fmt(v['hwm_kb'] and v['hwm_kb'] / 1024, '.1f')} | {fmt(v['bytes_per_conn'], '.0f')} | "
+                         f"{v.get('failed', 0)}{' (' + str(v['refused']) + ' switches refused)' if v.get('refused') else ''} |")
         r = ratios(summary[c])
         lines.append(f"| **{c}** | **switchyard / better peer** | x{fmt(r['rps'], '.2f')} | "
                      f"**x{fmt(r['per_cpu_s'], '.2f')}** | x{fmt(r['p50_ms'], '.2f')} | x{fmt(r['p99_ms'], '.2f')} | "
-                     f"x{fmt(r['p999_ms'], '.2f')} | x{fmt(r['hwm_kb'], '.2f')} | x{fmt(r['bytes_per_conn'], '.2f')} |")
+                     f"x{fmt(r['p999_ms'], '.2f')} | x{fmt(r['hwm_kb'], '.2f')} | x{fmt(r['bytes_per_conn'], '.2f')} | |")
     return "\n".join(lines)
 
 
-def write_readme(text, svg, readme):
+def write_readme(text, image, readme):
     with open(readme) as f:
         doc = f.read()
     start, end = "<!-- matrix:start -->", "<!-- matrix:end -->"
@@ -305,8 +375,8 @@ def write_readme(text, svg, readme):
         doc += f"\n## The cost curve (matrix.py)\n\n{block}\n"
     with open(readme, "w") as f:
         f.write(doc)
-    with open(os.path.join(os.path.dirname(readme), "matrix.svg"), "w") as f:
-        f.write(svg)
+    with open(os.path.join(os.path.dirname(readme), "matrix.png"), "wb") as f:
+        f.write(image)
 
 
 def main():
@@ -354,9 +424,9 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "summary": summary}, f, indent=1)
     if args.readme:
-        svg = chart.svg({c: ratios(summary[c]) for c in cells if c in summary})
-        write_readme(text + meta + "\n\n![switchyard / the better peer, per cell](matrix.svg)",
-                     svg, os.path.join(REPO, "benches/compare/README.md"))
+        image = chart.png({c: ratios(summary[c]) for c in cells if c in summary})
+        write_readme(text + meta + "\n\n![switchyard / the better peer, per cell](matrix.png)",
+                     image, os.path.join(REPO, "benches/compare/README.md"))
     failed = [f"{x['cell']}/{x['peer']}" for x in rows if x.get("failed")]
     if failed:
         print(f"matrix: not measured: {', '.join(failed)}", file=sys.stderr)

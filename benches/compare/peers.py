@@ -5,7 +5,9 @@ each process pinned, its CPU time and memory read from /proc.
 A cell says what the peer must speak: `tls` (terminate TLS, ALPN h2 and
 http/1.1), `h2c` (HTTP/2 with prior knowledge from the client), `grpc`
 (the upstream speaks HTTP/2: nginx grpc_pass, HAProxy `proto h2`,
-switchyard `protocol: h2`). Every peer passes Host, adds X-Forwarded-For,
+switchyard `protocol: h2`), `green` (HOST:PORT of a second upstream: the cell
+`switch` moves all traffic between `upstream` (blue) and it, see
+Peer.switch). Every peer passes Host, adds X-Forwarded-For,
 keeps idle upstream connections, and logs nothing per request; nginx
 streams large bodies without temporary files (as the others do).
 """
@@ -53,13 +55,15 @@ def status_kb(pids, field):
 
 
 def cpu_seconds(pids):
-    """User plus system CPU time of the processes, all their threads."""
+    """User plus system CPU time of the processes, all their threads, and
+    of their children that have exited and been waited for (cutime,
+    cstime): the nginx and HAProxy workers that a reload replaces."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 rest = f.read().rsplit(")", 1)[1].split()
-            total += int(rest[11]) + int(rest[12])
+            total += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
         except FileNotFoundError:
             pass
     return total / CLK_TCK
@@ -118,6 +122,14 @@ class Peer:
         self.cpu, self.switchyard_bin = cpu, switchyard_bin
         self.proc = None
 
+    def _nginx_servers(self):
+        if not self.cell.get("green"):
+            return f"server {self.upstream};"
+        # nginx (open source) changes its servers only by a reload: the
+        # pool that takes no traffic is marked down.
+        blue, green = ("", " down") if self.active == "blue" else (" down", "")
+        return f"server {self.upstream}{blue}; server {self.cell['green']}{green};"
+
     def _nginx(self, d, n):
         os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
         listen = f"{HOST}:{self.port}"
@@ -154,7 +166,7 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     http2_max_concurrent_streams 256;
-    upstream pools {{ server {self.upstream}; keepalive 64; keepalive_requests 1000000; }}
+    upstream pools {{ {self._nginx_servers()} keepalive 64; keepalive_requests 1000000; }}
     server {{
         listen {listen};
         {ssl}
@@ -174,6 +186,14 @@ http {{
         elif self.cell.get("h2c") or self.cell.get("grpc"):
             bind += " proto h2"
         server = f"server up {self.upstream}" + (" proto h2" if self.cell.get("grpc") else "")
+        stats = ""
+        if self.cell.get("green"):
+            # Weights change at run time over the stats socket; a reload
+            # (master-worker, SIGUSR2) starts a new worker from the file.
+            blue, green = (100, 0) if self.active == "blue" else (0, 100)
+            server = (f"server blue {self.upstream} weight {blue}\n"
+                      f"    server green {self.cell['green']} weight {green}")
+            stats = f"\n    stats socket {d}/admin.sock mode 600 level admin"
         conf = os.path.join(d, "haproxy.cfg")
         # HAProxy wants two descriptors per connection; idle client
         # connections need one, so cap it at what the process may open.
@@ -184,7 +204,7 @@ http {{
     nbthread 1
     maxconn {min(n, (fds - 100) // 2)}
     ulimit-n {fds}
-    tune.ssl.cachesize 0
+    tune.ssl.cachesize 0{stats}
 defaults
     mode http
     timeout connect 2s
@@ -201,6 +221,8 @@ frontend fe
 backend pools
     {server}
 """)
+        if self.cell.get("green"):
+            return [find_bin("haproxy"), "-W", "-db", "-f", conf]
         return [find_bin("haproxy"), "-db", "-f", conf]
 
     def _switchyard(self, d, n):
@@ -209,6 +231,10 @@ backend pools
             cert, key, _ = make_cert(self.work)
             tls = f'\n    tls: {{ cert: "{cert}", key: "{key}" }}'
         protocol = "\n    protocol: h2" if self.cell.get("grpc") else ""
+        green, traffic = self.upstream, ""
+        if self.cell.get("green"):
+            green = self.cell["green"]
+            traffic = "\ntraffic:\n  initial: { blue: 100, green: 0 }"
         conf = os.path.join(d, "switchyard.yaml")
         with open(conf, "w") as f:
             f.write(f"""listeners:
@@ -219,7 +245,7 @@ pools:
   blue:
     endpoints: ["{self.upstream}"]{protocol}
   green:
-    endpoints: ["{self.upstream}"]{protocol}
+    endpoints: ["{green}"]{protocol}{traffic}
 health_check:
   path: /health
   interval: 2s
@@ -236,6 +262,8 @@ log: {{ level: warn }}
         d = os.path.join(self.work, self.name)
         os.makedirs(d, exist_ok=True)
         n = self.cell.get("conns", 64) + 2000
+        self.active = "blue"
+        self._conf = (d, n)
         cmd = getattr(self, "_" + self.name)(d, n)
         self.log = open(os.path.join(d, "out.log"), "w")
         self.proc = subprocess.Popen(["taskset", "-c", self.cpu] + cmd,
@@ -253,6 +281,58 @@ log: {{ level: warn }}
         self.stop()
         print(f"{self.name} did not start; see {self.log.name}", file=sys.stderr)
         return False
+
+    def switch(self, reload):
+        """Move all traffic to the other pool; with `reload`, reload the
+        configuration too (the weights in the file follow the switch). Each
+        peer by its own means: switchyard PUT /api/v1/weights and POST
+        /api/v1/reload; HAProxy `set weight` on its stats socket and SIGUSR2
+        to its master; nginx rewrites its file and reloads (SIGHUP), its only
+        way to change servers. True when the peer accepted it."""
+        self.active = "green" if self.active == "blue" else "blue"
+        if self.name == "nginx":
+            self._nginx(*self._conf)
+            self.proc.send_signal(signal.SIGHUP)
+            return True
+        if self.name == "haproxy":
+            weights = (100, 0) if self.active == "blue" else (0, 100)
+            ok = self._haproxy_cmd(f"set weight pools/blue {weights[0]}; set weight pools/green {weights[1]}")
+            if reload:
+                self._haproxy(*self._conf)
+                self.proc.send_signal(signal.SIGUSR2)
+            return ok
+        import json
+        body = {"blue": 100, "green": 0} if self.active == "blue" else {"blue": 0, "green": 100}
+        ok = self._admin("PUT", "/api/v1/weights", json.dumps(body).encode())
+        if reload:
+            ok = self._admin("POST", "/api/v1/reload", b"") and ok
+        return ok
+
+    def _admin(self, method, path, body):
+        import urllib.request
+        req = urllib.request.Request(f"http://{HOST}:{self.admin_port}{path}", data=body, method=method,
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=1) as r:
+                return 200 <= r.status < 300
+        except OSError:
+            return False
+
+    def _haproxy_cmd(self, line):
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(1)
+                s.connect(os.path.join(self._conf[0], "admin.sock"))
+                s.sendall(line.encode() + b"\n")
+                out = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    out += chunk
+            return out.strip() == b""
+        except OSError:
+            return False
 
     def ready(self):
         if self.cell.get("grpc") or self.cell.get("h2c"):
@@ -276,9 +356,13 @@ log: {{ level: warn }}
         self.proc = None
 
 
-def start_upstream(binary, port, cpu, body_size=64, delay_ms=0, h2=False):
+def start_upstream(binary, port, cpu, body_size=64, delay_ms=0, h2=False, green_port=None):
+    """bench_upstream on `port` (and, with green_port, a second instance in
+    the same process)."""
     cmd = ["taskset", "-c", cpu, binary, "--listen", f"up={HOST}:{port}",
            "--body-size", str(body_size)]
+    if green_port:
+        cmd += ["--listen", f"green={HOST}:{green_port}"]
     if delay_ms:
         cmd += ["--delay-ms", str(delay_ms)]
     if h2:

@@ -57,7 +57,8 @@ pub enum Cmd {
         /// The admin API.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
-        /// The demo's failure switch: POST /fail/blue|green?rate=0.2
+        /// The demo's failure switch (POST /fail/blue|green?rate=0.2) and
+        /// orders (GET /orders/blue|green; POST /orders/green/stop|start)
         #[arg(long, default_value = "127.0.0.1:9902")]
         control: SocketAddr,
         /// Background requests per second through the proxy (0: none).

@@ -191,12 +191,22 @@ impl Controller {
             fleet: j.fleet,
         };
         let checks_armed = self.analysis.target().is_some();
-        let checks: Vec<CheckExplained> = self
+        let mut checks: Vec<CheckExplained> = self
             .analysis
             .checks()
             .iter()
             .map(|c| rules::check(c, self.analysis.state(&c.name), checks_armed))
             .collect();
+        // Within grace an inconclusive reading holds the step, no pause yet.
+        if let Some(left) = grace {
+            for c in checks.iter_mut().filter(|c| c.verdict == "inconclusive") {
+                c.waiting_for = Some(format!(
+                    "{}; no pause before grace ends in {}",
+                    c.detail,
+                    human(left)
+                ));
+            }
+        }
         let rollout = self.doc.rollout.as_ref().map(|ro| {
             let next_in = ro.next_step_at_unix_ms.map(|t| t.saturating_sub(now_unix));
             let waiting_for = if ro.paused {

@@ -143,6 +143,30 @@ pub(super) fn guide(demo: &Demo, program: &str) -> String {
         "heal green",
     );
     hint(&mut s, &format!("{ctl} rearm"), "allow green again");
+    s.push_str(
+        "\nWatch a business check roll back while every answer stays 200\n\
+         (the demo's `orders` check: green's orders per request against blue's):\n",
+    );
+    hint(&mut s, &format!("{ctl} rollout start green"), "");
+    hint(
+        &mut s,
+        &format!("{ctl} explain"),
+        "the orders check: value, threshold, verdict",
+    );
+    hint(
+        &mut s,
+        &format!("curl -X POST 'http://{control}/orders/green/stop'"),
+        "green takes no orders, answers 200",
+    );
+    s.push_str(
+        "  # within about 3 s (3 failed readings, one a second): a rollback, reason check\n",
+    );
+    hint(
+        &mut s,
+        &format!("curl -X POST 'http://{control}/orders/green/start'"),
+        "green takes orders again",
+    );
+    hint(&mut s, &format!("{ctl} rearm"), "");
     s.push_str("\nCtrl-C stops everything.\n");
     s
 }

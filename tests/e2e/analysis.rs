@@ -122,13 +122,21 @@ async fn no_data_pauses_the_rollout_and_a_step_waits_for_the_checks() {
     let green = Upstream::start("green-1").await;
     // The check URL answers 503 for green: no data.
     let values = CheckValues::start(100, -1).await;
-    let extra = check_config(&values.url(), 1000);
+    let extra = check_config(&values.url(), 1000) + "rollback:\n  grace: 2s\n";
     let s = start_proxy(&config_yaml(&[blue.addr], &[green.addr], &extra)).await;
+    let began = tokio::time::Instant::now();
     start_rollout(&s, json!([10, 50, 100]), "100ms").await;
     let paused = wait_until(Duration::from_secs(10), "the pause", || async {
         newest(&s, "rollout_paused").await
     })
     .await;
+    // Readings every 100 ms from the weight change on, but within grace
+    // (a candidate that may have no data yet) they only hold the step.
+    assert!(
+        began.elapsed() >= Duration::from_secs(2),
+        "paused {:?} after the rollout began, within grace",
+        began.elapsed()
+    );
     assert_eq!(paused["actor"], "auto", "{paused}");
     let why = paused["reason"].as_str().unwrap_or("");
     assert!(why.contains("check orders is inconclusive"), "{paused}");

@@ -13,6 +13,7 @@ mod ctl;
 mod ctl_ops;
 mod cutover;
 mod dashboard;
+mod demo_check;
 mod disk;
 mod drain;
 mod explain;

@@ -3,7 +3,8 @@
 //!
 //! [`Analysis`] is owned by the controller and touched only from its loop.
 //! It turns reports into an [`Action`] (roll back after `failure_limit`
-//! failures in a row; pause a running rollout on an inconclusive reading)
+//! failures in a row; pause a running rollout on an inconclusive reading,
+//! once the rollback's `grace` after the last weight change is over)
 //! and answers [`Analysis::step_ready`]: a step is taken only after every
 //! runnable check has passed since the step began (its latest reading since
 //! then is a pass). It arms the [`Runner`] while the candidate takes
@@ -220,6 +221,14 @@ impl crate::control::Controller {
                     replies: Vec::new(),
                 };
                 self.rollback(p).await;
+            }
+            // Right after a weight change the candidate may have no data
+            // yet (no series, no requests in the check's window): that is
+            // expected, not a reason to stop. Within the rollback's grace an
+            // inconclusive reading only holds the step (it is no pass);
+            // after grace it pauses.
+            Action::Pause(why) if self.judge.in_grace(tokio::time::Instant::now()) => {
+                tracing::debug!(%why, "inconclusive within grace: the step waits, no pause");
             }
             Action::Pause(why) => {
                 let now = crate::clock::unix_ms();
