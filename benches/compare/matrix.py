@@ -431,7 +431,7 @@ def main():
     meta = (f"\n\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} round(s) of "
             f"{args.duration} s per cell and peer, load average {load:.1f} at the start "
             f"(`benches/compare/matrix.py --cells {','.join(cells)} --rounds {args.rounds} "
-            f"--duration {args.duration}`).")
+            f"--duration {args.duration} --settle {args.settle:g} --idle-conns {args.idle_conns}`).")
     print(text + meta)
     if args.json:
         with open(args.json, "w") as f:

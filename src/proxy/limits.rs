@@ -54,6 +54,33 @@ impl ConnectionSlot {
     pub fn limit(&self) -> &ConnectionLimit {
         &self.0
     }
+
+    /// The connection is parked: counted as such until woken or dropped.
+    pub fn park(self) -> ParkedSlot {
+        self.0.gauges.parked.inc();
+        ParkedSlot(Some(self))
+    }
+}
+
+/// The place of a parked connection ([`ConnectionSlot::park`]).
+#[derive(Debug)]
+pub struct ParkedSlot(Option<ConnectionSlot>);
+
+impl ParkedSlot {
+    /// The connection is served again: no longer counted as parked.
+    pub fn wake(mut self) -> ConnectionSlot {
+        let slot = self.0.take().expect("a parked slot is woken once");
+        slot.0.gauges.parked.dec();
+        slot
+    }
+}
+
+impl Drop for ParkedSlot {
+    fn drop(&mut self) {
+        if let Some(slot) = &self.0 {
+            slot.0.gauges.parked.dec();
+        }
+    }
 }
 
 impl Drop for ConnectionSlot {
@@ -106,6 +133,11 @@ impl ConnectionLimit {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Of those, parked now.
+    pub fn parked_now(&self) -> i64 {
+        self.gauges.parked.get()
     }
 
     /// Turn away a connection beyond the cap. A cleartext one is told why

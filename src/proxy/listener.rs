@@ -20,21 +20,25 @@
 //! answers to unparseable requests the proxy's plain-text body.
 
 use crate::config::PoolSelector;
-use crate::proxy::client_io::{ClientIo, ConnWatch};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::client_io::{ClientIo, ConnWatch, Marked};
 use crate::proxy::handler::handle;
 use crate::proxy::headers::ClientAddr;
 use crate::proxy::limits::{ConnectionLimit, RequestLimits};
 use crate::proxy::listener_tls::TlsListener;
-use crate::proxy::park::{spawn_h1, H1Conn, H1Server, PARK_AFTER};
+use crate::proxy::park::{spawn_h1, H1Conn, H1Server, Idle, Parker, PARK_AFTER};
 use crate::proxy::stop::{stoppable, Shutdown};
 use crate::routing::RoutingTable;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use hyper::service::service_fn;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,6 +164,56 @@ fn log_end<E: std::fmt::Display>(r: Result<(), E>) {
     }
 }
 
+/// What the proxy answers a client's request with.
+type Answer = Response<Marked<ProxyBody>>;
+
+/// The service of one client connection (from `ip`), reporting to `watch`.
+fn client_service(
+    ctx: Arc<ListenerCtx>,
+    ip: IpAddr,
+    watch: &Arc<ConnWatch>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Answer,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Answer, Infallible>> + Send + 'static,
+> + Clone
+       + Send
+       + Unpin
+       + 'static {
+    let client = ClientAddr::new(ip);
+    let conn_watch = watch.clone();
+    service_fn(move |req| {
+        let (ctx, client) = (ctx.clone(), client.clone());
+        let open = conn_watch.request_started();
+        async move { Ok::<_, Infallible>(open.attach(handle(req, &ctx, &client).await)) }
+    })
+}
+
+/// Serve a parked connection its parker woke, as it was served before.
+fn resume(
+    idle: Idle<TcpStream>,
+    parker: Option<Parker>,
+    ctx: &Arc<ListenerCtx>,
+    h1: &Arc<H1Server>,
+    shutdown: &Arc<Shutdown>,
+) {
+    let watch = Arc::new(ConnWatch::default());
+    let svc = client_service(ctx.clone(), idle.ip, &watch);
+    watch.carry_deadline(idle.deadline.into_std());
+    spawn_h1(H1Conn {
+        io: idle.io,
+        svc,
+        watch,
+        ip: idle.ip,
+        replay: idle.replay,
+        h1: h1.clone(),
+        shutdown: shutdown.clone(),
+        slot: idle.slot,
+        parker,
+    });
+}
+
 /// Accept and serve (over TLS when `tls` is given) until `stop`, then
 /// finish for at most `grace()`: `drain.timeout` of the config in force
 /// then, reloads included.
@@ -176,6 +230,22 @@ pub async fn serve(
         token: CancellationToken::new(),
         connections: TaskTracker::new(),
     });
+    // Cleartext HTTP/1 connections idle past the park delay wait here;
+    // without it (out of file descriptors) each in a task of its own.
+    let parker = match (&tls, builders.h1.park_after) {
+        (None, Some(_)) => {
+            let (ctx, h1, shutdown) = (ctx.clone(), builders.h1.clone(), connections.clone());
+            let started = Parker::start(
+                &connections.connections,
+                connections.token.clone(),
+                move |idle, parker| resume(idle, parker, &ctx, &h1, &shutdown),
+            );
+            started
+                .map_err(|e| tracing::warn!(error = %e, "parked connections get a task each"))
+                .ok()
+        }
+        _ => None,
+    };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener, "proxy") => accepted,
@@ -192,37 +262,36 @@ pub async fn serve(
         let ctx = ctx.clone();
         let builders = builders.clone();
         let shutdown = connections.clone();
+        let parker = parker.clone();
         let tls = tls.clone();
         connections.connections.spawn(async move {
-            let client = ClientAddr::new(peer.ip());
-            let watch = Arc::new(ConnWatch::default());
-            let conn_watch = watch.clone();
-            let svc = service_fn(move |req| {
-                let (ctx, client) = (ctx.clone(), client.clone());
-                let open = conn_watch.request_started();
-                async move { Ok::<_, Infallible>(open.attach(handle(req, &ctx, &client).await)) }
-            });
             let b = &*builders;
+            let watch = Arc::new(ConnWatch::default());
+            let svc = client_service(ctx, peer.ip(), &watch);
+            // An HTTP/1 connection, but for its stream.
+            let conn = H1Conn {
+                io: (),
+                svc,
+                watch,
+                ip: peer.ip(),
+                replay: Bytes::new(),
+                h1: b.h1.clone(),
+                shutdown: shutdown.clone(),
+                slot,
+                parker,
+            };
             // HTTP/1 goes on in tasks of its own (`park`): this one ends.
             // What is big here is boxed, so that this task stays small too.
             match tls {
                 None => match sniff(&stream, b.client_header).await {
-                    Sniffed::Http1 => spawn_h1(H1Conn {
-                        io: stream,
-                        svc,
-                        watch,
-                        replay: Bytes::new(),
-                        h1: b.h1.clone(),
-                        shutdown: shutdown.clone(),
-                        slot,
-                    }),
+                    Sniffed::Http1 => spawn_h1(conn.with_io(stream)),
                     Sniffed::Http2 => {
-                        let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
+                        let conn = b.h2.serve_connection(TokioIo::new(stream), conn.svc);
                         log_end(Box::pin(stoppable(conn, &shutdown)).await)
                     }
                     Sniffed::Unsure => {
-                        let io = TokioIo::new(ClientIo::new(stream, watch));
-                        let conn = b.auto.serve_connection_with_upgrades(io, svc);
+                        let io = TokioIo::new(ClientIo::new(stream, conn.watch));
+                        let conn = b.auto.serve_connection_with_upgrades(io, conn.svc);
                         log_end(Box::pin(stoppable(conn, &shutdown)).await)
                     }
                     Sniffed::Gone => {}
@@ -245,31 +314,24 @@ pub async fn serve(
                     let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                     match alpn.as_deref() {
                         Some(b"h2") => {
-                            let conn = b.h2.serve_connection(TokioIo::new(stream), svc);
+                            let conn = b.h2.serve_connection(TokioIo::new(stream), conn.svc);
                             log_end(Box::pin(stoppable(conn, &shutdown)).await)
                         }
-                        Some(b"http/1.1") => spawn_h1(H1Conn {
-                            io: stream,
-                            svc,
-                            watch,
-                            replay: Bytes::new(),
-                            h1: b.h1.clone(),
-                            shutdown: shutdown.clone(),
-                            slot,
-                        }),
+                        Some(b"http/1.1") => spawn_h1(conn.with_io(stream)),
                         _ => {
-                            let io = TokioIo::new(ClientIo::new(stream, watch));
-                            let conn = b.auto.serve_connection_with_upgrades(io, svc);
+                            let io = TokioIo::new(ClientIo::new(stream, conn.watch));
+                            let conn = b.auto.serve_connection_with_upgrades(io, conn.svc);
                             log_end(Box::pin(stoppable(conn, &shutdown)).await)
                         }
                     }
                 }
             }
             // The connection's place (`slot`) is freed here, or by the
-            // last task of an HTTP/1 connection.
+            // last task (or the parker) of an HTTP/1 connection.
         });
     }
     drop(listener);
+    drop(parker);
     connections.started.store(true, Ordering::Release);
     connections.token.cancel();
     connections.connections.close();

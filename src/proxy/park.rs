@@ -4,11 +4,15 @@
 //! of hyper's connection state: read and write buffers (8 KiB or more each),
 //! the dispatcher, the header timer. Once it has waited [`PARK_AFTER`], the
 //! connection is *parked*: hyper's connection is taken apart
-//! (`into_parts`) and dropped, and only the stream, the service and the
-//! bytes hyper had already read of the next head (usually none) stay, in a
-//! small task of their own that waits for the stream to become readable
-//! (a task costs the memory of its largest state). Then a new task and a
-//! new hyper connection serve the stream as if nothing had happened. A busy
+//! (`into_parts`) and dropped. A cleartext connection then leaves tokio:
+//! its bare socket, client address, head deadline, connection slot and the
+//! bytes hyper had already read of the next head (usually none) wait in the
+//! listener's [`Parker`] (one task and one epoll set per listener, about a
+//! hundred bytes per connection; see `park/parker.rs`). A TLS connection
+//! keeps its stream and service in a small task of its own that waits for
+//! the stream to become readable. When the client sends again, a new task,
+//! service and hyper connection serve the stream as if nothing had
+//! happened. A busy
 //! connection never waits that long, so the hot path pays nothing but the
 //! timer below.
 //!
@@ -42,6 +46,7 @@ use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::{poll_fn, Future};
+use std::net::IpAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -61,11 +66,25 @@ pub const PARK_AFTER: Duration = Duration::from_secs(1);
 /// sends again.
 pub trait ParkIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn tcp(&self) -> &TcpStream;
+
+    /// The bare socket, out of tokio's reactor, for the listener's
+    /// [`Parker`]; `Err(self)` if the stream holds more than a socket (TLS:
+    /// it then waits in a task of its own).
+    fn detach(self) -> Result<std::io::Result<std::net::TcpStream>, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 impl ParkIo for TcpStream {
     fn tcp(&self) -> &TcpStream {
         self
+    }
+
+    fn detach(self) -> Result<std::io::Result<std::net::TcpStream>, Self> {
+        Ok(self.into_std())
     }
 }
 
@@ -179,12 +198,33 @@ pub(crate) struct H1Conn<I, S> {
     pub io: I,
     pub svc: S,
     pub watch: Arc<ConnWatch>,
+    /// The client's address, to build the service again after a park.
+    pub ip: IpAddr,
     /// Bytes hyper had read of the next head when the connection was parked.
     pub replay: Bytes,
     pub h1: Arc<H1Server>,
     pub shutdown: Arc<Shutdown>,
     /// The connection's place under `limits.max_connections`.
     pub slot: ConnectionSlot,
+    /// Where a cleartext connection is parked (`None`: in a task of its own).
+    pub parker: Option<Parker>,
+}
+
+impl<S> H1Conn<(), S> {
+    /// The connection with its stream, once the protocol is known.
+    pub fn with_io<I>(self, io: I) -> H1Conn<I, S> {
+        H1Conn {
+            io,
+            svc: self.svc,
+            watch: self.watch,
+            ip: self.ip,
+            replay: self.replay,
+            h1: self.h1,
+            shutdown: self.shutdown,
+            slot: self.slot,
+            parker: self.parker,
+        }
+    }
 }
 
 /// Serve HTTP/1 on `conn` in a task of the listener's, until the client or
@@ -206,11 +246,68 @@ where
     let tracker = conn.shutdown.connections.clone();
     tracker.spawn(async move {
         match serve_until_parked(conn).await {
-            Ok(Some((conn, deadline))) => spawn_parked(conn, deadline),
+            Ok(Some((conn, deadline))) => park(conn, deadline),
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "client connection ended with an error"),
         }
     });
+}
+
+/// Park an idle connection: a cleartext one with the listener's
+/// [`Parker`], which keeps only its socket, address, deadline and slot;
+/// any other in a task of its own ([`spawn_parked`]).
+fn park<I, S, B>(conn: H1Conn<I, S>, deadline: Instant)
+where
+    I: ParkIo,
+    S: HttpService<Incoming, ResBody = B> + Unpin + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let H1Conn {
+        io,
+        svc,
+        watch,
+        ip,
+        replay,
+        h1,
+        shutdown,
+        slot,
+        parker,
+    } = conn;
+    let io = match parker.as_ref().filter(|p| !p.is_closed()) {
+        Some(p) => match io.detach() {
+            Ok(Ok(io)) => {
+                return p.park(Idle {
+                    io,
+                    ip,
+                    replay,
+                    deadline,
+                    slot,
+                })
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "an idle connection could not be parked: closed");
+                return;
+            }
+            Err(io) => io,
+        },
+        None => io,
+    };
+    let conn = H1Conn {
+        io,
+        svc,
+        watch,
+        ip,
+        replay,
+        h1,
+        shutdown,
+        slot,
+        parker,
+    };
+    spawn_parked(conn, deadline);
 }
 
 /// Wait, in a small task, for the parked connection's next request; then
@@ -256,10 +353,12 @@ where
         io,
         svc,
         watch,
+        ip,
         replay,
         h1,
         shutdown,
         slot,
+        parker,
     } = conn;
     let hyper_conn = {
         let mut b = h1.builder.clone();
@@ -283,9 +382,11 @@ where
         watch,
         // A copy: the frozen buffer holds all of hyper's read buffer.
         replay: Bytes::copy_from_slice(&parts.read_buf),
+        ip,
         h1,
         shutdown,
         slot,
+        parker,
     };
     Ok(Some((conn, deadline)))
 }
@@ -349,6 +450,9 @@ fn close<I: ParkIo>(io: &mut I) {
     let mut cx = Context::from_waker(waker);
     let _ = Pin::new(io).poll_shutdown(&mut cx);
 }
+
+mod parker;
+pub(crate) use parker::{Idle, Parker};
 
 #[cfg(test)]
 mod tests;

@@ -207,3 +207,70 @@ async fn a_tls_connection_is_parked_and_served_again() {
     assert_eq!(up.requests(), 3);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn many_parked_connections_are_all_woken_and_served() {
+    let (up, s) = proxy_with("").await;
+    let n = 40;
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let mut c = RawConn::connect(s.proxy_addrs[0]).await;
+        c.send(get_req(&format!("/delay/{i}")).as_bytes()).await;
+        assert_eq!(c.response(SECOND).await.expect("a response").status, 200);
+        conns.push(c);
+    }
+    wait_parked(&s, n).await;
+    // All at once: every one woken, each answered on its own connection.
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.send(get_req(&format!("/delay/{}", 100 + i)).as_bytes())
+            .await;
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let r = c
+            .response(SECOND)
+            .await
+            .expect("a woken connection answered");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("blue-1 after {}ms\n", 100 + i))
+        );
+    }
+    assert_eq!(up.requests(), 2 * n as u64);
+    // And they park again.
+    wait_parked(&s, n).await;
+    assert_eq!(gauge(&s, "switchyard_client_connections").await, n);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_woken_connection_still_forwards_its_client_address() {
+    let (_up, s) = proxy_with("").await;
+    let mut c = RawConn::connect(s.proxy_addrs[0]).await;
+    for round in 0..2 {
+        c.send(get_req("/headers").as_bytes()).await;
+        let r = c.response(SECOND).await.expect("a response");
+        let headers: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            headers["x-forwarded-for"], "127.0.0.1",
+            "round {round}: {headers}"
+        );
+        wait_parked(&s, 1).await;
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_closing_a_parked_connection_frees_its_place() {
+    let (_up, s) = proxy_with("").await;
+    let mut c = RawConn::connect(s.proxy_addrs[0]).await;
+    c.send(get_req("/").as_bytes()).await;
+    assert_eq!(c.response(SECOND).await.unwrap().status, 200);
+    wait_parked(&s, 1).await;
+    drop(c);
+    wait_until(SECOND, "the parked connection counted closed", || async {
+        (gauge(&s, "switchyard_client_connections").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(gauge(&s, "switchyard_client_connections_parked").await, 0);
+    s.shutdown().await;
+}
