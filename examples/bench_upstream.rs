@@ -62,7 +62,7 @@ use http::HeaderMap;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::WithTrailers;
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -304,7 +304,17 @@ async fn serve(listener: TcpListener, responder: Responder, h2: bool) {
             let delay = responder.delay;
             let service = service_fn(move |req: Request<Incoming>| {
                 let (response, waits) = responder.answer(&req);
+                let mut upload = req.into_body();
                 async move {
+                    // An upload is read to its end before the answer, as an
+                    // application does: answering first makes hyper close
+                    // the connection and the client (h2load) fail it.
+                    while !upload.is_end_stream() {
+                        match upload.frame().await {
+                            Some(Ok(_)) => {}
+                            _ => break,
+                        }
+                    }
                     if let (Some(d), true) = (delay, waits) {
                         // The slow application this upstream plays.
                         tokio::time::sleep(d).await;

@@ -28,7 +28,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,9 @@ pub struct SampleApp {
     pub addr: SocketAddr,
     /// Share of requests (in 1/10000) answered with 500, for trying rollback.
     pub failure_bp: Arc<AtomicU32>,
+    /// Unix ms of the first 500 it answered since the failure rate was
+    /// last set (0: none yet): when a failure began, as the upstream saw it.
+    pub first_failure_ms: Arc<AtomicU64>,
     /// Orders placed by the requests it answers.
     pub orders: Arc<orders::Orders>,
     stop: CancellationToken,
@@ -52,6 +55,7 @@ impl SampleApp {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let failure_bp = Arc::new(AtomicU32::new(0));
+        let first_failure_ms = Arc::new(AtomicU64::new(0));
         let orders = Arc::new(orders::Orders::default());
         let app = Arc::new(AppInfo {
             orders: orders.clone(),
@@ -60,6 +64,7 @@ impl SampleApp {
                 .unwrap_or(http::HeaderValue::from_static("app")),
             pool,
             failure_bp: failure_bp.clone(),
+            first_failure_ms: first_failure_ms.clone(),
         });
         let token = stop.clone();
         tokio::spawn(async move {
@@ -85,6 +90,7 @@ impl SampleApp {
             pool,
             addr,
             failure_bp,
+            first_failure_ms,
             orders,
             stop,
         })
@@ -93,7 +99,8 @@ impl SampleApp {
     /// Answer 500 to `rate` (0.0..=1.0) of requests from now on.
     pub fn set_failure_rate(&self, rate: f64) {
         let bp = (rate.clamp(0.0, 1.0) * 10_000.0).round() as u32;
-        self.failure_bp.store(bp, Ordering::Relaxed);
+        self.first_failure_ms.store(0, Ordering::SeqCst);
+        self.failure_bp.store(bp, Ordering::SeqCst);
     }
 }
 
@@ -108,6 +115,7 @@ struct AppInfo {
     name: http::HeaderValue,
     pool: PoolName,
     failure_bp: Arc<AtomicU32>,
+    first_failure_ms: Arc<AtomicU64>,
     orders: Arc<orders::Orders>,
 }
 
@@ -116,6 +124,13 @@ impl AppInfo {
         let (status, body) = if req.uri().path() == "/health" {
             (StatusCode::OK, Bytes::from_static(b"ok\n"))
         } else if fastrand::u32(0..10_000) < self.failure_bp.load(Ordering::Relaxed) {
+            let now = crate::clock::unix_ms();
+            let _first = self.first_failure_ms.compare_exchange(
+                0,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Bytes::from_static(b"injected failure\n"),

@@ -110,7 +110,7 @@ def h2load(peer, cell, args, duration, rate=None, logfile=None):
     if logfile:
         cmd += ["--log-file", logfile]
     path = "/bench.Bench/Call" if cell.get("grpc") else "/"
-    out = subprocess.run(cmd + [url(peer, cell, path)], capture_output=True, text=True).stdout
+    out = run_bounded(cmd + [url(peer, cell, path)], duration)
     m = re.search(r"status codes: (\d+) 2xx", out)
     ok = int(m.group(1)) if m else 0
     m = re.search(r"requests: .* (\d+) failed", out)
@@ -126,11 +126,22 @@ def h2load(peer, cell, args, duration, rate=None, logfile=None):
     return ok, sorted(lat)
 
 
+def run_bounded(cmd, duration):
+    """The load generator's output; a run that outlives its duration by 30 s
+    (a client stuck on connections that never answer) is killed and counts
+    as no requests, so one bad cell cannot stall the matrix."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    except subprocess.TimeoutExpired:
+        log(f"{os.path.basename(cmd[3])} still running {duration + 30} s after its start: killed")
+        return ""
+
+
 def wrk(peer, cell, args, duration):
     """wrk with Connection: close (a handshake per request): (2xx, p50, p99)."""
     cmd = ["taskset", "-c", args.client_cpu, find_bin("wrk"), "-t1", f"-c{cell['conns']}",
            f"-d{duration}s", "--latency", "-H", "Connection: close", url(peer, cell)]
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    out = run_bounded(cmd, duration)
 
     def ms(label):
         m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -218,7 +229,7 @@ def throughput(peer, cell, args):
     wall = time.monotonic() - t0
     cpu = cpu_seconds(peer.pids()) - before
     res = {"ok": ok, "rps": ok / wall, "cpu_s": cpu, "per_cpu_s": ok / cpu if cpu > 0 else 0,
-           "failed": failed}
+           "errors": failed}
     if cell.get("switch"):
         res.update({"switches": sw.calls, "refused": sw.refused})
     if cell.get("new_conn"):
@@ -230,7 +241,8 @@ def latency(peer, cell, args, rate):
     logfile = os.path.join(args.work, f"lat-{peer.name}.log")
     with switching(peer, cell) as sw:
         ok, lat = h2load(peer, cell, args, args.duration, rate=rate, logfile=logfile)
-    return {"lat_ok": ok, "lat_failed": h2load.failed, "lat_refused": sw.refused, "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99),
+    return {"lat_ok": ok, "lat_errors": h2load.failed, "lat_refused": sw.refused,
+            "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99),
             "p999_ms": percentile(lat, 0.999)}
 
 
@@ -294,6 +306,7 @@ def run_cell(name, args):
                         h2load(peer, cell, args, 1, rate=rate)
                         row.update(latency(peer, cell, args, rate))
                         row["rate"] = rate
+                        log(f"{name} {p} latency round {r + 1} at {rate:.0f} req/s: p99 {fmt(row['p99_ms'], '.2f')} ms")
                         for s in socks:
                             s.close()
                     finally:
@@ -318,7 +331,7 @@ def summarize(rows):
            for c, peers in out.items()}
     for c, peers in out.items():
         for p, rs in peers.items():
-            res[c][p]["failed"] = sum(x.get("failed", 0) + x.get("lat_failed", 0) for x in rs)
+            res[c][p]["errors"] = sum(x.get("errors", 0) + x.get("lat_errors", 0) for x in rs)
             res[c][p]["refused"] = sum(x.get("refused", 0) + x.get("lat_refused", 0) for x in rs)
     return res
 
@@ -356,7 +369,7 @@ def table(summary, cells):
             lines.append(f"| {c} | {p} | {fmt(v['rps'], '.0f')} | {fmt(v['per_cpu_s'], '.0f')} | "
                          f"{fmt(v['p50_ms'], '.2f')} | {fmt(v['p99_ms'], '.2f')} | {fmt(v['p999_ms'], '.2f')} | "
                          f"{fmt(v['hwm_kb'] and v['hwm_kb'] / 1024, '.1f')} | {fmt(v['bytes_per_conn'], '.0f')} | "
-                         f"{v.get('failed', 0)}{' (' + str(v['refused']) + ' switches refused)' if v.get('refused') else ''} |")
+                         f"{v.get('errors', 0)}{' (' + str(v['refused']) + ' switches refused)' if v.get('refused') else ''} |")
         r = ratios(summary[c])
         lines.append(f"| **{c}** | **switchyard / better peer** | x{fmt(r['rps'], '.2f')} | "
                      f"**x{fmt(r['per_cpu_s'], '.2f')}** | x{fmt(r['p50_ms'], '.2f')} | x{fmt(r['p99_ms'], '.2f')} | "
@@ -418,7 +431,7 @@ def main():
     meta = (f"\n\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} round(s) of "
             f"{args.duration} s per cell and peer, load average {load:.1f} at the start "
             f"(`benches/compare/matrix.py --cells {','.join(cells)} --rounds {args.rounds} "
-            f"--duration {args.duration}`).")
+            f"--duration {args.duration} --settle {args.settle:g} --idle-conns {args.idle_conns}`).")
     print(text + meta)
     if args.json:
         with open(args.json, "w") as f:

@@ -30,6 +30,10 @@ use tokio::net::TcpStream;
 /// A shared HTTP/2 connection is pinged this often; one whose peer stops
 /// answering (a host gone without a FIN) is closed and replaced instead of
 /// taking every request down with it until the request timeout.
+/// Flow-control windows of an upstream HTTP/2 connection (hyper's defaults
+/// when the adaptive window is off); see [`http_handshake`] for why fixed.
+const H2_CONN_WINDOW: u32 = 5 * 1024 * 1024;
+const H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -451,7 +455,15 @@ where
         UpstreamProtocol::H2 => {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .adaptive_window(true)
+                // Fixed windows, not hyper's adaptive one: that starts the
+                // connection at 64 KiB, and h2 budgets unread small DATA
+                // frames at half the connection window, so a burst of gRPC
+                // answers (a small message each, then trailers) read a
+                // moment late was taken for a flood (GOAWAY
+                // too_many_data_frames) and failed every call on the
+                // connection. 5 MiB is hyper's own default without it.
+                .initial_connection_window_size(H2_CONN_WINDOW)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
                 .keep_alive_interval(H2_PING_INTERVAL)
                 .keep_alive_timeout(H2_PING_TIMEOUT)
                 .keep_alive_while_idle(true)

@@ -201,6 +201,19 @@ async fn prometheus_stopped_pauses_the_rollout_as_inconclusive() {
     let load = rolling_with_a_passing_check(&s, &prom).await;
     let before = last_id(&s).await;
     assert_eq!(status(&s).await["phase"], "rolling");
+    // `explain` during the rollout: the check's value, threshold, verdict.
+    let passing = wait_until(
+        Duration::from_secs(30),
+        "explain: orders passing",
+        || async {
+            let c = orders_explained(&s).await;
+            (c["verdict"] == "pass").then_some(c)
+        },
+    )
+    .await;
+    assert!(passing["value"].as_f64().unwrap_or(0.0) > 0.9, "{passing}");
+    assert_eq!(passing["threshold"], "candidate/live >= 0.9", "{passing}");
+    assert_eq!(passing["failure_limit"], 2, "{passing}");
     prom.stop();
     let paused = wait_until(Duration::from_secs(30), "the pause", || async {
         newest_after(&s, "rollout_paused", before).await
@@ -227,5 +240,22 @@ async fn prometheus_stopped_pauses_the_rollout_as_inconclusive() {
             >= 1.0
     );
     assert!(newest(&s, "rollback").await.is_none());
+    // `explain` says why: inconclusive, and the reason.
+    let c = orders_explained(&s).await;
+    assert_eq!(c["verdict"], "inconclusive", "{c}");
+    let waiting = c["waiting_for"].as_str().unwrap_or("");
+    assert!(waiting.starts_with("inconclusive: "), "{c}");
+    assert!(waiting.contains("Prometheus unreachable"), "{c}");
+    assert_eq!(c["threshold"], "candidate/live >= 0.9", "{c}");
     s.shutdown().await;
+}
+
+/// The `orders` check as `GET /api/v1/explain` shows it now.
+async fn orders_explained(s: &Server) -> Value {
+    let (code, e) = api(s.admin_addr, Method::GET, "/api/v1/explain", None, None).await;
+    assert_eq!(code, 200, "{e}");
+    e["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "orders").cloned())
+        .unwrap_or_else(|| panic!("no orders check in {e}"))
 }

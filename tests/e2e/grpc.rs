@@ -255,3 +255,49 @@ async fn trailers_cross_an_h2_pool_both_ways() {
     assert_eq!(body.to_bytes(), "ok");
     s.shutdown().await;
 }
+
+/// Many unary calls at once on one client connection: their answers come
+/// back from the upstream as a burst of small DATA frames (message, then
+/// trailers), more than the proxy's tasks read at once. With hyper's
+/// adaptive window the upstream connection started at a 64 KiB window, and
+/// h2's budget of unread small DATA frames (half the connection window)
+/// took the burst for a flood: GOAWAY `too_many_data_frames`, and every
+/// call on that connection failed (the matrix's `grpc` cell, 16 x 32).
+#[tokio::test]
+async fn a_burst_of_concurrent_unary_calls_all_pass_an_h2_pool() {
+    const CALLS: u32 = 600;
+    let up = h2_upstream().await;
+    let s = start_proxy(&h2_pools_config(up.addr)).await;
+    let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .http2_max_concurrent_reset_streams(CALLS as usize)
+        .build_http::<tonic::body::Body>();
+    let origin: http::Uri = format!("http://{}", s.proxy_addrs[0]).parse().unwrap();
+    let calls = (0..CALLS).map(|i| {
+        let mut grpc = tonic::client::Grpc::with_origin(http.clone(), origin.clone());
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.unary(
+                tonic::Request::new(Msg {
+                    text: format!("call {i}"),
+                    count: i,
+                }),
+                PathAndQuery::from_static("/test.Echo/Unary"),
+                ProstCodec::<Msg, Msg>::default(),
+            )
+            .await
+            .map(|r| r.into_inner().count)
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {CALLS} calls failed, the first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let counts: Vec<u32> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(counts, (0..CALLS).collect::<Vec<_>>());
+    s.shutdown().await;
+}

@@ -55,6 +55,10 @@ pub struct State {
     pub force_status: AtomicU16,
     /// Share (in 1/10000) of default-path requests answered with 500.
     pub failure_bp: AtomicU32,
+    /// Every n-th default-path request is answered with 500 (0: none).
+    pub failure_every: AtomicU64,
+    /// Default-path requests so far (what `failure_every` counts).
+    pub default_path: AtomicU64,
     /// Delay added to every default-path answer, in milliseconds.
     pub delay_ms: AtomicU64,
     pub request_ids: Mutex<Vec<String>>,
@@ -190,6 +194,12 @@ impl Upstream {
     pub fn set_failure_rate(&self, rate: f64) {
         let bp = (rate.clamp(0.0, 1.0) * 10_000.0).round() as u32;
         self.state.failure_bp.store(bp, Ordering::Relaxed);
+    }
+
+    /// Answer 500 to exactly every `n`-th default-path request from now on
+    /// (0: none): a failure rate with no chance in it.
+    pub fn set_failure_every(&self, n: u64) {
+        self.state.failure_every.store(n, Ordering::Relaxed);
     }
 
     /// Delay every default-path answer by `ms`.
@@ -362,7 +372,11 @@ async fn answer(req: Request<Incoming>, st: &Arc<State>, name: &str) -> Response
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            if fastrand::u32(0..10_000) < st.failure_bp.load(Ordering::Relaxed) {
+            let nth = st.default_path.fetch_add(1, Ordering::Relaxed) + 1;
+            let every = st.failure_every.load(Ordering::Relaxed);
+            if (every > 0 && nth % every == 0)
+                || fastrand::u32(0..10_000) < st.failure_bp.load(Ordering::Relaxed)
+            {
                 return full(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     name,
