@@ -107,6 +107,8 @@ async fn run(
 ) {
     let mut events = mio::Events::with_capacity(EVENTS);
     let mut stopped = pin!(stop.cancelled());
+    // The parker's one timer (not a wait): reset to the earliest parked
+    // deadline below, so parked connections need no timer each.
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
     let mut timer_at = None;
     loop {

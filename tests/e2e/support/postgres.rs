@@ -338,6 +338,9 @@ impl Pair {
                 .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)),
             "a path the shell takes as is: {path}"
         );
+        // PostgreSQL runs this shell at the end of recovery: it polls for
+        // the release file (bounded: 1 200 looks of 50 ms), which is what
+        // stalls promotion for real; the test itself waits on conditions.
         let wait = format!(
             "i=0; while [ ! -e {path} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
         );

@@ -58,7 +58,9 @@ impl Fixture {
         (client, idle)
     }
 
-    /// Wait (bounded) until `n` connections are parked.
+    /// Wait until `n` connections are parked: a condition polled with a
+    /// bound (5 000 looks), failing by name; under a paused clock each
+    /// 1 ms look advances virtual time only.
     async fn parked(&self, n: i64) {
         for _ in 0..5_000 {
             if self.limit.parked_now() == n {
@@ -131,6 +133,8 @@ async fn a_parked_connection_is_closed_at_its_deadline() {
     let (mut later, idle) = f.connect(Duration::from_secs(60), b"");
     f.parker.park(idle);
     f.parked(2).await;
+    // The clock is paused: these sleeps advance virtual time to just
+    // before, then just past, the 5 s deadline; nothing waits for real.
     tokio::time::sleep(Duration::from_millis(4_900)).await;
     assert_eq!(f.limit.parked_now(), 2, "closed before its deadline");
     tokio::time::sleep(Duration::from_millis(200)).await;
