@@ -145,7 +145,10 @@ class Peer:
 
     def _nginx(self, d, n):
         os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
-        listen = f"{HOST}:{self.port}"
+        # nginx's listen backlog is 511 unless set: too short for the 1000
+        # clients of the cell `slow` connecting at once. HAProxy's follows
+        # its maxconn, switchyard's is tokio's 1024.
+        listen = f"{HOST}:{self.port} backlog=4096"
         ssl = ""
         if self.cell.get("tls"):
             cert, key, _ = make_cert(self.work)
