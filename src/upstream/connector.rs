@@ -26,6 +26,7 @@ use hyper::client::conn::{http1, TrySendError};
 use hyper::rt::{Read, Write};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -86,8 +87,9 @@ enum Sender {
     Raw(Box<H1Conn>),
     /// HTTP/1.1 through hyper, for an upgrade (WebSocket): never pooled.
     Upgrade(http1::SendRequest<ClientBody>),
-    /// HTTP/2 on the proxy's own client: a handle on a shared connection.
-    H2(H2Sender),
+    /// HTTP/2 on the proxy's own client: a handle on a shared connection
+    /// (an `Arc`, so that this enum, kept in every idle slot, stays small).
+    H2(Arc<H2Sender>),
 }
 
 /// A connection to an upstream endpoint: HTTP/1.1 (one request at a time)

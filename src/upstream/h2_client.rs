@@ -52,7 +52,8 @@ const CONNECTION_HEADERS: [http::HeaderName; 5] = [
     http::header::UPGRADE,
 ];
 
-/// A handle on one HTTP/2 connection; cloned for each request.
+/// A handle on one HTTP/2 connection, shared (`Arc`) by the requests on
+/// it: each takes its own `SendRequest` only while it opens its stream.
 pub struct H2Sender {
     tx: SendRequest<Bytes>,
     /// Set when the connection's task has ended, or a request found the
@@ -60,18 +61,9 @@ pub struct H2Sender {
     closed: Arc<AtomicBool>,
 }
 
-impl Clone for H2Sender {
-    fn clone(&self) -> Self {
-        H2Sender {
-            tx: self.tx.clone(),
-            closed: self.closed.clone(),
-        }
-    }
-}
-
 /// Open HTTP/2 on `io` (prior knowledge, or ALPN `h2` under TLS) and spawn
 /// the connection's task.
-pub async fn handshake<I>(io: I, s: H2Settings) -> Result<H2Sender, h2::Error>
+pub async fn handshake<I>(io: I, s: H2Settings) -> Result<Arc<H2Sender>, h2::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -98,7 +90,7 @@ where
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
         }
     });
-    Ok(H2Sender { tx, closed })
+    Ok(Arc::new(H2Sender { tx, closed }))
 }
 
 /// Run the connection, pinging it every `ping_interval`; an unanswered ping
@@ -148,9 +140,10 @@ impl H2Sender {
     /// connection to take a stream; a failure then gives the request back
     /// unsent.
     #[inline]
-    pub fn send(self, req: Request<ClientBody>) -> H2Exchange {
+    pub fn send(self: Arc<Self>, req: Request<ClientBody>) -> H2Exchange {
+        let tx = self.tx.clone();
         H2Exchange {
-            state: State::Ready(self, Some(req)),
+            state: State::Ready(self, tx, Some(req)),
         }
     }
 }
@@ -171,7 +164,11 @@ pub struct H2Exchange {
 
 enum State {
     /// Waiting for the connection to take a new stream.
-    Ready(H2Sender, Option<Request<ClientBody>>),
+    Ready(
+        Arc<H2Sender>,
+        SendRequest<Bytes>,
+        Option<Request<ClientBody>>,
+    ),
     /// Sent: the body goes out (if any is left) while the answer is awaited.
     Sent {
         response: ResponseFuture,
@@ -187,8 +184,8 @@ impl Future for H2Exchange {
         let this = self.get_mut();
         loop {
             match &mut this.state {
-                State::Ready(sender, req) => {
-                    if let Err(error) = ready!(sender.tx.poll_ready(cx)) {
+                State::Ready(sender, tx, req) => {
+                    if let Err(error) = ready!(tx.poll_ready(cx)) {
                         sender.closed.store(true, Ordering::Relaxed);
                         let unsent = req.take();
                         this.state = State::Done;
@@ -201,7 +198,7 @@ impl Future for H2Exchange {
                     strip_connection_headers(&mut parts.headers);
                     let eos = body.is_end_stream();
                     let head = Request::from_parts(parts, ());
-                    let sent = sender.tx.send_request(head, eos);
+                    let sent = tx.send_request(head, eos);
                     let (response, stream) = match sent {
                         Ok(x) => x,
                         Err(error) => {
