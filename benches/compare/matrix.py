@@ -58,7 +58,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import HOST, REPO, Peer, cpu_seconds, find_bin, start_upstream, status_kb, stop_upstream  # noqa: E402
+import peers  # noqa: E402
+from peers import HOST, REPO, Peer, cpu_seconds, find_bin, pin, start_upstream, status_kb, stop_upstream  # noqa: E402
 import chart  # noqa: E402
 
 CELLS = {
@@ -96,7 +97,7 @@ def percentile(sorted_values, q):
 def h2load(peer, cell, args, duration, rate=None, logfile=None):
     """Run h2load; (2xx responses, [latencies in ms] if logfile)."""
     conns = cell["conns"]
-    cmd = ["taskset", "-c", args.client_cpu, find_bin("h2load"), "-c", str(conns),
+    cmd = pin(args.client_cpu) + [find_bin("h2load"), "-c", str(conns),
            "-m", str(cell.get("streams", 1)), "-D", str(duration), "-t", "1"]
     if not (cell.get("h2c") or cell.get("grpc")):
         cmd.append("--h1")
@@ -133,13 +134,13 @@ def run_bounded(cmd, duration):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
     except subprocess.TimeoutExpired:
-        log(f"{os.path.basename(cmd[3])} still running {duration + 30} s after its start: killed")
+        log(f"{os.path.basename(next(c for c in cmd if c.startswith('/')))} still running {duration + 30} s after its start: killed")
         return ""
 
 
 def wrk(peer, cell, args, duration):
     """wrk with Connection: close (a handshake per request): (2xx, p50, p99)."""
-    cmd = ["taskset", "-c", args.client_cpu, find_bin("wrk"), "-t1", f"-c{cell['conns']}",
+    cmd = pin(args.client_cpu) + [find_bin("wrk"), "-t1", f"-c{cell['conns']}",
            f"-d{duration}s", "--latency", "-H", "Connection: close", url(peer, cell)]
     out = run_bounded(cmd, duration)
 
@@ -241,7 +242,9 @@ def latency(peer, cell, args, rate):
     logfile = os.path.join(args.work, f"lat-{peer.name}.log")
     with switching(peer, cell) as sw:
         ok, lat = h2load(peer, cell, args, args.duration, rate=rate, logfile=logfile)
+    offered = rate * args.duration
     return {"lat_ok": ok, "lat_errors": h2load.failed, "lat_refused": sw.refused,
+            "lat_answered": min(1.0, ok / offered) if offered else None,
             "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99),
             "p999_ms": percentile(lat, 0.999)}
 
@@ -326,7 +329,7 @@ def summarize(rows):
     out = {}
     for x in rows:
         out.setdefault(x["cell"], {}).setdefault(x["peer"], []).append(x)
-    keys = ["rps", "per_cpu_s", "p50_ms", "p99_ms", "p999_ms", "hwm_kb", "bytes_per_conn"]
+    keys = ["rps", "per_cpu_s", "p50_ms", "p99_ms", "p999_ms", "hwm_kb", "bytes_per_conn", "lat_answered"]
     res = {c: {p: {k: median(rs, k) for k in keys} for p, rs in peers.items()}
            for c, peers in out.items()}
     for c, peers in out.items():
@@ -336,6 +339,15 @@ def summarize(rows):
     return res
 
 
+# A peer whose latency run answered less than this share of the requests
+# offered at the fixed rate is left out of the latency ratios: its
+# percentiles are over the requests it served before it stopped keeping up
+# (in the cell `switch`, nginx's and HAProxy's reloads close the load
+# generator's kept-alive connections, which h2load does not reopen).
+ANSWERED_MIN = 0.9
+LATENCY = ("p50_ms", "p99_ms", "p999_ms")
+
+
 def ratios(cell_sum):
     """switchyard / the better peer, per figure (None when not measured)."""
     sy = cell_sum.get("switchyard", {})
@@ -343,7 +355,8 @@ def ratios(cell_sum):
     res = {}
     for k, higher_better in [("per_cpu_s", True), ("rps", True), ("p50_ms", False), ("p99_ms", False),
                              ("p999_ms", False), ("hwm_kb", False), ("bytes_per_conn", False)]:
-        vals = [o[k] for o in others if o.get(k)]
+        vals = [o[k] for o in others if o.get(k)
+                and (k not in LATENCY or o.get("lat_answered") is None or o["lat_answered"] >= ANSWERED_MIN)]
         if sy.get(k) is None or not vals:
             res[k] = None
             continue
@@ -357,8 +370,8 @@ def fmt(v, spec):
 
 
 def table(summary, cells):
-    lines = ["| cell | peer | req/s | req/CPU-s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | B/idle conn | failed |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| cell | peer | req/s | req/CPU-s | p50 ms | p99 ms | p99.9 ms | answered | peak RSS MiB | B/idle conn | failed |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
         if c not in summary:
             continue
@@ -368,12 +381,13 @@ def table(summary, cells):
                 continue
             lines.append(f"| {c} | {p} | {fmt(v['rps'], '.0f')} | {fmt(v['per_cpu_s'], '.0f')} | "
                          f"{fmt(v['p50_ms'], '.2f')} | {fmt(v['p99_ms'], '.2f')} | {fmt(v['p999_ms'], '.2f')} | "
+                         f"{fmt(v.get('lat_answered') and 100 * v['lat_answered'], '.0f')}{'' if v.get('lat_answered') is None else ' %'} | "
                          f"{fmt(v['hwm_kb'] and v['hwm_kb'] / 1024, '.1f')} | {fmt(v['bytes_per_conn'], '.0f')} | "
                          f"{v.get('errors', 0)}{' (' + str(v['refused']) + ' switches refused)' if v.get('refused') else ''} |")
         r = ratios(summary[c])
         lines.append(f"| **{c}** | **switchyard / better peer** | x{fmt(r['rps'], '.2f')} | "
                      f"**x{fmt(r['per_cpu_s'], '.2f')}** | x{fmt(r['p50_ms'], '.2f')} | x{fmt(r['p99_ms'], '.2f')} | "
-                     f"x{fmt(r['p999_ms'], '.2f')} | x{fmt(r['hwm_kb'], '.2f')} | x{fmt(r['bytes_per_conn'], '.2f')} | |")
+                     f"x{fmt(r['p999_ms'], '.2f')} | | x{fmt(r['hwm_kb'], '.2f')} | x{fmt(r['bytes_per_conn'], '.2f')} | |")
     return "\n".join(lines)
 
 
@@ -408,7 +422,11 @@ def main():
     ap.add_argument("--port-base", type=int, default=19100)
     ap.add_argument("--client-cpu", default="0")
     ap.add_argument("--server-cpu", default="1")
+    ap.add_argument("--rt", type=int, metavar="PRIO",
+                    help="run peers, upstream and load generator under SCHED_FIFO at PRIO (chrt), "
+                         "so that other work on a shared machine cannot preempt them")
     args = ap.parse_args()
+    peers.RT_PRIORITY = args.rt
     if args.quick:
         args.rounds, args.duration, args.idle_conns = 1, 2, 2000
     cells = [c for c in args.cells.split(",") if c]
@@ -431,7 +449,8 @@ def main():
     meta = (f"\n\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} round(s) of "
             f"{args.duration} s per cell and peer, load average {load:.1f} at the start "
             f"(`benches/compare/matrix.py --cells {','.join(cells)} --rounds {args.rounds} "
-            f"--duration {args.duration} --settle {args.settle:g} --idle-conns {args.idle_conns}`).")
+            f"--duration {args.duration} --settle {args.settle:g} --idle-conns {args.idle_conns}"
+            f"{f' --rt {args.rt}' if args.rt else ''}`).")
     print(text + meta)
     if args.json:
         with open(args.json, "w") as f:

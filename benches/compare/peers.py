@@ -26,6 +26,19 @@ PORTS = {"nginx": 80, "haproxy": 81, "switchyard": 82}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+# Set by a script's --rt: every process of a run (peers, upstream, load
+# generator) runs under SCHED_FIFO at this priority, so that builds or
+# anything else on a shared machine cannot preempt them mid-request.
+RT_PRIORITY = None
+
+
+def pin(cpu):
+    """The command prefix that runs a program on `cpu` (and, with
+    RT_PRIORITY, at that real-time priority)."""
+    prefix = ["chrt", "-f", str(RT_PRIORITY)] if RT_PRIORITY else []
+    return prefix + ["taskset", "-c", str(cpu)]
+
+
 def find_bin(name):
     for path in (shutil.which(name), f"/usr/sbin/{name}"):
         if path and os.path.exists(path):
@@ -132,7 +145,10 @@ class Peer:
 
     def _nginx(self, d, n):
         os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
-        listen = f"{HOST}:{self.port}"
+        # nginx's listen backlog is 511 unless set: too short for the 1000
+        # clients of the cell `slow` connecting at once. HAProxy's follows
+        # its maxconn, switchyard's is tokio's 1024.
+        listen = f"{HOST}:{self.port} backlog=4096"
         ssl = ""
         if self.cell.get("tls"):
             cert, key, _ = make_cert(self.work)
@@ -266,7 +282,7 @@ log: {{ level: warn }}
         self._conf = (d, n)
         cmd = getattr(self, "_" + self.name)(d, n)
         self.log = open(os.path.join(d, "out.log"), "w")
-        self.proc = subprocess.Popen(["taskset", "-c", self.cpu] + cmd,
+        self.proc = subprocess.Popen(pin(self.cpu) + cmd,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         end = time.monotonic() + 10
         while time.monotonic() < end:
@@ -359,7 +375,7 @@ log: {{ level: warn }}
 def start_upstream(binary, port, cpu, body_size=64, delay_ms=0, h2=False, green_port=None):
     """bench_upstream on `port` (and, with green_port, a second instance in
     the same process)."""
-    cmd = ["taskset", "-c", cpu, binary, "--listen", f"up={HOST}:{port}",
+    cmd = pin(cpu) + [binary, "--listen", f"up={HOST}:{port}",
            "--body-size", str(body_size)]
     if green_port:
         cmd += ["--listen", f"green={HOST}:{green_port}"]

@@ -122,6 +122,11 @@ impl<C: IdleConn> IdlePool<C> {
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
+
+    /// Bytes one slot of the queue takes, full or empty: the connection,
+    /// when it went idle, and crossbeam's stamp (`ArrayQueue` allocates
+    /// and writes every slot up front, so `capacity` of them stay resident).
+    pub const SLOT_BYTES: usize = std::mem::size_of::<(usize, Idle<C>)>();
 }
 
 #[cfg(test)]

@@ -224,3 +224,186 @@ async fn behind_a_counting_proxy() -> ([Upstream; 2], FaultProxy, switchyard::se
     let s = start_proxy(&config_yaml(&[fp.addr], &[green.addr], extra)).await;
     ([blue, green], fp, s)
 }
+
+/// How many requests each burst has in flight at once.
+const BURST: usize = 512;
+
+/// A plain HTTP/1.1 upstream for bursts: it holds every answer to
+/// `/burst` until [`BURST`] of them have arrived (so the proxy really needs
+/// that many connections at once), and counts the connections that carried
+/// at least one (the health check's own connection carries none).
+struct BurstUpstream {
+    addr: std::net::SocketAddr,
+    /// `/burst` requests that have arrived.
+    arrived: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections that carried a `/burst` request.
+    used: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl BurstUpstream {
+    async fn start() -> BurstUpstream {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let used = Arc::new(AtomicUsize::new(0));
+        // Reusable: each group of BURST waiters is released together.
+        let barrier = Arc::new(tokio::sync::Barrier::new(BURST));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (a, u, token) = (arrived.clone(), used.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                    _ = token.cancelled() => break,
+                };
+                let (a, u, barrier, token) = (a.clone(), u.clone(), barrier.clone(), token.clone());
+                let carried = Arc::new(AtomicBool::new(false));
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let (a, u, barrier, carried) =
+                                (a.clone(), u.clone(), barrier.clone(), carried.clone());
+                            async move {
+                                if req.uri().path() == "/burst" {
+                                    if !carried.swap(true, Ordering::Relaxed) {
+                                        u.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    a.fetch_add(1, Ordering::Relaxed);
+                                    barrier.wait().await;
+                                }
+                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                                ))
+                            }
+                        },
+                    );
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        BurstUpstream {
+            addr,
+            arrived,
+            used,
+            stop,
+        }
+    }
+
+    fn arrived(&self) -> usize {
+        self.arrived.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for BurstUpstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// [`BURST`] GETs of `/burst` at once, as HTTP/2 streams spread over
+/// `senders` (the proxy allows 256 streams per connection; few client
+/// connections keep this process's file descriptors for the upstream's
+/// 512), each answered 200 `ok`.
+async fn burst(
+    senders: &[hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>],
+    proxy: std::net::SocketAddr,
+    up: &BurstUpstream,
+    what: &str,
+) {
+    use http_body_util::BodyExt;
+    let expected = up.arrived() + BURST;
+    let requests: Vec<_> = (0..BURST)
+        .map(|i| {
+            let mut h2 = senders[i % senders.len()].clone();
+            let req = http::Request::get(format!("http://{proxy}/burst"))
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            tokio::spawn(async move {
+                let resp = h2.send_request(req).await.expect("the stream is answered");
+                let status = resp.status();
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                (status, body)
+            })
+        })
+        .collect();
+    let all = async {
+        for r in requests {
+            let (status, body) = r.await.unwrap();
+            assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+        }
+    };
+    // The upstream answers none until all have arrived: if some never do,
+    // say how many did rather than hang.
+    if tokio::time::timeout(Duration::from_secs(10), all)
+        .await
+        .is_err()
+    {
+        panic!(
+            "{what}: {} requests in all reached the upstream, not {expected}",
+            up.arrived()
+        );
+    }
+}
+
+/// Two bursts of 512 requests in flight at once through the real proxy
+/// process to one endpoint (512 upstream connections at once, the
+/// upstream holds every answer until all 512 have arrived): the second
+/// burst finds the first's connections idle and opens none. With 256 idle
+/// slots per endpoint (before fafc136) half were closed when given back
+/// and the second burst opened 256 new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_burst_of_512_opens_no_new_upstream_connection() {
+    let up = BurstUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listeners:\n  - bind: \"{{PROXY}}\"\nadmin:\n  bind: \"{{ADMIN}}\"\npools:\n  blue:\n    endpoints: [\"{a}\"]\n  green:\n    endpoints: [\"{a}\"]\nstate_file: null\nhealth_check:\n  interval: 1h\n",
+        a = up.addr
+    );
+    let p = crate::support::process::ProxyProcess::start(dir.path(), &yaml).await;
+    // Four client connections, 128 streams each (h2c, prior knowledge).
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        let tcp = tokio::net::TcpStream::connect(p.proxy).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2c handshake");
+        tokio::spawn(conn);
+        senders.push(send);
+    }
+
+    burst(&senders, p.proxy, &up, "first burst").await;
+    assert_eq!(up.used(), BURST, "the first burst needs a connection each");
+    // Every answer is out; wait until the proxy has given every upstream
+    // connection back to the pool (it does so once a response is read
+    // whole, which may be just after the client has it).
+    let idle = || async {
+        let (code, st) = api(p.admin, http::Method::GET, "/api/v1/status", None, None).await;
+        assert_eq!(code, 200);
+        endpoint(&st, "blue", up.addr)["idle"].as_u64().unwrap_or(0) as usize
+    };
+    let all_idle = poll_until(Duration::from_secs(2), || async { idle().await == BURST }).await;
+    let kept = idle().await;
+
+    burst(&senders, p.proxy, &up, "second burst").await;
+    let opened = up.used() - BURST;
+    assert!(
+        all_idle && opened == 0,
+        "the second burst opened {opened} new upstream connections \
+         ({kept} of the first burst's {BURST} were kept idle)"
+    );
+}

@@ -1,6 +1,17 @@
 use super::*;
 
 #[test]
+fn the_idle_slots_of_an_endpoint_take_40_kib() {
+    // What the comment on IDLE_CAPACITY counts on: growing UpstreamConn
+    // (say, unboxing the HTTP/1.1 connection) multiplies by 1024 per endpoint.
+    assert_eq!(IdlePool::<UpstreamConn>::SLOT_BYTES, 40);
+    assert_eq!(
+        IdlePool::<UpstreamConn>::SLOT_BYTES * IDLE_CAPACITY,
+        40 * 1024
+    );
+}
+
+#[test]
 fn a_peak_is_kept_for_five_sweeps_and_one_connection_always() {
     let mut w = PeakWindow::default();
     assert_eq!(w.push(0), 1);
