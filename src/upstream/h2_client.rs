@@ -191,6 +191,7 @@ impl Future for H2Exchange {
                         this.state = State::Done;
                         return Poll::Ready(Err(H2Failure { error, unsent }));
                     }
+                    // Always there in this state: taken only on leaving it.
                     let Some(req) = req.take() else {
                         return Poll::Pending;
                     };
@@ -252,7 +253,15 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// The proxy's handler strips these already; this keeps h2 from refusing a
+/// request that still has one. One pass without hashing on the usual head.
 fn strip_connection_headers(h: &mut HeaderMap) {
+    let illegal = h
+        .iter()
+        .any(|(k, v)| CONNECTION_HEADERS.contains(k) || (k == http::header::TE && v != "trailers"));
+    if !illegal {
+        return;
+    }
     for name in &CONNECTION_HEADERS {
         h.remove(name);
     }

@@ -139,6 +139,9 @@ pub struct ClientBody<B = RequestBody> {
     timer: Option<Pin<Box<Sleep>>>,
     /// A frame came since the timer was last set.
     progressed: bool,
+    /// Known to be at its end: asking the client's body again (for an
+    /// HTTP/2 client, a lock on its connection) is spared.
+    ended: bool,
     fate: Option<Arc<BodyFate>>,
 }
 
@@ -151,6 +154,7 @@ impl<B: Body> ClientBody<B> {
             idle,
             timer: None,
             progressed: false,
+            ended: fate.is_none(),
             fate,
         }
     }
@@ -191,7 +195,8 @@ where
                 this.progressed = true;
                 // A sender (hyper's HTTP/2 client) may stop at the last
                 // frame without asking for the end.
-                this.framed(this.inner.is_end_stream());
+                this.ended = this.inner.is_end_stream();
+                this.framed(this.ended);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -199,6 +204,7 @@ where
                 Poll::Ready(Some(Err(ClientBodyError::Read(e.into()))))
             }
             Poll::Ready(None) => {
+                this.ended = true;
                 if let Some(f) = &this.fate {
                     f.end_at(clock_ms());
                 }
@@ -229,7 +235,7 @@ where
 
     #[inline]
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     #[inline]
@@ -352,5 +358,45 @@ mod tests {
         );
         assert!(body.fate().is_none());
         assert!(body.is_end_stream());
+    }
+
+    /// One piece, then its end; counts how often it is asked whether it is
+    /// at its end (for an HTTP/2 client, each ask takes a lock).
+    struct OnePiece {
+        piece: Option<Bytes>,
+        asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Body for OnePiece {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.piece.take().map(|b| Ok(Frame::data(b))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            self.piece.is_none()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_seen_at_its_end_is_not_asked_again() {
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let inner = OnePiece {
+            piece: Some(Bytes::from_static(b"call")),
+            asked: asked.clone(),
+        };
+        let mut body = ClientBody::new(inner, Duration::from_secs(1));
+        assert!(!body.is_end_stream());
+        let frame = body.frame().await.expect("a frame").expect("no error");
+        assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"call")));
+        let before = asked.load(Ordering::Relaxed);
+        assert!(body.is_end_stream());
+        assert!(body.is_end_stream());
+        assert_eq!(asked.load(Ordering::Relaxed), before, "asked again");
+        assert!(body.fate().expect("a body").ended_at_ms().is_some());
     }
 }

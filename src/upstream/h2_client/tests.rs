@@ -127,3 +127,40 @@ async fn a_request_for_a_closed_connection_comes_back_unsent() {
         }
     }
 }
+
+#[tokio::test]
+async fn connection_specific_headers_are_dropped_and_te_trailers_kept() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let seen = tokio::spawn(async move {
+        let mut conn = h2::server::handshake(server)
+            .await
+            .expect("server handshake");
+        let (req, mut respond) = conn.accept().await.expect("a request").expect("a stream");
+        tokio::spawn(async move { poll_fn(|cx| conn.poll_closed(cx)).await });
+        let head = Response::builder().status(204).body(()).expect("head");
+        respond.send_response(head, true).expect("answer");
+        req.headers().clone()
+    });
+    let sender = handshake(client, SETTINGS).await.expect("handshake");
+    let mut req = request(&[b"x"]);
+    for (k, v) in [
+        ("connection", "close"),
+        ("keep-alive", "5"),
+        ("transfer-encoding", "chunked"),
+        ("x-kept", "yes"),
+    ] {
+        req.headers_mut()
+            .insert(k, http::HeaderValue::from_static(v));
+    }
+    let resp = match sender.send(req).await {
+        Ok(r) => r,
+        Err(f) => panic!("refused: {}", f.error),
+    };
+    assert_eq!(resp.status(), 204);
+    let h = seen.await.expect("server");
+    for name in ["connection", "keep-alive", "transfer-encoding"] {
+        assert!(h.get(name).is_none(), "{name} reached the upstream");
+    }
+    assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+    assert_eq!(h.get("x-kept").map(|v| v.as_bytes()), Some(&b"yes"[..]));
+}
