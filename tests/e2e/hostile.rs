@@ -137,6 +137,44 @@ async fn oversized_heads_get_431_long_targets_414_and_host_is_required() {
     f.s.shutdown().await;
 }
 
+/// hyper's read buffer is capped near the head limit (`h1_buf_size`): at
+/// the largest limit allowed, a head exactly at it is still read whole and
+/// forwarded, and one byte more gets the proxy's own 431.
+#[tokio::test]
+async fn a_head_at_the_largest_limit_is_read_whole() {
+    const MAX: usize = 256 * 1024;
+    let f = fixture(&format!("limits:\n  max_header_bytes: {MAX}\n")).await;
+    let addr = f.s.proxy_addrs[0];
+    // As the limit counts: request line (method, target and 12), then
+    // name, value and 4 per field.
+    let head_of = |size: usize| {
+        let mut head = String::from("GET /big HTTP/1.1\r\nHost: h\r\n");
+        let mut counted = 3 + 4 + 12 + (4 + 1 + 4);
+        let mut i = 0;
+        while counted < size {
+            let name = format!("x-{i:02}");
+            let value = (size - counted - name.len() - 4).min(8000);
+            head.push_str(&format!("{name}: {}\r\n", "v".repeat(value)));
+            counted += name.len() + value + 4;
+            i += 1;
+        }
+        assert_eq!(counted, size);
+        head + "\r\n"
+    };
+    let (_, r) = answer_to(addr, head_of(MAX).as_bytes(), "a head at the limit").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, r) = answer_to(addr, head_of(MAX + 1).as_bytes(), "one byte over").await;
+    assert_eq!(r.status, 431, "{}", r.text());
+    // hyper's own 431 (a head past its buffer) closes the connection.
+    assert_ne!(
+        r.header("connection"),
+        Some("close"),
+        "hyper's 431, not the proxy's"
+    );
+    assert_eq!(f.lines(), ["GET /big HTTP/1.1"]);
+    f.s.shutdown().await;
+}
+
 /// One smuggling attempt: what is sent on one connection, the statuses that
 /// must come back (the connection may close after them), and the request
 /// lines the upstream may read, in order.
