@@ -34,10 +34,10 @@ use tokio_util::sync::CancellationToken;
 /// in blocks of 31 (`IdlePool::BLOCK_BYTES`, 1248 bytes: 40 per slot, an
 /// HTTP/1.1 connection being boxed), and freed as they are read through.
 /// An endpoint never given a connection back (an HTTP/2 pool's) holds none,
-/// one at rest one or two blocks, one with 1024 idle 34 (42 KiB). Before
-/// (`ArrayQueue`, all 1024 slots up front, 40 KiB per endpoint) 200
-/// endpoints at rest were 44 MB resident and 2000 were 134 MB; now 37 MB
-/// and 66 MB, as at 256 before (issue 22's notes, `segpool`).
+/// one at rest one or two blocks, a full one 34 or 35 (43 KiB at most). With all 1024
+/// slots up front (`ArrayQueue`, 40 KiB per endpoint) a proxy at rest was
+/// 23 MB resident with 200 endpoints and 113 MB with 2000; now 13 MB and
+/// 24 MB (release build; issue 22's notes, `segpool`).
 const IDLE_CAPACITY: usize = 1024;
 
 /// The state an endpoint shows in status and events.

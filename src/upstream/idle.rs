@@ -24,13 +24,14 @@
 //!
 //! Memory follows use. crossbeam's `ArrayQueue` allocated and wrote all of
 //! its slots up front: 40 KiB per endpoint at 1024, even for an endpoint
-//! that never keeps a connection idle (an HTTP/2 pool's), 134 MB resident
-//! for 2000 endpoints at rest. `SegQueue` allocates its slots in blocks of
-//! 31 (1248 bytes for an `UpstreamConn`) as they fill and frees each block
-//! once it is read through, so an endpoint never used holds no block and one
-//! at rest one or two. Its cost: a steady take-and-give-back load
+//! that never keeps a connection idle (an HTTP/2 pool's), 113 MB resident
+//! for 2000 endpoints at rest (24 MB now). `SegQueue` allocates its slots
+//! in blocks of 31 (1248 bytes for an `UpstreamConn`) as they fill and
+//! frees each block once it is read through, so an endpoint never used
+//! holds no block and one at rest one or two. Its cost: a steady take-and-give-back load
 //! allocates one block (zeroed) per 31 connections given back and frees
-//! one per 31 taken, amortized a few instructions per request
+//! one per 31 taken; with its more involved pop that is some 40
+//! instructions per request more than `ArrayQueue`, of 24 500
 //! (`benches/compare/callgrind.sh`, figures in issue 22's notes). It has
 //! no bound, so `count` keeps one: a connection given back first reserves
 //! a place (compare-and-swap, refused at `capacity`), and a place is given
