@@ -5,7 +5,8 @@
 //! by the proxy's own client ([`crate::upstream::h1`]) in the request's task;
 //! a request that asks for an upgrade (WebSocket) gets its connection handed
 //! to hyper, whose connection task delivers the upgraded stream; HTTP/2
-//! (`protocol: h2`, e.g. gRPC) is hyper's, its connection task spawned.
+//! (`protocol: h2`, e.g. gRPC) by the proxy's own client on the h2 crate
+//! ([`crate::upstream::h2_client`]), its connection task spawned.
 //!
 //! HTTP/1.1 connections carry one request at a time: the response body owns
 //! its connection and gives it back to the endpoint's idle queue when it has
@@ -14,28 +15,39 @@
 
 use crate::config::UpstreamProtocol;
 use crate::upstream::h1::{H1Body, H1Conn, H1Error};
+use crate::upstream::h2_client::{H2Body, H2Sender, H2Settings};
 use crate::upstream::pool_tls::UpstreamTls;
 use crate::upstream::request_body::ClientBody;
 use crate::upstream::Endpoint;
 use futures_util::future::Either;
 use futures_util::FutureExt;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::client::conn::{http1, TrySendError};
 use hyper::rt::{Read, Write};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// A shared HTTP/2 connection is pinged this often; one whose peer stops
-/// answering (a host gone without a FIN) is closed and replaced instead of
-/// taking every request down with it until the request timeout.
-/// Flow-control windows of an upstream HTTP/2 connection (hyper's defaults
-/// when the adaptive window is off); see [`http_handshake`] for why fixed.
-const H2_CONN_WINDOW: u32 = 5 * 1024 * 1024;
-const H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// An upstream HTTP/2 connection: fixed flow-control windows (hyper's
+/// defaults when its adaptive window is off) and a keep-alive ping.
+///
+/// Fixed windows, not an adaptive one: that starts the connection at
+/// 64 KiB, and h2 budgets unread small DATA frames at half the connection
+/// window, so a burst of gRPC answers (a small message each, then trailers)
+/// read a moment late was taken for a flood (GOAWAY too_many_data_frames)
+/// and failed every call on the connection.
+///
+/// The ping: a shared HTTP/2 connection whose peer stops answering (a host
+/// gone without a FIN) is closed and replaced instead of taking every
+/// request down with it until the request timeout.
+const H2: H2Settings = H2Settings {
+    conn_window: 5 * 1024 * 1024,
+    stream_window: 2 * 1024 * 1024,
+    ping_interval: Duration::from_secs(20),
+    ping_timeout: Duration::from_secs(10),
+};
 
 /// Why a connection to an endpoint could not be opened. The request never
 /// reached the upstream, so it may be retried elsewhere.
@@ -62,6 +74,12 @@ pub enum ConnectError {
         #[source]
         source: hyper::Error,
     },
+    #[error("HTTP/2 handshake with {address} failed: {source}")]
+    H2Handshake {
+        address: String,
+        #[source]
+        source: h2::Error,
+    },
 }
 
 enum Sender {
@@ -69,7 +87,9 @@ enum Sender {
     Raw(Box<H1Conn>),
     /// HTTP/1.1 through hyper, for an upgrade (WebSocket): never pooled.
     Upgrade(http1::SendRequest<ClientBody>),
-    H2(http2::SendRequest<ClientBody>),
+    /// HTTP/2 on the proxy's own client: a handle on a shared connection
+    /// (an `Arc`, so that this enum, kept in every idle slot, stays small).
+    H2(Arc<H2Sender>),
 }
 
 /// A connection to an upstream endpoint: HTTP/1.1 (one request at a time)
@@ -78,10 +98,11 @@ pub struct UpstreamConn {
     sender: Sender,
 }
 
-/// A response body from an upstream: read by the proxy's HTTP/1.1 client,
-/// or by hyper (HTTP/2, upgrades).
+/// A response body from an upstream: read by the proxy's HTTP/1.1 or
+/// HTTP/2 client, or by hyper (upgrades).
 pub enum UpstreamBody {
     Raw(H1Body),
+    H2(H2Body),
     Hyper(Incoming),
 }
 
@@ -92,6 +113,8 @@ pub enum UpstreamError {
     Raw(#[from] H1Error),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    #[error("upstream HTTP/2: {0}")]
+    H2(#[from] h2::Error),
     /// The response was still streaming at its pool's (or its endpoint's)
     /// drain deadline and was cut there: not the upstream's fault.
     #[error("response cut at the drain deadline")]
@@ -106,7 +129,7 @@ impl UpstreamError {
             UpstreamError::Hyper(e) => {
                 e.is_parse() || e.is_parse_status() || e.is_parse_too_large()
             }
-            UpstreamError::Drained => false,
+            UpstreamError::H2(_) | UpstreamError::Drained => false,
         }
     }
 }
@@ -196,13 +219,17 @@ impl UpstreamConn {
                 };
                 (Some(keep), Either::Right(Either::Left(hyper_result(fut))))
             }
-            Sender::H2(mut s) => {
-                let fut = s.try_send_request(req);
-                let keep = UpstreamConn {
-                    sender: Sender::H2(s),
-                };
-                (Some(keep), Either::Right(Either::Right(hyper_result(fut))))
-            }
+            // Nothing to keep: the stream holds its connection open.
+            Sender::H2(s) => (
+                None,
+                Either::Right(Either::Right(s.send(req).map(|r| match r {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::H2)),
+                    Err(e) => Err(SendFailure {
+                        error: e.error.into(),
+                        unsent: e.unsent,
+                    }),
+                }))),
+            ),
         }
     }
 
@@ -227,12 +254,12 @@ impl UpstreamConn {
                         source: std::io::Error::other("connection has unread bytes"),
                     });
                 };
-                http_handshake(TokioIo::new(io), UpstreamProtocol::Http1)
-                    .await
-                    .map_err(|source| ConnectError::Handshake {
+                upgrade_handshake(TokioIo::new(io)).await.map_err(|source| {
+                    ConnectError::Handshake {
                         address: address.to_string(),
                         source,
-                    })
+                    }
+                })
             }
             _ => Ok(self),
         }
@@ -270,6 +297,7 @@ impl http_body::Body for UpstreamBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, UpstreamError>>> {
         match self.get_mut() {
             UpstreamBody::Raw(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H2(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -278,6 +306,7 @@ impl http_body::Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Raw(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
             UpstreamBody::Hyper(b) => b.is_end_stream(),
         }
     }
@@ -286,6 +315,7 @@ impl http_body::Body for UpstreamBody {
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             UpstreamBody::Raw(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
             UpstreamBody::Hyper(b) => b.size_hint(),
         }
     }
@@ -297,7 +327,7 @@ impl UpstreamBody {
     pub fn take_conn(&mut self) -> Option<UpstreamConn> {
         match self {
             UpstreamBody::Raw(b) => b.take_conn().map(UpstreamConn::raw),
-            UpstreamBody::Hyper(_) => None,
+            UpstreamBody::H2(_) | UpstreamBody::Hyper(_) => None,
         }
     }
 }
@@ -383,12 +413,15 @@ impl Connector {
         if self.protocol == UpstreamProtocol::Http1 {
             return Ok(UpstreamConn::raw(Box::new(H1Conn::new(stream))));
         }
-        http_handshake(TokioIo::new(stream), self.protocol)
-            .await
-            .map_err(|source| ConnectError::Handshake {
+        match crate::upstream::h2_client::handshake(stream, H2).await {
+            Ok(s) => Ok(UpstreamConn {
+                sender: Sender::H2(s),
+            }),
+            Err(source) => Err(ConnectError::H2Handshake {
                 address: ep.address.clone(),
                 source,
-            })
+            }),
+        }
     }
 }
 
@@ -436,46 +469,19 @@ impl Connector {
     }
 }
 
-/// hyper's handshake on an open stream (HTTP/1.1 with upgrades, or HTTP/2);
-/// spawns the connection task.
-async fn http_handshake<I>(io: I, protocol: UpstreamProtocol) -> Result<UpstreamConn, hyper::Error>
+/// hyper's HTTP/1.1 handshake on an open stream, for an upgrade; spawns
+/// the connection task.
+async fn upgrade_handshake<I>(io: I) -> Result<UpstreamConn, hyper::Error>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
-    let sender = match protocol {
-        UpstreamProtocol::Http1 => {
-            let (sender, conn) = http1::Builder::new().handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-            });
-            Sender::Upgrade(sender)
+    let (sender, conn) = http1::Builder::new().handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
         }
-        UpstreamProtocol::H2 => {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                // Fixed windows, not hyper's adaptive one: that starts the
-                // connection at 64 KiB, and h2 budgets unread small DATA
-                // frames at half the connection window, so a burst of gRPC
-                // answers (a small message each, then trailers) read a
-                // moment late was taken for a flood (GOAWAY
-                // too_many_data_frames) and failed every call on the
-                // connection. 5 MiB is hyper's own default without it.
-                .initial_connection_window_size(H2_CONN_WINDOW)
-                .initial_stream_window_size(H2_STREAM_WINDOW)
-                .keep_alive_interval(H2_PING_INTERVAL)
-                .keep_alive_timeout(H2_PING_TIMEOUT)
-                .keep_alive_while_idle(true)
-                .handshake(io)
-                .await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-                }
-            });
-            Sender::H2(sender)
-        }
-    };
-    Ok(UpstreamConn { sender })
+    });
+    Ok(UpstreamConn {
+        sender: Sender::Upgrade(sender),
+    })
 }

@@ -10,6 +10,7 @@ pub mod connector;
 pub mod copied;
 pub mod endpoint;
 pub mod h1;
+pub mod h2_client;
 pub mod health;
 pub mod idle;
 pub mod outbound;
