@@ -21,6 +21,8 @@ WORKDIR /src
 # names the commit given here, else says `commit unknown`.
 ARG SWITCHYARD_COMMIT
 COPY Cargo.toml Cargo.lock build.rs ./
+# .cargo/config.toml sets how the allocator gives memory back.
+COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples

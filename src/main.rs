@@ -9,7 +9,8 @@ use clap::Parser;
 /// thread caches ~0.6k; peak RSS under the load comparison stays ~12 MB
 /// (mimalloc, tried too, took it to 25 MB). With its background thread
 /// (the `background_threads` feature), pages freed after a burst are given
-/// back within jemalloc's decay time (10 s) even when the process then goes
+/// back within jemalloc's decay time (1 s, set in `.cargo/config.toml`;
+/// jemalloc's default is 10 s) even when the process then goes
 /// quiet: without it, 9000 connections parked after one request each kept
 /// 5.5 KB apiece resident, with it 2.2 KB (`benches/compare/idle_conns.py`).
 #[global_allocator]

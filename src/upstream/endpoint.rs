@@ -30,13 +30,14 @@ use tokio_util::sync::CancellationToken;
 /// the matrix's h2 cell at 0.69x HAProxy's requests per CPU-second; 1.15x
 /// at 1024). Surplus still goes by `IdlePool::trim` and the idle timeout.
 ///
-/// The slots cost memory whether used or not: 40 bytes each
-/// (`IdlePool::SLOT_BYTES`; an HTTP/1.1 connection is boxed), so 40 KiB per
-/// endpoint, 30 KiB more than at 256. Measured at rest (debug build): 200
-/// endpoints (100 per pool) 43.5-44.3 MB resident, 37.2-37.3 MB at 256;
-/// 2000 endpoints, 134 MB and 66 MB. Kept as a fixed bound (8 MB for 200
-/// endpoints); were configs of thousands of endpoints common, the pool
-/// should grow with its use instead.
+/// A bound, not an allocation: the idle slots are allocated as they fill,
+/// in blocks of 31 (`IdlePool::BLOCK_BYTES`, 1248 bytes: 40 per slot, an
+/// HTTP/1.1 connection being boxed), and freed as they are read through.
+/// An endpoint never given a connection back (an HTTP/2 pool's) holds none,
+/// one at rest one or two blocks, a full one 34 or 35 (43 KiB at most). With all 1024
+/// slots up front (`ArrayQueue`, 40 KiB per endpoint) a proxy at rest was
+/// 23 MB resident with 200 endpoints and 113 MB with 2000; now 13 MB and
+/// 24 MB (release build; issue 22's notes, `segpool`).
 const IDLE_CAPACITY: usize = 1024;
 
 /// The state an endpoint shows in status and events.

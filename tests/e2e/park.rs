@@ -274,3 +274,25 @@ async fn a_client_closing_a_parked_connection_frees_its_place() {
     assert_eq!(gauge(&s, "switchyard_client_connections_parked").await, 0);
     s.shutdown().await;
 }
+
+/// What a parked connection gave up must leave the process soon: the
+/// binary's jemalloc gives freed pages back after 1 s, not its default
+/// 10 s (`.cargo/config.toml`). jemalloc prints its options at exit when
+/// asked to (`stats_print`).
+#[test]
+fn the_binarys_allocator_gives_freed_pages_back_within_a_second() {
+    let out = std::process::Command::new(crate::support::process::BIN)
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for option in ["opt.dirty_decay_ms: 1000 ", "opt.muzzy_decay_ms: 0 "] {
+        assert!(
+            stats.contains(option),
+            "jemalloc does not report {option:?}:\n{}",
+            &stats[..stats.len().min(3000)]
+        );
+    }
+}

@@ -1,14 +1,15 @@
 use super::*;
 
 #[test]
-fn the_idle_slots_of_an_endpoint_take_40_kib() {
+fn idle_slots_come_in_blocks_of_1248_bytes_42_kib_for_a_full_pool() {
     // What the comment on IDLE_CAPACITY counts on: growing UpstreamConn
-    // (say, unboxing the HTTP/1.1 connection) multiplies by 1024 per endpoint.
+    // (say, unboxing the HTTP/1.1 connection) grows every block of 31
+    // slots, and a full pool by 1024 times the growth.
     assert_eq!(IdlePool::<UpstreamConn>::SLOT_BYTES, 40);
-    assert_eq!(
-        IdlePool::<UpstreamConn>::SLOT_BYTES * IDLE_CAPACITY,
-        40 * 1024
-    );
+    assert_eq!(IdlePool::<UpstreamConn>::BLOCK_BYTES, 1248);
+    let full_blocks = IDLE_CAPACITY.div_ceil(IdlePool::<UpstreamConn>::BLOCK_SLOTS);
+    assert_eq!(full_blocks, 34);
+    assert_eq!(full_blocks * IdlePool::<UpstreamConn>::BLOCK_BYTES, 42_432);
 }
 
 #[test]
