@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peers import HOST, REPO, Peer, cpu_seconds, find_bin, start_upstream, stop_upstream  # noqa: E402
@@ -53,18 +52,16 @@ def measure(peer, args):
     pids = peer.pids()
     events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{n}" for n in NAMES]
     perf_out = os.path.join(args.work, "perf.txt")
-    perf = subprocess.Popen([find_bin("perf"), "stat", "-x", ",", "-o", perf_out,
-                             "-e", ",".join(events), "-p", ",".join(map(str, pids))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)  # perf attaches before the load starts (it says nothing when it has)
     u0, s0 = cpu_split(pids)
-    out = subprocess.run(["taskset", "-c", args.client_cpu, find_bin("h2load"), "--h1",
+    # `perf stat -p PIDS -- COMMAND` attaches to the peer, then starts the
+    # load generator, and counts until it exits: no wait for perf to attach.
+    out = subprocess.run([find_bin("perf"), "stat", "-x", ",", "-o", perf_out,
+                          "-e", ",".join(events), "-p", ",".join(map(str, pids)), "--",
+                          "taskset", "-c", args.client_cpu, find_bin("h2load"), "--h1",
                           "-c", str(args.conns), "-D", str(args.duration), "-t", "1",
                           f"http://{HOST}:{peer.port}/"],
                          capture_output=True, text=True, timeout=args.duration + 30).stdout
     u1, s1 = cpu_split(pids)
-    perf.send_signal(2)
-    perf.wait(10)
     m = re.search(r"status codes: (\d+) 2xx", out)
     reqs = int(m.group(1)) if m else 0
     counts = {}

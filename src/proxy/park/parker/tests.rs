@@ -58,17 +58,20 @@ impl Fixture {
         (client, idle)
     }
 
-    /// Wait until `n` connections are parked: a condition polled with a
-    /// bound (5 000 looks), failing by name; under a paused clock each
-    /// 1 ms look advances virtual time only.
+    /// Wait until `n` connections are parked (the parker takes them from
+    /// its channel in its own task): the condition, looked at every
+    /// millisecond until a 5 s deadline, failing by name. Under a paused
+    /// clock the looks advance virtual time only.
     async fn parked(&self, n: i64) {
-        for _ in 0..5_000 {
-            if self.limit.parked_now() == n {
-                return;
-            }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.limit.parked_now() != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} parked after 5 s, not {n}",
+                self.limit.parked_now()
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        panic!("{} parked, not {n}", self.limit.parked_now());
     }
 }
 
