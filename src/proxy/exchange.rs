@@ -157,6 +157,9 @@ pub(super) fn exchange<'a>(
                     return fail(pool, settings, ep, p.started, timeout);
                 }
             };
+            // The head is here: let the other connections whose answers
+            // came in the same wake-up read theirs first (see `YieldOnce`).
+            YieldOnce(false).await;
             let answer = Answer {
                 new_bucket: p.new_bucket,
                 body_fate: p.body_fate.take(),
@@ -243,6 +246,36 @@ impl<F: Future> Future for InTime<'_, F> {
             let later = at + std::time::Duration::from_millis(due.saturating_sub(at_ms));
             this.timer.as_mut().reset(later);
         }
+    }
+}
+
+/// Pending once (the task woken at once, so it goes to the back of the
+/// runtime's queue), then ready: the exchanges whose upstream answers came
+/// in together read them all before any client is written to, as HAProxy
+/// does (all its reads of a wake-up, then all its writes).
+///
+/// Why: writing one client's answer, then reading the next upstream answer,
+/// then writing again gives the client time to go idle between answers, so
+/// each write wakes it anew. Waking a task on another CPU that has gone
+/// idle is the costly part of a send (the scheduler's inter-processor
+/// interrupt; in a virtual machine a hypercall, `kvm_kick_cpu`): in a
+/// profile of the `tls` cell at a fixed rate it was about a third of the
+/// proxy's CPU. Answers written back to back keep the client busy, woken
+/// once per burst. The cost is one more poll of the connection's task per
+/// request (`benches/compare/README.md`, "Where the latency goes").
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
